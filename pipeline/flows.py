@@ -1,0 +1,70 @@
+"""Prefect flows: one flow per stage, one task per chunk. Flows only orchestrate; the work is in ``stages/``.
+
+Each flow opens its stage (locking the output store), submits a task for every pending chunk to the configured task
+runner, shows a terminal progress bar and a Prefect progress artifact that advance as chunks complete, then marks
+the store complete. Import this module only after :func:`pipeline.settings.apply_defaults` (it imports Prefect).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from prefect import flow, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from tqdm import tqdm
+
+from pipeline.params import Params, parse_params
+from stages.chunked import ChunkedStage
+from stages.label import LabelStage
+from stages.sample import SampleStage
+from stages.synthesize import SynthesizeStage
+
+STAGES: dict[str, Callable[[Params, Path], ChunkedStage]] = {
+    "sample": SampleStage,
+    "synthesize": SynthesizeStage,
+    "label": LabelStage,
+}
+
+
+@task(name="chunk", task_run_name="{stage_name}-chunk-{index:05d}", cache_policy=NO_CACHE, retries=0)
+def run_chunk(stage: ChunkedStage, stage_name: str, index: int) -> int:
+    stage.run_chunk(index)
+    return index
+
+
+def run_chunks(stage: ChunkedStage, show_progress: bool = True) -> None:
+    """Submit one task per pending chunk, advancing a progress bar and a Prefect progress artifact as they finish."""
+    total, pending = stage.n_chunks, stage.pending
+    done = total - len(pending)
+    artifact_id = create_progress_artifact(progress=100.0 * done / total, key=f"{stage.name}-progress",
+                                           description=f"latentatlas {stage.name}: chunks complete")
+    with tqdm(total=total, initial=done, desc=stage.name, unit="chunk", disable=not show_progress) as bar:
+        futures = [run_chunk.submit(stage, stage.name, index) for index in pending]
+        for future in as_completed(futures):
+            future.result()  # re-raises a chunk's error; chunks already written stay valid for the resume
+            done += 1
+            bar.update(1)
+            update_progress_artifact(artifact_id, progress=100.0 * done / total)
+    stage.finish()
+
+
+def _stage_flow(stage_name: str, params: dict, data_dir: str) -> None:
+    with STAGES[stage_name](parse_params(params), Path(data_dir)) as stage:
+        run_chunks(stage)
+
+
+def run_stage_flow(stage_name: str, params: Params, data_dir: Path) -> None:
+    """Run stage ``stage_name`` as a Prefect flow named ``latentatlas-<stage>``."""
+    workers = params.runtime.max_workers
+    if not torch.cuda.is_available():
+        # Chunk tasks run in threads; give each its share of the cores instead of letting them fight.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    stage_flow = flow(name=f"latentatlas-{stage_name}", task_runner=ThreadPoolTaskRunner(max_workers=workers),
+                      validate_parameters=False)(_stage_flow)
+    stage_flow(stage_name, params.model_dump(mode="json"), str(data_dir))

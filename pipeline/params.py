@@ -1,0 +1,116 @@
+"""``params.yaml``, validated once into typed objects.
+
+Every stage reads its section from a :class:`Params` built by :func:`load_params`; nothing downstream looks at raw
+dicts. A bad file fails here with one line per problem, naming the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class ParamsError(ValueError):
+    """``params.yaml`` is missing, unreadable, or does not validate."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_device(value: str) -> str:
+    if not _DEVICE_PATTERN.match(value):
+        raise ValueError(f"expected 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {value!r}")
+    return value
+
+
+class GeneratorParams(_Section):
+    name: str = Field("dcgan-digiface", description="registered generator name or 'package.module:factory'")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
+
+
+class SampleParams(_Section):
+    n_samples: PositiveInt = Field(20_000, description="number of latents z ~ N(0, I)")
+    chunk_size: PositiveInt = Field(2_000, description="samples per chunk: the unit of work, storage and resume")
+    seed: int = Field(0, ge=0, description="chunk i draws from numpy's PCG64 seeded with (seed, i)")
+
+
+class SynthesizeParams(_Section):
+    batch_size: PositiveInt = Field(256, description="images per generator forward pass")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
+    amp: bool = Field(True, description="fp16 autocast on CUDA (ignored on the CPU)")
+    keep_images: bool = Field(True, description="store uint8 images; false: labels come straight from the generator")
+    store_resolution: PositiveInt | None = Field(None, description="side of stored images; null = the generator's")
+
+    _device = field_validator("device")(_check_device)
+
+
+class LabelParams(_Section):
+    labeler: str = Field("faces", description="registered labeler (suite) name or 'package.module:factory'")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the labeler factory")
+    batch_size: PositiveInt = Field(256, description="images per labeler forward pass")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
+    contact_sheet_samples: int = Field(32, ge=0, le=256, description="first samples drawn on the contact sheet")
+
+    _device = field_validator("device")(_check_device)
+
+
+class RuntimeParams(_Section):
+    """How to run, not what to compute: changing these never changes a store's contents."""
+
+    task_runner: Literal["threads"] = Field("threads", description="Prefect task runner for the chunk tasks")
+    max_workers: PositiveInt = Field(2, description="chunk tasks in flight at once")
+
+
+class Params(_Section):
+    generator: GeneratorParams = GeneratorParams()
+    sample: SampleParams = SampleParams()
+    synthesize: SynthesizeParams = SynthesizeParams()
+    label: LabelParams = LabelParams()
+    runtime: RuntimeParams = RuntimeParams()
+
+
+def _format_error(source: str, error: pydantic.ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see params.yaml in the repository for every key)"
+        elif "input" in problem and not isinstance(problem["input"], dict):
+            message += f" (got {problem['input']!r})"
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a params mapping (as read from YAML) into :class:`Params`."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except pydantic.ValidationError as error:
+        raise ParamsError(_format_error(source, error)) from None
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate ``params.yaml``.
+
+    Raises:
+        ParamsError: the file is missing, is not YAML, or a key has the wrong type or value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+    return parse_params(raw, source=str(path))

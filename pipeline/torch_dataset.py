@@ -1,0 +1,60 @@
+"""A ``torch.utils.data.Dataset`` over a :class:`~pipeline.dataset.LatentDataset`, reading one chunk at a time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+if TYPE_CHECKING:
+    from pipeline.dataset import LatentDataset
+
+
+class LatentTorchDataset(Dataset):
+    """Items ``{"sample_id": int, <space>: (dim,) float32, "labels": (A,) float32[, "image": (3, R, R) in [-1, 1]]}``.
+
+    Reads whole store chunks and keeps the last one, so sequential or chunk-local access (a sampler over shuffled
+    chunks) costs one read per chunk; memory stays at one chunk. Safe with ``num_workers > 0`` (each worker has
+    its own cache).
+    """
+
+    def __init__(self, source: "LatentDataset", attributes: list[str], space: str, images: bool) -> None:
+        self.source = source
+        self.attributes = attributes
+        self.space = space
+        self.images = images
+        if images and not source.has_images:
+            raise ValueError("images=True, but this run did not keep images (synthesize.keep_images: false)")
+        source.latents(space)  # validates the space
+        self.chunk_size = source.latents_store.info.chunk_size
+        self._cached_index: int | None = None
+        self._cached: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.source.n_samples
+
+    def _chunk(self, index: int) -> dict[str, np.ndarray]:
+        if index != self._cached_index:
+            table = self.source.labels_store.read_chunk(index)
+            chunk = {"latents": self.source.latents_store.read_chunk(self.space, index),
+                     "labels": np.stack([table.column(name).to_numpy() for name in self.attributes], axis=1)}
+            if self.images:
+                chunk["images"] = self.source.images_store.read_chunk("images", index)
+            self._cached_index, self._cached = index, chunk
+        return self._cached
+
+    def __getitem__(self, sample_id: int) -> dict[str, torch.Tensor | int]:
+        if not 0 <= sample_id < len(self):
+            raise IndexError(f"sample_id {sample_id} out of range 0..{len(self) - 1}")
+        chunk = self._chunk(sample_id // self.chunk_size)
+        row = sample_id % self.chunk_size
+        item: dict[str, torch.Tensor | int] = {
+            "sample_id": sample_id,
+            self.space: torch.from_numpy(chunk["latents"][row].copy()),
+            "labels": torch.from_numpy(chunk["labels"][row].astype(np.float32)),
+        }
+        if self.images:
+            item["image"] = torch.from_numpy(chunk["images"][row].copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+        return item

@@ -1,0 +1,41 @@
+"""A PNG contact sheet: the first samples with their labels written under each image, for a person to eyeball."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from stages.atomic import atomic_write_bytes
+
+_CELL = 128  # images are upscaled (nearest) to this side so 64 px faces are legible
+_LINE = 11
+
+
+def render_contact_sheet(pixels: np.ndarray, sample_ids: Sequence[int], attributes: Sequence[str],
+                         scores: np.ndarray, columns: int = 8) -> Image.Image:
+    """Grid of (N, H, W, 3) uint8 images, each captioned with its sample id and (N, A) attribute scores."""
+    if pixels.shape[0] != scores.shape[0] or scores.shape[1] != len(attributes):
+        raise ValueError(f"contact sheet: {pixels.shape[0]} images, scores {scores.shape}, "
+                         f"{len(attributes)} attributes do not match")
+    font = ImageFont.load_default()
+    caption_height = _LINE * (len(attributes) + 1) + 4
+    rows = -(-len(pixels) // columns)
+    sheet = Image.new("RGB", (columns * _CELL, rows * (_CELL + caption_height)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for position, (image, sample_id, row_scores) in enumerate(zip(pixels, sample_ids, scores)):
+        left, top = (position % columns) * _CELL, (position // columns) * (_CELL + caption_height)
+        sheet.paste(Image.fromarray(image).resize((_CELL, _CELL), Image.NEAREST), (left, top))
+        lines = [f"#{sample_id}"] + [f"{name[:13]} {value:.2f}" for name, value in zip(attributes, row_scores)]
+        for line_number, line in enumerate(lines):
+            draw.text((left + 3, top + _CELL + 2 + line_number * _LINE), line, fill="black", font=font)
+    return sheet
+
+
+def write_contact_sheet(path: Path, sheet: Image.Image) -> None:
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    atomic_write_bytes(Path(path), buffer.getvalue())

@@ -1,0 +1,111 @@
+"""Stage 3, label: score every image with the labeler suite; one Parquet file per chunk.
+
+Store ``labels/``: ``part-00000.parquet``… with columns ``sample_id`` (int64) and one float32 column per attribute;
+each file's schema metadata names the labeler, its fingerprint and the store's fingerprint. ``pyarrow.dataset``,
+pandas and DuckDB read the folder as one table. Also writes ``contact_sheet.png``: the first samples with their
+labels drawn under them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from pipeline.params import Params
+from pipeline.stores import ParquetChunkStore, StoreInfo, ZarrChunkStore
+from stages.chunked import ChunkedStage
+from stages.contact_sheet import render_contact_sheet, write_contact_sheet
+from stages.device import inference_context, resolve_device
+from stages.generators import Generator, build_generator
+from stages.labelers import Labeler, build_labeler
+from stages.sample import LATENTS_STORE
+from stages.synthesize import IMAGES_STORE, ImageSynthesizer, images_to_uint8, uint8_to_images
+
+LABELS_STORE = "labels"
+CONTACT_SHEET = "contact_sheet.png"
+
+
+class LabelerOutputError(RuntimeError):
+    """A labeler returned scores of the wrong shape or non-finite values."""
+
+
+def score_images(labeler: Labeler, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    """(N, 3, H, W) images in [-1, 1] → (N, A) float32 scores, in batches of ``batch_size``."""
+    outputs = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start:start + batch_size]
+        scores = labeler.score(batch)
+        if scores.shape != (batch.shape[0], len(labeler.attributes)):
+            raise LabelerOutputError(f"labeler {labeler.name!r} returned scores of shape {tuple(scores.shape)}, "
+                                     f"expected ({batch.shape[0]}, {len(labeler.attributes)})")
+        outputs.append(scores.float().cpu())
+    scores = torch.cat(outputs).numpy()
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        columns = sorted({labeler.attributes[k] for k in np.nonzero(bad)[1]})
+        raise LabelerOutputError(f"labeler {labeler.name!r} returned non-finite scores for {columns}")
+    return scores
+
+
+class LabelStage(ChunkedStage):
+    name = "label"
+
+    def __init__(self, params: Params, data_dir: Path, labeler: Labeler | None = None,
+                 generator: Generator | None = None) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.params = params
+        self.images = ZarrChunkStore.open(self.data_dir / IMAGES_STORE, expected_kind="images", require_complete=True)
+        self.images_kept = bool(self.images.info.details.get("images_kept"))
+        self.synthesizer: ImageSynthesizer | None = None
+        if not self.images_kept:  # label straight from the generator's output
+            self.latents = ZarrChunkStore.open(self.data_dir / LATENTS_STORE, expected_kind="latents",
+                                               require_complete=True)
+            generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
+            self.synthesizer = ImageSynthesizer(generator, params.synthesize)
+        self.device = resolve_device(params.label.device)
+        self.labeler = (labeler or build_labeler(params.label.labeler, **params.label.kwargs)).to(self.device)
+        self.attributes = list(self.labeler.attributes)
+        inputs = {"stage": "label", "images": self.images.info.fingerprint, "labeler": params.label.labeler,
+                  "labeler_fingerprint": self.labeler.fingerprint, "attributes": self.attributes,
+                  "batch_size": params.label.batch_size, "device_type": self.device.type}
+        info = StoreInfo("labels", inputs, self.images.info.n_samples, self.images.info.chunk_size,
+                         details={"attributes": self.attributes, "labeler": params.label.labeler})
+        path = self.data_dir / LABELS_STORE
+        self._lock(path)
+        self.store: ParquetChunkStore = ParquetChunkStore.prepare(path, info)
+        self.schema = pa.schema([("sample_id", pa.int64())] + [(name, pa.float32()) for name in self.attributes],
+                                metadata={"latentatlas.labeler": params.label.labeler,
+                                          "latentatlas.labeler_fingerprint": self.labeler.fingerprint,
+                                          "latentatlas.store_fingerprint": info.fingerprint})
+
+    def images_for_chunk(self, index: int, limit: int | None = None) -> torch.Tensor:
+        """(n, 3, R, R) float images in [-1, 1] of chunk ``index`` (its first ``limit`` rows), on the device."""
+        rows = self.store.info.chunk_slice(index)
+        stop = rows.stop if limit is None else min(rows.stop, rows.start + limit)
+        if self.synthesizer is not None:
+            return self.synthesizer(self.latents.arrays["z"][rows.start:stop]).to(self.device)
+        return uint8_to_images(self.images.arrays["images"][rows.start:stop], self.device)
+
+    def run_chunk(self, index: int) -> None:
+        rows = self.store.info.chunk_slice(index)
+        with inference_context(self.device, amp=False):
+            scores = score_images(self.labeler, self.images_for_chunk(index), self.params.label.batch_size)
+        columns = [pa.array(np.arange(rows.start, rows.stop, dtype=np.int64))]
+        columns += [pa.array(scores[:, k]) for k in range(len(self.attributes))]
+        self.store.write_chunk(index, pa.Table.from_arrays(columns, schema=self.schema))
+
+    def finish(self) -> None:
+        super().finish()
+        n_sheet = min(self.params.label.contact_sheet_samples, self.store.info.chunk_size, self.store.info.n_samples)
+        if n_sheet == 0:
+            return
+        images = self.images_for_chunk(0, limit=n_sheet)
+        table = self.store.read_chunk(0).slice(0, n_sheet)
+        scores = np.stack([table.column(name).to_numpy() for name in self.attributes], axis=1)
+        sheet = render_contact_sheet(images_to_uint8(images), table.column("sample_id").to_pylist(),
+                                     self.attributes, scores)
+        write_contact_sheet(self.data_dir / CONTACT_SHEET, sheet)

@@ -1,0 +1,64 @@
+"""Stage 1, sample: z ~ N(0, I), chunk by chunk, each chunk reproducible on its own.
+
+Chunk i draws from numpy's PCG64 seeded with the pair (seed, i), so any chunk can be regenerated alone and the
+result does not depend on worker count or order. Store ``latents.zarr``: array ``z`` (N, z_dim) float32, plus one
+array per extra latent space of the generator (e.g. ``w`` (N, w_dim) for a mapping network), one Zarr chunk per
+pipeline chunk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.params import Params
+from pipeline.stores import ArraySpec, StoreInfo, ZarrChunkStore
+from stages.chunked import ChunkedStage
+from stages.device import inference_context, resolve_device
+from stages.generators import Generator, build_generator
+
+LATENTS_STORE = "latents.zarr"
+
+
+def sample_latents_z(seed: int, chunk_index: int, n: int, z_dim: int) -> np.ndarray:
+    """The (n, z_dim) float32 standard-normal latents of chunk ``chunk_index`` for ``seed``."""
+    rng = np.random.Generator(np.random.PCG64([seed, chunk_index]))
+    return rng.standard_normal((n, z_dim), dtype=np.float32)
+
+
+class SampleStage(ChunkedStage):
+    name = "sample"
+
+    def __init__(self, params: Params, data_dir: Path, generator: Generator | None = None) -> None:
+        super().__init__()
+        self.params = params
+        self.generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
+        self.extra_spaces = [space for space in self.generator.latent_spaces if space != "z"]
+        self.device = resolve_device(params.synthesize.device)
+        if self.extra_spaces:
+            self.generator.to(self.device)
+        path = Path(data_dir) / LATENTS_STORE
+        arrays = {"z": ArraySpec((self.generator.z_dim,), "float32", ("sample", "z_dim"))}
+        inputs = {"stage": "sample", "generator": params.generator.name, "z_dim": self.generator.z_dim,
+                  "seed": params.sample.seed, "spaces": ["z", *self.extra_spaces]}
+        if self.extra_spaces:
+            # w = mapping(z) depends on the weights and on the device's arithmetic.
+            inputs |= {"generator_fingerprint": self.generator.fingerprint, "device_type": self.device.type}
+            probe = self.generator.map(torch.zeros(1, self.generator.z_dim, device=self.device))
+            for space in self.extra_spaces:
+                arrays[space] = ArraySpec((probe[space].shape[1],), "float32", ("sample", f"{space}_dim"))
+        info = StoreInfo("latents", inputs, params.sample.n_samples, params.sample.chunk_size,
+                         details={"spaces": ["z", *self.extra_spaces]})
+        self._lock(path)
+        self.store: ZarrChunkStore = ZarrChunkStore.prepare(path, info, arrays=arrays)
+
+    def run_chunk(self, index: int) -> None:
+        latents_z = sample_latents_z(self.params.sample.seed, index, self.chunk_length(index), self.generator.z_dim)
+        values = {"z": latents_z}
+        if self.extra_spaces:
+            with inference_context(self.device, amp=False):
+                mapped = self.generator.map(torch.from_numpy(latents_z).to(self.device))
+            values |= {space: mapped[space].float().cpu().numpy() for space in self.extra_spaces}
+        self.store.write_chunk(index, values)

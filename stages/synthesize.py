@@ -1,0 +1,96 @@
+"""Stage 2, synthesize: latents → images, batched, no autograd, AMP on CUDA, stored as uint8.
+
+Store ``images.zarr``: array ``images`` (N, R, R, 3) uint8 RGB at ``store_resolution`` R, one Zarr chunk per
+pipeline chunk. With ``keep_images: false`` the store holds no array, only its fingerprint; the label stage then
+synthesizes each chunk again and scores the generator's float output directly (for runs where N images would not
+fit on disk).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.params import Params, SynthesizeParams
+from pipeline.stores import ArraySpec, StoreInfo, ZarrChunkStore
+from stages.chunked import ChunkedStage
+from stages.device import inference_context, resolve_device
+from stages.generators import Generator, build_generator
+from stages.sample import LATENTS_STORE
+
+IMAGES_STORE = "images.zarr"
+
+
+def images_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [-1, 1] → (N, H, W, 3) uint8 (round to nearest, clamped)."""
+    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def uint8_to_images(pixels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(N, H, W, 3) uint8 → (N, 3, H, W) float32 in [-1, 1] on ``device``."""
+    if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"expected (N, H, W, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+    return tensor.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+class ImageSynthesizer:
+    """A generator on a device, run in batches: (N, z_dim) latents → (N, 3, R, R) float images in [-1, 1]."""
+
+    def __init__(self, generator: Generator, settings: SynthesizeParams) -> None:
+        self.device = resolve_device(settings.device)
+        self.generator = generator.to(self.device)
+        self.batch_size = settings.batch_size
+        self.amp = settings.amp and self.device.type == "cuda"
+        self.resolution = settings.store_resolution or generator.resolution
+
+    def __call__(self, latents: np.ndarray | torch.Tensor, space: str = "z") -> torch.Tensor:
+        latents = torch.as_tensor(latents)
+        outputs = []
+        with inference_context(self.device, self.amp):
+            for start in range(0, latents.shape[0], self.batch_size):
+                batch = latents[start:start + self.batch_size].to(self.device, non_blocking=True)
+                images = self.generator.synthesize(batch, space=space).float()
+                if images.shape[-1] != self.resolution:
+                    images = F.interpolate(images, size=(self.resolution, self.resolution), mode="bilinear",
+                                           antialias=True, align_corners=False)
+                outputs.append(images)
+        return torch.cat(outputs)
+
+    def fingerprint_inputs(self) -> dict:
+        return {"generator": self.generator.fingerprint, "resolution": self.resolution,
+                "batch_size": self.batch_size, "amp": self.amp, "device_type": self.device.type}
+
+
+class SynthesizeStage(ChunkedStage):
+    name = "synthesize"
+
+    def __init__(self, params: Params, data_dir: Path, generator: Generator | None = None) -> None:
+        super().__init__()
+        data_dir = Path(data_dir)
+        self.latents = ZarrChunkStore.open(data_dir / LATENTS_STORE, expected_kind="latents", require_complete=True)
+        generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
+        self.synthesizer = ImageSynthesizer(generator, params.synthesize)
+        self.keep_images = params.synthesize.keep_images
+        resolution = self.synthesizer.resolution
+        arrays = {"images": ArraySpec((resolution, resolution, 3), "uint8", ("sample", "y", "x", "rgb"))}
+        inputs = {"stage": "synthesize", "latents": self.latents.info.fingerprint, "keep_images": self.keep_images,
+                  **self.synthesizer.fingerprint_inputs()}
+        latents_info = self.latents.info
+        info = StoreInfo("images", inputs, latents_info.n_samples, latents_info.chunk_size,
+                         details={"images_kept": self.keep_images, "resolution": resolution,
+                                  "generator": params.generator.name})
+        path = data_dir / IMAGES_STORE
+        self._lock(path)
+        self.store: ZarrChunkStore = ZarrChunkStore.prepare(path, info, arrays=arrays if self.keep_images else {})
+
+    def images_for_chunk(self, index: int) -> torch.Tensor:
+        """(n, 3, R, R) float images in [-1, 1] of chunk ``index``, freshly synthesized."""
+        return self.synthesizer(self.latents.read_chunk("z", index))
+
+    def run_chunk(self, index: int) -> None:
+        self.store.write_chunk(index, {"images": images_to_uint8(self.images_for_chunk(index))})

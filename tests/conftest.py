@@ -1,0 +1,62 @@
+"""Shared fixtures: quiet offline environment, tiny params, tiny finished runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.params import Params, parse_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COLOR_LABELER = "tests.plugins:build_color_labeler"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from pipeline.settings import apply_defaults
+
+    apply_defaults()
+    os.environ.setdefault("PREFECT_HOME", str(Path(config.rootpath) / ".pytest_cache" / "prefect-home"))
+
+
+def make_params(**sections: dict) -> Params:
+    """Params with the given sections merged over a tiny default (N = 300, chunks of 100, colour labeler)."""
+    raw: dict = {"sample": {"n_samples": 300, "chunk_size": 100, "seed": 7},
+                 "synthesize": {"batch_size": 64, "device": "cpu"},
+                 "label": {"labeler": COLOR_LABELER, "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8}}
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return parse_params(raw)
+
+
+@pytest.fixture
+def tiny_params() -> Params:
+    return make_params()
+
+
+def run_spine(params: Params, data_dir: Path) -> None:
+    """sample → synthesize → label in this process, without Prefect."""
+    from stages.chunked import run_stage
+    from stages.label import LabelStage
+    from stages.sample import SampleStage
+    from stages.synthesize import SynthesizeStage
+
+    for stage_cls in (SampleStage, SynthesizeStage, LabelStage):
+        run_stage(stage_cls(params, data_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run (real face DCGAN, colour labeler) shared by read-only tests."""
+    data_dir = tmp_path_factory.mktemp("tiny-run")
+    run_spine(make_params(), data_dir)
+    return data_dir
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (lock files excluded), by relative path."""
+    import hashlib
+
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.endswith(".lock")}
