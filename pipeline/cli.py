@@ -14,10 +14,13 @@ import click
 from pipeline.params import ParamsError, load_params
 from pipeline.settings import apply_defaults
 from pipeline.stores import StoreError
+from stages.directions import DirectionsError
 from stages.registry import RegistryError
 from stages.weights import WeightsError
 
-USER_ERRORS: tuple[type[Exception], ...] = (ParamsError, StoreError, RegistryError, WeightsError, ValueError, TypeError)
+# MethodInputError and DirectionsError are ValueErrors; so are pydantic's and our own input checks.
+USER_ERRORS: tuple[type[Exception], ...] = (ParamsError, StoreError, RegistryError, WeightsError, DirectionsError,
+                                            ValueError, TypeError)
 
 params_option = click.option("--params", "params_path", type=click.Path(path_type=Path), default="params.yaml",
                              show_default=True, help="params file")
@@ -68,6 +71,33 @@ def _stage_command(stage_name: str, summary: str) -> click.Command:
 _stage_command("sample", "Sample latents z ~ N(0, I) into DATA_DIR/latents.zarr, chunk by chunk.")
 _stage_command("synthesize", "Synthesize images from the latents into DATA_DIR/images.zarr.")
 _stage_command("label", "Score every image with the labeler suite into DATA_DIR/labels/*.parquet.")
+
+
+@main.command()
+@click.option("--method", required=True, help="a method listed in params.yaml: fit.methods")
+@params_option
+@data_dir_option
+@click.option("--out-dir", type=click.Path(path_type=Path, file_okay=False), default="directions",
+              help="directions are written to OUT_DIR/<method>/")
+@engine_option
+def fit(method: str, params_path: Path, data_dir: Path, out_dir: Path, engine: str) -> None:
+    """Fit one method's directions from the labeled latents (one DVC job per method)."""
+    apply_defaults()
+    warnings.showwarning = _warning_line
+    try:
+        params = load_params(params_path)
+        if method not in params.fit.methods:
+            raise ParamsError(f"{params_path}: fit.methods {params.fit.methods} does not list {method!r}")
+        if engine == "prefect":
+            from pipeline.flows import run_fit_flow
+
+            run_fit_flow(method, params, data_dir, out_dir)
+        else:
+            from stages.fit import run_fit
+
+            run_fit(params, data_dir, method, out_root=out_dir)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from prefect import flow, task
@@ -24,6 +25,9 @@ from stages.chunked import ChunkedStage
 from stages.label import LabelStage
 from stages.sample import SampleStage
 from stages.synthesize import SynthesizeStage
+
+if TYPE_CHECKING:
+    from stages.fit import FitStage
 
 STAGES: dict[str, Callable[[Params, Path], ChunkedStage]] = {
     "sample": SampleStage,
@@ -68,3 +72,47 @@ def run_stage_flow(stage_name: str, params: Params, data_dir: Path) -> None:
     stage_flow = flow(name=f"latentatlas-{stage_name}", task_runner=ThreadPoolTaskRunner(max_workers=workers),
                       validate_parameters=False)(_stage_flow)
     stage_flow(stage_name, params.model_dump(mode="json"), str(data_dir))
+
+
+@task(name="fit", task_run_name="{method}-{unit_name}", cache_policy=NO_CACHE, retries=0)
+def fit_unit(stage: "FitStage", method: str, unit_name: str, attributes: list[str]):
+    """Fit one unit of a method (one attribute, or all of them for a joint method), reporting training progress."""
+    artifact_id = None
+
+    def report(step: int, total: int, metrics: dict[str, float]) -> None:
+        nonlocal artifact_id
+        fraction = 100.0 * step / max(total, 1)
+        if artifact_id is None:
+            artifact_id = create_progress_artifact(progress=fraction, key=f"fit-{method}-progress",
+                                                   description=f"latentatlas fit {method}: training steps")
+        else:
+            update_progress_artifact(artifact_id, progress=fraction)
+        shown = "  ".join(f"{key}={value:.4g}" for key, value in metrics.items())
+        tqdm.write(f"fit {method} [{unit_name}] step {step}/{total}  {shown}")
+
+    return stage.fit_unit(attributes, progress=report)
+
+
+def _fit_flow(method: str, params: dict, data_dir: str, out_root: str) -> None:
+    from pipeline.stores import store_lock
+    from stages.fit import FitStage
+
+    stage = FitStage(parse_params(params), Path(data_dir), method, out_root=Path(out_root))
+    with store_lock(stage.out_dir):
+        units = stage.units()
+        futures = [fit_unit.submit(stage, method, "+".join(unit) if len(unit) < 4 else "all", unit)
+                   for unit in units]
+        parts = []
+        for future in tqdm(futures, desc=f"fit {method}", unit="unit"):
+            parts.append(future.result())  # in submission order: directions keep the attribute order
+        stage.finish(parts)
+
+
+def run_fit_flow(method: str, params: Params, data_dir: Path, out_root: Path) -> None:
+    """Fit ``method`` as a Prefect flow named ``latentatlas-fit-<method>``, one task per independent unit."""
+    workers = params.runtime.max_workers
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    fit_flow = flow(name=f"latentatlas-fit-{method}", task_runner=ThreadPoolTaskRunner(max_workers=workers),
+                    validate_parameters=False)(_fit_flow)
+    fit_flow(method, params.model_dump(mode="json"), str(data_dir), str(out_root))

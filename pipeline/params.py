@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -69,11 +69,53 @@ class RuntimeParams(_Section):
     max_workers: PositiveInt = Field(2, description="chunk tasks in flight at once")
 
 
+class FitParams(_Section):
+    """Direction fitting: one DVC job per method in ``methods``, each with its own ``params.<method>`` section."""
+
+    methods: list[str] = Field(default_factory=lambda: ["interfacegan"], min_length=1,
+                               description="methods to run, each a DVC job writing directions/<method>/")
+    attributes: list[str] | None = Field(None, description="attributes to fit (null: every labeled attribute)")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                              description="per-method params, validated by each method's model")
+
+    _device = field_validator("device")(_check_device)
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> "FitParams":
+        from stages.methods import METHODS
+
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods: listed twice: {sorted({m for m in self.methods if self.methods.count(m) > 1})}")
+        for method in self.methods:
+            try:
+                spec = METHODS.build(method)
+            except LookupError as error:
+                raise ValueError(f"methods: {error}") from None
+            if method not in self.params:
+                raise ValueError(f"params.{method}: missing; every method in fit.methods needs a params section "
+                                 f"(use {{}} for its defaults): DVC tracks it to rerun only that method")
+            try:
+                spec.params_model.model_validate(self.params[method])
+            except pydantic.ValidationError as error:
+                problems = "; ".join(f"params.{method}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
+                                     for p in error.errors())
+                raise ValueError(problems) from None
+        return self
+
+    def method_params(self, method: str) -> pydantic.BaseModel:
+        """The validated params object of ``method``."""
+        from stages.methods import METHODS
+
+        return METHODS.build(method).params_model.model_validate(self.params.get(method, {}))
+
+
 class Params(_Section):
     generator: GeneratorParams = GeneratorParams()
     sample: SampleParams = SampleParams()
     synthesize: SynthesizeParams = SynthesizeParams()
     label: LabelParams = LabelParams()
+    fit: FitParams = Field(default_factory=lambda: FitParams(params={"interfacegan": {}}))
     runtime: RuntimeParams = RuntimeParams()
 
 
@@ -81,7 +123,7 @@ def _format_error(source: str, error: pydantic.ValidationError) -> str:
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        message = problem["msg"]
+        message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see params.yaml in the repository for every key)"
         elif "input" in problem and not isinstance(problem["input"], dict):

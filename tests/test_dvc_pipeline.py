@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline.prefect_server import local_prefect_server
 from tests.conftest import COLOR_LABELER, REPO_ROOT, tree_digest
 
 pytestmark = pytest.mark.slow
@@ -33,35 +32,10 @@ SMALL_PARAMS = {
 STORES = ("latents.zarr", "images.zarr", "labels", "contact_sheet.png")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory) -> str:
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"prefect server did not come up on port {port}")
-            time.sleep(0.5)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(30)
+    with local_prefect_server(tmp_path_factory.mktemp("prefect-server-home")) as url:
+        yield url
 
 
 def _full_params(overrides: dict) -> dict:

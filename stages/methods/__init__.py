@@ -56,9 +56,23 @@ class FitContext:
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """A registered method.
+
+    Attributes:
+        params_model: pydantic model of its ``params.yaml: fit.params.<method>`` section.
+        fit: ``fit(context, params) -> DirectionSet``.
+        supervised: whether it needs labels to find directions (unsupervised ones only use them for naming).
+        separable: each attribute is fitted independently of the others, so the fit stage may run one task per
+            attribute (``fit`` called with ``context.attributes`` = one name) and concatenate the results.
+        needs_generator: ``fit`` uses ``context.generator`` (closed-form and unsupervised methods) and
+            ``context.score_images`` to name what it finds.
+    """
+
     params_model: type[pydantic.BaseModel]
     fit: Callable[[FitContext, Any], DirectionSet]
     supervised: bool = True
+    separable: bool = False
+    needs_generator: bool = False
 
 
 class MethodInputError(ValueError):

@@ -1,0 +1,133 @@
+"""Stage 4, fit: one method's directions from the labeled latent store → ``directions/<method>/``.
+
+Loads only what fitting needs: the (N, D) latents of each stored space and the label columns of the attributes,
+never images. A method whose attributes are independent (``MethodSpec.separable``) is fitted as one unit of work
+per attribute (the flow runs them as parallel Prefect tasks) and the results are concatenated; the others are one
+unit. Long-running methods checkpoint into ``work_dir``, a folder keyed by the fingerprint of everything that
+produced the fit, so a killed run resumes and a changed one starts clean.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import dataset
+from pipeline.params import Params
+from pipeline.stores import fingerprint_of
+from stages.device import inference_context, resolve_device
+from stages.directions import DirectionSet, DirectionsError
+from stages.methods import METHODS, FitContext, MethodInputError, MethodSpec
+
+DIRECTIONS_DIR = "directions"
+WORK_DIR = ".cache/fit"
+
+
+class FitStage:
+    """Fitting one method: ``units()`` lists the independent pieces, ``fit_unit`` runs one, ``finish`` saves."""
+
+    def __init__(self, params: Params, data_dir: Path, method: str, out_root: Path = Path(DIRECTIONS_DIR),
+                 work_root: Path = Path(WORK_DIR), generator: Any = None, labeler: Any = None) -> None:
+        self.method = method
+        self.params = params
+        self.spec: MethodSpec = METHODS.build(method)
+        self.method_params = params.fit.method_params(method)
+        self.data = dataset.open(data_dir)
+        self.attributes = list(params.fit.attributes or self.data.attributes)
+        unknown = [name for name in self.attributes if name not in self.data.attributes]
+        if unknown:
+            raise MethodInputError(f"fit.attributes: {unknown} are not labeled attributes; the labels have "
+                                   f"{self.data.attributes}")
+        self.device = resolve_device(params.fit.device)
+        self.out_dir = Path(out_root) / method
+        self.input_fingerprint = self.data.labels_store.info.fingerprint
+        self.fingerprint = fingerprint_of({"method": method, "params": self.method_params.model_dump(mode="json"),
+                                           "attributes": self.attributes, "input": self.input_fingerprint,
+                                           "device_type": self.device.type})
+        self.work_dir = Path(work_root) / f"{method}-{self.fingerprint}"
+        self._generator, self._labeler = generator, labeler
+        latents = {}
+        scores = None
+        for space in self.data.spaces:
+            latents[space], scores = self.data.arrays(self.attributes, space=space)
+        self.latents: dict[str, np.ndarray] = latents
+        self.labels = pd.DataFrame(scores, columns=self.attributes)
+
+    @functools.cached_property
+    def generator(self):
+        from stages.generators import build_generator
+
+        generator = self._generator or build_generator(self.params.generator.name, **self.params.generator.kwargs)
+        return generator.to(self.device)
+
+    @functools.cached_property
+    def labeler(self):
+        from stages.labelers import build_labeler
+
+        labeler = self._labeler or build_labeler(self.params.label.labeler, **self.params.label.kwargs)
+        return labeler.to(self.device)
+
+    def score_images(self, images: torch.Tensor) -> pd.DataFrame:
+        """(N, 3, H, W) images in [-1, 1] → DataFrame of every attribute the labeler gives (for naming)."""
+        with inference_context(self.device, amp=False):
+            scores = self.labeler.score(images.to(self.device)).float().cpu().numpy()
+        return pd.DataFrame(scores, columns=list(self.labeler.attributes))
+
+    def units(self) -> list[list[str]]:
+        """Groups of attributes fitted together: one per attribute for separable methods, else one group."""
+        return [[name] for name in self.attributes] if self.spec.separable else [self.attributes]
+
+    def context(self, attributes: list[str], progress=None) -> FitContext:
+        needs_generator = self.spec.needs_generator
+        return FitContext(latents=self.latents, labels=self.labels[attributes], attributes=attributes,
+                          generator=self.generator if needs_generator else None,
+                          score_images=self.score_images if needs_generator else None, device=self.device,
+                          work_dir=self.work_dir, input_fingerprint=self.input_fingerprint,
+                          progress=progress or (lambda step, total, metrics: None))
+
+    def fit_unit(self, attributes: list[str], progress=None) -> DirectionSet:
+        return self.spec.fit(self.context(attributes, progress), self.method_params)
+
+    def finish(self, parts: list[DirectionSet]) -> DirectionSet:
+        """Concatenate the units' results (in attribute order), record provenance, save atomically."""
+        directions = parts[0] if len(parts) == 1 else merge_direction_sets(parts)
+        directions.meta = {**directions.meta, "method": self.method, "fingerprint": self.fingerprint,
+                           "input_fingerprint": self.input_fingerprint, "attributes": self.attributes,
+                           "params": self.method_params.model_dump(mode="json")}
+        directions.save(self.out_dir)
+        return directions
+
+
+def merge_direction_sets(parts: list[DirectionSet]) -> DirectionSet:
+    """One set from per-attribute sets of one method: names, vectors, stats and extra files concatenated."""
+    first = parts[0]
+    if any(part.space != first.space or part.method != first.method for part in parts):
+        raise DirectionsError(f"{first.method}: per-attribute results disagree on method or latent space")
+    extras: dict[str, bytes] = {}
+    for part in parts:
+        clash = set(extras) & set(part.extras)
+        if clash:
+            raise DirectionsError(f"{first.method}: per-attribute results both write extra files {sorted(clash)}; "
+                                  f"a separable method must name its extra files per attribute")
+        extras |= part.extras
+    meta = dict(first.meta)
+    meta.pop("extra_files", None)
+    meta["per_attribute_meta"] = {name: part.meta for part in parts for name in part.names}
+    return DirectionSet(method=first.method, space=first.space, names=[n for part in parts for n in part.names],
+                        vectors=np.concatenate([part.vectors for part in parts]),
+                        stats={k: v for part in parts for k, v in part.stats.items()}, meta=meta, extras=extras)
+
+
+def run_fit(params: Params, data_dir: Path, method: str, out_root: Path = Path(DIRECTIONS_DIR),
+            **plugins: Any) -> DirectionSet:
+    """Fit ``method`` in this process, unit after unit (no Prefect): for tests and scripting."""
+    from pipeline.stores import store_lock
+
+    stage = FitStage(params, data_dir, method, out_root=out_root, **plugins)
+    with store_lock(stage.out_dir):
+        return stage.finish([stage.fit_unit(unit) for unit in stage.units()])
