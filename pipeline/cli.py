@@ -6,7 +6,9 @@ command with one line naming the key or file and what was expected, and exit sta
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -34,22 +36,29 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(click.style(f"warning: {message}", fg="yellow"), err=True)
 
 
-def _run_stage(stage_name: str, params_path: Path, data_dir: Path, engine: str) -> None:
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Quiet, offline defaults; warnings as one yellow line; a user-fixable error as one line and exit 1."""
     apply_defaults()
     warnings.showwarning = _warning_line
     try:
+        yield
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _run_stage(stage_name: str, params_path: Path, data_dir: Path, engine: str) -> None:
+    with user_errors():
         params = load_params(params_path)
         if engine == "prefect":
             from pipeline.flows import run_stage_flow
 
             run_stage_flow(stage_name, params, data_dir)
         else:
-            from pipeline.flows import STAGES
             from stages.chunked import run_stage
+            from stages.spine import STAGES
 
             run_stage(STAGES[stage_name](params, data_dir))
-    except USER_ERRORS as error:
-        raise click.ClickException(str(error)) from None
 
 
 @click.group(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
@@ -82,9 +91,7 @@ _stage_command("label", "Score every image with the labeler suite into DATA_DIR/
 @engine_option
 def fit(method: str, params_path: Path, data_dir: Path, out_dir: Path, engine: str) -> None:
     """Fit one method's directions from the labeled latents (one DVC job per method)."""
-    apply_defaults()
-    warnings.showwarning = _warning_line
-    try:
+    with user_errors():
         params = load_params(params_path)
         if method not in params.fit.methods:
             raise ParamsError(f"{params_path}: fit.methods {params.fit.methods} does not list {method!r}")
@@ -96,8 +103,39 @@ def fit(method: str, params_path: Path, data_dir: Path, out_dir: Path, engine: s
             from stages.fit import run_fit
 
             run_fit(params, data_dir, method, out_root=out_dir)
-    except USER_ERRORS as error:
-        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.option("--method", required=True, help="a method listed in params.yaml: fit.methods")
+@params_option
+@data_dir_option
+@engine_option
+def evaluate(method: str, params_path: Path, data_dir: Path, engine: str) -> None:
+    """Evaluate one method's directions on held-out latents: metrics/<method>.json, curves, traversal grids."""
+    with user_errors():
+        params = load_params(params_path)
+        if engine == "prefect":
+            from pipeline.flows import run_evaluate_flow
+
+            run_evaluate_flow(method, params, data_dir)
+        else:
+            from stages.chunked import run_stage
+            from stages.evaluate import EvaluateStage
+
+            run_stage(EvaluateStage(params, data_dir, method))
+
+
+@main.command()
+@params_option
+@data_dir_option
+def report(params_path: Path, data_dir: Path) -> None:
+    """Write reports/report.html (self-contained) and reports/summary.md comparing every method."""
+    with user_errors():
+        from stages.report import REPORT_HTML, REPORT_MD, build_report
+
+        params = load_params(params_path)
+        build_report(params, data_dir, params.fit.methods)
+        click.echo(f"wrote {REPORT_HTML} and {REPORT_MD}")
 
 
 @main.command()

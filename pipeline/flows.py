@@ -22,18 +22,10 @@ from tqdm import tqdm
 
 from pipeline.params import Params, parse_params
 from stages.chunked import ChunkedStage
-from stages.label import LabelStage
-from stages.sample import SampleStage
-from stages.synthesize import SynthesizeStage
+from stages.spine import STAGES
 
 if TYPE_CHECKING:
     from stages.fit import FitStage
-
-STAGES: dict[str, Callable[[Params, Path], ChunkedStage]] = {
-    "sample": SampleStage,
-    "synthesize": SynthesizeStage,
-    "label": LabelStage,
-}
 
 
 @task(name="chunk", task_run_name="{stage_name}-chunk-{index:05d}", cache_policy=NO_CACHE, retries=0)
@@ -63,15 +55,21 @@ def _stage_flow(stage_name: str, params: dict, data_dir: str) -> None:
         run_chunks(stage)
 
 
-def run_stage_flow(stage_name: str, params: Params, data_dir: Path) -> None:
-    """Run stage ``stage_name`` as a Prefect flow named ``latentatlas-<stage>``."""
+def _run_flow(flow_name: str, body: Callable[..., None], params: Params, *args: str) -> None:
+    """Run ``body(*args[:1], params_as_json, *args[1:])`` as a Prefect flow named ``flow_name`` on the configured
+    task runner (params travel as JSON: flow parameters must be serialisable for the Prefect API)."""
     workers = params.runtime.max_workers
     if not torch.cuda.is_available():
         # Chunk tasks run in threads; give each its share of the cores instead of letting them fight.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    stage_flow = flow(name=f"latentatlas-{stage_name}", task_runner=ThreadPoolTaskRunner(max_workers=workers),
-                      validate_parameters=False)(_stage_flow)
-    stage_flow(stage_name, params.model_dump(mode="json"), str(data_dir))
+    prefect_flow = flow(name=flow_name, task_runner=ThreadPoolTaskRunner(max_workers=workers),
+                        validate_parameters=False)(body)
+    prefect_flow(args[0], params.model_dump(mode="json"), *args[1:])
+
+
+def run_stage_flow(stage_name: str, params: Params, data_dir: Path) -> None:
+    """Run stage ``stage_name`` as a Prefect flow named ``latentatlas-<stage>``."""
+    _run_flow(f"latentatlas-{stage_name}", _stage_flow, params, stage_name, str(data_dir))
 
 
 @task(name="fit", task_run_name="{method}-{unit_name}", cache_policy=NO_CACHE, retries=0)
@@ -110,9 +108,16 @@ def _fit_flow(method: str, params: dict, data_dir: str, out_root: str) -> None:
 
 def run_fit_flow(method: str, params: Params, data_dir: Path, out_root: Path) -> None:
     """Fit ``method`` as a Prefect flow named ``latentatlas-fit-<method>``, one task per independent unit."""
-    workers = params.runtime.max_workers
-    if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    fit_flow = flow(name=f"latentatlas-fit-{method}", task_runner=ThreadPoolTaskRunner(max_workers=workers),
-                    validate_parameters=False)(_fit_flow)
-    fit_flow(method, params.model_dump(mode="json"), str(data_dir), str(out_root))
+    _run_flow(f"latentatlas-fit-{method}", _fit_flow, params, method, str(data_dir), str(out_root))
+
+
+def _evaluate_flow(method: str, params: dict, data_dir: str) -> None:
+    from stages.evaluate import EvaluateStage
+
+    with EvaluateStage(parse_params(params), Path(data_dir), method) as stage:
+        run_chunks(stage)
+
+
+def run_evaluate_flow(method: str, params: Params, data_dir: Path) -> None:
+    """Evaluate ``method`` as a Prefect flow named ``latentatlas-evaluate-<method>``, one task per held-out chunk."""
+    _run_flow(f"latentatlas-evaluate-{method}", _evaluate_flow, params, method, str(data_dir))

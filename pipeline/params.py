@@ -110,12 +110,42 @@ class FitParams(_Section):
         return METHODS.build(method).params_model.model_validate(self.params.get(method, {}))
 
 
+class EvalParams(_Section):
+    """Evaluation of every method's directions on held-out latents (never used for fitting)."""
+
+    n_samples: PositiveInt = Field(128, description="held-out z per direction")
+    chunk_size: PositiveInt = Field(64, description="held-out samples per chunk (unit of work and resume)")
+    seed: int = Field(1, ge=0, description="seed of the held-out stream (disjoint from the fit stream)")
+    alphas: list[float] = Field(default_factory=lambda: [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0], min_length=3,
+                                description="edit strengths; must include 0 (the original)")
+    attributes: list[str] | None = Field(None, description="attributes to evaluate (null: fit.attributes)")
+    condition_on: list[str] = Field(default_factory=list,
+                                    description="also evaluate conditional editing holding these directions fixed")
+    ppl_samples: PositiveInt = Field(32, description="(z, t) samples per direction for the perceptual path length")
+    lpips_net: Literal["alex", "vgg"] = Field("alex", description="LPIPS backbone")
+    grid_samples: int = Field(4, ge=1, le=16, description="rows of each traversal grid PNG")
+    batch_size: PositiveInt = Field(256, description="images per generator / labeler pass")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
+
+    _device = field_validator("device")(_check_device)
+
+    @field_validator("alphas")
+    @classmethod
+    def _has_zero(cls, alphas: list[float]) -> list[float]:
+        if 0.0 not in alphas:
+            raise ValueError(f"must include 0 (the unedited original), got {alphas}")
+        if sorted(alphas) != alphas or len(set(alphas)) != len(alphas):
+            raise ValueError(f"must be strictly increasing, got {alphas}")
+        return alphas
+
+
 class Params(_Section):
     generator: GeneratorParams = GeneratorParams()
     sample: SampleParams = SampleParams()
     synthesize: SynthesizeParams = SynthesizeParams()
     label: LabelParams = LabelParams()
     fit: FitParams = Field(default_factory=lambda: FitParams(params={"interfacegan": {}}))
+    eval: EvalParams = EvalParams()
     runtime: RuntimeParams = RuntimeParams()
 
 

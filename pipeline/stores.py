@@ -322,6 +322,9 @@ class ZarrChunkStore(ChunkedStore):
 class ParquetChunkStore(ChunkedStore):
     """A folder of Parquet files ``part-00000.parquet``…, one per pipeline chunk, plus ``_latentatlas.json``.
 
+    A chunk of n samples has n rows, or n × ``info.details["rows_per_sample"]`` for long tables (e.g. one row per
+    sample, direction and edit strength in the evaluation store).
+
     ``pyarrow.dataset``, pandas and DuckDB read the folder as one table (they skip the underscored info file).
     """
 
@@ -342,9 +345,9 @@ class ParquetChunkStore(ChunkedStore):
     def write_chunk(self, index: int, table: pa.Table) -> None:
         """Write chunk ``index`` as one Parquet file: temp name, then ``os.replace``."""
         rows = self.info.chunk_slice(index)
-        if table.num_rows != rows.stop - rows.start:
-            raise StoreError(f"{self.path}: chunk {index} must have {rows.stop - rows.start} rows, "
-                             f"got {table.num_rows}")
+        expected = (rows.stop - rows.start) * int(self.info.details.get("rows_per_sample", 1))
+        if table.num_rows != expected:
+            raise StoreError(f"{self.path}: chunk {index} must have {expected} rows, got {table.num_rows}")
         target = self.part_path(index)
         staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:

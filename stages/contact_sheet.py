@@ -39,3 +39,29 @@ def write_contact_sheet(path: Path, sheet: Image.Image) -> None:
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def render_traversal_grid(pixels: np.ndarray, alphas: Sequence[float], target_scores: np.ndarray,
+                          title: str) -> Image.Image:
+    """Rows of samples, columns of edit strengths: (S, M, H, W, 3) uint8 images, (S, M) target scores.
+
+    The header gives α per column; each image is captioned with the target attribute's score after the edit.
+    """
+    samples, strengths = pixels.shape[:2]
+    if len(alphas) != strengths or target_scores.shape != (samples, strengths):
+        raise ValueError(f"traversal grid: images {pixels.shape[:2]}, {len(alphas)} alphas and scores "
+                         f"{target_scores.shape} do not match")
+    font = ImageFont.load_default()
+    header, caption = 2 * _LINE + 6, _LINE + 4
+    sheet = Image.new("RGB", (strengths * _CELL, header + samples * (_CELL + caption)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((3, 2), title, fill="black", font=font)
+    for column, alpha in enumerate(alphas):
+        draw.text((column * _CELL + _CELL // 2 - 12, _LINE + 4), f"α={alpha:+.1f}", fill="black", font=font)
+    for row in range(samples):
+        top = header + row * (_CELL + caption)
+        for column in range(strengths):
+            left = column * _CELL
+            sheet.paste(Image.fromarray(pixels[row, column]).resize((_CELL, _CELL), Image.NEAREST), (left, top))
+            draw.text((left + 3, top + _CELL + 2), f"{target_scores[row, column]:.2f}", fill="black", font=font)
+    return sheet

@@ -1,0 +1,307 @@
+"""Stage 5, evaluate: judge one method's directions on held-out latents by really editing, re-synthesizing and
+re-labeling (never by asking the fitted model).
+
+Held-out z come from their own random stream (numpy PCG64 seeded with ``(eval.seed, EVAL_STREAM, chunk)``) and are
+checked to share no row with the fitted latents. For every evaluated direction n, edit mode (``plain``, and
+``conditional`` when ``eval.condition_on`` names directions to hold fixed) and strength α in ``eval.alphas``:
+z' = edit(z, n, α) → G(z') → labeler → scores, and LPIPS(G(z), G(z')). One long-format Parquet part per chunk of
+held-out samples (``evaluations/<method>/``), so a killed evaluation resumes at chunk granularity.
+
+``finish`` turns the store into ``metrics/<method>.json`` (DVC metrics), ``metrics/<method>.curves.json`` (DVC
+plots: mean target score per α) and traversal grids ``reports/grids/<method>/<attribute>.png``:
+
+- effectiveness: ``slope`` of the target score per unit α (least squares over samples × α), the same divided by the
+  target's held-out standard deviation (``slope_std``), and ``moved_fraction``: samples whose target score at the
+  largest α exceeds the one at the smallest;
+- entanglement (seed 000's Table II): for every other attribute, original score, edited score (α = ±max) and mean
+  absolute difference; ``entanglement`` = mean over the other attributes of that difference in held-out std units;
+- identity and smoothness: mean LPIPS between original and edited image at ±max α; perceptual path length along n;
+- the method's own fit statistics (SVM accuracy, separability, RCA, ...) carried through from its directions.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import torch
+
+from pipeline import dataset
+from pipeline.params import Params
+from pipeline.stores import ParquetChunkStore, StoreError, StoreInfo
+from stages.atomic import atomic_write_json
+from stages.chunked import ChunkedStage
+from stages.contact_sheet import render_traversal_grid, write_contact_sheet
+from stages.device import inference_context, resolve_device
+from stages.directions import DirectionSet
+from stages.editing import edit
+from stages.generators import Generator, build_generator
+from stages.label import score_images
+from stages.labelers import Labeler, build_labeler
+from stages.synthesize import ImageSynthesizer, images_to_uint8
+
+EVALUATIONS_DIR = "evaluations"
+METRICS_DIR = "metrics"
+GRIDS_DIR = "reports/grids"
+EVAL_STREAM = 0x45A1  # a third seed word: the held-out stream never coincides with the fit stream (seed, chunk)
+
+
+class EvaluationError(ValueError):
+    """The directions cannot be evaluated as asked (unknown attribute, no component for it, overlap, ...)."""
+
+
+def heldout_latents_z(seed: int, chunk_index: int, n: int, z_dim: int) -> np.ndarray:
+    """The (n, z_dim) float32 held-out latents of chunk ``chunk_index``."""
+    rng = np.random.Generator(np.random.PCG64([seed, EVAL_STREAM, chunk_index]))
+    return rng.standard_normal((n, z_dim), dtype=np.float32)
+
+
+def _row_keys(latents: np.ndarray) -> set[bytes]:
+    return {row.tobytes() for row in np.ascontiguousarray(latents)}
+
+
+def select_directions(directions: DirectionSet, attributes: list[str]) -> dict[str, tuple[np.ndarray, str]]:
+    """For each attribute, the (D,) direction that edits it and the name it has in the set.
+
+    Supervised sets name directions by attribute. Unsupervised ones name components (``c017``) and record in their
+    stats the attribute each moves most and the correlation; the component with the largest |correlation| for the
+    attribute is taken, its sign flipped if the correlation is negative so that +α increases the attribute.
+
+    Raises:
+        EvaluationError: an attribute has no direction.
+    """
+    selected: dict[str, tuple[np.ndarray, str]] = {}
+    for attribute in attributes:
+        if attribute in directions.names:
+            selected[attribute] = (directions[attribute], attribute)
+            continue
+        candidates = [(abs(float(stats.get("correlation", 0.0))), name, float(stats.get("correlation", 0.0)))
+                      for name, stats in directions.stats.items()
+                      if stats.get("attribute") == attribute and name in directions.names]
+        if not candidates:
+            raise EvaluationError(f"{directions.method}: no direction for attribute {attribute!r} (its directions: "
+                                  f"{directions.names[:8]}{'…' if len(directions.names) > 8 else ''}; unsupervised "
+                                  f"components are matched through stats[name]['attribute'])")
+        _, name, correlation = max(candidates)
+        selected[attribute] = (directions[name] * (1.0 if correlation >= 0 else -1.0), name)
+    return selected
+
+
+class EvaluateStage(ChunkedStage):
+    name = "evaluate"
+
+    def __init__(self, params: Params, data_dir: Path, method: str, directions_root: Path = Path("directions"),
+                 out_root: Path = Path(EVALUATIONS_DIR), metrics_root: Path = Path(METRICS_DIR),
+                 grids_root: Path = Path(GRIDS_DIR), generator: Generator | None = None,
+                 labeler: Labeler | None = None, lpips: torch.nn.Module | None = None) -> None:
+        super().__init__()
+        settings = params.eval
+        self.params, self.method, self.settings = params, method, settings
+        self.directions = DirectionSet.load(Path(directions_root) / method)
+        if self.directions.space != "z":
+            raise EvaluationError(f"{method}: directions live in space {self.directions.space!r}; evaluation edits "
+                                  f"z (the only space the stored generator exposes for sampling)")
+        self.data = dataset.open(data_dir)
+        self.attributes = list(settings.attributes or params.fit.attributes or self.data.attributes)
+        self.targets = select_directions(self.directions, self.attributes)
+        unknown = [name for name in settings.condition_on if name not in self.targets]
+        if unknown:
+            raise EvaluationError(f"eval.condition_on: {unknown} are not among the evaluated attributes "
+                                  f"{list(self.targets)}")
+        self.modes = ["plain", "conditional"] if settings.condition_on else ["plain"]
+        self.alphas = np.asarray(settings.alphas, dtype=np.float64)
+
+        synth_settings = params.synthesize.model_copy(update={"batch_size": settings.batch_size,
+                                                              "device": settings.device})
+        generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
+        self.synthesizer = ImageSynthesizer(generator, synth_settings)
+        self.device = resolve_device(settings.device)
+        self.labeler = (labeler or build_labeler(params.label.labeler, **params.label.kwargs)).to(self.device)
+        self._lpips = lpips
+        self.z_dim = generator.z_dim
+        if self.directions.dim != self.z_dim:
+            raise EvaluationError(f"{method}: directions are {self.directions.dim}-d, the generator's z is "
+                                  f"{self.z_dim}-d")
+
+        rows_per_sample = len(self.targets) * len(self.modes) * len(self.alphas)
+        inputs = {"stage": "evaluate", "method": method, "directions": self.directions.meta.get("fingerprint"),
+                  "directions_vectors": _digest(self.directions.vectors), "labels": self.data.labels_store.info.fingerprint,
+                  "eval": settings.model_dump(mode="json"), "attributes": self.attributes,
+                  "labeler": self.labeler.fingerprint, **self.synthesizer.fingerprint_inputs()}
+        info = StoreInfo("evaluation", inputs, settings.n_samples, settings.chunk_size,
+                         details={"rows_per_sample": rows_per_sample, "targets": list(self.targets),
+                                  "modes": self.modes, "alphas": settings.alphas,
+                                  "scores": list(self.labeler.attributes)})
+        path = Path(out_root) / method
+        self._lock(path)
+        self.store: ParquetChunkStore = ParquetChunkStore.prepare(path, info)
+        self.metrics_path = Path(metrics_root) / f"{method}.json"
+        self.curves_path = Path(metrics_root) / f"{method}.curves.json"
+        self.grids_dir = Path(grids_root) / method
+        self._check_heldout_is_disjoint()
+
+    @functools.cached_property
+    def lpips(self) -> torch.nn.Module:
+        from stages.lpips import build_lpips
+
+        return (self._lpips or build_lpips(self.settings.lpips_net, self.device)).to(self.device).eval()
+
+    def _check_heldout_is_disjoint(self) -> None:
+        fitted = set()
+        store = self.data.latents_store
+        for index in range(store.info.n_chunks):
+            fitted |= _row_keys(store.read_chunk("z", index))
+        for index in range(self.store.info.n_chunks):
+            if _row_keys(self.heldout(index)) & fitted:
+                raise EvaluationError(f"held-out chunk {index} shares latents with the fitted data "
+                                      f"({store.path}); choose another eval.seed")
+
+    def heldout(self, index: int) -> np.ndarray:
+        return heldout_latents_z(self.settings.seed, index, self.chunk_length(index), self.z_dim)
+
+    def keep_for(self, attribute: str, mode: str) -> list[np.ndarray] | None:
+        if mode == "plain":
+            return None
+        kept = [self.targets[name][0] for name in self.settings.condition_on if name != attribute]
+        return kept or None
+
+    def _edited_images(self, latents_z: np.ndarray, attribute: str, mode: str) -> torch.Tensor:
+        """(M, n, 3, R, R) images of the n latents edited at every α."""
+        edited = edit(latents_z, self.targets[attribute][0], self.alphas, keep=self.keep_for(attribute, mode))
+        images = self.synthesizer(edited.reshape(-1, self.z_dim).astype(np.float32))
+        return images.reshape(len(self.alphas), len(latents_z), *images.shape[1:])
+
+    def run_chunk(self, index: int) -> None:
+        rows = self.store.info.chunk_slice(index)
+        latents_z = self.heldout(index)
+        sample_ids = np.arange(rows.start, rows.stop, dtype=np.int64)
+        columns: dict[str, list[np.ndarray]] = {"sample_id": [], "direction": [], "mode": [], "alpha": [],
+                                                "lpips": [], **{name: [] for name in self.labeler.attributes}}
+        batch_size = self.settings.batch_size
+        for attribute in self.targets:
+            for mode in self.modes:
+                images = self._edited_images(latents_z, attribute, mode)
+                originals = images[int(np.flatnonzero(self.alphas == 0)[0])]
+                with inference_context(self.device, amp=False):
+                    for position, alpha in enumerate(self.alphas):
+                        scores = score_images(self.labeler, images[position].to(self.device), batch_size)
+                        distance = torch.cat([self.lpips(originals[s:s + batch_size].to(self.device),
+                                                         images[position][s:s + batch_size].to(self.device))
+                                              for s in range(0, len(latents_z), batch_size)]).float().cpu().numpy()
+                        n = len(latents_z)
+                        columns["sample_id"].append(sample_ids)
+                        columns["direction"].append(np.full(n, attribute, dtype=object))
+                        columns["mode"].append(np.full(n, mode, dtype=object))
+                        columns["alpha"].append(np.full(n, alpha, dtype=np.float32))
+                        columns["lpips"].append(distance.reshape(n).astype(np.float32))
+                        for k, name in enumerate(self.labeler.attributes):
+                            columns[name].append(scores[:, k])
+        table = pa.table({name: pa.array(np.concatenate(parts)) if name not in ("direction", "mode")
+                          else pa.array(np.concatenate(parts).tolist(), pa.string())
+                          for name, parts in columns.items()})
+        self.store.write_chunk(index, table)
+
+    def finish(self) -> None:
+        super().finish()
+        frame = pads.dataset(str(self.store.path), format="parquet").to_table().to_pandas()
+        metrics, curves = summarize(frame, self.attributes, list(self.labeler.attributes), self.alphas,
+                                    self.directions, self.targets)
+        for attribute, (vector, _) in self.targets.items():
+            metrics["directions"][attribute]["ppl"] = self._ppl(vector)
+        metrics["summary"]["ppl"] = float(np.mean([m["ppl"] for m in metrics["directions"].values()]))
+        metrics["method"] = self.method
+        metrics["n_heldout"] = self.store.info.n_samples
+        atomic_write_json(self.metrics_path, metrics)
+        atomic_write_json(self.curves_path, curves)
+        self._write_grids()
+
+    def _ppl(self, vector: np.ndarray) -> float:
+        from stages.unsupervised.metrics import perceptual_path_length
+
+        return float(perceptual_path_length(self.synthesizer.generator, vector[None], self.lpips,
+                                            n_samples=self.settings.ppl_samples,
+                                            t_max=float(np.abs(self.alphas).max()), seed=self.settings.seed,
+                                            batch_size=self.settings.batch_size, device=self.device)[0])
+
+    def _write_grids(self) -> None:
+        latents_z = self.heldout(0)[: self.settings.grid_samples]
+        for attribute in self.targets:
+            images = self._edited_images(latents_z, attribute, "plain")  # (M, g, 3, R, R)
+            flat = images.reshape(-1, *images.shape[2:])
+            with inference_context(self.device, amp=False):
+                scores = score_images(self.labeler, flat.to(self.device), self.settings.batch_size)
+            target = scores[:, list(self.labeler.attributes).index(attribute)] \
+                if attribute in self.labeler.attributes else np.full(len(flat), np.nan)
+            pixels = images_to_uint8(flat).reshape(len(self.alphas), len(latents_z), *images.shape[3:], 3)
+            grid = render_traversal_grid(pixels.transpose(1, 0, 2, 3, 4), self.alphas,
+                                         target.reshape(len(self.alphas), -1).T,
+                                         title=f"{self.method}: {attribute}")
+            write_contact_sheet(self.grids_dir / f"{attribute}.png", grid)
+
+
+def _digest(vectors: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(vectors, dtype=np.float32).tobytes()).hexdigest()[:24]
+
+
+def summarize(frame: pd.DataFrame, targets_attributes: list[str], score_columns: list[str], alphas: np.ndarray,
+              directions: DirectionSet, targets: dict[str, tuple[np.ndarray, str]]) -> tuple[dict, list[dict]]:
+    """Metrics and per-α curves from the long evaluation table (see the module docstring for definitions)."""
+    if frame.empty:
+        raise StoreError("evaluation store is empty")
+    alpha_min, alpha_max = float(alphas.min()), float(alphas.max())
+    originals = frame[(frame["alpha"] == 0) & (frame["mode"] == "plain")].drop_duplicates("sample_id")
+    spread = {name: float(originals[name].std(ddof=0)) or 1.0 for name in score_columns}
+    metrics: dict[str, Any] = {"directions": {}, "summary": {}}
+    curves: list[dict] = []
+    for attribute in targets:
+        entry: dict[str, Any] = {"source_direction": targets[attribute][1],
+                                 "fit": directions.stats.get(targets[attribute][1], {})}
+        for mode in sorted(frame["mode"].unique()):
+            rows = frame[(frame["direction"] == attribute) & (frame["mode"] == mode)]
+            if rows.empty:
+                continue
+            by_alpha = rows.pivot_table(index="sample_id", columns="alpha", values=score_columns + ["lpips"])
+            if attribute in score_columns:
+                target = rows[attribute].to_numpy(np.float64)
+                alpha_values = rows["alpha"].to_numpy(np.float64)
+                slope = float(np.polyfit(alpha_values, target, 1)[0])
+                moved = float(np.mean(by_alpha[attribute][alpha_max] > by_alpha[attribute][alpha_min]))
+            else:
+                slope, moved = float("nan"), float("nan")
+            others = [name for name in score_columns if name != attribute]
+            table_ii = {}
+            for name in others:
+                original = by_alpha[name][0.0]
+                change = np.concatenate([np.abs(by_alpha[name][alpha_max] - original),
+                                         np.abs(by_alpha[name][alpha_min] - original)])
+                table_ii[name] = {"original": float(original.mean()),
+                                  "edited_plus": float(by_alpha[name][alpha_max].mean()),
+                                  "edited_minus": float(by_alpha[name][alpha_min].mean()),
+                                  "mean_abs_change": float(change.mean())}
+            lpips_edge = np.concatenate([by_alpha["lpips"][alpha_max], by_alpha["lpips"][alpha_min]])
+            prefix = "" if mode == "plain" else "conditional_"
+            entry.update({
+                f"{prefix}slope": slope,
+                f"{prefix}slope_std": slope / spread.get(attribute, 1.0) if attribute in spread else float("nan"),
+                f"{prefix}moved_fraction": moved,
+                f"{prefix}entanglement": float(np.mean([table_ii[n]["mean_abs_change"] / spread[n] for n in others])),
+                f"{prefix}lpips": float(lpips_edge.mean()),
+                f"{prefix}table_ii": table_ii,
+            })
+            for alpha in alphas:
+                if attribute in score_columns:
+                    values = by_alpha[attribute][float(alpha)]
+                    curves.append({"direction": attribute, "mode": mode, "alpha": float(alpha),
+                                   "target_mean": float(values.mean()), "target_std": float(values.std(ddof=0))})
+        metrics["directions"][attribute] = entry
+    for key in ("slope_std", "moved_fraction", "entanglement", "lpips"):
+        values = [entry[key] for entry in metrics["directions"].values() if np.isfinite(entry.get(key, np.nan))]
+        metrics["summary"][key] = float(np.mean(values)) if values else float("nan")
+    return metrics, curves

@@ -1,0 +1,176 @@
+"""Stage 6, report: every method's metrics side by side, as one self-contained HTML page and a Markdown summary.
+
+The HTML embeds every figure as a base64 PNG (no CDN, no external file: it opens offline and can be mailed).
+Contents: a ranking table per attribute (effectiveness vs entanglement vs identity), the per-α curves, cosine
+heatmaps (within each method, and the same attribute across methods), the attribute correlation of the synthesized
+data (InterFaceGAN's correlation table), each method's own fit figures, and the traversal grids.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline import dataset  # noqa: E402
+from pipeline.params import Params  # noqa: E402
+from stages.atomic import atomic_write_bytes  # noqa: E402
+from stages.directions import DirectionSet  # noqa: E402
+from stages.evaluate import GRIDS_DIR, METRICS_DIR, select_directions  # noqa: E402
+
+REPORT_HTML = "reports/report.html"
+REPORT_MD = "reports/summary.md"
+
+# (metric key, label, higher is better)
+RANKED_METRICS = [("slope_std", "effect (std/α)", True), ("entanglement", "entanglement", False),
+                  ("lpips", "LPIPS at ±α_max", False)]
+SHOWN_METRICS = RANKED_METRICS + [("moved_fraction", "moved the intended way", True), ("ppl", "PPL", False),
+                                  ("conditional_entanglement", "entanglement, conditional", False)]
+
+
+class ReportError(ValueError):
+    """A method's metrics or directions are missing."""
+
+
+def load_metrics(methods: list[str], metrics_root: Path) -> dict[str, dict[str, Any]]:
+    loaded = {}
+    for method in methods:
+        path = Path(metrics_root) / f"{method}.json"
+        if not path.is_file():
+            raise ReportError(f"{path}: missing; run the evaluate stage for {method!r} first (`dvc repro`)")
+        loaded[method] = json.loads(path.read_text())
+    return loaded
+
+
+def ranking_tables(metrics: dict[str, dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """Per attribute: one row per method, the shown metrics and ``rank`` = mean rank over the ranked metrics."""
+    attributes = sorted({a for m in metrics.values() for a in m["directions"]})
+    tables = {}
+    for attribute in attributes:
+        rows = {method: {label: m["directions"][attribute].get(key, np.nan) for key, label, _ in SHOWN_METRICS}
+                for method, m in metrics.items() if attribute in m["directions"]}
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        ranks = [table[label].rank(ascending=not higher) for _, label, higher in RANKED_METRICS]
+        table.insert(0, "rank", pd.concat(ranks, axis=1).mean(axis=1))
+        tables[attribute] = table.sort_values("rank")
+    return tables
+
+
+def _png(figure: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _heatmap(matrix: np.ndarray, labels: list[str], title: str, vmin: float = -1.0) -> str:
+    size = max(3.0, 0.45 * len(labels) + 1.5)
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    image = axes.imshow(matrix, cmap="RdBu_r", vmin=vmin, vmax=1.0)
+    axes.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    for (i, j), value in np.ndenumerate(matrix):
+        axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    return _png(figure)
+
+
+def _curves(curves: dict[str, list[dict]], attribute: str) -> str:
+    figure, axes = plt.subplots(figsize=(5, 3.4))
+    for method, points in curves.items():
+        for mode, style in (("plain", "-"), ("conditional", "--")):
+            selected = [p for p in points if p["direction"] == attribute and p["mode"] == mode]
+            if selected:
+                axes.plot([p["alpha"] for p in selected], [p["target_mean"] for p in selected], style, marker="o",
+                          markersize=3, label=method if mode == "plain" else f"{method} (cond.)")
+    axes.set_xlabel("α (edit strength)")
+    axes.set_ylabel(f"mean {attribute} after edit")
+    axes.set_title(f"{attribute}: re-labeled score along the edit")
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    return _png(figure)
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def build_report(params: Params, data_dir: Path, methods: list[str], directions_root: Path = Path("directions"),
+                 metrics_root: Path = Path(METRICS_DIR), grids_root: Path = Path(GRIDS_DIR),
+                 html_path: Path = Path(REPORT_HTML), markdown_path: Path = Path(REPORT_MD)) -> None:
+    """Write the HTML report and the Markdown summary for ``methods``."""
+    metrics = load_metrics(methods, metrics_root)
+    curves = {m: json.loads((Path(metrics_root) / f"{m}.curves.json").read_text()) for m in methods}
+    directions = {m: DirectionSet.load(Path(directions_root) / m) for m in methods}
+    tables = ranking_tables(metrics)
+    attributes = list(tables)
+    selected = {m: select_directions(directions[m], [a for a in attributes if a in metrics[m]["directions"]])
+                for m in methods}
+
+    # Markdown summary
+    lines = ["# latentatlas report", "", f"Methods: {', '.join(methods)}. Held-out samples per direction: "
+             f"{params.eval.n_samples}; α ∈ {params.eval.alphas}.", "",
+             "Lower rank is better (mean rank of effect ↑, entanglement ↓, LPIPS ↓).", ""]
+    for attribute, table in tables.items():
+        lines += [f"## {attribute}", "", table.to_markdown(floatfmt=".3f"), ""]
+    atomic_write_bytes(Path(markdown_path), "\n".join(lines).encode())
+
+    # HTML
+    sections = [f"<h1>latentatlas report</h1><p>Methods: {html.escape(', '.join(methods))}. "
+                f"Held-out samples per direction: {params.eval.n_samples}; α ∈ {params.eval.alphas}. "
+                f"Every number comes from re-synthesized, re-labeled edits of held-out latents.</p>",
+                "<h2>Ranking per attribute</h2><p>rank = mean rank of effect (↑), entanglement (↓) and LPIPS at "
+                "±α<sub>max</sub> (↓); effect and entanglement are in held-out standard deviations.</p>"]
+    for attribute, table in tables.items():
+        sections.append(f"<h3>{html.escape(attribute)}</h3>" + table.to_html(float_format="{:.3f}".format,
+                                                                              classes="ranking"))
+        sections.append(_img(_curves(curves, attribute), f"curves {attribute}"))
+    sections.append("<h2>Geometry</h2>")
+    for method in methods:
+        names = list(selected[method])
+        if len(names) > 1:
+            vectors = np.stack([selected[method][a][0] for a in names])
+            sections.append(_img(_heatmap(vectors @ vectors.T, names, f"{method}: cosine between directions"),
+                                 f"cosine {method}"))
+    if len(methods) > 1:
+        for attribute in attributes:
+            having = [m for m in methods if attribute in selected[m]]
+            vectors = np.stack([selected[m][attribute][0] for m in having])
+            sections.append(_img(_heatmap(vectors @ vectors.T, having, f"{attribute}: cosine across methods"),
+                                 f"across methods {attribute}"))
+    data = dataset.open(data_dir)
+    label_names = data.attributes
+    _, scores = data.arrays(label_names)
+    sections.append(_img(_heatmap(np.corrcoef(scores.T), label_names, "Pearson correlation of the labels "
+                                  f"(N = {data.n_samples} synthesized samples)"), "attribute correlation"))
+    sections.append("<h2>Fit statistics (from each method)</h2>")
+    for method in methods:
+        stats = {attribute: metrics[method]["directions"][attribute].get("fit", {})
+                 for attribute in metrics[method]["directions"]}
+        flat = pd.DataFrame({a: {k: v for k, v in s.items() if isinstance(v, (int, float))} for a, s in stats.items()})
+        if not flat.empty:
+            sections.append(f"<h3>{html.escape(method)}</h3>" + flat.T.to_html(float_format="{:.3f}".format))
+    sections.append("<h2>Traversal grids</h2><p>Rows: held-out samples; columns: α; caption: the target "
+                    "attribute re-labeled after the edit.</p>")
+    for method in methods:
+        for attribute in selected[method]:
+            grid = Path(grids_root) / method / f"{attribute}.png"
+            if grid.is_file():
+                sections.append(_img(base64.b64encode(grid.read_bytes()).decode(), f"{method} {attribute}"))
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
+             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%;"
+             "margin:6px 0}")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>latentatlas report</title>"
+            f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
+    atomic_write_bytes(Path(html_path), page.encode())
