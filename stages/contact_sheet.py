@@ -57,7 +57,7 @@ def render_traversal_grid(pixels: np.ndarray, alphas: Sequence[float], target_sc
     draw = ImageDraw.Draw(sheet)
     draw.text((3, 2), title, fill="black", font=font)
     for column, alpha in enumerate(alphas):
-        draw.text((column * _CELL + _CELL // 2 - 12, _LINE + 4), f"α={alpha:+.1f}", fill="black", font=font)
+        draw.text((column * _CELL + _CELL // 2 - 12, _LINE + 4), f"a={alpha:+.1f}", fill="black", font=font)
     for row in range(samples):
         top = header + row * (_CELL + caption)
         for column in range(strengths):

@@ -43,6 +43,7 @@ from stages.editing import edit
 from stages.generators import Generator, build_generator
 from stages.label import score_images
 from stages.labelers import Labeler, build_labeler
+from stages.lpips import resize_for_lpips
 from stages.synthesize import ImageSynthesizer, images_to_uint8
 
 EVALUATIONS_DIR = "evaluations"
@@ -190,9 +191,10 @@ class EvaluateStage(ChunkedStage):
                 with inference_context(self.device, amp=False):
                     for position, alpha in enumerate(self.alphas):
                         scores = score_images(self.labeler, images[position].to(self.device), batch_size)
-                        distance = torch.cat([self.lpips(originals[s:s + batch_size].to(self.device),
-                                                         images[position][s:s + batch_size].to(self.device))
-                                              for s in range(0, len(latents_z), batch_size)]).float().cpu().numpy()
+                        distance = torch.cat([
+                            self.lpips(resize_for_lpips(originals[s:s + batch_size].to(self.device)),
+                                       resize_for_lpips(images[position][s:s + batch_size].to(self.device)))
+                            for s in range(0, len(latents_z), batch_size)]).float().cpu().numpy()
                         n = len(latents_z)
                         columns["sample_id"].append(sample_ids)
                         columns["direction"].append(np.full(n, attribute, dtype=object))

@@ -1,0 +1,144 @@
+"""Evaluation and report on the planted toy world: real edits, re-synthesized and re-labeled, judge directions.
+
+The toy generator makes 8×8 images from z and the toy labeler reads the planted attributes back from the images
+(tests/toy.py), so "the true direction scores best" is a property of the measurement, not of a fitted model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages import evaluate as evaluate_module
+from stages.chunked import run_stage
+from stages.directions import DirectionSet
+from stages.evaluate import EvaluateStage, EvaluationError, select_directions
+from stages.label import LabelStage
+from stages.lpips import build_lpips
+from stages.report import build_report, ranking_tables
+from stages.sample import SampleStage
+from stages.synthesize import SynthesizeStage
+from tests.conftest import make_params, tree_digest
+from tests.toy import make_world
+
+EVAL = {"n_samples": 24, "chunk_size": 12, "alphas": [-2.0, -1.0, 0.0, 1.0, 2.0], "attributes": ["smile", "glasses"],
+        "condition_on": ["gender"], "ppl_samples": 4, "grid_samples": 2, "batch_size": 64, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A labeled toy store plus two direction sets: the planted truth and random directions."""
+    root = tmp_path_factory.mktemp("toy-eval")
+    world = make_world(z_dim=24)
+    params = make_params(sample={"n_samples": 400, "chunk_size": 200},
+                         fit={"methods": ["interfacegan"], "attributes": ["smile", "glasses", "gender"],
+                              "params": {"interfacegan": {}}},
+                         eval={**EVAL, "attributes": ["smile", "glasses", "gender"]})
+    data_dir = root / "data"
+    run_stage(SampleStage(params, data_dir, generator=world.generator))
+    run_stage(SynthesizeStage(params, data_dir, generator=world.generator))
+    run_stage(LabelStage(params, data_dir, labeler=world.labeler))
+    names = ["smile", "glasses", "gender"]
+    DirectionSet("truth", "z", names, np.stack([world.directions[n] for n in names])).save(root / "directions/truth")
+    rng = np.random.default_rng(5)
+    noise = rng.standard_normal((3, world.z_dim))
+    DirectionSet("random", "z", names, noise / np.linalg.norm(noise, axis=1, keepdims=True)).save(
+        root / "directions/random")
+    lpips = build_lpips("alex")
+    for method in ("truth", "random"):
+        run_stage(_stage(root, params, world, method, lpips))
+    return root, params, world, lpips
+
+
+def _stage(root: Path, params, world, method: str, lpips, out: str = "evaluations") -> EvaluateStage:
+    return EvaluateStage(params, root / "data", method, directions_root=root / "directions", out_root=root / out,
+                         metrics_root=root / "metrics", grids_root=root / "reports/grids", generator=world.generator,
+                         labeler=world.labeler, lpips=lpips)
+
+
+def _metrics(root: Path, method: str) -> dict:
+    return json.loads((root / "metrics" / f"{method}.json").read_text())
+
+
+def test_true_directions_beat_random_ones(toy_run) -> None:
+    root, *_ = toy_run
+    truth, random = _metrics(root, "truth")["directions"], _metrics(root, "random")["directions"]
+    for attribute in ("smile", "glasses", "gender"):
+        assert truth[attribute]["slope_std"] > 1.3 * abs(random[attribute]["slope_std"]), attribute
+        assert truth[attribute]["moved_fraction"] == 1.0
+    # smile is planted orthogonal to every other attribute: editing it leaves them alone, a random edit does not
+    assert truth["smile"]["entanglement"] < 0.01 and random["smile"]["entanglement"] > 0.1
+
+
+def test_conditional_editing_holds_the_conditioned_attribute(toy_run) -> None:
+    root, *_ = toy_run
+    glasses = _metrics(root, "truth")["directions"]["glasses"]  # planted with cos(glasses, gender) = 0.6
+    plain_gender = glasses["table_ii"]["gender"]["mean_abs_change"]
+    conditional_gender = glasses["conditional_table_ii"]["gender"]["mean_abs_change"]
+    assert plain_gender > 0.1
+    assert conditional_gender < plain_gender / 10
+    assert glasses["conditional_slope"] > 0  # still edits glasses
+
+
+def test_metrics_curves_and_grids_are_written(toy_run) -> None:
+    root, params, *_ = toy_run
+    metrics = _metrics(root, "truth")
+    assert metrics["n_heldout"] == 24 and set(metrics["summary"]) >= {"slope_std", "entanglement", "lpips", "ppl"}
+    smile = metrics["directions"]["smile"]
+    assert smile["lpips"] > 0 and smile["ppl"] > 0
+    curves = json.loads((root / "metrics" / "truth.curves.json").read_text())
+    smile_curve = [p["target_mean"] for p in curves if p["direction"] == "smile" and p["mode"] == "plain"]
+    assert len(smile_curve) == 5 and np.all(np.diff(smile_curve) > 0)  # re-labeled smile rises with α
+    assert (root / "reports/grids/truth/smile.png").stat().st_size > 0
+
+
+def test_heldout_latents_are_disjoint_from_fitting(toy_run, monkeypatch) -> None:
+    root, params, world, lpips = toy_run
+    from pipeline.stores import ZarrChunkStore
+
+    fitted = ZarrChunkStore.open(root / "data" / "latents.zarr").read_chunk("z", 0)
+    monkeypatch.setattr(evaluate_module, "heldout_latents_z", lambda seed, index, n, z_dim: fitted[:n])
+    with pytest.raises(EvaluationError, match="shares latents with the fitted data"):
+        _stage(root, params, world, "truth", lpips, out="evaluations-overlap")
+
+
+def test_killed_evaluation_resumes_to_identical_results(toy_run, tmp_path) -> None:
+    root, params, world, lpips = toy_run
+    with _stage(root, params, world, "truth", lpips, out=str(tmp_path / "partial")) as stage:
+        stage.run_chunk(1)  # then "killed"
+    with _stage(root, params, world, "truth", lpips, out=str(tmp_path / "partial")) as stage:
+        assert stage.pending == [0]
+    run_stage(_stage(root, params, world, "truth", lpips, out=str(tmp_path / "partial")))
+    assert tree_digest(tmp_path / "partial" / "truth") == tree_digest(root / "evaluations" / "truth")
+
+
+def test_unsupervised_components_are_matched_by_their_attribute() -> None:
+    vectors = np.eye(3, dtype=np.float32)
+    components = DirectionSet("sefa", "z", ["c000", "c001", "c002"], vectors,
+                              stats={"c000": {"attribute": "smile", "correlation": 0.3},
+                                     "c001": {"attribute": "smile", "correlation": -0.8},
+                                     "c002": {"attribute": "age", "correlation": 0.5}})
+    selected = select_directions(components, ["smile", "age"])
+    assert selected["smile"][1] == "c001"
+    np.testing.assert_array_equal(selected["smile"][0], -vectors[1])  # flipped: +α must raise smile
+    with pytest.raises(EvaluationError, match="no direction for attribute 'pose'"):
+        select_directions(components, ["pose"])
+
+
+def test_report_is_self_contained_and_ranks_the_truth_first(toy_run) -> None:
+    root, params, *_ = toy_run
+    build_report(params, root / "data", ["truth", "random"], directions_root=root / "directions",
+                 metrics_root=root / "metrics", grids_root=root / "reports/grids",
+                 html_path=root / "reports/report.html", markdown_path=root / "reports/summary.md")
+    page = (root / "reports/report.html").read_text()
+    assert "truth" in page and "random" in page
+    assert page.count("data:image/png;base64,") >= 8  # curves, heatmaps, correlation, grids
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # opens offline
+    tables = ranking_tables({m: _metrics(root, m) for m in ("truth", "random")})
+    for attribute, table in tables.items():
+        assert table.index[0] == "truth", attribute
+    summary = (root / "reports/summary.md").read_text()
+    assert "## smile" in summary and "| truth" in summary
