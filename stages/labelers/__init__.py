@@ -68,3 +68,6 @@ def build_labeler(name: str, **kwargs) -> Labeler:
     if missing:
         raise TypeError(f"labeler {name!r} does not meet the Labeler protocol: missing {missing}")
     return labeler
+
+
+from stages.labelers import faces  # noqa: E402,F401  (registers the built-in labelers)
