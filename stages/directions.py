@@ -7,7 +7,8 @@ On disk, ``directions/<method>/``:
   ``names`` are attribute names for supervised methods, ``"c017"``-style component names (with the attribute they
   move most in ``stats``) for unsupervised ones. ``meta`` holds the method's params and the fingerprint of the
   input store.
-- any extra files a method needs (e.g. a nonlinear model's ``model.pt``), listed in ``meta["extra_files"]``.
+- any extra files a method needs (e.g. a nonlinear model's ``model.pt``), listed in ``meta["extra_files"]``. In
+  memory they are ``DirectionSet.extras`` (file name → bytes); ``save`` writes them and ``load`` reads them back.
 
 Both files are written atomically; ``directions.json`` last, so its presence means the set is complete.
 """
@@ -42,9 +43,14 @@ class DirectionSet:
     vectors: np.ndarray  # (K, D) float32, unit-norm rows
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, bytes] = field(default_factory=dict)  # extra files by name (e.g. a state dict), saved beside
 
     def __post_init__(self) -> None:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
+        for name in self.extras:
+            if not name or Path(name).name != name or name in (VECTORS_FILE, INDEX_FILE):
+                raise DirectionsError(f"{self.method}: extra file name {name!r} must be a plain file name other "
+                                      f"than {VECTORS_FILE} / {INDEX_FILE}")
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.names):
             raise DirectionsError(f"{self.method}: vectors of shape {self.vectors.shape} do not match "
                                   f"{len(self.names)} names")
@@ -65,13 +71,24 @@ class DirectionSet:
         except ValueError:
             raise KeyError(f"{self.method} has no direction {name!r}; it has {self.names}") from None
 
+    def cosine_similarity(self) -> np.ndarray:
+        """(K, K) float64 cosine similarities between the directions (InterFaceGAN's boundary correlation)."""
+        vectors = self.vectors.astype(np.float64)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors @ vectors.T
+
     def save(self, folder: Path) -> None:
         folder = Path(folder)
+        for name, payload in sorted(self.extras.items()):
+            atomic_write_bytes(folder / name, payload)
         buffer = io.BytesIO()
         np.save(buffer, self.vectors, allow_pickle=False)
         atomic_write_bytes(folder / VECTORS_FILE, buffer.getvalue())
+        meta = dict(self.meta)
+        if self.extras:
+            meta["extra_files"] = sorted(self.extras)
         atomic_write_json(folder / INDEX_FILE, {"method": self.method, "space": self.space, "names": self.names,
-                                                "stats": self.stats, "meta": self.meta})
+                                                "stats": self.stats, "meta": meta})
 
     @classmethod
     def load(cls, folder: Path) -> "DirectionSet":
@@ -83,7 +100,34 @@ class DirectionSet:
         try:
             index = json.loads(index_path.read_text())
             vectors = np.load(vectors_path, allow_pickle=False)
+            meta = index.get("meta", {})
+            extras = {}
+            for name in meta.get("extra_files", []):
+                if Path(name).name != name or not (folder / name).is_file():
+                    raise DirectionsError(f"{folder}: extra file {name!r} listed in {INDEX_FILE} is missing")
+                extras[name] = (folder / name).read_bytes()
             return cls(method=index["method"], space=index["space"], names=list(index["names"]), vectors=vectors,
-                       stats=index.get("stats", {}), meta=index.get("meta", {}))
+                       stats=index.get("stats", {}), meta=meta, extras=extras)
         except (json.JSONDecodeError, KeyError, ValueError) as error:
             raise DirectionsError(f"{folder}: unreadable directions ({error})") from error
+
+
+def concatenate_direction_sets(parts: list[DirectionSet]) -> DirectionSet:
+    """One set from per-attribute sets of one method: names, vectors, stats and extra files concatenated; the
+    first part's meta, plus every part's meta by direction name under ``per_attribute_meta``."""
+    first = parts[0]
+    if any(part.space != first.space or part.method != first.method for part in parts):
+        raise DirectionsError(f"{first.method}: per-attribute results disagree on method or latent space")
+    extras: dict[str, bytes] = {}
+    for part in parts:
+        clash = set(extras) & set(part.extras)
+        if clash:
+            raise DirectionsError(f"{first.method}: per-attribute results both write extra files {sorted(clash)}; "
+                                  f"a separable method must name its extra files per attribute")
+        extras |= part.extras
+    meta = dict(first.meta)
+    meta.pop("extra_files", None)
+    meta["per_attribute_meta"] = {name: part.meta for part in parts for name in part.names}
+    return DirectionSet(method=first.method, space=first.space, names=[n for part in parts for n in part.names],
+                        vectors=np.concatenate([part.vectors for part in parts]),
+                        stats={k: v for part in parts for k, v in part.stats.items()}, meta=meta, extras=extras)

@@ -21,7 +21,7 @@ from pipeline import dataset
 from pipeline.params import Params
 from pipeline.stores import fingerprint_of
 from stages.device import inference_context, resolve_device
-from stages.directions import DirectionSet, DirectionsError
+from stages.directions import DirectionSet, concatenate_direction_sets
 from stages.methods import METHODS, FitContext, MethodInputError, MethodSpec
 
 DIRECTIONS_DIR = "directions"
@@ -95,32 +95,13 @@ class FitStage:
 
     def finish(self, parts: list[DirectionSet]) -> DirectionSet:
         """Concatenate the units' results (in attribute order), record provenance, save atomically."""
-        directions = parts[0] if len(parts) == 1 else merge_direction_sets(parts)
+        directions = parts[0] if len(parts) == 1 else (self.spec.combine or concatenate_direction_sets)(parts)
+        directions.method = self.method  # e.g. "tunagan-linear", a registered variant of "tunagan"
         directions.meta = {**directions.meta, "method": self.method, "fingerprint": self.fingerprint,
                            "input_fingerprint": self.input_fingerprint, "attributes": self.attributes,
                            "params": self.method_params.model_dump(mode="json")}
         directions.save(self.out_dir)
         return directions
-
-
-def merge_direction_sets(parts: list[DirectionSet]) -> DirectionSet:
-    """One set from per-attribute sets of one method: names, vectors, stats and extra files concatenated."""
-    first = parts[0]
-    if any(part.space != first.space or part.method != first.method for part in parts):
-        raise DirectionsError(f"{first.method}: per-attribute results disagree on method or latent space")
-    extras: dict[str, bytes] = {}
-    for part in parts:
-        clash = set(extras) & set(part.extras)
-        if clash:
-            raise DirectionsError(f"{first.method}: per-attribute results both write extra files {sorted(clash)}; "
-                                  f"a separable method must name its extra files per attribute")
-        extras |= part.extras
-    meta = dict(first.meta)
-    meta.pop("extra_files", None)
-    meta["per_attribute_meta"] = {name: part.meta for part in parts for name in part.names}
-    return DirectionSet(method=first.method, space=first.space, names=[n for part in parts for n in part.names],
-                        vectors=np.concatenate([part.vectors for part in parts]),
-                        stats={k: v for part in parts for k, v in part.stats.items()}, meta=meta, extras=extras)
 
 
 def run_fit(params: Params, data_dir: Path, method: str, out_root: Path = Path(DIRECTIONS_DIR),

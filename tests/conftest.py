@@ -17,6 +17,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from pipeline.settings import apply_defaults
 
     apply_defaults()
+    # One intra-op thread: small torch fits run ~10× slower when 2 threads fight for 2 shared cores, and results
+    # are then independent of the machine's core count.
+    import torch
+
+    torch.set_num_threads(1)
     os.environ.setdefault("PREFECT_HOME", str(Path(config.rootpath) / ".pytest_cache" / "prefect-home"))
 
 
@@ -60,3 +65,15 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
     return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.endswith(".lock")}
+
+
+def run_toy_spine(params: Params, data_dir: Path, world) -> None:
+    """sample → synthesize → label with the planted toy generator and labeler (tests/toy.py) injected."""
+    from stages.chunked import run_stage
+    from stages.label import LabelStage
+    from stages.sample import SampleStage
+    from stages.synthesize import SynthesizeStage
+
+    run_stage(SampleStage(params, data_dir, generator=world.generator))
+    run_stage(SynthesizeStage(params, data_dir, generator=world.generator))
+    run_stage(LabelStage(params, data_dir, labeler=world.labeler))

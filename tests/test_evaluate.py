@@ -16,12 +16,9 @@ from stages import evaluate as evaluate_module
 from stages.chunked import run_stage
 from stages.directions import DirectionSet
 from stages.evaluate import EvaluateStage, EvaluationError, select_directions
-from stages.label import LabelStage
 from stages.lpips import build_lpips
 from stages.report import build_report, ranking_tables
-from stages.sample import SampleStage
-from stages.synthesize import SynthesizeStage
-from tests.conftest import make_params, tree_digest
+from tests.conftest import make_params, run_toy_spine, tree_digest
 from tests.toy import make_world
 
 EVAL = {"n_samples": 24, "chunk_size": 12, "alphas": [-2.0, -1.0, 0.0, 1.0, 2.0], "attributes": ["smile", "glasses"],
@@ -37,10 +34,7 @@ def toy_run(tmp_path_factory):
                          fit={"methods": ["interfacegan"], "attributes": ["smile", "glasses", "gender"],
                               "params": {"interfacegan": {}}},
                          eval={**EVAL, "attributes": ["smile", "glasses", "gender"]})
-    data_dir = root / "data"
-    run_stage(SampleStage(params, data_dir, generator=world.generator))
-    run_stage(SynthesizeStage(params, data_dir, generator=world.generator))
-    run_stage(LabelStage(params, data_dir, labeler=world.labeler))
+    run_toy_spine(params, root / "data", world)
     names = ["smile", "glasses", "gender"]
     DirectionSet("truth", "z", names, np.stack([world.directions[n] for n in names])).save(root / "directions/truth")
     rng = np.random.default_rng(5)

@@ -63,7 +63,9 @@ class MethodSpec:
         fit: ``fit(context, params) -> DirectionSet``.
         supervised: whether it needs labels to find directions (unsupervised ones only use them for naming).
         separable: each attribute is fitted independently of the others, so the fit stage may run one task per
-            attribute (``fit`` called with ``context.attributes`` = one name) and concatenate the results.
+            attribute (``fit`` called with ``context.attributes`` = one name) and join the results with ``combine``.
+        combine: joins per-attribute results of a separable method (default: concatenation,
+            :func:`stages.directions.concatenate_direction_sets`).
         needs_generator: ``fit`` uses ``context.generator`` (closed-form and unsupervised methods) and
             ``context.score_images`` to name what it finds.
     """
@@ -72,6 +74,7 @@ class MethodSpec:
     fit: Callable[[FitContext, Any], DirectionSet]
     supervised: bool = True
     separable: bool = False
+    combine: Callable[[list[DirectionSet]], DirectionSet] | None = None
     needs_generator: bool = False
 
 
@@ -98,3 +101,7 @@ def unit(vector: np.ndarray) -> np.ndarray:
     """``vector`` scaled to unit norm along its last axis (float32)."""
     vector = np.asarray(vector, dtype=np.float64)
     return (vector / np.linalg.norm(vector, axis=-1, keepdims=True)).astype(np.float32)
+
+from stages.methods import voynov, centroid  # noqa: E402,F401
+
+from stages.methods import interfacegan, ortho_linear, tunagan, sefa, ganspace  # noqa: E402,F401

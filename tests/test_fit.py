@@ -1,0 +1,92 @@
+"""The fit stage over a labeled store: one job per method, per-attribute units for separable methods."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.params import ParamsError
+from stages.directions import DirectionSet
+from stages.fit import FitStage, run_fit
+from stages.methods import MethodInputError
+from stages.methods.tunagan import load_model
+from tests.conftest import make_params, run_toy_spine
+from tests.toy import cosine, make_world
+
+ATTRIBUTES = ["smile", "gender", "pose"]
+FIT = {"methods": ["interfacegan", "tunagan", "tunagan-linear", "ortho-linear", "sefa"], "attributes": ATTRIBUTES,
+       "device": "cpu",
+       "params": {"interfacegan": {"ratio": 0.1}, "tunagan": {"epochs": 15}, "tunagan-linear": {},
+                  "ortho-linear": {"epochs": 30}, "sefa": {"n_components": 4}}}
+
+
+@pytest.fixture(scope="module")
+def toy_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy-fit")
+    world = make_world(z_dim=24)
+    params = make_params(sample={"n_samples": 3000, "chunk_size": 1000}, fit=FIT)
+    run_toy_spine(params, root / "data", world)
+    return root, params, world
+
+
+@pytest.mark.parametrize("method", ["interfacegan", "tunagan", "tunagan-linear", "ortho-linear"])
+def test_supervised_methods_recover_the_planted_directions(toy_store, method) -> None:
+    root, params, world = toy_store
+    directions = run_fit(params, root / "data", method, out_root=root / "directions")
+    assert directions.names == ATTRIBUTES and directions.method == method
+    for name in ATTRIBUTES:
+        assert cosine(directions[name], world.directions[name]) > 0.9, (method, name)
+    saved = json.loads((root / "directions" / method / "directions.json").read_text())
+    assert saved["meta"]["attributes"] == ATTRIBUTES
+    assert saved["meta"]["input_fingerprint"] == FitStage(params, root / "data", method).input_fingerprint
+
+
+def test_separable_methods_fit_one_unit_per_attribute_and_match_a_joint_fit(toy_store) -> None:
+    root, params, world = toy_store
+    stage = FitStage(params, root / "data", "interfacegan", out_root=root / "units")
+    assert stage.units() == [[name] for name in ATTRIBUTES]
+    per_attribute = stage.finish([stage.fit_unit(unit) for unit in stage.units()])
+    joint = stage.spec.fit(stage.context(ATTRIBUTES), stage.method_params)
+    np.testing.assert_allclose(per_attribute.vectors, joint.vectors, atol=1e-6)
+    assert FitStage(params, root / "data", "ortho-linear").units() == [ATTRIBUTES]  # coupled by its penalty
+
+
+def test_tunagan_units_recombine_with_their_models(toy_store) -> None:
+    root, params, world = toy_store
+    run_fit(params, root / "data", "tunagan", out_root=root / "directions")
+    loaded = DirectionSet.load(root / "directions" / "tunagan")
+    assert sorted(loaded.meta["models"]) == sorted(ATTRIBUTES)
+    separability = [loaded.stats[name]["separability"] for name in ATTRIBUTES]
+    assert loaded.meta["separability_overall"] == pytest.approx(float(np.prod(separability)))
+    model = load_model(loaded, "smile")  # the nonlinear editor survives the per-attribute split
+    assert model is not None
+
+
+def test_closed_form_method_uses_the_generator(toy_store) -> None:
+    root, params, world = toy_store
+    stage = FitStage(params, root / "data", "sefa", out_root=root / "directions", generator=world.generator,
+                     labeler=world.labeler)
+    directions = stage.finish([stage.fit_unit(unit) for unit in stage.units()])
+    assert abs(cosine(directions.vectors[0], world.generator.dominant_direction)) > 0.999
+    assert directions.stats[directions.names[0]]["attribute"] == "pose"
+
+
+def test_bad_fit_requests(toy_store, tmp_path) -> None:
+    root, params, world = toy_store
+    bad = make_params(fit={**FIT, "attributes": ["smile", "beard"]})
+    with pytest.raises(MethodInputError, match=r"fit.attributes: \['beard'\] are not labeled attributes"):
+        FitStage(bad, root / "data", "interfacegan")
+    with pytest.raises(ParamsError, match="unknown method 'svm-magic'"):
+        make_params(fit={**FIT, "methods": ["svm-magic"]})
+    with pytest.raises(ParamsError, match=r"params.sefa: missing"):
+        make_params(fit={**FIT, "params": {k: v for k, v in FIT["params"].items() if k != "sefa"}})
+    with pytest.raises(ParamsError, match=r"params.interfacegan.ratio"):
+        make_params(fit={**FIT, "params": {**FIT["params"], "interfacegan": {"ratio": 3}}})
+    (tmp_path / "params.yaml").write_text(json.dumps({"fit": FIT}))
+    result = CliRunner().invoke(main, ["fit", "--method", "ganspace", "--params", str(tmp_path / "params.yaml"),
+                                       "--data-dir", str(root / "data"), "--engine", "local"])
+    assert result.exit_code == 1 and "does not list 'ganspace'" in result.output
