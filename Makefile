@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml stages/weights.py Makefile
 	touch $(STAMP)
 
 run: setup
-	dvc repro
+	latentatlas repro
 
 test: setup
 	python -m pytest
@@ -32,7 +32,7 @@ bench: setup
 	python -m bench.run_all
 
 ui: setup
-	prefect server start --host 127.0.0.1 --port 4200
+	PREFECT_HOME=$(CURDIR)/.prefect prefect server start --host 127.0.0.1 --port 4200
 
 clean-data:
 	rm -rf data/latents.zarr data/images.zarr data/labels data/contact_sheet.png

@@ -115,8 +115,8 @@ def build_report(params: Params, data_dir: Path, methods: list[str], directions_
     directions = {m: DirectionSet.load(Path(directions_root) / m) for m in methods}
     tables = ranking_tables(metrics)
     attributes = list(tables)
-    selected = {m: select_directions(directions[m], [a for a in attributes if a in metrics[m]["directions"]])
-                for m in methods}
+    selected = {m: select_directions(directions[m], [a for a in attributes if a in metrics[m]["directions"]],
+                                     allow_missing=True) for m in methods}
 
     # Markdown summary
     lines = ["# latentatlas report", "", f"Methods: {', '.join(methods)}. Held-out samples per direction: "
