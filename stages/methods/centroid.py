@@ -51,4 +51,4 @@ def fit_centroid(context: FitContext, params: CentroidParams) -> DirectionSet:
 
 @METHODS.register(METHOD)
 def centroid_spec() -> MethodSpec:
-    return MethodSpec(params_model=CentroidParams, fit=fit_centroid, supervised=False)
+    return MethodSpec(params_model=CentroidParams, fit=fit_centroid, supervised=False, needs_generator=True)

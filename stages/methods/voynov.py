@@ -98,7 +98,7 @@ def fit_unsupervised(context: FitContext, params: UnsupervisedParams, objective:
     for k, name in enumerate(names):
         stats[name] = {**namings[k], "ppl": float(ppl[k]), "deformator_index": k,
                        "straightness": float(summary.straightness[k]), "gain": float(summary.gain[k])}
-    logger.info("%s: K = %d, RCA %.3f (chance %.3f), mean PPL %.1f", method, n_directions, accuracy["rca"],
+    logger.info("%s: K = %d, RCA %.3f (chance %.3f), mean PPL %.4g", method, n_directions, accuracy["rca"],
                 1.0 / n_directions, float(np.mean(ppl)))
     meta = {
         "method": method,
@@ -154,4 +154,4 @@ def fit_voynov(context: FitContext, params: VoynovParams) -> DirectionSet:
 
 @METHODS.register(METHOD)
 def voynov_spec() -> MethodSpec:
-    return MethodSpec(params_model=VoynovParams, fit=fit_voynov, supervised=False)
+    return MethodSpec(params_model=VoynovParams, fit=fit_voynov, supervised=False, needs_generator=True)

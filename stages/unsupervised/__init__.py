@@ -1,0 +1,11 @@
+"""Unsupervised direction discovery by a deformator / reconstructor pair (Voynov & Babenko 2020; Lu et al. 2020).
+
+- :mod:`~stages.unsupervised.deformator`: A, direction codes e_k·ε → latent shifts (linear, orthonormal, fc).
+- :mod:`~stages.unsupervised.reconstructor`: R, image pair → direction logits and ε (LeNet, ResNet-18).
+- :mod:`~stages.unsupervised.training`: the resumable joint training loop, the shared params model and the
+  centroid loss.
+- :mod:`~stages.unsupervised.metrics`: reconstructor classification accuracy (RCA) and a generic LPIPS perceptual
+  path length along latent directions.
+
+The fitting methods built on them are ``stages.methods.voynov`` and ``stages.methods.centroid``.
+"""
