@@ -1,7 +1,7 @@
 """Stage 6, report: every method's metrics side by side, as one self-contained HTML page and a Markdown summary.
 
 The HTML embeds every figure as a base64 PNG (no CDN, no external file: it opens offline and can be mailed).
-Contents: a ranking table per attribute (effectiveness vs entanglement vs identity), the per-α curves, cosine
+Contents: a ranking table per attribute (effectiveness vs entanglement vs identity, per unit of effect), the per-α curves, cosine
 heatmaps (within each method, and the same attribute across methods), the attribute correlation of the synthesized
 data (InterFaceGAN's correlation table), each method's own fit figures, and the traversal grids.
 """
@@ -31,11 +31,13 @@ from stages.evaluate import GRIDS_DIR, METRICS_DIR, select_directions  # noqa: E
 REPORT_HTML = "reports/report.html"
 REPORT_MD = "reports/summary.md"
 
-# (metric key, label, higher is better)
-RANKED_METRICS = [("slope_std", "effect (std/α)", True), ("entanglement", "entanglement", False),
-                  ("lpips", "LPIPS at ±α_max", False)]
-SHOWN_METRICS = RANKED_METRICS + [("moved_fraction", "moved the intended way", True), ("ppl", "PPL", False),
-                                  ("conditional_entanglement", "entanglement, conditional", False)]
+# (metric key, label): what each method's metrics file holds, shown per attribute
+SHOWN_METRICS = [("slope_std", "effect (std/α)"), ("entanglement", "entanglement"), ("lpips", "LPIPS at ±α_max"),
+                 ("moved_fraction", "moved the intended way"), ("ppl", "PPL"),
+                 ("conditional_entanglement", "entanglement, conditional")]
+# Ranked: effect, and the collateral change *per unit of effect* — a direction that barely moves its attribute
+# must not win on entanglement or LPIPS just by changing nothing at all.
+RANKED = [("effect (std/α)", True), ("entanglement / effect", False), ("LPIPS / effect", False)]
 
 
 class ReportError(ValueError):
@@ -53,14 +55,18 @@ def load_metrics(methods: list[str], metrics_root: Path) -> dict[str, dict[str, 
 
 
 def ranking_tables(metrics: dict[str, dict[str, Any]]) -> dict[str, pd.DataFrame]:
-    """Per attribute: one row per method, the shown metrics and ``rank`` = mean rank over the ranked metrics."""
+    """Per attribute: one row per method, the shown metrics, the collateral-per-effect ratios, and ``rank`` = mean
+    rank over :data:`RANKED` (a direction that moves its attribute the wrong way ranks last on effect)."""
     attributes = sorted({a for m in metrics.values() for a in m["directions"]})
     tables = {}
     for attribute in attributes:
-        rows = {method: {label: m["directions"][attribute].get(key, np.nan) for key, label, _ in SHOWN_METRICS}
+        rows = {method: {label: m["directions"][attribute].get(key, np.nan) for key, label in SHOWN_METRICS}
                 for method, m in metrics.items() if attribute in m["directions"]}
         table = pd.DataFrame.from_dict(rows, orient="index")
-        ranks = [table[label].rank(ascending=not higher) for _, label, higher in RANKED_METRICS]
+        effect = table["effect (std/α)"].clip(lower=1e-6)
+        table["entanglement / effect"] = table["entanglement"] / effect
+        table["LPIPS / effect"] = table["LPIPS at ±α_max"] / effect
+        ranks = [table[label].rank(ascending=not higher) for label, higher in RANKED]
         table.insert(0, "rank", pd.concat(ranks, axis=1).mean(axis=1))
         tables[attribute] = table.sort_values("rank")
     return tables
@@ -121,7 +127,8 @@ def build_report(params: Params, data_dir: Path, methods: list[str], directions_
     # Markdown summary
     lines = ["# latentatlas report", "", f"Methods: {', '.join(methods)}. Held-out samples per direction: "
              f"{params.eval.n_samples}; α ∈ {params.eval.alphas}.", "",
-             "Lower rank is better (mean rank of effect ↑, entanglement ↓, LPIPS ↓).", ""]
+             "Lower rank is better: mean rank of effect ↑, entanglement per unit effect ↓ and LPIPS per unit "
+             "effect ↓ (effect and entanglement in held-out standard deviations).", ""]
     for attribute, table in tables.items():
         lines += [f"## {attribute}", "", table.to_markdown(floatfmt=".3f"), ""]
     atomic_write_bytes(Path(markdown_path), "\n".join(lines).encode())
@@ -130,8 +137,9 @@ def build_report(params: Params, data_dir: Path, methods: list[str], directions_
     sections = [f"<h1>latentatlas report</h1><p>Methods: {html.escape(', '.join(methods))}. "
                 f"Held-out samples per direction: {params.eval.n_samples}; α ∈ {params.eval.alphas}. "
                 f"Every number comes from re-synthesized, re-labeled edits of held-out latents.</p>",
-                "<h2>Ranking per attribute</h2><p>rank = mean rank of effect (↑), entanglement (↓) and LPIPS at "
-                "±α<sub>max</sub> (↓); effect and entanglement are in held-out standard deviations.</p>"]
+                "<h2>Ranking per attribute</h2><p>rank = mean rank of effect (↑), entanglement per unit effect (↓) and "
+                "LPIPS at ±α<sub>max</sub> per unit effect (↓); effect and entanglement are in held-out standard "
+                "deviations.</p>"]
     for attribute, table in tables.items():
         sections.append(f"<h3>{html.escape(attribute)}</h3>" + table.to_html(float_format="{:.3f}".format,
                                                                               classes="ranking"))
