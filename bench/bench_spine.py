@@ -69,6 +69,7 @@ def run_stages(n: int, data_dir: Path, api_url: str) -> dict[str, float]:
     """Run the three stage commands as ``dvc repro`` would; wall seconds per stage and their peak RSS (MiB)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["sample"]["n_samples"] = n
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     params_path = data_dir.parent / f"params-{n}.yaml"
     params_path.write_text(yaml.safe_dump(params))
     env = {**os.environ, "PREFECT_API_URL": api_url}
@@ -114,7 +115,9 @@ def main() -> None:
                                      "import sys, json; from pathlib import Path; from bench.bench_spine import "
                                      "run_stages; print(json.dumps(run_stages(int(sys.argv[1]), Path(sys.argv[2]), "
                                      "sys.argv[3])))", str(n), str(Path(scratch) / f"rss-{n}" / "data"), api_url],
-                                    cwd=ROOT, check=True, capture_output=True, text=True)
+                                    cwd=ROOT, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise SystemExit(f"peak-RSS run at N = {n} failed:\n{result.stderr[-3000:]}")
             rss = yaml.safe_load(result.stdout.strip().splitlines()[-1])
             rows.append(f"| peak RSS of the stage processes (MiB) | {n} | {rss['peak_rss_mib']:.0f} | |")
             rows.append(f"| whole spine at N = {n}: sample / synthesize / label (s) | {n} | "

@@ -7,6 +7,7 @@ command with one line naming the key or file and what was expected, and exit sta
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +27,19 @@ USER_ERRORS: tuple[type[Exception], ...] = (ParamsError, StoreError, RegistryErr
 
 params_option = click.option("--params", "params_path", type=click.Path(path_type=Path), default="params.yaml",
                              show_default=True, help="params file")
-data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default="data",
-                               show_default=True, help="folder holding the stores")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _local_data_dir(context: click.Context, parameter: click.Parameter, value: str) -> Path:
+    """``--data-dir`` must be a local path (or a shared filesystem mounted at the same path on every worker)."""
+    if _URL.match(value):
+        raise click.ClickException(f"--data-dir {value}: object-store URLs (s3://, gs://, ... via fsspec) are not "
+                                   f"supported yet; use a local path or a shared filesystem mounted on every worker")
+    return Path(value)
+
+
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default="data",
+                               callback=_local_data_dir, show_default=True, help="folder holding the stores")
 engine_option = click.option("--engine", type=click.Choice(["prefect", "local"]), default="prefect",
                              show_default=True, help="prefect: a flow with one task per chunk; local: a plain loop")
 
@@ -136,6 +148,38 @@ def report(params_path: Path, data_dir: Path) -> None:
         params = load_params(params_path)
         build_report(params, data_dir, params.fit.methods)
         click.echo(f"wrote {REPORT_HTML} and {REPORT_MD}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", type=int, default=4200, help="port of the Prefect server (and its UI) started for the run")
+@click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
+def repro(port: int, dvc_args: tuple[str, ...]) -> None:
+    """`dvc repro [DVC_ARGS]` with a Prefect server for the run: flows show up in its UI, and stage processes skip
+    the ephemeral server each would start (≈15 s each). Uses $PREFECT_API_URL instead when it is set."""
+    import os
+    import subprocess
+
+    apply_defaults()
+    command = ["dvc", "repro", *dvc_args]
+    if os.environ.get("PREFECT_API_URL"):
+        raise SystemExit(subprocess.call(command))
+    from pipeline.prefect_server import PrefectServerError, free_port, local_prefect_server
+
+    if not _port_is_free(port):
+        port = free_port()
+    try:
+        with local_prefect_server(Path(".prefect").resolve(), port=port, ui=True) as api_url:
+            click.echo(f"Prefect UI: {api_url.removesuffix('/api')}  (runs stay in .prefect/ for `make ui`)")
+            raise SystemExit(subprocess.call(command, env={**os.environ, "PREFECT_API_URL": api_url}))
+    except PrefectServerError as error:
+        raise click.ClickException(f"{error}; run plain `dvc repro` to use ephemeral Prefect servers") from None
+
+
+def _port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 @main.command()

@@ -62,11 +62,44 @@ class LabelParams(_Section):
     _device = field_validator("device")(_check_device)
 
 
-class RuntimeParams(_Section):
-    """How to run, not what to compute: changing these never changes a store's contents."""
+_CLUSTER_ADDRESS = {"dask": re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$"),
+                    "ray": re.compile(r"^(auto|ray://\S+|[\w.-]+:\d+)$")}
+_RUNNER_PACKAGES = {"dask": ("prefect_dask", "pip install -e . (prefect-dask is a dependency)"),
+                    "ray": ("prefect_ray", "pip install -e '.[ray]' (prefect-ray and ray are an optional extra)")}
 
-    task_runner: Literal["threads"] = Field("threads", description="Prefect task runner for the chunk tasks")
-    max_workers: PositiveInt = Field(2, description="chunk tasks in flight at once")
+
+class RuntimeParams(_Section):
+    """How to run, not what to compute: changing these never changes a store's contents.
+
+    ``task_runner`` picks where chunk tasks run: ``threads`` (in the stage process), ``dask`` (worker processes of
+    a Dask cluster: a ``LocalCluster`` of ``max_workers`` single-threaded processes, or the cluster at
+    ``dask_address``) or ``ray`` (a local Ray instance with ``max_workers`` CPUs, or the cluster at
+    ``ray_address``). Fit units always run on threads.
+    """
+
+    task_runner: Literal["threads", "dask", "ray"] = Field(
+        "threads", description="Prefect task runner for the chunk tasks: threads | dask | ray")
+    max_workers: PositiveInt = Field(2, description="chunk tasks in flight at once (local threads or processes)")
+    dask_address: str | None = Field(None, description="null: a LocalCluster of max_workers processes; or the "
+                                                       "scheduler of an existing cluster, tcp://host:8786")
+    ray_address: str | None = Field(None, description="null: a local Ray instance with max_workers CPUs; or an "
+                                                      "existing cluster: auto, host:6379 or ray://host:10001")
+
+    @model_validator(mode="after")
+    def _check_runner(self) -> "RuntimeParams":
+        import importlib.util
+
+        for runner, address in (("dask", self.dask_address), ("ray", self.ray_address)):
+            if address is not None and not _CLUSTER_ADDRESS[runner].match(address):
+                raise ValueError(f"{runner}_address: expected "
+                                 f"{'tcp://host:port' if runner == 'dask' else 'auto, host:port or ray://host:port'}"
+                                 f" (or null for a local cluster), got {address!r}")
+        if self.task_runner in _RUNNER_PACKAGES:
+            module, install = _RUNNER_PACKAGES[self.task_runner]
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(f"task_runner: {self.task_runner!r} needs the {module} package, which is not "
+                                 f"installed: {install}")
+        return self
 
 
 class FitParams(_Section):

@@ -180,6 +180,17 @@ def _clean_leftovers(path: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def _remove_partial_writes(path: Path) -> None:
+    """Delete the temp files a killed writer left inside a store it was resuming: Zarr's ``<key>.<uuid>.partial``
+    and our ``.<name>.<...>.tmp``. They were never renamed into place, so no reader took them for chunks; removing
+    them (under the store lock, so no writer is alive) makes a resumed store byte-identical to an uninterrupted one.
+    """
+    for leftover in path.rglob("*"):
+        if leftover.is_file() and (leftover.name.endswith(".partial")
+                                   or (leftover.name.startswith(".") and leftover.name.endswith(".tmp"))):
+            leftover.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     """One Zarr array of a store: (n_samples, *tail_shape) of ``dtype``, chunked along samples."""
@@ -244,6 +255,8 @@ class ChunkedStore(abc.ABC):
             cls._create(staging, info, **layout)
             os.rename(staging, path)
             existing = info
+        else:
+            _remove_partial_writes(path)
         return cls.open(path, expected_kind=info.kind)
 
     @classmethod

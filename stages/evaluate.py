@@ -44,6 +44,7 @@ from stages.generators import Generator, build_generator
 from stages.label import score_images
 from stages.labelers import Labeler, build_labeler
 from stages.lpips import resize_for_lpips
+from stages.methods import METHODS
 from stages.synthesize import ImageSynthesizer, images_to_uint8
 
 EVALUATIONS_DIR = "evaluations"
@@ -66,15 +67,19 @@ def _row_keys(latents: np.ndarray) -> set[bytes]:
     return {row.tobytes() for row in np.ascontiguousarray(latents)}
 
 
-def select_directions(directions: DirectionSet, attributes: list[str]) -> dict[str, tuple[np.ndarray, str]]:
+def select_directions(directions: DirectionSet, attributes: list[str],
+                      allow_missing: bool = False) -> dict[str, tuple[np.ndarray, str]]:
     """For each attribute, the (D,) direction that edits it and the name it has in the set.
 
     Supervised sets name directions by attribute. Unsupervised ones name components (``c017``) and record in their
     stats the attribute each moves most and the correlation; the component with the largest |correlation| for the
     attribute is taken, its sign flipped if the correlation is negative so that +α increases the attribute.
 
+    With ``allow_missing`` (unsupervised sets: a component exists only for what the method happened to discover),
+    attributes without a component are left out instead.
+
     Raises:
-        EvaluationError: an attribute has no direction.
+        EvaluationError: an attribute has no direction (and ``allow_missing`` is off), or none has.
     """
     selected: dict[str, tuple[np.ndarray, str]] = {}
     for attribute in attributes:
@@ -84,12 +89,18 @@ def select_directions(directions: DirectionSet, attributes: list[str]) -> dict[s
         candidates = [(abs(float(stats.get("correlation", 0.0))), name, float(stats.get("correlation", 0.0)))
                       for name, stats in directions.stats.items()
                       if stats.get("attribute") == attribute and name in directions.names]
+        if not candidates and allow_missing:
+            continue
         if not candidates:
             raise EvaluationError(f"{directions.method}: no direction for attribute {attribute!r} (its directions: "
                                   f"{directions.names[:8]}{'…' if len(directions.names) > 8 else ''}; unsupervised "
                                   f"components are matched through stats[name]['attribute'])")
         _, name, correlation = max(candidates)
         selected[attribute] = (directions[name] * (1.0 if correlation >= 0 else -1.0), name)
+    if not selected:
+        raise EvaluationError(f"{directions.method}: none of the attributes {attributes} has a direction; for an "
+                              f"unsupervised method, see which attributes its components were named after in "
+                              f"directions/{directions.method}/directions.json")
     return selected
 
 
@@ -99,8 +110,15 @@ class EvaluateStage(ChunkedStage):
     def __init__(self, params: Params, data_dir: Path, method: str, directions_root: Path = Path("directions"),
                  out_root: Path = Path(EVALUATIONS_DIR), metrics_root: Path = Path(METRICS_DIR),
                  grids_root: Path = Path(GRIDS_DIR), generator: Generator | None = None,
-                 labeler: Labeler | None = None, lpips: torch.nn.Module | None = None) -> None:
-        super().__init__()
+                 labeler: Labeler | None = None, lpips: torch.nn.Module | None = None, *,
+                 attach: str | None = None) -> None:
+        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`; the
+        held-out overlap check is the driver's."""
+        roots = {"directions_root": directions_root, "out_root": out_root, "metrics_root": metrics_root,
+                 "grids_root": grids_root}
+        options = {"method": method, **{key: str(Path(value).resolve()) for key, value in roots.items()}}
+        super().__init__(params, data_dir, attach=attach, options=options,
+                         injected=generator is not None or labeler is not None or lpips is not None)
         settings = params.eval
         self.params, self.method, self.settings = params, method, settings
         self.directions = DirectionSet.load(Path(directions_root) / method)
@@ -109,12 +127,17 @@ class EvaluateStage(ChunkedStage):
                                   f"z (the only space the stored generator exposes for sampling)")
         self.data = dataset.open(data_dir)
         self.attributes = list(settings.attributes or params.fit.attributes or self.data.attributes)
-        self.targets = select_directions(self.directions, self.attributes)
+        supervised = METHODS.build(method).supervised if method in METHODS.names() else True
+        self.targets = select_directions(self.directions, self.attributes, allow_missing=not supervised)
+        self.unmatched = [name for name in self.attributes if name not in self.targets]
+        # Hold fixed only directions this method has; a supervised method must have every one asked for, an
+        # unsupervised one holds those it discovered (recorded in the metrics as unmatched otherwise).
+        self.conditions = [name for name in settings.condition_on if name in self.targets]
         unknown = [name for name in settings.condition_on if name not in self.targets]
-        if unknown:
+        if unknown and supervised:
             raise EvaluationError(f"eval.condition_on: {unknown} are not among the evaluated attributes "
                                   f"{list(self.targets)}")
-        self.modes = ["plain", "conditional"] if settings.condition_on else ["plain"]
+        self.modes = ["plain", "conditional"] if self.conditions else ["plain"]
         self.alphas = np.asarray(settings.alphas, dtype=np.float64)
 
         synth_settings = params.synthesize.model_copy(update={"batch_size": settings.batch_size,
@@ -139,12 +162,12 @@ class EvaluateStage(ChunkedStage):
                                   "modes": self.modes, "alphas": settings.alphas,
                                   "scores": list(self.labeler.attributes)})
         path = Path(out_root) / method
-        self._lock(path)
-        self.store: ParquetChunkStore = ParquetChunkStore.prepare(path, info)
+        self.store: ParquetChunkStore = self._open_output(ParquetChunkStore, path, info)
         self.metrics_path = Path(metrics_root) / f"{method}.json"
         self.curves_path = Path(metrics_root) / f"{method}.curves.json"
         self.grids_dir = Path(grids_root) / method
-        self._check_heldout_is_disjoint()
+        if attach is None:
+            self._check_heldout_is_disjoint()
 
     @functools.cached_property
     def lpips(self) -> torch.nn.Module:
@@ -168,7 +191,7 @@ class EvaluateStage(ChunkedStage):
     def keep_for(self, attribute: str, mode: str) -> list[np.ndarray] | None:
         if mode == "plain":
             return None
-        kept = [self.targets[name][0] for name in self.settings.condition_on if name != attribute]
+        kept = [self.targets[name][0] for name in self.conditions if name != attribute]
         return kept or None
 
     def _edited_images(self, latents_z: np.ndarray, attribute: str, mode: str) -> torch.Tensor:
@@ -218,6 +241,7 @@ class EvaluateStage(ChunkedStage):
         metrics["summary"]["ppl"] = float(np.mean([m["ppl"] for m in metrics["directions"].values()]))
         metrics["method"] = self.method
         metrics["n_heldout"] = self.store.info.n_samples
+        metrics["unmatched_attributes"] = self.unmatched  # asked for, but no component of this method moves them
         atomic_write_json(self.metrics_path, metrics)
         atomic_write_json(self.curves_path, curves)
         self._write_grids()

@@ -54,10 +54,9 @@ class LabelStage(ChunkedStage):
     name = "label"
 
     def __init__(self, params: Params, data_dir: Path, labeler: Labeler | None = None,
-                 generator: Generator | None = None) -> None:
-        super().__init__()
-        self.data_dir = Path(data_dir)
-        self.params = params
+                 generator: Generator | None = None, *, attach: str | None = None) -> None:
+        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
+        super().__init__(params, data_dir, attach=attach, injected=labeler is not None or generator is not None)
         self.images = ZarrChunkStore.open(self.data_dir / IMAGES_STORE, expected_kind="images", require_complete=True)
         self.images_kept = bool(self.images.info.details.get("images_kept"))
         self.synthesizer: ImageSynthesizer | None = None
@@ -75,8 +74,7 @@ class LabelStage(ChunkedStage):
         info = StoreInfo("labels", inputs, self.images.info.n_samples, self.images.info.chunk_size,
                          details={"attributes": self.attributes, "labeler": params.label.labeler})
         path = self.data_dir / LABELS_STORE
-        self._lock(path)
-        self.store: ParquetChunkStore = ParquetChunkStore.prepare(path, info)
+        self.store: ParquetChunkStore = self._open_output(ParquetChunkStore, path, info)
         self.schema = pa.schema([("sample_id", pa.int64())] + [(name, pa.float32()) for name in self.attributes],
                                 metadata={"latentatlas.labeler": params.label.labeler,
                                           "latentatlas.labeler_fingerprint": self.labeler.fingerprint,

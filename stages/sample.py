@@ -31,9 +31,10 @@ def sample_latents_z(seed: int, chunk_index: int, n: int, z_dim: int) -> np.ndar
 class SampleStage(ChunkedStage):
     name = "sample"
 
-    def __init__(self, params: Params, data_dir: Path, generator: Generator | None = None) -> None:
-        super().__init__()
-        self.params = params
+    def __init__(self, params: Params, data_dir: Path, generator: Generator | None = None, *,
+                 attach: str | None = None) -> None:
+        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
+        super().__init__(params, data_dir, attach=attach, injected=generator is not None)
         self.generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
         self.extra_spaces = [space for space in self.generator.latent_spaces if space != "z"]
         self.device = resolve_device(params.synthesize.device)
@@ -51,8 +52,7 @@ class SampleStage(ChunkedStage):
                 arrays[space] = ArraySpec((probe[space].shape[1],), "float32", ("sample", f"{space}_dim"))
         info = StoreInfo("latents", inputs, params.sample.n_samples, params.sample.chunk_size,
                          details={"spaces": ["z", *self.extra_spaces]})
-        self._lock(path)
-        self.store: ZarrChunkStore = ZarrChunkStore.prepare(path, info, arrays=arrays)
+        self.store: ZarrChunkStore = self._open_output(ZarrChunkStore, path, info, arrays=arrays)
 
     def run_chunk(self, index: int) -> None:
         latents_z = sample_latents_z(self.params.sample.seed, index, self.chunk_length(index), self.generator.z_dim)

@@ -69,8 +69,10 @@ class ImageSynthesizer:
 class SynthesizeStage(ChunkedStage):
     name = "synthesize"
 
-    def __init__(self, params: Params, data_dir: Path, generator: Generator | None = None) -> None:
-        super().__init__()
+    def __init__(self, params: Params, data_dir: Path, generator: Generator | None = None, *,
+                 attach: str | None = None) -> None:
+        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
+        super().__init__(params, data_dir, attach=attach, injected=generator is not None)
         data_dir = Path(data_dir)
         self.latents = ZarrChunkStore.open(data_dir / LATENTS_STORE, expected_kind="latents", require_complete=True)
         generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
@@ -85,8 +87,8 @@ class SynthesizeStage(ChunkedStage):
                          details={"images_kept": self.keep_images, "resolution": resolution,
                                   "generator": params.generator.name})
         path = data_dir / IMAGES_STORE
-        self._lock(path)
-        self.store: ZarrChunkStore = ZarrChunkStore.prepare(path, info, arrays=arrays if self.keep_images else {})
+        self.store: ZarrChunkStore = self._open_output(ZarrChunkStore, path, info,
+                                                       arrays=arrays if self.keep_images else {})
 
     def images_for_chunk(self, index: int) -> torch.Tensor:
         """(n, 3, R, R) float images in [-1, 1] of chunk ``index``, freshly synthesized."""

@@ -27,6 +27,10 @@ SMALL_PARAMS = {
     "sample": {"n_samples": 1600, "chunk_size": 200, "seed": 1},
     "synthesize": {"batch_size": 100, "device": "cpu"},
     "label": {"labeler": COLOR_LABELER, "batch_size": 100, "device": "cpu", "contact_sheet_samples": 8},
+    "fit": {"methods": ["interfacegan"], "attributes": ["red", "brightness"],
+            "params": {"interfacegan": {"ratio": 0.1}}},
+    "eval": {"n_samples": 16, "chunk_size": 8, "alphas": [-1.0, 0.0, 1.0], "attributes": ["red"], "condition_on": [],
+             "ppl_samples": 4, "grid_samples": 2},
     "runtime": {"max_workers": 2},
 }
 STORES = ("latents.zarr", "images.zarr", "labels", "contact_sheet.png")
@@ -75,8 +79,9 @@ def _digest(data_dir: Path) -> dict[str, str]:
 def test_repro_twice_and_params_change_reruns_only_that_stage(tmp_path, prefect_api) -> None:
     root, env = _workspace(tmp_path / "project", SMALL_PARAMS, prefect_api)
     first = _repro(root, env)
-    for stage in ("sample", "synthesize", "label"):
+    for stage in ("sample", "synthesize", "label", "fit@interfacegan", "evaluate@interfacegan", "report"):
         assert f"Running stage '{stage}'" in first
+    assert "interfacegan" in (root / "reports" / "report.html").read_text()
     status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status"], cwd=root, env=env,
                             capture_output=True, text=True, check=True).stdout
     assert status.count("complete   8/8 chunks") == 3

@@ -155,3 +155,17 @@ def test_second_writer_fails_fast_and_a_dead_holder_releases(tmp_path) -> None:
     holder.join()
     with store_lock(path):
         pass
+
+
+def test_resume_removes_temp_files_a_killed_writer_left(tmp_path) -> None:
+    path = tmp_path / "latents.zarr"
+    store = ZarrChunkStore.prepare(path, _info(), arrays=SPEC)
+    store.write_chunk(0, _values(0, 4))
+    chunk_dir = path / "z" / "c" / "1"
+    chunk_dir.mkdir(parents=True)
+    (chunk_dir / "0.3f2a9c.partial").write_bytes(b"half a chunk")  # Zarr's temp name, killed before the rename
+    (path / ".zarr.json.x1.tmp").write_text("{")  # ours (stages.atomic), killed before os.replace
+    reopened = ZarrChunkStore.prepare(path, _info(), arrays=SPEC)
+    assert reopened.pending_chunks() == [1, 2]
+    assert not list(path.rglob("*.partial")) and not list(path.rglob(".*.tmp"))
+    np.testing.assert_array_equal(reopened.read_chunk("z", 0), _values(0, 4)["z"])
