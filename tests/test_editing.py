@@ -13,14 +13,6 @@ from stages.methods.tunagan import TunaGANParams, fit_tunagan, load_model
 from tests.toy import cosine, make_context, make_world
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def world():
     return make_world()

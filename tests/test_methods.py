@@ -22,15 +22,6 @@ from stages.methods.tunagan import (TunaGANParams, fit_attribute as tunagan_attr
 from tests.toy import ATTRIBUTES, BINARY, CONTINUOUS, cosine, make_context, make_world
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one torch thread is ~10x faster than two contending for the machine's cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def world():
     return make_world(with_mapping=True)

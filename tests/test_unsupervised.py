@@ -29,15 +29,6 @@ CPU = torch.device("cpu")
 VOYNOV = Objective(name="voynov", two_shifts=False, lambda_shift=0.25)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two threads fighting other jobs ran ~3× slower per step."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def face_gan():
     return build_generator("dcgan-digiface")
