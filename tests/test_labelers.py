@@ -240,7 +240,8 @@ def keras_reference(file: h5py.File, gray_nhwc: np.ndarray) -> dict[str, np.ndar
         elif kind == "GlobalAveragePooling2D":
             out = inputs[0].mean(axis=(1, 2))
         else:
-            raise NotImplementedError(f"{kind} {config.get('activation', '')}")
+            raise ValueError(f"the numpy reference has no rule for Keras layer {kind} "
+                             f"{config.get('activation', '')}: extend it before trusting the comparison")
         outputs[name] = out
     return outputs
 

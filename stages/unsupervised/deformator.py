@@ -57,8 +57,8 @@ class Deformator(nn.Module):
         return self(codes)
 
     def direction_matrix(self) -> torch.Tensor:
-        """(D, K) matrix whose column k is the shift of e_k·1 (linear types only)."""
-        raise NotImplementedError
+        """(D, K) matrix whose column k is the shift of e_k·1 (linear types only; they override this)."""
+        raise TypeError(f"{type(self).__name__} is not linear: it has no direction matrix (use shift())")
 
 
 class LinearDeformator(Deformator):
