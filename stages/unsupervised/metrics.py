@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from stages.lpips import LPIPS_MIN_SIDE, resize_for_lpips
 from stages.unsupervised.deformator import Deformator
 from stages.unsupervised.training import sample_shift_batch
 
@@ -76,18 +77,10 @@ def ieee_float32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _to_lpips_size(images: torch.Tensor, min_size: int) -> torch.Tensor:
-    if min(images.shape[-2:]) >= min_size:
-        return images
-    scale = min_size / min(images.shape[-2:])
-    size = (round(images.shape[-2] * scale), round(images.shape[-1] * scale))
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-
-
 @torch.no_grad()
 def perceptual_path_length(generator: Any, directions: torch.Tensor | np.ndarray, lpips: nn.Module,
                            n_samples: int = 64, t_max: float = 6.0, delta: float = PPL_DELTA, batch_size: int = 64,
-                           seed: int = 0, space: str = "z", min_size: int = 64, reject_outliers: bool = True,
+                           seed: int = 0, space: str = "z", min_size: int = LPIPS_MIN_SIDE, reject_outliers: bool = True,
                            device: torch.device | str | None = None) -> np.ndarray:
     """Perceptual path length along each of K directions (see the module docstring).
 
@@ -131,7 +124,7 @@ def perceptual_path_length(generator: Any, directions: torch.Tensor | np.ndarray
                 unit = direction.to(device)[None]
                 near = generator.synthesize(latents + t * unit, space=space).float()
                 far = generator.synthesize(latents + (t + delta) * unit, space=space).float()
-                distances.append(lpips(_to_lpips_size(near, min_size), _to_lpips_size(far, min_size)).double().cpu())
+                distances.append(lpips(resize_for_lpips(near, min_size), resize_for_lpips(far, min_size)).double().cpu())
             values = torch.cat(distances).numpy() / delta ** 2
             if reject_outliers and len(values) >= 3:
                 low = np.percentile(values, 1, method="lower")
