@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.params import ParamsError, load_params
+from pipeline.params import ParamsError, load_params, load_preset
 from pipeline.settings import apply_defaults
 from pipeline.stores import StoreError
 from stages.directions import DirectionsError
@@ -150,17 +150,36 @@ def report(params_path: Path, data_dir: Path) -> None:
         click.echo(f"wrote {REPORT_HTML} and {REPORT_MD}")
 
 
+def preset_command(preset_path: Path, params_path: Path, dvc_args: tuple[str, ...]) -> list[str]:
+    """``dvc exp run -S key=value ...`` for every key the preset changes (values as JSON, which DVC reads as YAML),
+    after checking that ``params_path`` with the preset applied validates."""
+    import json
+
+    overrides = load_preset(preset_path, params_path)
+    set_args = [arg for key, value in overrides for arg in ("-S", f"{key}={json.dumps(value)}")]
+    return ["dvc", "exp", "run", *set_args, *dvc_args]
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--port", type=int, default=4200, help="port of the Prefect server (and its UI) started for the run")
+@click.option("--preset", "preset_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="a partial params file (e.g. params/interfacegan-500k.yaml): run it as `dvc exp run -S ...`")
 @click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
-def repro(port: int, dvc_args: tuple[str, ...]) -> None:
+def repro(port: int, preset_path: Path | None, dvc_args: tuple[str, ...]) -> None:
     """`dvc repro [DVC_ARGS]` with a Prefect server for the run: flows show up in its UI, and stage processes skip
-    the ephemeral server each would start (≈15 s each). Uses $PREFECT_API_URL instead when it is set."""
+    the ephemeral server each would start (≈15 s each). Uses $PREFECT_API_URL instead when it is set.
+
+    With --preset, runs the preset's overrides of params.yaml as a DVC experiment (`dvc exp show` lists it)."""
     import os
     import subprocess
 
     apply_defaults()
-    command = ["dvc", "repro", *dvc_args]
+    if preset_path is None:
+        command = ["dvc", "repro", *dvc_args]
+    else:
+        with user_errors():
+            command = preset_command(preset_path, Path("params.yaml"), dvc_args)
+        click.echo("running: " + " ".join(command))
     if os.environ.get("PREFECT_API_URL"):
         raise SystemExit(subprocess.call(command))
     from pipeline.prefect_server import PrefectServerError, free_port, local_prefect_server

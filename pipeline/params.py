@@ -219,3 +219,56 @@ def load_params(path: str | Path) -> Params:
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML ({error})") from None
     return parse_params(raw, source=str(path))
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied: mappings merge key by key, anything else (lists included) replaces."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and value:
+            merged[key] = merge_overrides(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def flatten_overrides(overrides: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Dotted keys and leaf values of a nested override mapping, in file order:
+    ``{"sample": {"n_samples": 5}}`` → ``[("sample.n_samples", 5)]``. An empty mapping is a leaf."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            pairs.extend(flatten_overrides(value, prefix=f"{dotted}."))
+        else:
+            pairs.append((dotted, value))
+    return pairs
+
+
+def load_preset(preset_path: str | Path, params_path: str | Path = "params.yaml") -> list[tuple[str, Any]]:
+    """Read a preset (a partial params file: only the keys it changes, e.g. ``params/interfacegan-500k.yaml``),
+    check that ``params_path`` with the preset applied validates, and return its dotted overrides.
+
+    Raises:
+        ParamsError: either file is missing or not YAML, or the merged params do not validate (the message names
+            the preset and the key).
+    """
+    preset_path, params_path = Path(preset_path), Path(params_path)
+    overrides = _read_yaml_mapping(preset_path)
+    if not overrides:
+        raise ParamsError(f"{preset_path}: the preset changes no key (expected sections such as 'sample:')")
+    merged = merge_overrides(_read_yaml_mapping(params_path), overrides)
+    parse_params(merged, source=f"{params_path} + {preset_path}")
+    return flatten_overrides(overrides)
