@@ -71,14 +71,14 @@ class ProcessMonitor(threading.Thread):
         super().__init__(daemon=True)
         self.root_pid, self.interval_s = root_pid, interval_s
         self.stages: dict[str, StageTrace] = {}
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         try:
             root = psutil.Process(self.root_pid)
         except psutil.NoSuchProcess:
             return
-        while not self._stop.is_set():
+        while not self._done.is_set():
             now = time.perf_counter()
             try:
                 children = root.children(recursive=True)
@@ -96,10 +96,10 @@ class ProcessMonitor(threading.Thread):
                 # `dvc` runs each command through a shell: keep the python process (the largest) per stage.
                 trace.last_seen, trace.peak_rss = now, max(trace.peak_rss, rss)
                 trace.pids.add(process.pid)
-            self._stop.wait(self.interval_s)
+            self._done.wait(self.interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 
@@ -183,7 +183,7 @@ def main() -> None:
     for name, trace in traces.items():
         rows.append(f"| {name} | {trace.wall_s:.0f} | {trace.peak_rss / 2**20:.0f} |")
     size_rows = ["| store | size on disk |", "|---|---:|"]
-    size_rows += [f"| {name} | {size / 2**30:.2f} GiB |" for name, size in sizes.items()]
+    size_rows += [f"| {name} | {size / 2**20:,.0f} MiB |" for name, size in sizes.items()]
     body = "\n".join([
         machine_summary(),
         "",
