@@ -1,0 +1,49 @@
+"""Run every benchmark in turn (``make bench``), each appending its table to BENCHMARKS.md.
+
+Run it on an otherwise idle machine: the benchmarks time CPU work, and other jobs on the same cores distort them.
+The InterFaceGAN-scale run (``bench/bench_scale.py``, about an hour on 2 CPU cores) is included only with
+``--scale``.
+
+Usage::
+
+    python -m bench.run_all [--scale] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from bench.common import ROOT
+
+BENCHMARKS: tuple[tuple[str, list[str]], ...] = (
+    ("(1), (2) throughput ratio and peak RSS against N", ["bench.bench_spine"]),
+    ("(3) kill at 50 % and resume, threads", ["bench.bench_resume"]),
+    ("(3) kill at 50 % and resume, Dask", ["bench.bench_resume", "--runner", "dask"]),
+    ("(4) SVM at 10K per side vs SVC(kernel='linear')", ["bench.bench_svm"]),
+    ("(5) Dask with 2 workers vs threads", ["bench.bench_dask"]),
+)
+SCALE = ("InterFaceGAN-scale run (500K)", ["bench.bench_scale"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", action="store_true", help="also run the 500K preset end to end (~1 h on 2 cores)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    args = parser.parse_args()
+    failed = []
+    for title, module in (*BENCHMARKS, *((SCALE,) if args.scale else ())):
+        print(f"\n=== {title}: python -m {' '.join(module)}", flush=True)
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", *module, *(["--no-write"] if args.no_write else [])], cwd=ROOT)
+        print(f"=== {title}: exit {result.returncode} after {time.perf_counter() - start:.0f} s", flush=True)
+        if result.returncode != 0:
+            failed.append(title)
+    if failed:
+        raise SystemExit(f"benchmarks failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
