@@ -36,7 +36,7 @@ import yaml
 
 from bench.common import ROOT, append_section, machine_summary
 from pipeline.prefect_server import local_prefect_server
-from pipeline.stores import ParquetChunkStore, ZarrChunkStore
+from pipeline.stores import ParquetChunkStore, StoreError, ZarrChunkStore
 
 STORE_OF_STAGE = {"synthesize": ("images.zarr", ZarrChunkStore), "label": ("labels", ParquetChunkStore)}
 UPSTREAM = {"synthesize": ["sample"], "label": ["sample", "synthesize"]}
@@ -70,7 +70,7 @@ def _chunks_on_disk(stage: str, data_dir: Path) -> set[int]:
     name, store_cls = STORE_OF_STAGE[stage]
     try:
         store = store_cls.open(data_dir / name)
-    except Exception:  # not created yet
+    except StoreError:  # not created yet
         return set()
     return set(range(store.info.n_chunks)) - set(store.pending_chunks())
 
