@@ -7,13 +7,13 @@ command with one line naming the key or file and what was expected, and exit sta
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from pipeline.locations import LocationError, StorePath, store_path
 from pipeline.params import ParamsError, load_params, load_preset
 from pipeline.settings import apply_defaults
 from pipeline.stores import StoreError
@@ -27,19 +27,18 @@ USER_ERRORS: tuple[type[Exception], ...] = (ParamsError, StoreError, RegistryErr
 
 params_option = click.option("--params", "params_path", type=click.Path(path_type=Path), default="params.yaml",
                              show_default=True, help="params file")
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _local_data_dir(context: click.Context, parameter: click.Parameter, value: str) -> Path:
-    """``--data-dir`` must be a local path (or a shared filesystem mounted at the same path on every worker)."""
-    if _URL.match(value):
-        raise click.ClickException(f"--data-dir {value}: object-store URLs (s3://, gs://, ... via fsspec) are not "
-                                   f"supported yet; use a local path or a shared filesystem mounted on every worker")
-    return Path(value)
+def _data_dir(context: click.Context, parameter: click.Parameter, value: str) -> StorePath:
+    """``--data-dir``: a local path, or an object-store URL (s3://bucket/run, gs://…; see pipeline/locations.py)."""
+    try:
+        return store_path(value)
+    except LocationError as error:
+        raise click.ClickException(f"--data-dir {error}") from None
 
 
-data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default="data",
-                               callback=_local_data_dir, show_default=True, help="folder holding the stores")
+data_dir_option = click.option("--data-dir", default="data", callback=_data_dir, show_default=True,
+                               help="folder holding the stores: a local path or an object-store URL (s3://bucket/run)")
 engine_option = click.option("--engine", type=click.Choice(["prefect", "local"]), default="prefect",
                              show_default=True, help="prefect: a flow with one task per chunk; local: a plain loop")
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
+from pipeline.locations import is_remote, store_path
 from pipeline.stores import ParquetChunkStore, StoreError, ZarrChunkStore
 from stages.label import LABELS_STORE
 from stages.sample import LATENTS_STORE
@@ -32,7 +33,7 @@ class LatentDataset:
     """Latents, (optionally) images and labels of one pipeline run, aligned by ``sample_id`` = row index."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = store_path(data_dir)
         self.latents_store = ZarrChunkStore.open(self.data_dir / LATENTS_STORE, "latents", require_complete=True)
         self.images_store = ZarrChunkStore.open(self.data_dir / IMAGES_STORE, "images", require_complete=True)
         self.labels_store = ParquetChunkStore.open(self.data_dir / LABELS_STORE, "labels", require_complete=True)
@@ -73,7 +74,10 @@ class LatentDataset:
 
     def labels_table(self) -> pads.Dataset:
         """The labels as a ``pyarrow.dataset`` (lazy, columnar; filter and project before reading)."""
-        return pads.dataset(str(self.labels_store.path), format="parquet")
+        path = self.labels_store.path
+        if is_remote(path):
+            return pads.dataset(path.path, format="parquet", filesystem=path.fs)
+        return pads.dataset(str(path), format="parquet")
 
     def labels_frame(self, attributes: Sequence[str] | None = None) -> pd.DataFrame:
         """Labels as pandas, indexed by ``sample_id`` and sorted by it."""
@@ -117,4 +121,4 @@ def open(data_dir: str | Path = "data") -> LatentDataset:  # noqa: A001 (mirrors
     Raises:
         StoreError: a store is missing, incomplete, foreign, or from another upstream run.
     """
-    return LatentDataset(Path(data_dir))
+    return LatentDataset(store_path(data_dir))

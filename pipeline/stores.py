@@ -10,6 +10,11 @@ Every store carries a :class:`StoreInfo` (what produced it, as a fingerprint) an
    one is renamed away before it is deleted: the path holds a whole, initialised store or nothing.
 4. **One writer.** :func:`store_lock` takes an exclusive ``flock`` on a sibling lock file; a second run fails fast.
    The kernel drops the lock when its holder dies (even by SIGKILL), so a killed run never blocks its resume.
+
+Stores may also live in an object store (``s3://…``, ``gs://…``, see :mod:`pipeline.locations`). There each chunk,
+Parquet part and metadata file is one put (atomic: an object appears only when complete); creating or wiping a
+store is bracketed by a ``.latentatlas-partial`` marker object, so a store left half made or half wiped by a crash
+is recognised as ours and rebuilt, never taken for a foreign one; and there is no lock (rule 4 is the user's).
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ import pyarrow.parquet as pq
 import zarr
 from zarr.core.sync import sync
 
+from pipeline.locations import StorePath, is_remote, store_path, zarr_storage_options
 from stages.atomic import atomic_write_json
 
 STORE_FORMAT = "latentatlas/1"
 ATTRS_KEY = "latentatlas"
 PARQUET_INFO_FILE = "_latentatlas.json"  # leading underscore: pyarrow.dataset and DuckDB globs skip it
+PARTIAL_MARKER = ".latentatlas-partial"  # object stores: present while a store is being created or wiped
 
 
 class StoreError(RuntimeError):
@@ -106,13 +113,20 @@ class StoreInfo:
 
 
 @contextlib.contextmanager
-def store_lock(path: Path) -> Iterator[None]:
+def store_lock(path: StorePath) -> Iterator[None]:
     """Hold an exclusive lock on the store at ``path`` (a sibling ``.<name>.lock`` file) or fail at once.
+
+    Object stores have no lock that a killed holder releases: there this warns and locks nothing.
 
     Raises:
         StoreLockedError: another process holds it.
     """
-    path = Path(path)
+    path = store_path(path)
+    if is_remote(path):
+        warnings.warn(f"{path}: object stores have no locks; make sure no other run writes this store now",
+                      stacklevel=3)
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.parent / f".{path.name}.lock"
     handle = open(lock_path, "a+")
@@ -133,10 +147,20 @@ def store_lock(path: Path) -> Iterator[None]:
         handle.close()  # closing releases the flock
 
 
-def _read_info(path: Path) -> StoreInfo | None:
-    """The store's info; None if ``path`` holds no store. Raises StoreError for a foreign/corrupted one."""
+class _HalfMade:
+    """What :func:`_read_info` returns for an object-store store a crash left half created or half wiped."""
+
+
+HALF_MADE = _HalfMade()
+
+
+def _read_info(path: StorePath) -> StoreInfo | _HalfMade | None:
+    """The store's info; None if ``path`` holds no store; :data:`HALF_MADE` for one of ours that a crash left half
+    created or wiped (object stores). Raises StoreError for a foreign/corrupted one."""
     if not path.exists():
         return None
+    if is_remote(path) and (path / PARTIAL_MARKER).exists():
+        return HALF_MADE
     if not path.is_dir():
         raise StoreError(f"{path}: expected a latentatlas store folder, found a file; remove it or pick another path")
     if path.suffix == ".zarr":
@@ -167,24 +191,39 @@ def _read_info(path: Path) -> StoreInfo | None:
     return StoreInfo.from_json(attributes[ATTRS_KEY], meta_file)
 
 
-def _remove_tree(path: Path) -> None:
-    """Rename ``path`` away, then delete it: a crash mid-way leaves only a hidden ``.stale`` folder."""
+def _remove_tree(path: StorePath) -> None:
+    """Rename ``path`` away, then delete it: a crash mid-way leaves only a hidden ``.stale`` folder.
+
+    Object store: mark it partial, delete everything else, then the marker (a crash leaves a marked store)."""
+    if is_remote(path):
+        marker = path / PARTIAL_MARKER
+        marker.write_bytes(b"wiping\n")
+        keys = [key for key in path.fs.find(path.path) if not key.endswith(f"/{PARTIAL_MARKER}")]
+        if keys:
+            path.fs.rm(keys)
+        path.fs.rm(marker.path)
+        return
     graveyard = path.parent / f".{path.name}.stale-{os.getpid()}"
     os.rename(path, graveyard)
     shutil.rmtree(graveyard)
 
 
-def _clean_leftovers(path: Path) -> None:
+def _clean_leftovers(path: StorePath) -> None:
+    if is_remote(path):
+        return  # nothing is staged beside a store there
     for leftover in path.parent.glob(f".{path.name}.*-*"):
         if leftover.is_dir() and (".stale-" in leftover.name or ".creating-" in leftover.name):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _remove_partial_writes(path: Path) -> None:
+def _remove_partial_writes(path: StorePath) -> None:
     """Delete the temp files a killed writer left inside a store it was resuming: Zarr's ``<key>.<uuid>.partial``
     and our ``.<name>.<...>.tmp``. They were never renamed into place, so no reader took them for chunks; removing
     them (under the store lock, so no writer is alive) makes a resumed store byte-identical to an uninterrupted one.
+    Object stores have none: every write there is one put.
     """
+    if is_remote(path):
+        return
     for leftover in path.rglob("*"):
         if leftover.is_file() and (leftover.name.endswith(".partial")
                                    or (leftover.name.startswith(".") and leftover.name.endswith(".tmp"))):
@@ -203,8 +242,8 @@ class ArraySpec:
 class ChunkedStore(abc.ABC):
     """A store folder split into chunks along samples. Subclasses say how chunks are written and found."""
 
-    def __init__(self, path: Path, info: StoreInfo) -> None:
-        self.path = Path(path)
+    def __init__(self, path: StorePath, info: StoreInfo) -> None:
+        self.path = store_path(path)
         self.info = info
 
     # -- subclass interface -------------------------------------------------------------------------------------
@@ -218,7 +257,7 @@ class ChunkedStore(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def _create(cls, path: Path, info: StoreInfo, **layout: Any) -> None:
+    def _create(cls, path: StorePath, info: StoreInfo, **layout: Any) -> None:
         """Initialise an empty store at ``path`` (a fresh folder) holding ``info``."""
 
     # -- shared logic -------------------------------------------------------------------------------------------
@@ -233,43 +272,53 @@ class ChunkedStore(abc.ABC):
         self._write_info(self.info)
 
     @classmethod
-    def prepare(cls, path: Path, info: StoreInfo, **layout: Any) -> "ChunkedStore":
+    def prepare(cls, path: StorePath, info: StoreInfo, **layout: Any) -> "ChunkedStore":
         """Open the store at ``path`` for writing ``info``'s contents: resume it if its fingerprint matches,
         else wipe and create it. Call under :func:`store_lock`.
 
         Raises:
             StoreError: ``path`` holds something that is not a latentatlas store (left untouched).
         """
-        path = Path(path)
+        path = store_path(path)
         _clean_leftovers(path)
         existing = _read_info(path)
-        if existing is not None and existing.fingerprint != info.fingerprint:
+        if existing is HALF_MADE:
+            warnings.warn(f"{path}: a run stopped while creating or wiping this store; rebuilding it", stacklevel=2)
+            _remove_tree(path)
+            existing = None
+        elif existing is not None and existing.fingerprint != info.fingerprint:
             warnings.warn(f"{path} was produced by other inputs (fingerprint {existing.fingerprint} ≠ "
                           f"{info.fingerprint}): wiping it and rebuilding", stacklevel=2)
             _remove_tree(path)
             existing = None
-        elif existing is None and path.exists():
+        elif existing is None and path.exists() and not is_remote(path):
             os.rmdir(path)  # an empty folder
-        if existing is None:
+        if existing is None and is_remote(path):
+            (path / PARTIAL_MARKER).write_bytes(b"creating\n")
+            cls._create(path, info, **layout)
+            path.fs.rm((path / PARTIAL_MARKER).path)
+        elif existing is None:
             staging = path.parent / f".{path.name}.creating-{os.getpid()}"
             cls._create(staging, info, **layout)
             os.rename(staging, path)
-            existing = info
         else:
             _remove_partial_writes(path)
         return cls.open(path, expected_kind=info.kind)
 
     @classmethod
-    def open(cls, path: Path, expected_kind: str | None = None, require_complete: bool = False) -> "ChunkedStore":
+    def open(cls, path: StorePath, expected_kind: str | None = None, require_complete: bool = False) -> "ChunkedStore":
         """Open an existing store for reading (or resuming).
 
         Raises:
             StoreError: missing, foreign, corrupted, of another kind, or (with ``require_complete``) unfinished.
         """
-        path = Path(path)
+        path = store_path(path)
         info = _read_info(path)
         if info is None:
             raise StoreError(f"{path}: no store here; run the stage that produces it first (e.g. `dvc repro`)")
+        if info is HALF_MADE:
+            raise StoreError(f"{path}: a run stopped while creating or wiping this store; rerun the stage that "
+                             f"produces it")
         if expected_kind is not None and info.kind != expected_kind:
             raise StoreError(f"{path}: holds a {info.kind!r} store, expected {expected_kind!r}")
         if require_complete and not info.complete:
@@ -281,16 +330,17 @@ class ChunkedStore(abc.ABC):
 class ZarrChunkStore(ChunkedStore):
     """A Zarr group with arrays chunked along samples, one Zarr chunk per pipeline chunk."""
 
-    def __init__(self, path: Path, info: StoreInfo) -> None:
+    def __init__(self, path: StorePath, info: StoreInfo) -> None:
         super().__init__(path, info)
-        self.group = zarr.open_group(str(self.path), mode="r+")
+        self.group = zarr.open_group(str(self.path), mode="r+", storage_options=zarr_storage_options(self.path))
         self.arrays = {name: self.group[name] for name in info.details.get("arrays", [])}
 
     @classmethod
-    def _create(cls, path: Path, info: StoreInfo, arrays: Mapping[str, ArraySpec] | None = None) -> None:
+    def _create(cls, path: StorePath, info: StoreInfo, arrays: Mapping[str, ArraySpec] | None = None) -> None:
         arrays = dict(arrays or {})
         info = StoreInfo(**{**asdict(info), "details": {**info.details, "arrays": sorted(arrays)}})
-        group = zarr.open_group(str(path), mode="w")
+        # A fresh prefix: "a" creates the group ("w" would also delete an object store's partial marker).
+        group = zarr.open_group(str(path), mode="a", storage_options=zarr_storage_options(path))
         for name, spec in arrays.items():
             group.create_array(name, shape=(info.n_samples, *spec.tail_shape),
                                chunks=(info.chunk_size, *spec.tail_shape), dtype=spec.dtype,
@@ -299,7 +349,7 @@ class ZarrChunkStore(ChunkedStore):
         group.attrs[ATTRS_KEY] = info.to_json()
 
     @classmethod
-    def prepare(cls, path: Path, info: StoreInfo, arrays: Mapping[str, ArraySpec] | None = None) -> "ZarrChunkStore":
+    def prepare(cls, path: StorePath, info: StoreInfo, arrays: Mapping[str, ArraySpec] | None = None) -> "ZarrChunkStore":
         # "arrays" is part of what a reader needs, so it joins the details before the fingerprint comparison.
         info = StoreInfo(**{**asdict(info), "details": {**info.details, "arrays": sorted(arrays or {})}})
         return super().prepare(path, info, arrays=arrays)  # type: ignore[return-value]
@@ -342,14 +392,14 @@ class ParquetChunkStore(ChunkedStore):
     """
 
     @classmethod
-    def _create(cls, path: Path, info: StoreInfo) -> None:
-        path.mkdir(parents=True)
+    def _create(cls, path: StorePath, info: StoreInfo) -> None:
+        path.mkdir(parents=True, exist_ok=is_remote(path))
         atomic_write_json(path / PARQUET_INFO_FILE, info.to_json())
 
     def _write_info(self, info: StoreInfo) -> None:
         atomic_write_json(self.path / PARQUET_INFO_FILE, info.to_json())
 
-    def part_path(self, index: int) -> Path:
+    def part_path(self, index: int) -> StorePath:
         return self.path / f"part-{index:05d}.parquet"
 
     def chunk_done(self, index: int) -> bool:
@@ -362,6 +412,9 @@ class ParquetChunkStore(ChunkedStore):
         if table.num_rows != expected:
             raise StoreError(f"{self.path}: chunk {index} must have {expected} rows, got {table.num_rows}")
         target = self.part_path(index)
+        if is_remote(target):  # one upload: the object appears only once complete
+            pq.write_table(table, target.path, filesystem=target.fs, compression="zstd", use_dictionary=False)
+            return
         staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
             pq.write_table(table, staging, compression="zstd", use_dictionary=False)
@@ -370,4 +423,7 @@ class ParquetChunkStore(ChunkedStore):
             staging.unlink(missing_ok=True)
 
     def read_chunk(self, index: int) -> pa.Table:
-        return pq.read_table(self.part_path(index))
+        part = self.part_path(index)
+        if is_remote(part):
+            return pq.read_table(part.path, filesystem=part.fs)
+        return pq.read_table(part)

@@ -1,4 +1,7 @@
-"""Atomic file writes: write a temp file beside the target, fsync, then ``os.replace`` (a reader never sees half)."""
+"""Atomic file writes: write a temp file beside the target, fsync, then ``os.replace`` (a reader never sees half).
+
+In an object store (a remote :class:`upath.UPath`, see :mod:`pipeline.locations`) a single put is atomic already.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,11 @@ from typing import Any
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    from pipeline.locations import is_remote
+
+    if is_remote(path):
+        path.write_bytes(payload)  # one put: the object appears only once complete
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

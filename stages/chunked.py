@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pipeline.locations import location_string, store_path
 from pipeline.stores import ChunkedStore, StoreError, StoreInfo, store_lock
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class ChunkedStage(abc.ABC):
     def __init__(self, params: "Params", data_dir: Path, *, attach: str | None = None, injected: bool = False,
                  options: Mapping[str, str] | None = None) -> None:
         self.params = params
-        self.data_dir = Path(data_dir)
+        self.data_dir = store_path(data_dir)
         self.driver_fingerprint = attach
         self.attached = attach is not None
         self.injected = injected
@@ -187,7 +188,7 @@ class StageSpec:
                              f"cannot run on worker processes; let it build them from params")
         params_json = json.dumps(stage.params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return cls(stage_class=f"{type(stage).__module__}:{type(stage).__qualname__}", params_json=params_json,
-                   data_dir=str(stage.data_dir.resolve()), fingerprint=stage.store.info.fingerprint,
+                   data_dir=location_string(stage.data_dir), fingerprint=stage.store.info.fingerprint,
                    options=tuple(sorted(stage.options.items())), params=stage.params)
 
     def build(self, cuda_index: int | None = None) -> ChunkedStage:
@@ -200,7 +201,7 @@ class StageSpec:
         """
         from pipeline.params import parse_params
 
-        if not Path(self.data_dir).is_dir():
+        if not store_path(self.data_dir).is_dir():
             raise StageAttachError(f"worker on {socket.gethostname()}: data dir {self.data_dir} does not exist "
                                    f"here; the data dir must be on a filesystem every worker sees, at the same path")
         module_name, _, class_name = self.stage_class.partition(":")
@@ -208,7 +209,7 @@ class StageSpec:
         params = self.params if self.params is not None else parse_params(json.loads(self.params_json))
         if cuda_index is not None:
             params = _on_cuda_device(params, cuda_index)
-        return stage_cls(params, Path(self.data_dir), attach=self.fingerprint, **dict(self.options))
+        return stage_cls(params, store_path(self.data_dir), attach=self.fingerprint, **dict(self.options))
 
     def check(self, store: ChunkedStore) -> None:
         """Re-read the store's metadata from disk and check it is still the one the driver prepared.

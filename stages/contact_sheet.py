@@ -38,7 +38,7 @@ def render_contact_sheet(pixels: np.ndarray, sample_ids: Sequence[int], attribut
 def write_contact_sheet(path: Path, sheet: Image.Image) -> None:
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def render_traversal_grid(pixels: np.ndarray, alphas: Sequence[float], target_scores: np.ndarray,

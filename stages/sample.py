@@ -40,7 +40,7 @@ class SampleStage(ChunkedStage):
         self.device = resolve_device(params.synthesize.device)
         if self.extra_spaces:
             self.generator.to(self.device)
-        path = Path(data_dir) / LATENTS_STORE
+        path = self.data_dir / LATENTS_STORE
         arrays = {"z": ArraySpec((self.generator.z_dim,), "float32", ("sample", "z_dim"))}
         inputs = {"stage": "sample", "generator": params.generator.name, "z_dim": self.generator.z_dim,
                   "seed": params.sample.seed, "spaces": ["z", *self.extra_spaces]}

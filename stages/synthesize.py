@@ -73,7 +73,7 @@ class SynthesizeStage(ChunkedStage):
                  attach: str | None = None) -> None:
         """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
         super().__init__(params, data_dir, attach=attach, injected=generator is not None)
-        data_dir = Path(data_dir)
+        data_dir = self.data_dir
         self.latents = ZarrChunkStore.open(data_dir / LATENTS_STORE, expected_kind="latents", require_complete=True)
         generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
         self.synthesizer = ImageSynthesizer(generator, params.synthesize)
