@@ -98,3 +98,41 @@ def test_data_dir_url_errors_are_one_line(tmp_path) -> None:
         result = CliRunner().invoke(main, ["sample", "--data-dir", "gs://bucket/run"])
         assert result.exit_code == 1
         assert "gs://bucket/run: gs:// needs the fsspec backend 'gcsfs': pip install gcsfs" in result.output
+
+
+def test_fit_and_evaluate_read_the_labeled_latents_from_a_url(tmp_path, memory_dir, monkeypatch) -> None:
+    """fit and evaluate given an object-store data dir give what they give on a local copy of the same run."""
+    import json
+
+    import pandas as pd
+    import xarray as xr
+
+    from stages.evaluate import EvaluateStage
+    from stages.fit import run_fit
+    from stages.lpips import build_lpips
+    from tests.conftest import run_toy_spine
+    from tests.toy import make_world
+
+    monkeypatch.chdir(tmp_path)  # fit's work dir (.cache/fit) is relative
+    world = make_world(z_dim=16)
+    params = make_params(sample={"n_samples": 200, "chunk_size": 100},
+                         fit={"methods": ["interfacegan"], "attributes": ["smile", "glasses"],
+                              "params": {"interfacegan": {"ratio": 0.2}}},
+                         eval={"n_samples": 8, "chunk_size": 8, "alphas": [-1.0, 0.0, 1.0], "attributes": ["smile"],
+                               "condition_on": [], "ppl_samples": 2, "grid_samples": 1, "device": "cpu"})
+    lpips = build_lpips("alex")
+    metrics = {}
+    for name, data_dir in (("local", tmp_path / "data"), ("remote", memory_dir)):
+        run_toy_spine(params, data_dir, world)
+        directions = run_fit(params, data_dir, "interfacegan", out_root=tmp_path / name / "directions")
+        run_stage(EvaluateStage(params, data_dir, "interfacegan", directions_root=tmp_path / name / "directions",
+                                out_root=tmp_path / name / "evaluations", metrics_root=tmp_path / name / "metrics",
+                                grids_root=tmp_path / name / "grids", generator=world.generator,
+                                labeler=world.labeler, lpips=lpips))
+        metrics[name] = (directions.vectors, json.loads((tmp_path / name / "metrics/interfacegan.json").read_text()))
+    np.testing.assert_array_equal(metrics["remote"][0], metrics["local"][0])
+    assert metrics["remote"][1] == metrics["local"][1]
+    # Users' own tools read the URL as they read the local folder.
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{memory_dir}/labels"), pd.read_parquet(tmp_path / "data/labels"))
+    remote_z = xr.open_zarr(f"{memory_dir}/latents.zarr", consolidated=False)["z"].values
+    np.testing.assert_array_equal(remote_z, xr.open_zarr(tmp_path / "data/latents.zarr", consolidated=False)["z"].values)
