@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from upath import UPath
 
@@ -26,7 +26,7 @@ OBJECT_STORE_PROTOCOLS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gc
                           "abfs": "adlfs", "abfss": "adlfs", "memory": None}
 _URL = re.compile(r"^(?P<protocol>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
 
-StorePath = Union[Path, UPath]
+StorePath = Path | UPath
 
 
 class LocationError(ValueError):
