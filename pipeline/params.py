@@ -205,6 +205,15 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
         raise ParamsError(_format_error(source, error)) from None
 
 
+def _read_yaml(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise ParamsError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+
+
 def load_params(path: str | Path) -> Params:
     """Read and validate ``params.yaml``.
 
@@ -212,22 +221,11 @@ def load_params(path: str | Path) -> Params:
         ParamsError: the file is missing, is not YAML, or a key has the wrong type or value.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({error})") from None
-    return parse_params(raw, source=str(path))
+    return parse_params(_read_yaml(path, "params file"), source=str(path))
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ParamsError(f"{path}: file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+    raw = _read_yaml(path, "file")
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     return raw
