@@ -8,6 +8,7 @@ fit on disk).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +49,9 @@ class ImageSynthesizer:
         self.amp = settings.amp and self.device.type == "cuda"
         self.resolution = settings.store_resolution or generator.resolution
 
-    def __call__(self, latents: np.ndarray | torch.Tensor, space: str = "z") -> torch.Tensor:
+    def batches(self, latents: np.ndarray | torch.Tensor, space: str = "z") -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, (b, 3, R, R) float images in [-1, 1] on the device) for each batch of ``latents``."""
         latents = torch.as_tensor(latents)
-        outputs = []
         with inference_context(self.device, self.amp):
             for start in range(0, latents.shape[0], self.batch_size):
                 batch = latents[start:start + self.batch_size].to(self.device, non_blocking=True)
@@ -58,8 +59,20 @@ class ImageSynthesizer:
                 if images.shape[-1] != self.resolution:
                     images = F.interpolate(images, size=(self.resolution, self.resolution), mode="bilinear",
                                            antialias=True, align_corners=False)
-                outputs.append(images)
-        return torch.cat(outputs)
+                yield start, images
+
+    def __call__(self, latents: np.ndarray | torch.Tensor, space: str = "z") -> torch.Tensor:
+        """(N, z_dim) latents → (N, 3, R, R) float images in [-1, 1] on the device."""
+        return torch.cat([images for _, images in self.batches(latents, space)])
+
+    def uint8(self, latents: np.ndarray | torch.Tensor, space: str = "z") -> np.ndarray:
+        """(N, z_dim) latents → (N, R, R, 3) uint8 on the host, converted batch by batch: memory is one uint8
+        chunk plus one float batch, not the whole chunk in float (4× its bytes, times the conversion's temporaries).
+        Equal to ``images_to_uint8(self(latents))``, element for element."""
+        pixels = np.empty((len(latents), self.resolution, self.resolution, 3), dtype=np.uint8)
+        for start, images in self.batches(latents, space):
+            pixels[start:start + images.shape[0]] = images_to_uint8(images)
+        return pixels
 
     def fingerprint_inputs(self) -> dict:
         return {"generator": self.generator.fingerprint, "resolution": self.resolution,
@@ -90,9 +103,5 @@ class SynthesizeStage(ChunkedStage):
         self.store: ZarrChunkStore = self._open_output(ZarrChunkStore, path, info,
                                                        arrays=arrays if self.keep_images else {})
 
-    def images_for_chunk(self, index: int) -> torch.Tensor:
-        """(n, 3, R, R) float images in [-1, 1] of chunk ``index``, freshly synthesized."""
-        return self.synthesizer(self.latents.read_chunk("z", index))
-
     def run_chunk(self, index: int) -> None:
-        self.store.write_chunk(index, {"images": images_to_uint8(self.images_for_chunk(index))})
+        self.store.write_chunk(index, {"images": self.synthesizer.uint8(self.latents.read_chunk("z", index))})

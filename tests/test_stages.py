@@ -63,6 +63,19 @@ def test_synthesized_images_are_the_generators_output(tiny_run) -> None:
     assert stored.std() > 20  # faces, not a constant image
 
 
+def test_uint8_synthesis_batch_by_batch_equals_the_whole_chunk(tiny_params) -> None:
+    """The stage converts each batch to uint8 as it comes (memory: one uint8 chunk + one float batch); the pixels
+    are those of converting the whole float chunk at once, with a last batch shorter than the others."""
+    from stages.synthesize import ImageSynthesizer
+
+    synthesizer = ImageSynthesizer(build_generator("dcgan-digiface"), tiny_params.synthesize.model_copy(
+        update={"batch_size": 24}))
+    latents_z = sample_latents_z(seed=1, chunk_index=0, n=50, z_dim=100)
+    pixels = synthesizer.uint8(latents_z)
+    assert pixels.shape == (50, 64, 64, 3) and pixels.dtype == np.uint8
+    np.testing.assert_array_equal(pixels, images_to_uint8(synthesizer(latents_z)))
+
+
 def test_labels_are_one_parquet_per_chunk_with_metadata(tiny_run) -> None:
     parts = sorted((tiny_run / "labels").glob("part-*.parquet"))
     assert [p.name for p in parts] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
