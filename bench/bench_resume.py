@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--runner", choices=["threads", "dask"], default="threads")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kill-at", type=float, default=0.5, help="fraction of chunks on disk when the kill comes")
+    parser.add_argument("--kill-delay", type=float, default=0.5,
+                        help="then wait this fraction of a chunk's duration before the kill (0: just after one lands)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -127,10 +129,17 @@ def main() -> None:
 
         run = subprocess.Popen(_stage_command(args.stage, params_path, killed_dir), cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        while len(_chunks_on_disk(args.stage, killed_dir)) < args.kill_at * n_chunks:
+        first_chunk_at = None
+        while (done := len(_chunks_on_disk(args.stage, killed_dir))) < args.kill_at * n_chunks:
             if run.poll() is not None:
                 raise SystemExit(f"{args.stage} finished (exit {run.returncode}) before the kill")
+            if done and first_chunk_at is None:
+                first_chunk_at = time.perf_counter()
             time.sleep(0.05)
+        # Right after a chunk lands, its worker has lost nothing yet: wait a share of a chunk's duration (estimated
+        # from the pace so far) so the kill finds the workers mid-chunk, as a real kill would.
+        wall_per_chunk = (time.perf_counter() - first_chunk_at) / max(done - 1, 1) if first_chunk_at else 0.0
+        time.sleep(args.kill_delay * wall_per_chunk * args.workers)
         os.killpg(run.pid, signal.SIGKILL)
         killed_at = dt.datetime.now(dt.timezone.utc)
         run.wait()
@@ -153,7 +162,7 @@ def main() -> None:
         "| measure | value |", "|---|---:|",
         f"| chunks (N / chunk size) | {n_chunks} ({args.n:,} / {args.chunk_size:,}) |",
         f"| workers ({args.runner}) | {args.workers} |",
-        f"| chunks on disk at the kill | {len(on_disk)} |",
+        f"| chunks on disk at the kill | {len(on_disk)} ({len(on_disk) / n_chunks:.0%}) |",
         f"| chunk tasks in flight at the kill | {len(in_flight)} |",
         f"| mean chunk task duration | {chunk_s:.1f} s |",
         f"| work lost (in-flight time at the kill) | {lost_s:.1f} s = {lost_chunks:.2f} chunks |",
@@ -164,8 +173,9 @@ def main() -> None:
     ]
     body = "\n".join([
         machine_summary(), "",
-        f"`{args.stage}` killed with SIGKILL (process group) once {args.kill_at:.0%} of its chunks were on disk, "
-        f"then run again. Target: resume redoes at most the chunks in flight (≤ 1 chunk per worker) and no "
+        f"`{args.stage}` killed with SIGKILL (process group) {args.kill_delay:g} chunk-durations after "
+        f"{args.kill_at:.0%} of its chunks were on disk, then run again. In flight: tasks whose start reached the "
+        f"Prefect server and whose chunk was not on disk. Target: resume redoes at most the chunks in flight (≤ 1 chunk per worker) and no "
         f"finished chunk.", "", *rows])
     print(body)
     if not args.no_write:
