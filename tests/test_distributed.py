@@ -140,8 +140,7 @@ def s3_server(monkeypatch):
     s3fs.S3FileSystem().mkdir("latentatlas-runs")
     try:
         yield "s3://latentatlas-runs"
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
+    finally:  # the cached filesystems stay: their finalizers close their sessions at exit
         server.stop()
 
 
