@@ -1,7 +1,7 @@
 """Run every benchmark in turn (``make bench``), each appending its table to BENCHMARKS.md.
 
 Run it on an otherwise idle machine: the benchmarks time CPU work, and other jobs on the same cores distort them.
-The InterFaceGAN-scale run (``bench/bench_scale.py``, about an hour on 2 CPU cores) is included only with
+The InterFaceGAN-scale run (``bench/bench_scale.py``, 36 min on 2 CPU cores) is included only with
 ``--scale``.
 
 Usage::
@@ -30,7 +30,7 @@ SCALE = ("InterFaceGAN-scale run (500K)", ["bench.bench_scale"])
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", action="store_true", help="also run the 500K preset end to end (~1 h on 2 cores)")
+    parser.add_argument("--scale", action="store_true", help="also run the 500K preset end to end (36 min on 2 cores)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
     failed = []
