@@ -101,8 +101,10 @@ def test_repro_twice_and_params_change_reruns_only_that_stage(tmp_path, prefect_
 
 
 def _chunk_files(store: Path) -> dict[Path, int]:
-    return {path: path.stat().st_mtime_ns for path in (store / "images" / "c").rglob("*") if path.is_file()} \
-        if (store / "images" / "c").is_dir() else {}
+    """Finished chunk files (not Zarr's ``<key>.<uuid>.partial`` temp files of a write in progress) → mtime."""
+    chunks = store / "images" / "c"
+    return {path: path.stat().st_mtime_ns for path in chunks.rglob("*")
+            if path.is_file() and not path.name.endswith(".partial")} if chunks.is_dir() else {}
 
 
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, prefect_api) -> None:
