@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
-from pipeline.locations import is_remote, store_path
+from pipeline.locations import StorePath, arrow_source, store_path
 from pipeline.stores import ParquetChunkStore, StoreError, ZarrChunkStore
 from stages.label import LABELS_STORE
 from stages.sample import LATENTS_STORE
@@ -32,7 +32,7 @@ from stages.synthesize import IMAGES_STORE
 class LatentDataset:
     """Latents, (optionally) images and labels of one pipeline run, aligned by ``sample_id`` = row index."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: str | StorePath) -> None:
         self.data_dir = store_path(data_dir)
         self.latents_store = ZarrChunkStore.open(self.data_dir / LATENTS_STORE, "latents", require_complete=True)
         self.images_store = ZarrChunkStore.open(self.data_dir / IMAGES_STORE, "images", require_complete=True)
@@ -74,10 +74,8 @@ class LatentDataset:
 
     def labels_table(self) -> pads.Dataset:
         """The labels as a ``pyarrow.dataset`` (lazy, columnar; filter and project before reading)."""
-        path = self.labels_store.path
-        if is_remote(path):
-            return pads.dataset(path.path, format="parquet", filesystem=path.fs)
-        return pads.dataset(str(path), format="parquet")
+        source, filesystem = arrow_source(self.labels_store.path)
+        return pads.dataset(source, format="parquet", filesystem=filesystem)
 
     def labels_frame(self, attributes: Sequence[str] | None = None) -> pd.DataFrame:
         """Labels as pandas, indexed by ``sample_id`` and sorted by it."""

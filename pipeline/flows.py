@@ -37,7 +37,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from tqdm import tqdm
 
-from pipeline.locations import location_string, store_path
+from pipeline.locations import location_string
 from pipeline.params import Params, RuntimeParams, parse_params
 from stages.chunked import ChunkedStage, ChunkReport, StageSpec, run_chunk_from_spec, serving
 from stages.spine import STAGES
@@ -94,7 +94,7 @@ def run_chunks(stage: ChunkedStage, show_progress: bool = True) -> ChunkRun:
 
 
 def _stage_flow(stage_name: str, params: dict, data_dir: str) -> ChunkRun:
-    with STAGES[stage_name](parse_params(params), store_path(data_dir)) as stage:
+    with STAGES[stage_name](parse_params(params), data_dir) as stage:
         return run_chunks(stage)
 
 
@@ -225,7 +225,7 @@ def _run_flow(flow_name: str, body: Callable[..., Any], params: Params, *args: A
 
 def run_stage_flow(stage_name: str, params: Params, data_dir: Path) -> ChunkRun:
     """Run stage ``stage_name`` as a Prefect flow named ``latentatlas-<stage>``."""
-    return _run_flow(f"latentatlas-{stage_name}", _stage_flow, params, stage_name, location_string(store_path(data_dir)))
+    return _run_flow(f"latentatlas-{stage_name}", _stage_flow, params, stage_name, location_string(data_dir))
 
 
 @task(name="fit", task_run_name="{method}-{unit_name}", cache_policy=NO_CACHE, retries=0)
@@ -251,7 +251,7 @@ def _fit_flow(method: str, params: dict, data_dir: str, out_root: str) -> None:
     from pipeline.stores import store_lock
     from stages.fit import FitStage
 
-    stage = FitStage(parse_params(params), store_path(data_dir), method, out_root=Path(out_root))
+    stage = FitStage(parse_params(params), data_dir, method, out_root=Path(out_root))
     with store_lock(stage.out_dir):
         units = stage.units()
         futures = [fit_unit.submit(stage, method, "+".join(unit) if len(unit) < 4 else "all", unit)
@@ -265,16 +265,17 @@ def _fit_flow(method: str, params: dict, data_dir: str, out_root: str) -> None:
 def run_fit_flow(method: str, params: Params, data_dir: Path, out_root: Path) -> None:
     """Fit ``method`` as a Prefect flow named ``latentatlas-fit-<method>``, one task per independent unit (on
     threads, whatever ``runtime.task_runner`` says: units share the loaded data)."""
-    _run_flow(f"latentatlas-fit-{method}", _fit_flow, params, method, location_string(store_path(data_dir)), str(out_root), chunked=False)
+    _run_flow(f"latentatlas-fit-{method}", _fit_flow, params, method, location_string(data_dir), str(out_root),
+              chunked=False)
 
 
 def _evaluate_flow(method: str, params: dict, data_dir: str) -> ChunkRun:
     from stages.evaluate import EvaluateStage
 
-    with EvaluateStage(parse_params(params), store_path(data_dir), method) as stage:
+    with EvaluateStage(parse_params(params), data_dir, method) as stage:
         return run_chunks(stage)
 
 
 def run_evaluate_flow(method: str, params: Params, data_dir: Path) -> ChunkRun:
     """Evaluate ``method`` as a Prefect flow named ``latentatlas-evaluate-<method>``, one task per held-out chunk."""
-    return _run_flow(f"latentatlas-evaluate-{method}", _evaluate_flow, params, method, location_string(store_path(data_dir)))
+    return _run_flow(f"latentatlas-evaluate-{method}", _evaluate_flow, params, method, location_string(data_dir))

@@ -80,7 +80,14 @@ def is_remote(path: Any) -> bool:
     return isinstance(path, UPath) and path.protocol not in ("", "file", "local")
 
 
-def location_string(path: StorePath) -> str:
+def location_string(location: str | os.PathLike[str] | StorePath) -> str:
     """What to hand to another process (a Dask worker) so :func:`store_path` gives back the same location: the URL
     of a remote path, the absolute path of a local one."""
-    return str(path) if is_remote(path) else str(Path(path).resolve())
+    path = store_path(location)
+    return str(path) if is_remote(path) else str(path.resolve())
+
+
+def arrow_source(path: StorePath) -> tuple[str, Any]:
+    """``(source, filesystem)`` for pyarrow readers and writers: the key and the fsspec filesystem of a remote path,
+    the path and None (pyarrow's local filesystem) of a local one."""
+    return (path.path, path.fs) if is_remote(path) else (str(path), None)

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 import zarr
 from zarr.core.sync import sync
 
-from pipeline.locations import StorePath, is_remote, store_path, zarr_storage_options
+from pipeline.locations import StorePath, arrow_source, is_remote, store_path, zarr_storage_options
 from stages.atomic import atomic_write_json
 
 STORE_FORMAT = "latentatlas/1"
@@ -349,7 +349,8 @@ class ZarrChunkStore(ChunkedStore):
         group.attrs[ATTRS_KEY] = info.to_json()
 
     @classmethod
-    def prepare(cls, path: StorePath, info: StoreInfo, arrays: Mapping[str, ArraySpec] | None = None) -> "ZarrChunkStore":
+    def prepare(cls, path: StorePath, info: StoreInfo,
+                arrays: Mapping[str, ArraySpec] | None = None) -> "ZarrChunkStore":
         # "arrays" is part of what a reader needs, so it joins the details before the fingerprint comparison.
         info = StoreInfo(**{**asdict(info), "details": {**info.details, "arrays": sorted(arrays or {})}})
         return super().prepare(path, info, arrays=arrays)  # type: ignore[return-value]
@@ -413,7 +414,8 @@ class ParquetChunkStore(ChunkedStore):
             raise StoreError(f"{self.path}: chunk {index} must have {expected} rows, got {table.num_rows}")
         target = self.part_path(index)
         if is_remote(target):  # one upload: the object appears only once complete
-            pq.write_table(table, target.path, filesystem=target.fs, compression="zstd", use_dictionary=False)
+            source, filesystem = arrow_source(target)
+            pq.write_table(table, source, filesystem=filesystem, compression="zstd", use_dictionary=False)
             return
         staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
@@ -423,7 +425,5 @@ class ParquetChunkStore(ChunkedStore):
             staging.unlink(missing_ok=True)
 
     def read_chunk(self, index: int) -> pa.Table:
-        part = self.part_path(index)
-        if is_remote(part):
-            return pq.read_table(part.path, filesystem=part.fs)
-        return pq.read_table(part)
+        source, filesystem = arrow_source(self.part_path(index))
+        return pq.read_table(source, filesystem=filesystem)

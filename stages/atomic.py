@@ -11,10 +11,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from upath import UPath
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    from pipeline.locations import is_remote
+from pipeline.locations import is_remote
 
+
+def atomic_write_bytes(path: Path | UPath, payload: bytes) -> None:
     if is_remote(path):
         path.write_bytes(payload)  # one put: the object appears only once complete
         return

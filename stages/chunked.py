@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pipeline.locations import location_string, store_path
+from pipeline.locations import StorePath, location_string, store_path
 from pipeline.stores import ChunkedStore, StoreError, StoreInfo, store_lock
 
 if TYPE_CHECKING:
@@ -64,8 +64,8 @@ class ChunkedStage(abc.ABC):
 
     name: str
 
-    def __init__(self, params: "Params", data_dir: Path, *, attach: str | None = None, injected: bool = False,
-                 options: Mapping[str, str] | None = None) -> None:
+    def __init__(self, params: "Params", data_dir: str | StorePath, *, attach: str | None = None,
+                 injected: bool = False, options: Mapping[str, str] | None = None) -> None:
         self.params = params
         self.data_dir = store_path(data_dir)
         self.driver_fingerprint = attach
@@ -201,7 +201,8 @@ class StageSpec:
         """
         from pipeline.params import parse_params
 
-        if not store_path(self.data_dir).is_dir():
+        data_dir = store_path(self.data_dir)
+        if not data_dir.is_dir():
             raise StageAttachError(f"worker on {socket.gethostname()}: data dir {self.data_dir} does not exist "
                                    f"here; the data dir must be on a filesystem every worker sees, at the same path")
         module_name, _, class_name = self.stage_class.partition(":")
@@ -209,7 +210,7 @@ class StageSpec:
         params = self.params if self.params is not None else parse_params(json.loads(self.params_json))
         if cuda_index is not None:
             params = _on_cuda_device(params, cuda_index)
-        return stage_cls(params, store_path(self.data_dir), attach=self.fingerprint, **dict(self.options))
+        return stage_cls(params, data_dir, attach=self.fingerprint, **dict(self.options))
 
     def check(self, store: ChunkedStore) -> None:
         """Re-read the store's metadata from disk and check it is still the one the driver prepared.

@@ -86,8 +86,8 @@ class SynthesizeStage(ChunkedStage):
                  attach: str | None = None) -> None:
         """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
         super().__init__(params, data_dir, attach=attach, injected=generator is not None)
-        data_dir = self.data_dir
-        self.latents = ZarrChunkStore.open(data_dir / LATENTS_STORE, expected_kind="latents", require_complete=True)
+        self.latents = ZarrChunkStore.open(self.data_dir / LATENTS_STORE, expected_kind="latents",
+                                           require_complete=True)
         generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
         self.synthesizer = ImageSynthesizer(generator, params.synthesize)
         self.keep_images = params.synthesize.keep_images
@@ -99,7 +99,7 @@ class SynthesizeStage(ChunkedStage):
         info = StoreInfo("images", inputs, latents_info.n_samples, latents_info.chunk_size,
                          details={"images_kept": self.keep_images, "resolution": resolution,
                                   "generator": params.generator.name})
-        path = data_dir / IMAGES_STORE
+        path = self.data_dir / IMAGES_STORE
         self.store: ZarrChunkStore = self._open_output(ZarrChunkStore, path, info,
                                                        arrays=arrays if self.keep_images else {})
 
