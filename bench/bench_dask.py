@@ -62,7 +62,7 @@ def worker_startup(n_workers: int = 2) -> dict[str, float]:
 def run_once(runner: str, n: int, chunk_size: int, data_dir: Path) -> list[dict[str, float]]:
     """Run ``sample`` and ``synthesize`` on ``runner``; one row of measurements per stage."""
     from pipeline.flows import run_stage_flow
-    from pipeline.params import parse_params
+    from latentatlas.params import parse_params
 
     params = parse_params({"sample": {"n_samples": n, "chunk_size": chunk_size, "seed": 0},
                            "synthesize": {"device": "cpu", "batch_size": 256},

@@ -36,7 +36,7 @@ import yaml
 
 from bench.common import ROOT, append_section, machine_summary
 from pipeline.prefect_server import local_prefect_server
-from pipeline.stores import ParquetChunkStore, StoreError, ZarrChunkStore
+from latentatlas.stores import ParquetChunkStore, StoreError, ZarrChunkStore
 
 STORE_OF_STAGE = {"synthesize": ("images.zarr", ZarrChunkStore), "label": ("labels", ParquetChunkStore)}
 UPSTREAM = {"synthesize": ["sample"], "label": ["sample", "synthesize"]}

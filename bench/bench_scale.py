@@ -37,7 +37,7 @@ import psutil
 import yaml
 
 from bench.common import ROOT, append_section, machine_summary
-from pipeline.params import flatten_overrides, merge_overrides, parse_params
+from latentatlas.params import flatten_overrides, merge_overrides, parse_params
 
 _STAGE_COMMAND = re.compile(r"pipeline\.cli (sample|synthesize|label|fit|evaluate|report)\b(?:.*--method (\S+))?")
 SPINE = ("sample", "synthesize", "label")

@@ -51,7 +51,7 @@ def bare_generator_rate(n: int, batch_size: int = 256) -> float:
 
 def labeler_rate(data_dir: Path, n: int = 4096, batch_size: int = 256) -> float:
     """Images/s of the ``faces`` suite on stored images."""
-    from pipeline.stores import ZarrChunkStore
+    from latentatlas.stores import ZarrChunkStore
     from stages.labelers import build_labeler
     from stages.synthesize import uint8_to_images
 

@@ -1,7 +1,9 @@
-"""``latentatlas`` command line: one command per stage (what ``dvc.yaml`` runs), plus ``status``.
+"""``latentatlas`` command line: one command per stage (what ``dvc.yaml`` runs), plus ``status`` and ``repro``.
 
-Every error the user can fix (bad params, unknown plugin, missing weights, foreign/locked store, ...) ends the
-command with one line naming the key or file and what was expected, and exit status 1.
+Every error the user can fix (bad params, unknown plugin, missing weights, foreign/locked store, ...) is a
+:class:`latentatlas.errors.LatentAtlasError`: it ends the command with one line naming the key or file and what was
+expected, and exit status 1 (``--debug`` shows its traceback too). Any other exception is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -13,24 +15,18 @@ from pathlib import Path
 
 import click
 
-from pipeline.locations import LocationError, StorePath, store_path
-from pipeline.params import ParamsError, load_params, load_preset
+from latentatlas.errors import LatentAtlasError
+from latentatlas.layout import IMAGES_STORE, LABELS_STORE, LATENTS_STORE, OutputLayout
+from latentatlas.locations import LocationError, StorePath, store_path
+from latentatlas.params import Params, ParamsError, load_params, load_preset
 from pipeline.settings import apply_defaults
-from pipeline.stores import StoreError
-from stages.directions import DirectionsError
-from stages.registry import RegistryError
-from stages.weights import WeightsError
-
-# MethodInputError and DirectionsError are ValueErrors; so are pydantic's and our own input checks.
-USER_ERRORS: tuple[type[Exception], ...] = (ParamsError, StoreError, RegistryError, WeightsError, DirectionsError,
-                                            ValueError, TypeError)
 
 params_option = click.option("--params", "params_path", type=click.Path(path_type=Path), default="params.yaml",
                              show_default=True, help="params file")
 
 
 def _data_dir(context: click.Context, parameter: click.Parameter, value: str) -> StorePath:
-    """``--data-dir``: a local path, or an object-store URL (s3://bucket/run, gs://…; see pipeline/locations.py)."""
+    """``--data-dir``: a local path, or an object-store URL (s3://bucket/run, gs://…; see latentatlas/locations.py)."""
     try:
         return store_path(value)
     except LocationError as error:
@@ -41,6 +37,9 @@ data_dir_option = click.option("--data-dir", default="data", callback=_data_dir,
                                help="folder holding the stores: a local path or an object-store URL (s3://bucket/run)")
 engine_option = click.option("--engine", type=click.Choice(["prefect", "local"]), default="prefect",
                              show_default=True, help="prefect: a flow with one task per chunk; local: a plain loop")
+out_root_option = click.option("--out-root", type=click.Path(path_type=Path, file_okay=False), default=".",
+                               show_default=True, help="root of directions/, evaluations/, metrics/ and reports/")
+method_option = click.option("--method", required=True, help="a method listed in params.yaml: fit.methods")
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -49,31 +48,40 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Quiet, offline defaults; warnings as one yellow line; a user-fixable error as one line and exit 1."""
+    """Quiet, offline defaults; warnings as one yellow line; a user-fixable error (a LatentAtlasError) as one line
+    and exit 1, with its traceback under ``--debug``. Anything else propagates with its traceback."""
     apply_defaults()
     warnings.showwarning = _warning_line
     try:
         yield
-    except USER_ERRORS as error:
+    except LatentAtlasError as error:
+        context = click.get_current_context(silent=True)
+        if context is not None and context.find_root().params.get("debug"):
+            raise
         raise click.ClickException(str(error)) from None
 
 
-def _run_stage(stage_name: str, params_path: Path, data_dir: Path, engine: str) -> None:
+def read_params(params_path: Path) -> Params:
+    """``params.yaml`` validated once, every listed method's section typed by that method's own model."""
+    from stages.methods import method_params_model
+
+    return load_params(params_path, method_models=method_params_model)
+
+
+def _run(stage_name: str, params_path: Path, data_dir: StorePath, engine: str, method: str | None = None,
+         out_root: Path = Path(".")) -> None:
+    from pipeline import engine as engines
+
     with user_errors():
-        params = load_params(params_path)
-        if engine == "prefect":
-            from pipeline.flows import run_stage_flow
-
-            run_stage_flow(stage_name, params, data_dir)
-        else:
-            from stages.chunked import run_stage
-            from stages.spine import STAGES
-
-            run_stage(STAGES[stage_name](params, data_dir))
+        params = read_params(params_path)
+        if method is not None and method not in params.fit.methods:
+            raise ParamsError(f"{params_path}: fit.methods {params.fit.methods} does not list {method!r}")
+        engines.run(stage_name, params, data_dir, engine, method=method, layout=OutputLayout(out_root))
 
 
 @click.group(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option("--debug", is_flag=True, help="show the traceback of user errors too")
+def main(debug: bool) -> None:
     """latentatlas: find and judge semantic directions in the latent space of pretrained GANs."""
 
 
@@ -81,8 +89,8 @@ def _stage_command(stage_name: str, summary: str) -> click.Command:
     @params_option
     @data_dir_option
     @engine_option
-    def command(params_path: Path, data_dir: Path, engine: str) -> None:
-        _run_stage(stage_name, params_path, data_dir, engine)
+    def command(params_path: Path, data_dir: StorePath, engine: str) -> None:
+        _run(stage_name, params_path, data_dir, engine)
 
     command.__doc__ = summary
     return main.command(name=stage_name)(command)
@@ -94,59 +102,42 @@ _stage_command("label", "Score every image with the labeler suite into DATA_DIR/
 
 
 @main.command()
-@click.option("--method", required=True, help="a method listed in params.yaml: fit.methods")
+@method_option
 @params_option
 @data_dir_option
-@click.option("--out-dir", type=click.Path(path_type=Path, file_okay=False), default="directions",
-              help="directions are written to OUT_DIR/<method>/")
+@out_root_option
 @engine_option
-def fit(method: str, params_path: Path, data_dir: Path, out_dir: Path, engine: str) -> None:
-    """Fit one method's directions from the labeled latents (one DVC job per method)."""
-    with user_errors():
-        params = load_params(params_path)
-        if method not in params.fit.methods:
-            raise ParamsError(f"{params_path}: fit.methods {params.fit.methods} does not list {method!r}")
-        if engine == "prefect":
-            from pipeline.flows import run_fit_flow
-
-            run_fit_flow(method, params, data_dir, out_dir)
-        else:
-            from stages.fit import run_fit
-
-            run_fit(params, data_dir, method, out_root=out_dir)
+def fit(method: str, params_path: Path, data_dir: StorePath, out_root: Path, engine: str) -> None:
+    """Fit one method's directions from the labeled latents into OUT_ROOT/directions/<method>/ (one DVC job per
+    method)."""
+    _run("fit", params_path, data_dir, engine, method=method, out_root=out_root)
 
 
 @main.command()
-@click.option("--method", required=True, help="a method listed in params.yaml: fit.methods")
+@method_option
 @params_option
 @data_dir_option
+@out_root_option
 @engine_option
-def evaluate(method: str, params_path: Path, data_dir: Path, engine: str) -> None:
-    """Evaluate one method's directions on held-out latents: metrics/<method>.json, curves, traversal grids."""
-    with user_errors():
-        params = load_params(params_path)
-        if engine == "prefect":
-            from pipeline.flows import run_evaluate_flow
-
-            run_evaluate_flow(method, params, data_dir)
-        else:
-            from stages.chunked import run_stage
-            from stages.evaluate import EvaluateStage
-
-            run_stage(EvaluateStage(params, data_dir, method))
+def evaluate(method: str, params_path: Path, data_dir: StorePath, out_root: Path, engine: str) -> None:
+    """Evaluate OUT_ROOT/directions/<method>/ on held-out latents: metrics/<method>.json, curves, traversal
+    grids."""
+    _run("evaluate", params_path, data_dir, engine, method=method, out_root=out_root)
 
 
 @main.command()
 @params_option
 @data_dir_option
-def report(params_path: Path, data_dir: Path) -> None:
-    """Write reports/report.html (self-contained) and reports/summary.md comparing every method."""
+@out_root_option
+def report(params_path: Path, data_dir: StorePath, out_root: Path) -> None:
+    """Write OUT_ROOT/reports/report.html (self-contained) and reports/summary.md comparing every method."""
     with user_errors():
-        from stages.report import REPORT_HTML, REPORT_MD, build_report
+        from stages.report import build_report
 
-        params = load_params(params_path)
-        build_report(params, data_dir, params.fit.methods)
-        click.echo(f"wrote {REPORT_HTML} and {REPORT_MD}")
+        params = read_params(params_path)
+        layout = OutputLayout(out_root)
+        build_report(params, data_dir, params.fit.methods, layout=layout)
+        click.echo(f"wrote {layout.report_html()} and {layout.report_markdown()}")
 
 
 def preset_command(preset_path: Path, params_path: Path, dvc_args: tuple[str, ...]) -> list[str]:
@@ -154,7 +145,9 @@ def preset_command(preset_path: Path, params_path: Path, dvc_args: tuple[str, ..
     after checking that ``params_path`` with the preset applied validates."""
     import json
 
-    overrides = load_preset(preset_path, params_path)
+    from stages.methods import method_params_model
+
+    overrides = load_preset(preset_path, params_path, method_models=method_params_model)
     set_args = [arg for key, value in overrides for arg in ("-S", f"{key}={json.dumps(value)}")]
     return ["dvc", "exp", "run", *set_args, *dvc_args]
 
@@ -204,10 +197,7 @@ def _port_is_free(port: int) -> bool:
 @data_dir_option
 def status(data_dir: Path) -> None:
     """Show each store's state: chunks written, complete or not, fingerprint."""
-    from stages.label import LABELS_STORE
-    from stages.sample import LATENTS_STORE
-    from stages.synthesize import IMAGES_STORE
-    from pipeline.stores import ParquetChunkStore, ZarrChunkStore
+    from latentatlas.stores import ParquetChunkStore, StoreError, ZarrChunkStore
 
     for name, store_cls in ((LATENTS_STORE, ZarrChunkStore), (IMAGES_STORE, ZarrChunkStore),
                             (LABELS_STORE, ParquetChunkStore)):

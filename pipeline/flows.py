@@ -13,8 +13,9 @@ Task runners (chunk tasks; fit units always run on threads):
 - ``ray``: a ``prefect_ray.RayTaskRunner`` on a local Ray instance with ``max_workers`` CPUs, or on the cluster at
   ``runtime.ray_address``.
 
-Whatever the runner, a task receives a small :class:`stages.chunked.StageSpec`, never the stage: the stage process
-(the driver) holds the lock and prepares the store; each worker process attaches to it (see ``stages/chunked.py``).
+Whatever the runner, a task receives a small :class:`pipeline.placement.StageSpec`, never the stage: the stage
+process (the driver) holds the lock and prepares the store; each worker process attaches to it (see
+``pipeline/placement.py``).
 With threads the tasks find the driver's own stage in the process cache, so nothing is built twice.
 """
 
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from prefect import flow, task
@@ -37,16 +38,18 @@ from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from tqdm import tqdm
 
-from pipeline.locations import location_string
-from pipeline.params import Params, RuntimeParams, parse_params
-from stages.chunked import ChunkedStage, ChunkReport, StageSpec, run_chunk_from_spec, serving
-from stages.spine import STAGES
+from latentatlas.errors import LatentAtlasError
+from latentatlas.layout import OutputLayout
+from latentatlas.locations import StorePath, location_string
+from latentatlas.params import Params, RuntimeParams
+from latentatlas.stores import store_lock
+from pipeline.engine import build_stage
+from pipeline.placement import ChunkReport, StageSpec, run_chunk_from_spec, serving
+from stages.chunked import ChunkedStage
+from stages.fit import FitStage
 
-if TYPE_CHECKING:
-    from stages.fit import FitStage
 
-
-class DistributedSetupError(ValueError):
+class DistributedSetupError(LatentAtlasError, ValueError):
     """The configured task runner cannot run here as configured (e.g. no Prefect API its workers can reach)."""
 
 
@@ -93,8 +96,8 @@ def run_chunks(stage: ChunkedStage, show_progress: bool = True) -> ChunkRun:
     return ChunkRun(stage.name, wall_s, tuple(sorted(reports, key=lambda report: report.index)))
 
 
-def _stage_flow(stage_name: str, params: dict, data_dir: str) -> ChunkRun:
-    with STAGES[stage_name](parse_params(params), data_dir) as stage:
+def _stage_flow(stage_name: str, params: Params, data_dir: str, method: str | None, out_root: str) -> ChunkRun:
+    with build_stage(stage_name, params, data_dir, method, OutputLayout(Path(out_root))) as stage:
         return run_chunks(stage)
 
 
@@ -114,7 +117,7 @@ def _worker_threads(runtime: RuntimeParams) -> int | None:
 def _placement(runtime: RuntimeParams) -> contextlib.AbstractContextManager[Any]:
     """Where chunk tasks may run. Ray with CUDA devices here: each task asks for one GPU, so Ray runs one task per
     device and sets ``CUDA_VISIBLE_DEVICES`` for it (Dask and threads: by worker rank, see
-    :func:`stages.chunked.cuda_slot`)."""
+    :func:`pipeline.placement.cuda_slot`)."""
     if runtime.task_runner == "ray" and torch.cuda.is_available():
         from prefect_ray.context import remote_options
 
@@ -207,10 +210,10 @@ def _contained_dask(runtime: RuntimeParams) -> Iterator[None]:
 
 
 def _run_flow(flow_name: str, body: Callable[..., Any], params: Params, *args: Any, chunked: bool = True) -> Any:
-    """Run ``body(*args[:1], params_as_json, *args[1:])`` as a Prefect flow named ``flow_name``; return its result.
+    """Run ``body(*args[:1], params, *args[1:])`` as a Prefect flow named ``flow_name``; return its result.
 
-    Params travel as JSON (flow parameters must be serialisable for the Prefect API). ``chunked`` flows run their
-    tasks on ``runtime.task_runner``; the others (fit) on threads.
+    The validated params object goes to the body as it is (Prefect records it as JSON for the UI). ``chunked``
+    flows run their tasks on ``runtime.task_runner``; the others (fit) on threads.
     """
     runtime = params.runtime
     if not torch.cuda.is_available():
@@ -220,16 +223,20 @@ def _run_flow(flow_name: str, body: Callable[..., Any], params: Params, *args: A
     prefect_flow = flow(name=flow_name, task_runner=runner, validate_parameters=False)(body)
     runtime = runtime if chunked else RuntimeParams()
     with prefect_api_for_workers(runtime), _contained_dask(runtime):
-        return prefect_flow(args[0], params.model_dump(mode="json"), *args[1:])
+        return prefect_flow(args[0], params, *args[1:])
 
 
-def run_stage_flow(stage_name: str, params: Params, data_dir: Path) -> ChunkRun:
-    """Run stage ``stage_name`` as a Prefect flow named ``latentatlas-<stage>``."""
-    return _run_flow(f"latentatlas-{stage_name}", _stage_flow, params, stage_name, location_string(data_dir))
+def run_stage_flow(stage_name: str, params: Params, data_dir: StorePath, method: str | None = None,
+                   layout: OutputLayout = OutputLayout()) -> ChunkRun:
+    """Run chunked stage ``stage_name`` as a Prefect flow named ``latentatlas-<stage>`` (``latentatlas-evaluate-
+    <method>`` for an evaluation)."""
+    flow_name = f"latentatlas-{stage_name}" + (f"-{method}" if method else "")
+    return _run_flow(flow_name, _stage_flow, params, stage_name, location_string(data_dir), method,
+                     str(Path(layout.root).resolve()))
 
 
 @task(name="fit", task_run_name="{method}-{unit_name}", cache_policy=NO_CACHE, retries=0)
-def fit_unit(stage: "FitStage", method: str, unit_name: str, attributes: list[str]):
+def fit_unit(stage: FitStage, method: str, unit_name: str, attributes: list[str]):
     """Fit one unit of a method (one attribute, or all of them for a joint method), reporting training progress."""
     artifact_id = None
 
@@ -247,11 +254,8 @@ def fit_unit(stage: "FitStage", method: str, unit_name: str, attributes: list[st
     return stage.fit_unit(attributes, progress=report)
 
 
-def _fit_flow(method: str, params: dict, data_dir: str, out_root: str) -> None:
-    from pipeline.stores import store_lock
-    from stages.fit import FitStage
-
-    stage = FitStage(parse_params(params), data_dir, method, out_root=Path(out_root))
+def _fit_flow(method: str, params: Params, data_dir: str, out_root: str) -> None:
+    stage = FitStage(params, data_dir, method, layout=OutputLayout(Path(out_root)))
     with store_lock(stage.out_dir):
         units = stage.units()
         futures = [fit_unit.submit(stage, method, "+".join(unit) if len(unit) < 4 else "all", unit)
@@ -262,20 +266,8 @@ def _fit_flow(method: str, params: dict, data_dir: str, out_root: str) -> None:
         stage.finish(parts)
 
 
-def run_fit_flow(method: str, params: Params, data_dir: Path, out_root: Path) -> None:
+def run_fit_flow(method: str, params: Params, data_dir: StorePath, layout: OutputLayout = OutputLayout()) -> None:
     """Fit ``method`` as a Prefect flow named ``latentatlas-fit-<method>``, one task per independent unit (on
     threads, whatever ``runtime.task_runner`` says: units share the loaded data)."""
-    _run_flow(f"latentatlas-fit-{method}", _fit_flow, params, method, location_string(data_dir), str(out_root),
-              chunked=False)
-
-
-def _evaluate_flow(method: str, params: dict, data_dir: str) -> ChunkRun:
-    from stages.evaluate import EvaluateStage
-
-    with EvaluateStage(parse_params(params), data_dir, method) as stage:
-        return run_chunks(stage)
-
-
-def run_evaluate_flow(method: str, params: Params, data_dir: Path) -> ChunkRun:
-    """Evaluate ``method`` as a Prefect flow named ``latentatlas-evaluate-<method>``, one task per held-out chunk."""
-    return _run_flow(f"latentatlas-evaluate-{method}", _evaluate_flow, params, method, location_string(data_dir))
+    _run_flow(f"latentatlas-fit-{method}", _fit_flow, params, method, location_string(data_dir),
+              str(Path(layout.root).resolve()), chunked=False)

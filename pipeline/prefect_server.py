@@ -16,9 +16,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from latentatlas.errors import LatentAtlasError
 
 
-class PrefectServerError(RuntimeError):
+class PrefectServerError(LatentAtlasError, RuntimeError):
     """The server did not answer its health check in time."""
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from stages.atomic import atomic_write_bytes
+from latentatlas.atomic import atomic_write_bytes
 
 _CELL = 128  # images are upscaled (nearest) to this side so 64 px faces are legible
 _LINE = 11

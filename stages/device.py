@@ -7,21 +7,27 @@ from collections.abc import Iterator
 
 import torch
 
+from latentatlas.errors import LatentAtlasError
+
+
+class DeviceError(LatentAtlasError, ValueError):
+    """A device was asked for that this machine does not have."""
+
 
 def resolve_device(spec: str) -> torch.device:
     """``auto`` → the first CUDA device when there is one, else the CPU; ``cpu`` / ``cuda`` / ``cuda:k`` as given.
 
     Raises:
-        ValueError: CUDA was asked for and is not available, or the index does not exist.
+        DeviceError: CUDA was asked for and is not available, or the index does not exist.
     """
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {spec!r}: CUDA is not available on this machine (use 'auto' or 'cpu')")
+            raise DeviceError(f"device {spec!r}: CUDA is not available on this machine (use 'auto' or 'cpu')")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise DeviceError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) present")
     return device
 
 

@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from stages.atomic import atomic_write_bytes, atomic_write_json
+from latentatlas.atomic import atomic_write_bytes, atomic_write_json
+from latentatlas.errors import LatentAtlasError
 
 VECTORS_FILE = "directions.npy"
 INDEX_FILE = "directions.json"
 
 
-class DirectionsError(ValueError):
+class DirectionsError(LatentAtlasError, ValueError):
     """A directions folder that is missing, incomplete or inconsistent."""
 
 

@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from stages.directions import DirectionSet
+from latentatlas.errors import LatentAtlasError
 
 
-class EditError(ValueError):
+class EditError(LatentAtlasError, ValueError):
     """Latents, directions or strengths that do not fit together."""
 
 

@@ -13,8 +13,9 @@ plots: mean target score per α) and traversal grids ``reports/grids/<method>/<a
 - effectiveness: ``slope`` of the target score per unit α (least squares over samples × α), the same divided by the
   target's held-out standard deviation (``slope_std``), and ``moved_fraction``: samples whose target score at the
   largest α exceeds the one at the smallest;
-- entanglement (seed 000's Table II): for every other attribute, original score, edited score (α = ±max) and mean
-  absolute difference; ``entanglement`` = mean over the other attributes of that difference in held-out std units;
+- entanglement (Table II of Pham Van et al., "Interpreting the Latent Space of Generative Adversarial Networks using
+  Supervised Learning"): for every other attribute, original score, edited score (α = ±max) and mean absolute
+  difference; ``entanglement`` = mean over the other attributes of that difference in held-out std units;
 - identity and smoothness: mean LPIPS between original and edited image at ±max α; perceptual path length along n;
 - the method's own fit statistics (SVM accuracy, separability, RCA, ...) carried through from its directions.
 """
@@ -31,36 +32,35 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import torch
 
-from pipeline import dataset
-from pipeline.params import Params
-from pipeline.stores import ParquetChunkStore, StoreError, StoreInfo
-from stages.atomic import atomic_write_json
+from latentatlas import dataset
+from latentatlas.layout import OutputLayout
+from latentatlas.params import Params
+from latentatlas.stores import ParquetChunkStore, StoreError, StoreInfo
+from latentatlas.atomic import atomic_write_json
 from stages.chunked import ChunkedStage
 from stages.contact_sheet import render_traversal_grid, write_contact_sheet
 from stages.device import inference_context, resolve_device
 from stages.directions import DirectionSet
 from stages.editing import edit
-from stages.generators import Generator, build_generator
-from stages.label import score_images
-from stages.labelers import Labeler, build_labeler
+from stages.generators import Generator, generator_for
+from stages.labelers import Labeler, labeler_for
 from stages.lpips import resize_for_lpips
-from stages.methods import METHODS
+from stages.methods.base import METHODS
+from stages.sample import seeded_normal
+from stages.scoring import score_images
 from stages.synthesize import ImageSynthesizer, images_to_uint8
+from latentatlas.errors import LatentAtlasError
 
-EVALUATIONS_DIR = "evaluations"
-METRICS_DIR = "metrics"
-GRIDS_DIR = "reports/grids"
 EVAL_STREAM = 0x45A1  # a third seed word: the held-out stream never coincides with the fit stream (seed, chunk)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(LatentAtlasError, ValueError):
     """The directions cannot be evaluated as asked (unknown attribute, no component for it, overlap, ...)."""
 
 
 def heldout_latents_z(seed: int, chunk_index: int, n: int, z_dim: int) -> np.ndarray:
     """The (n, z_dim) float32 held-out latents of chunk ``chunk_index``."""
-    rng = np.random.Generator(np.random.PCG64([seed, EVAL_STREAM, chunk_index]))
-    return rng.standard_normal((n, z_dim), dtype=np.float32)
+    return seeded_normal((seed, EVAL_STREAM, chunk_index), n, z_dim)
 
 
 def _row_keys(latents: np.ndarray) -> set[bytes]:
@@ -107,21 +107,19 @@ def select_directions(directions: DirectionSet, attributes: list[str],
 class EvaluateStage(ChunkedStage):
     name = "evaluate"
 
-    def __init__(self, params: Params, data_dir: Path, method: str, directions_root: Path = Path("directions"),
-                 out_root: Path = Path(EVALUATIONS_DIR), metrics_root: Path = Path(METRICS_DIR),
-                 grids_root: Path = Path(GRIDS_DIR), generator: Generator | None = None,
+    def __init__(self, params: Params, data_dir: Path, method: str, layout: OutputLayout = OutputLayout(),
+                 generator: Generator | None = None,
                  labeler: Labeler | None = None, lpips: torch.nn.Module | None = None, *,
                  attach: str | None = None) -> None:
         """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`; the
         held-out overlap check is the driver's."""
-        roots = {"directions_root": directions_root, "out_root": out_root, "metrics_root": metrics_root,
-                 "grids_root": grids_root}
-        options = {"method": method, **{key: str(Path(value).resolve()) for key, value in roots.items()}}
+        layout = OutputLayout(Path(layout.root).resolve())
+        options = {"method": method, "layout": layout}
         super().__init__(params, data_dir, attach=attach, options=options,
                          injected=generator is not None or labeler is not None or lpips is not None)
         settings = params.eval
         self.params, self.method, self.settings = params, method, settings
-        self.directions = DirectionSet.load(Path(directions_root) / method)
+        self.directions = DirectionSet.load(layout.directions(method))
         if self.directions.space != "z":
             raise EvaluationError(f"{method}: directions live in space {self.directions.space!r}; evaluation edits "
                                   f"z (the only space the stored generator exposes for sampling)")
@@ -142,10 +140,10 @@ class EvaluateStage(ChunkedStage):
 
         synth_settings = params.synthesize.model_copy(update={"batch_size": settings.batch_size,
                                                               "device": settings.device})
-        generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
+        generator = generator_for(params.generator, generator)
         self.synthesizer = ImageSynthesizer(generator, synth_settings)
         self.device = resolve_device(settings.device)
-        self.labeler = (labeler or build_labeler(params.label.labeler, **params.label.kwargs)).to(self.device)
+        self.labeler = labeler_for(params.label, labeler).to(self.device)
         self._lpips = lpips
         self.z_dim = generator.z_dim
         if self.directions.dim != self.z_dim:
@@ -161,11 +159,11 @@ class EvaluateStage(ChunkedStage):
                          details={"rows_per_sample": rows_per_sample, "targets": list(self.targets),
                                   "modes": self.modes, "alphas": settings.alphas,
                                   "scores": list(self.labeler.attributes)})
-        path = Path(out_root) / method
+        path = layout.evaluations_root() / method
         self.store: ParquetChunkStore = self._open_output(ParquetChunkStore, path, info)
-        self.metrics_path = Path(metrics_root) / f"{method}.json"
-        self.curves_path = Path(metrics_root) / f"{method}.curves.json"
-        self.grids_dir = Path(grids_root) / method
+        self.metrics_path = layout.metrics_root() / f"{method}.json"
+        self.curves_path = layout.metrics_root() / f"{method}.curves.json"
+        self.grids_dir = layout.grids_root() / method
         if attach is None:
             self._check_heldout_is_disjoint()
 

@@ -17,26 +17,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import dataset
-from pipeline.params import Params
-from pipeline.stores import fingerprint_of
-from stages.device import inference_context, resolve_device
+from latentatlas import dataset
+from latentatlas.layout import OutputLayout
+from latentatlas.params import Params
+from latentatlas.stores import fingerprint_of
+from stages.device import resolve_device
+from stages.generators import generator_for
+from stages.labelers import labeler_for
+from stages.scoring import score_frame
 from stages.directions import DirectionSet, concatenate_direction_sets
-from stages.methods import METHODS, FitContext, MethodInputError, MethodSpec
-
-DIRECTIONS_DIR = "directions"
-WORK_DIR = ".cache/fit"
-
+from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec
 
 class FitStage:
     """Fitting one method: ``units()`` lists the independent pieces, ``fit_unit`` runs one, ``finish`` saves."""
 
-    def __init__(self, params: Params, data_dir: Path, method: str, out_root: Path = Path(DIRECTIONS_DIR),
-                 work_root: Path = Path(WORK_DIR), generator: Any = None, labeler: Any = None) -> None:
+    def __init__(self, params: Params, data_dir: Path, method: str, layout: OutputLayout = OutputLayout(),
+                 generator: Any = None, labeler: Any = None) -> None:
         self.method = method
         self.params = params
         self.spec: MethodSpec = METHODS.build(method)
-        self.method_params = params.fit.method_params(method)
+        self.method_params = params.fit.method_params(method, self.spec.params_model)
         self.data = dataset.open(data_dir)
         self.attributes = list(params.fit.attributes or self.data.attributes)
         unknown = [name for name in self.attributes if name not in self.data.attributes]
@@ -44,12 +44,12 @@ class FitStage:
             raise MethodInputError(f"fit.attributes: {unknown} are not labeled attributes; the labels have "
                                    f"{self.data.attributes}")
         self.device = resolve_device(params.fit.device)
-        self.out_dir = Path(out_root) / method
+        self.out_dir = layout.directions(method)
         self.input_fingerprint = self.data.labels_store.info.fingerprint
         self.fingerprint = fingerprint_of({"method": method, "params": self.method_params.model_dump(mode="json"),
                                            "attributes": self.attributes, "input": self.input_fingerprint,
                                            "device_type": self.device.type})
-        self.work_dir = Path(work_root) / f"{method}-{self.fingerprint}"
+        self.work_dir = layout.fit_work_root() / f"{method}-{self.fingerprint}"
         self._generator, self._labeler = generator, labeler
         latents = {}
         scores = None
@@ -60,23 +60,15 @@ class FitStage:
 
     @functools.cached_property
     def generator(self):
-        from stages.generators import build_generator
-
-        generator = self._generator or build_generator(self.params.generator.name, **self.params.generator.kwargs)
-        return generator.to(self.device)
+        return generator_for(self.params.generator, self._generator).to(self.device)
 
     @functools.cached_property
     def labeler(self):
-        from stages.labelers import build_labeler
-
-        labeler = self._labeler or build_labeler(self.params.label.labeler, **self.params.label.kwargs)
-        return labeler.to(self.device)
+        return labeler_for(self.params.label, self._labeler).to(self.device)
 
     def score_images(self, images: torch.Tensor) -> pd.DataFrame:
         """(N, 3, H, W) images in [-1, 1] → DataFrame of every attribute the labeler gives (for naming)."""
-        with inference_context(self.device, amp=False):
-            scores = self.labeler.score(images.to(self.device)).float().cpu().numpy()
-        return pd.DataFrame(scores, columns=list(self.labeler.attributes))
+        return score_frame(self.labeler, images, self.params.label.batch_size, self.device)
 
     def units(self) -> list[list[str]]:
         """Groups of attributes fitted together: one per attribute for separable methods, else one group."""
@@ -104,11 +96,11 @@ class FitStage:
         return directions
 
 
-def run_fit(params: Params, data_dir: Path, method: str, out_root: Path = Path(DIRECTIONS_DIR),
+def run_fit(params: Params, data_dir: Path, method: str, layout: OutputLayout = OutputLayout(),
             **plugins: Any) -> DirectionSet:
     """Fit ``method`` in this process, unit after unit (no Prefect): for tests and scripting."""
-    from pipeline.stores import store_lock
+    from latentatlas.stores import store_lock
 
-    stage = FitStage(params, data_dir, method, out_root=out_root, **plugins)
+    stage = FitStage(params, data_dir, method, layout=layout, **plugins)
     with store_lock(stage.out_dir):
         return stage.finish([stage.fit_unit(unit) for unit in stage.units()])

@@ -14,40 +14,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline.params import Params
-from pipeline.stores import ParquetChunkStore, StoreInfo, ZarrChunkStore
+from latentatlas.layout import CONTACT_SHEET, IMAGES_STORE, LABELS_STORE, LATENTS_STORE
+from latentatlas.params import Params
+from latentatlas.stores import ParquetChunkStore, StoreInfo, ZarrChunkStore
 from stages.chunked import ChunkedStage
 from stages.contact_sheet import render_contact_sheet, write_contact_sheet
 from stages.device import inference_context, resolve_device
-from stages.generators import Generator, build_generator
-from stages.labelers import Labeler, build_labeler
-from stages.sample import LATENTS_STORE
-from stages.synthesize import IMAGES_STORE, ImageSynthesizer, images_to_uint8, uint8_to_images
+from stages.scoring import score_images
+from stages.generators import Generator, generator_for
+from stages.labelers import Labeler, labeler_for
+from stages.synthesize import ImageSynthesizer, images_to_uint8, uint8_to_images
 
-LABELS_STORE = "labels"
-CONTACT_SHEET = "contact_sheet.png"
-
-
-class LabelerOutputError(RuntimeError):
-    """A labeler returned scores of the wrong shape or non-finite values."""
-
-
-def score_images(labeler: Labeler, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    """(N, 3, H, W) images in [-1, 1] → (N, A) float32 scores, in batches of ``batch_size``."""
-    outputs = []
-    for start in range(0, images.shape[0], batch_size):
-        batch = images[start:start + batch_size]
-        scores = labeler.score(batch)
-        if scores.shape != (batch.shape[0], len(labeler.attributes)):
-            raise LabelerOutputError(f"labeler {labeler.name!r} returned scores of shape {tuple(scores.shape)}, "
-                                     f"expected ({batch.shape[0]}, {len(labeler.attributes)})")
-        outputs.append(scores.float().cpu())
-    scores = torch.cat(outputs).numpy()
-    bad = ~np.isfinite(scores)
-    if bad.any():
-        columns = sorted({labeler.attributes[k] for k in np.nonzero(bad)[1]})
-        raise LabelerOutputError(f"labeler {labeler.name!r} returned non-finite scores for {columns}")
-    return scores
 
 
 class LabelStage(ChunkedStage):
@@ -63,10 +40,9 @@ class LabelStage(ChunkedStage):
         if not self.images_kept:  # label straight from the generator's output
             self.latents = ZarrChunkStore.open(self.data_dir / LATENTS_STORE, expected_kind="latents",
                                                require_complete=True)
-            generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
-            self.synthesizer = ImageSynthesizer(generator, params.synthesize)
+            self.synthesizer = ImageSynthesizer(generator_for(params.generator, generator), params.synthesize)
         self.device = resolve_device(params.label.device)
-        self.labeler = (labeler or build_labeler(params.label.labeler, **params.label.kwargs)).to(self.device)
+        self.labeler = labeler_for(params.label, labeler).to(self.device)
         self.attributes = list(self.labeler.attributes)
         inputs = {"stage": "label", "images": self.images.info.fingerprint, "labeler": params.label.labeler,
                   "labeler_fingerprint": self.labeler.fingerprint, "attributes": self.attributes,

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from stages.weights import weights_path
+from latentatlas.errors import LatentAtlasError
 
 LpipsNet = Literal["alex", "vgg"]
 
@@ -40,7 +41,7 @@ _TRUNK_WEIGHTS = {"alex": ("lpips-alexnet", "AlexNet_0"), "vgg": ("lpips-vgg16",
 _LINEAR_WEIGHTS = {"alex": "lpips-linear-alex", "vgg": "lpips-linear-vgg"}
 
 
-class LpipsError(ValueError):
+class LpipsError(LatentAtlasError, ValueError):
     """Bad input to LPIPS (wrong shape, unknown trunk) or weights that do not fit the network."""
 
 

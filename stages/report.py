@@ -22,14 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline import dataset  # noqa: E402
-from pipeline.params import Params  # noqa: E402
-from stages.atomic import atomic_write_bytes  # noqa: E402
+from latentatlas import dataset  # noqa: E402
+from latentatlas.errors import LatentAtlasError  # noqa: E402
+from latentatlas.layout import OutputLayout  # noqa: E402
+from latentatlas.params import Params  # noqa: E402
+from latentatlas.atomic import atomic_write_bytes  # noqa: E402
 from stages.directions import DirectionSet  # noqa: E402
-from stages.evaluate import GRIDS_DIR, METRICS_DIR, select_directions  # noqa: E402
-
-REPORT_HTML = "reports/report.html"
-REPORT_MD = "reports/summary.md"
+from stages.evaluate import select_directions  # noqa: E402
 
 # (metric key, label): what each method's metrics file holds, shown per attribute
 SHOWN_METRICS = [("slope_std", "effect (std/α)"), ("entanglement", "entanglement"), ("lpips", "LPIPS at ±α_max"),
@@ -40,7 +39,7 @@ SHOWN_METRICS = [("slope_std", "effect (std/α)"), ("entanglement", "entanglemen
 RANKED = [("effect (std/α)", True), ("entanglement / effect", False), ("LPIPS / effect", False)]
 
 
-class ReportError(ValueError):
+class ReportError(LatentAtlasError, ValueError):
     """A method's metrics or directions are missing."""
 
 
@@ -112,13 +111,12 @@ def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def build_report(params: Params, data_dir: Path, methods: list[str], directions_root: Path = Path("directions"),
-                 metrics_root: Path = Path(METRICS_DIR), grids_root: Path = Path(GRIDS_DIR),
-                 html_path: Path = Path(REPORT_HTML), markdown_path: Path = Path(REPORT_MD)) -> None:
-    """Write the HTML report and the Markdown summary for ``methods``."""
+def build_report(params: Params, data_dir: Path, methods: list[str], layout: OutputLayout = OutputLayout()) -> None:
+    """Write the HTML report and the Markdown summary for ``methods`` (output paths from ``layout``)."""
+    metrics_root = layout.metrics_root()
     metrics = load_metrics(methods, metrics_root)
-    curves = {m: json.loads((Path(metrics_root) / f"{m}.curves.json").read_text()) for m in methods}
-    directions = {m: DirectionSet.load(Path(directions_root) / m) for m in methods}
+    curves = {m: json.loads((metrics_root / f"{m}.curves.json").read_text()) for m in methods}
+    directions = {m: DirectionSet.load(layout.directions(m)) for m in methods}
     tables = ranking_tables(metrics)
     attributes = list(tables)
     selected = {m: select_directions(directions[m], [a for a in attributes if a in metrics[m]["directions"]],
@@ -131,7 +129,7 @@ def build_report(params: Params, data_dir: Path, methods: list[str], directions_
              "effect ↓ (effect and entanglement in held-out standard deviations).", ""]
     for attribute, table in tables.items():
         lines += [f"## {attribute}", "", table.to_markdown(floatfmt=".3f"), ""]
-    atomic_write_bytes(Path(markdown_path), "\n".join(lines).encode())
+    atomic_write_bytes(layout.report_markdown(), "\n".join(lines).encode())
 
     # HTML
     sections = [f"<h1>latentatlas report</h1><p>Methods: {html.escape(', '.join(methods))}. "
@@ -173,7 +171,7 @@ def build_report(params: Params, data_dir: Path, methods: list[str], directions_
                     "attribute re-labeled after the edit.</p>")
     for method in methods:
         for attribute in selected[method]:
-            grid = Path(grids_root) / method / f"{attribute}.png"
+            grid = layout.grids_root() / method / f"{attribute}.png"
             if grid.is_file():
                 sections.append(_img(base64.b64encode(grid.read_bytes()).decode(), f"{method} {attribute}"))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
@@ -181,4 +179,4 @@ def build_report(params: Params, data_dir: Path, methods: list[str], directions_
              "margin:6px 0}")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>latentatlas report</title>"
             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
-    atomic_write_bytes(Path(html_path), page.encode())
+    atomic_write_bytes(layout.report_html(), page.encode())

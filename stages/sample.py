@@ -8,24 +8,29 @@ pipeline chunk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.params import Params
-from pipeline.stores import ArraySpec, StoreInfo, ZarrChunkStore
+from latentatlas.layout import LATENTS_STORE
+from latentatlas.params import Params
+from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
 from stages.chunked import ChunkedStage
 from stages.device import inference_context, resolve_device
-from stages.generators import Generator, build_generator
+from stages.generators import Generator, generator_for
 
-LATENTS_STORE = "latents.zarr"
+def seeded_normal(seed_words: Sequence[int], n: int, dim: int) -> np.ndarray:
+    """(n, dim) float32 draws of N(0, I) from numpy's PCG64 seeded with ``seed_words`` (e.g. ``(seed, chunk)``):
+    the same words give the same latents on every machine, worker and order."""
+    rng = np.random.Generator(np.random.PCG64(list(seed_words)))
+    return rng.standard_normal((n, dim), dtype=np.float32)
 
 
 def sample_latents_z(seed: int, chunk_index: int, n: int, z_dim: int) -> np.ndarray:
     """The (n, z_dim) float32 standard-normal latents of chunk ``chunk_index`` for ``seed``."""
-    rng = np.random.Generator(np.random.PCG64([seed, chunk_index]))
-    return rng.standard_normal((n, z_dim), dtype=np.float32)
+    return seeded_normal((seed, chunk_index), n, z_dim)
 
 
 class SampleStage(ChunkedStage):
@@ -35,7 +40,7 @@ class SampleStage(ChunkedStage):
                  attach: str | None = None) -> None:
         """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
         super().__init__(params, data_dir, attach=attach, injected=generator is not None)
-        self.generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
+        self.generator = generator_for(params.generator, generator)
         self.extra_spaces = [space for space in self.generator.latent_spaces if space != "z"]
         self.device = resolve_device(params.synthesize.device)
         if self.extra_spaces:

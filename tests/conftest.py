@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import Params, parse_params
+from latentatlas.params import Params, parse_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COLOR_LABELER = "tests.plugins:build_color_labeler"
@@ -27,13 +27,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def make_params(**sections: dict) -> Params:
-    """Params with the given sections merged over a tiny default (N = 300, chunks of 100, colour labeler)."""
+    """Params with the given sections merged over a tiny default (N = 300, chunks of 100, colour labeler), every
+    method's section validated by its own model, as the CLI loads them."""
     raw: dict = {"sample": {"n_samples": 300, "chunk_size": 100, "seed": 7},
                  "synthesize": {"batch_size": 64, "device": "cpu"},
                  "label": {"labeler": COLOR_LABELER, "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8}}
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
-    return parse_params(raw)
+    from stages.methods import method_params_model
+
+    return parse_params(raw, method_models=method_params_model)
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from latentatlas.registry import plugin
+
 
 class ColorStatsLabeler:
     """Mean of each RGB channel and overall brightness of (N, 3, H, W) images in [-1, 1] → (N, 4)."""
@@ -20,5 +22,6 @@ class ColorStatsLabeler:
         return torch.cat([channel_means, channel_means.mean(dim=1, keepdim=True)], dim=1)
 
 
+@plugin("labeler")
 def build_color_labeler() -> ColorStatsLabeler:
     return ColorStatsLabeler()

@@ -9,8 +9,8 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.params import ParamsError, load_params, parse_params
-from pipeline.stores import store_lock
+from latentatlas.params import ParamsError, load_params, parse_params
+from latentatlas.stores import store_lock
 from stages import weights
 from stages.weights import WeightsError, WeightsFile, weights_path
 from tests.conftest import COLOR_LABELER

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import dataset
-from pipeline.stores import StoreError
+from latentatlas import dataset
+from latentatlas.stores import StoreError
 from stages.sample import sample_latents_z
 from tests.conftest import make_params, run_spine
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import RuntimeParams
-from pipeline.stores import StoreError, ZarrChunkStore
-from stages.chunked import (ChunkedStage, StageAttachError, StageSpec, _on_cuda_device, run_chunk_from_spec,
-                            run_stage, serving, worker_rank)
+from latentatlas.params import RuntimeParams
+from latentatlas.stores import StoreError, ZarrChunkStore
+from pipeline.placement import StageSpec, _on_cuda_device, run_chunk_from_spec, serving, worker_rank
+from stages.chunked import ChunkedStage, StageAttachError, run_stage
 from stages.sample import SampleStage
 from tests.conftest import make_params, tree_digest
 
@@ -148,7 +148,7 @@ def _object_digest(url: str) -> dict[str, str]:
     """sha256 of every object under ``url``, by key relative to it (as :func:`_digest` for a local data dir)."""
     import hashlib
 
-    from pipeline.locations import store_path
+    from latentatlas.locations import store_path
 
     root = store_path(url)
     prefix = root.path.rstrip("/") + "/"

@@ -53,7 +53,7 @@ def _full_params(overrides: dict) -> dict:
 def _workspace(root: Path, params: dict, prefect_api: str) -> tuple[Path, dict]:
     """A fresh git + DVC project holding this repository's pipeline and ``params`` (merged over the defaults)."""
     root.mkdir(parents=True)
-    for name in ("pipeline", "stages", "tests"):
+    for name in ("latentatlas", "pipeline", "stages", "tests"):
         shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
     (root / "params.yaml").write_text(yaml.safe_dump(_full_params(params)))

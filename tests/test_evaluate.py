@@ -7,11 +7,13 @@ The toy generator makes 8×8 images from z and the toy labeler reads the planted
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from latentatlas.layout import OutputLayout
 from stages import evaluate as evaluate_module
 from stages.chunked import run_stage
 from stages.directions import DirectionSet
@@ -47,9 +49,11 @@ def toy_run(tmp_path_factory):
     return root, params, world, lpips
 
 
-def _stage(root: Path, params, world, method: str, lpips, out: str = "evaluations") -> EvaluateStage:
-    return EvaluateStage(params, root / "data", method, directions_root=root / "directions", out_root=root / out,
-                         metrics_root=root / "metrics", grids_root=root / "reports/grids", generator=world.generator,
+def _stage(root: Path, params, world, method: str, lpips, out_root: Path | None = None) -> EvaluateStage:
+    """``out_root``: another output root for the evaluation, with a copy of ``root``'s directions."""
+    if out_root is not None and not (out_root / "directions").exists():
+        shutil.copytree(root / "directions", out_root / "directions")
+    return EvaluateStage(params, root / "data", method, layout=OutputLayout(out_root or root), generator=world.generator,
                          labeler=world.labeler, lpips=lpips)
 
 
@@ -91,22 +95,22 @@ def test_metrics_curves_and_grids_are_written(toy_run) -> None:
 
 def test_heldout_latents_are_disjoint_from_fitting(toy_run, monkeypatch) -> None:
     root, params, world, lpips = toy_run
-    from pipeline.stores import ZarrChunkStore
+    from latentatlas.stores import ZarrChunkStore
 
     fitted = ZarrChunkStore.open(root / "data" / "latents.zarr").read_chunk("z", 0)
     monkeypatch.setattr(evaluate_module, "heldout_latents_z", lambda seed, index, n, z_dim: fitted[:n])
     with pytest.raises(EvaluationError, match="shares latents with the fitted data"):
-        _stage(root, params, world, "truth", lpips, out="evaluations-overlap")
+        _stage(root, params, world, "truth", lpips, out_root=root / "overlap")
 
 
 def test_killed_evaluation_resumes_to_identical_results(toy_run, tmp_path) -> None:
     root, params, world, lpips = toy_run
-    with _stage(root, params, world, "truth", lpips, out=str(tmp_path / "partial")) as stage:
+    with _stage(root, params, world, "truth", lpips, out_root=tmp_path / "partial") as stage:
         stage.run_chunk(1)  # then "killed"
-    with _stage(root, params, world, "truth", lpips, out=str(tmp_path / "partial")) as stage:
+    with _stage(root, params, world, "truth", lpips, out_root=tmp_path / "partial") as stage:
         assert stage.pending == [0]
-    run_stage(_stage(root, params, world, "truth", lpips, out=str(tmp_path / "partial")))
-    assert tree_digest(tmp_path / "partial" / "truth") == tree_digest(root / "evaluations" / "truth")
+    run_stage(_stage(root, params, world, "truth", lpips, out_root=tmp_path / "partial"))
+    assert tree_digest(tmp_path / "partial" / "evaluations" / "truth") == tree_digest(root / "evaluations" / "truth")
 
 
 def test_unsupervised_components_are_matched_by_their_attribute() -> None:
@@ -124,9 +128,7 @@ def test_unsupervised_components_are_matched_by_their_attribute() -> None:
 
 def test_report_is_self_contained_and_ranks_the_truth_first(toy_run) -> None:
     root, params, *_ = toy_run
-    build_report(params, root / "data", ["truth", "random"], directions_root=root / "directions",
-                 metrics_root=root / "metrics", grids_root=root / "reports/grids",
-                 html_path=root / "reports/report.html", markdown_path=root / "reports/summary.md")
+    build_report(params, root / "data", ["truth", "random"], layout=OutputLayout(root))
     page = (root / "reports/report.html").read_text()
     assert "truth" in page and "random" in page
     assert page.count("data:image/png;base64,") >= 8  # curves, heatmaps, correlation, grids

@@ -9,10 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.params import ParamsError
+from latentatlas.params import ParamsError
 from stages.directions import DirectionSet
+from latentatlas.layout import OutputLayout
 from stages.fit import FitStage, run_fit
-from stages.methods import MethodInputError
+from stages.methods.base import MethodInputError
 from stages.methods.tunagan import load_model
 from tests.conftest import make_params, run_toy_spine
 from tests.toy import cosine, make_world
@@ -36,7 +37,7 @@ def toy_store(tmp_path_factory):
 @pytest.mark.parametrize("method", ["interfacegan", "tunagan", "tunagan-linear", "ortho-linear"])
 def test_supervised_methods_recover_the_planted_directions(toy_store, method) -> None:
     root, params, world = toy_store
-    directions = run_fit(params, root / "data", method, out_root=root / "directions")
+    directions = run_fit(params, root / "data", method, layout=OutputLayout(root))
     assert directions.names == ATTRIBUTES and directions.method == method
     for name in ATTRIBUTES:
         assert cosine(directions[name], world.directions[name]) > 0.9, (method, name)
@@ -47,7 +48,7 @@ def test_supervised_methods_recover_the_planted_directions(toy_store, method) ->
 
 def test_separable_methods_fit_one_unit_per_attribute_and_match_a_joint_fit(toy_store) -> None:
     root, params, world = toy_store
-    stage = FitStage(params, root / "data", "interfacegan", out_root=root / "units")
+    stage = FitStage(params, root / "data", "interfacegan", layout=OutputLayout(root / "units"))
     assert stage.units() == [[name] for name in ATTRIBUTES]
     per_attribute = stage.finish([stage.fit_unit(unit) for unit in stage.units()])
     joint = stage.spec.fit(stage.context(ATTRIBUTES), stage.method_params)
@@ -57,7 +58,7 @@ def test_separable_methods_fit_one_unit_per_attribute_and_match_a_joint_fit(toy_
 
 def test_tunagan_units_recombine_with_their_models(toy_store) -> None:
     root, params, world = toy_store
-    run_fit(params, root / "data", "tunagan", out_root=root / "directions")
+    run_fit(params, root / "data", "tunagan", layout=OutputLayout(root))
     loaded = DirectionSet.load(root / "directions" / "tunagan")
     assert sorted(loaded.meta["models"]) == sorted(ATTRIBUTES)
     separability = [loaded.stats[name]["separability"] for name in ATTRIBUTES]
@@ -68,7 +69,7 @@ def test_tunagan_units_recombine_with_their_models(toy_store) -> None:
 
 def test_closed_form_method_uses_the_generator(toy_store) -> None:
     root, params, world = toy_store
-    stage = FitStage(params, root / "data", "sefa", out_root=root / "directions", generator=world.generator,
+    stage = FitStage(params, root / "data", "sefa", layout=OutputLayout(root), generator=world.generator,
                      labeler=world.labeler)
     directions = stage.finish([stage.fit_unit(unit) for unit in stage.units()])
     assert abs(cosine(directions.vectors[0], world.generator.dominant_direction)) > 0.999

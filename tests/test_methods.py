@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from stages.directions import DirectionSet, DirectionsError
-from stages.methods import METHODS, FitContext, MethodInputError
+from stages.methods.base import METHODS, FitContext, MethodInputError
 from stages.methods.ganspace import GANSpaceParams, fit_ganspace, principal_directions
 from stages.methods.interfacegan import InterFaceGANParams, fit_attribute as interfacegan_attribute, fit_interfacegan
 from stages.methods.naming import NamingParams, name_components, orient_and_name

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from click.testing import CliRunner
 
-from pipeline import dataset
+from latentatlas import dataset
+from latentatlas.layout import OutputLayout
 from pipeline.cli import main
-from pipeline.locations import LocationError, is_remote, store_path
-from pipeline.stores import PARTIAL_MARKER, StoreError, ZarrChunkStore
+from latentatlas.locations import LocationError, is_remote, store_path
+from latentatlas.stores import PARTIAL_MARKER, StoreError, ZarrChunkStore
 from stages.chunked import run_stage
 from stages.sample import LATENTS_STORE, SampleStage
 from tests.conftest import make_params, run_spine
@@ -124,10 +126,9 @@ def test_fit_and_evaluate_read_the_labeled_latents_from_a_url(tmp_path, memory_d
     metrics = {}
     for name, data_dir in (("local", tmp_path / "data"), ("remote", memory_dir)):
         run_toy_spine(params, data_dir, world)
-        directions = run_fit(params, data_dir, "interfacegan", out_root=tmp_path / name / "directions")
-        run_stage(EvaluateStage(params, data_dir, "interfacegan", directions_root=tmp_path / name / "directions",
-                                out_root=tmp_path / name / "evaluations", metrics_root=tmp_path / name / "metrics",
-                                grids_root=tmp_path / name / "grids", generator=world.generator,
+        layout = OutputLayout(tmp_path / name)
+        directions = run_fit(params, data_dir, "interfacegan", layout=layout)
+        run_stage(EvaluateStage(params, data_dir, "interfacegan", layout=layout, generator=world.generator,
                                 labeler=world.labeler, lpips=lpips))
         metrics[name] = (directions.vectors, json.loads((tmp_path / name / "metrics/interfacegan.json").read_text()))
     np.testing.assert_array_equal(metrics["remote"][0], metrics["local"][0])

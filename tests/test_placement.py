@@ -9,8 +9,8 @@ import distributed
 import pytest
 import torch
 
-from pipeline.params import parse_params
-from stages.chunked import _on_cuda_device, cuda_slot, worker_rank
+from latentatlas.params import parse_params
+from pipeline.placement import _on_cuda_device, cuda_slot, worker_rank
 
 
 @pytest.fixture

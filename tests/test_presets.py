@@ -9,7 +9,8 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main, preset_command
-from pipeline.params import ParamsError, flatten_overrides, load_params, load_preset, merge_overrides, parse_params
+from stages.methods import method_params_model
+from latentatlas.params import ParamsError, flatten_overrides, load_params, load_preset, merge_overrides, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +28,8 @@ def test_shipped_interfacegan_500k_preset() -> None:
     """The shipped preset validates against the shipped params.yaml and asks for InterFaceGAN's protocol."""
     overrides = dict(load_preset(ROOT / "params" / "interfacegan-500k.yaml", ROOT / "params.yaml"))
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    merged = parse_params(merge_overrides(raw, yaml.safe_load((ROOT / "params/interfacegan-500k.yaml").read_text())))
+    merged = parse_params(merge_overrides(raw, yaml.safe_load((ROOT / "params/interfacegan-500k.yaml").read_text())),
+                          method_models=method_params_model)
     assert merged.sample.n_samples == 500_000 and merged.fit.methods == ["interfacegan"]
     assert merged.fit.method_params("interfacegan").ratio == 0.02  # top and bottom 2 %: 10K per side
     assert merged.label == load_params(ROOT / "params.yaml").label  # everything else as in params.yaml

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.stores import ZarrChunkStore
+from latentatlas.stores import ZarrChunkStore
 from stages.chunked import run_stage
 from stages.generators import build_generator
 from stages.label import LabelStage
@@ -153,7 +153,7 @@ def test_labeler_returning_bad_scores_is_reported(tmp_path, tiny_params) -> None
 
     run_stage(SampleStage(tiny_params, tmp_path))
     run_stage(SynthesizeStage(tiny_params, tmp_path))
-    from stages.label import LabelerOutputError
+    from stages.scoring import LabelerOutputError
 
     with pytest.raises(LabelerOutputError, match=r"non-finite scores for \['blue'\]"):
         run_stage(LabelStage(tiny_params, tmp_path, labeler=NanLabeler()))

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.stores import (ArraySpec, ParquetChunkStore, StoreError, StoreInfo, StoreLockedError,
+from latentatlas.stores import (ArraySpec, ParquetChunkStore, StoreError, StoreInfo, StoreLockedError,
                              ZarrChunkStore, fingerprint_of, store_lock)
 
 SPEC = {"z": ArraySpec((4,), "float32", ("sample", "z_dim"))}
@@ -164,7 +164,7 @@ def test_resume_removes_temp_files_a_killed_writer_left(tmp_path) -> None:
     chunk_dir = path / "z" / "c" / "1"
     chunk_dir.mkdir(parents=True)
     (chunk_dir / "0.3f2a9c.partial").write_bytes(b"half a chunk")  # Zarr's temp name, killed before the rename
-    (path / ".zarr.json.x1.tmp").write_text("{")  # ours (stages.atomic), killed before os.replace
+    (path / ".zarr.json.x1.tmp").write_text("{")  # ours (latentatlas.atomic), killed before os.replace
     reopened = ZarrChunkStore.prepare(path, _info(), arrays=SPEC)
     assert reopened.pending_chunks() == [1, 2]
     assert not list(path.rglob("*.partial")) and not list(path.rglob(".*.tmp"))

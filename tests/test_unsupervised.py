@@ -16,7 +16,7 @@ import torch
 
 from stages.directions import DirectionSet
 from stages.generators import build_generator
-from stages.methods import METHODS, FitContext, MethodInputError
+from stages.methods.base import METHODS, FitContext, MethodInputError
 from stages.methods.centroid import CentroidParams, fit_centroid
 from stages.methods.naming import NamingParams
 from stages.methods.voynov import VoynovParams, fit_voynov

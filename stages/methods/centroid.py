@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from stages.directions import DirectionSet
-from stages.methods import METHODS, FitContext, MethodSpec
+from stages.methods.base import METHODS, FitContext, MethodSpec
 from stages.methods.naming import NamingParams
 from stages.methods.voynov import fit_unsupervised
 from stages.unsupervised.training import Objective, UnsupervisedParams

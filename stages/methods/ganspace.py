@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.decomposition import IncrementalPCA
 
 from stages.directions import DirectionSet
-from stages.methods import METHODS, FitContext, MethodInputError, MethodSpec
+from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec
 from stages.methods.naming import NamingParams, component_names, name_components, orient_and_name
 
 METHOD = "ganspace"

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.svm import SVC, LinearSVC
 
 from stages.directions import DirectionSet
-from stages.methods import METHODS, FitContext, MethodInputError, MethodSpec, check_attributes, unit
+from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec, check_attributes, unit
 
 METHOD = "interfacegan"
 

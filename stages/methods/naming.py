@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from stages.methods import FitContext, MethodInputError
+from stages.methods.base import FitContext, MethodInputError
 
 LABELS_NOTE = ("no labeler at hand (score_images is None): named by the correlation of the projection latents·v "
                "with the stored labels, not by editing")

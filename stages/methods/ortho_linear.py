@@ -1,5 +1,5 @@
 """Supervised linear mapping with orthogonality regularisation (Pham Van et al., "Interpreting the Latent Space of
-Generative Adversarial Networks using Supervised Learning", 2020; paper 000 in the seeds).
+Generative Adversarial Networks using Supervised Learning", 2020).
 
 One linear map from the latent space to all A attributes at once (Sec. III-B, Eq. 1 and 4)::
 
@@ -40,7 +40,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from stages.directions import DirectionSet
-from stages.methods import METHODS, FitContext, MethodInputError, MethodSpec, check_attributes, unit
+from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec, check_attributes, unit
 
 METHOD = "ortho-linear"
 

@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from stages.directions import DirectionSet
-from stages.methods import METHODS, FitContext, MethodInputError, MethodSpec
+from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec
 from stages.methods.naming import NamingParams, component_names, name_components, orient_and_name
 
 METHOD = "sefa"

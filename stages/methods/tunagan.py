@@ -1,4 +1,4 @@
-"""TunaGAN (Mao, Lou, Yuan, "TunaGAN: Interpretable GAN for Smart Editing"; paper 003 in the seeds): linear and
+"""TunaGAN (Mao, Lou, Yuan, "TunaGAN: Interpretable GAN for Smart Editing"): linear and
 nonlinear models from the latent space to each attribute, in z or (when the generator has one) w.
 
 Per attribute a, with latents x (N, D) of the chosen ``space`` and scores s (N,) (Sec. 4.2):
@@ -45,7 +45,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from torch import nn
 
 from stages.directions import DirectionSet, concatenate_direction_sets
-from stages.methods import METHODS, FitContext, MethodInputError, MethodSpec, check_attributes, unit
+from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec, check_attributes, unit
 
 METHOD = "tunagan"
 

@@ -35,7 +35,7 @@ from pydantic import Field
 
 from stages.directions import DirectionSet
 from stages.lpips import build_lpips
-from stages.methods import METHODS, FitContext, MethodInputError, MethodSpec
+from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec
 from stages.methods.naming import NamingParams, component_names, orient_and_name
 from stages.unsupervised.deformator import DeformatorConfigError, direction_vectors
 from stages.unsupervised.metrics import PPL_DELTA, perceptual_path_length, reconstructor_accuracy

@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
+from latentatlas.errors import LatentAtlasError
 
 DeformatorType = Literal["linear", "orthonormal", "fc"]
 DEFORMATOR_TYPES: tuple[str, ...] = ("linear", "orthonormal", "fc")
@@ -40,7 +41,7 @@ LINEAR_TYPES: tuple[str, ...] = ("linear", "orthonormal")
 FC_HIDDEN = 1024
 
 
-class DeformatorConfigError(ValueError):
+class DeformatorConfigError(LatentAtlasError, ValueError):
     """A deformator that cannot be built: unknown type, K < 1, or more directions than a linear map allows."""
 
 

@@ -17,11 +17,12 @@ from typing import Literal
 import torch
 from torch import nn
 from torchvision.models import resnet18
+from latentatlas.errors import LatentAtlasError
 
 ReconstructorType = Literal["lenet", "resnet18"]
 
 
-class ReconstructorConfigError(ValueError):
+class ReconstructorConfigError(LatentAtlasError, ValueError):
     """An unknown reconstructor type."""
 
 

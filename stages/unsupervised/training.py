@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from stages.atomic import atomic_write_bytes
+from latentatlas.atomic import atomic_write_bytes
 from stages.unsupervised.deformator import Deformator, build_deformator, check_direction_count
 from stages.unsupervised.reconstructor import build_reconstructor
 

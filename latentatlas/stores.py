@@ -11,7 +11,7 @@ Every store carries a :class:`StoreInfo` (what produced it, as a fingerprint) an
 4. **One writer.** :func:`store_lock` takes an exclusive ``flock`` on a sibling lock file; a second run fails fast.
    The kernel drops the lock when its holder dies (even by SIGKILL), so a killed run never blocks its resume.
 
-Stores may also live in an object store (``s3://…``, ``gs://…``, see :mod:`pipeline.locations`). There each chunk,
+Stores may also live in an object store (``s3://…``, ``gs://…``, see :mod:`latentatlas.locations`). There each chunk,
 Parquet part and metadata file is one put (atomic: an object appears only when complete); creating or wiping a
 store is bracketed by a ``.latentatlas-partial`` marker object, so a store left half made or half wiped by a crash
 is recognised as ours and rebuilt, never taken for a foreign one; and there is no lock (rule 4 is the user's).
@@ -38,8 +38,9 @@ import pyarrow.parquet as pq
 import zarr
 from zarr.core.sync import sync
 
-from pipeline.locations import StorePath, arrow_source, is_remote, store_path, zarr_storage_options
-from stages.atomic import atomic_write_json
+from latentatlas.locations import StorePath, arrow_source, is_remote, store_path, zarr_storage_options
+from latentatlas.atomic import atomic_write_json
+from latentatlas.errors import LatentAtlasError
 
 STORE_FORMAT = "latentatlas/1"
 ATTRS_KEY = "latentatlas"
@@ -47,7 +48,7 @@ PARQUET_INFO_FILE = "_latentatlas.json"  # leading underscore: pyarrow.dataset a
 PARTIAL_MARKER = ".latentatlas-partial"  # object stores: present while a store is being created or wiped
 
 
-class StoreError(RuntimeError):
+class StoreError(LatentAtlasError, RuntimeError):
     """A store is missing, foreign, corrupted, incomplete, or from other params."""
 
 

@@ -1,4 +1,4 @@
-"""A ``torch.utils.data.Dataset`` over a :class:`~pipeline.dataset.LatentDataset`, reading one chunk at a time."""
+"""A ``torch.utils.data.Dataset`` over a :class:`~latentatlas.dataset.LatentDataset`, reading one chunk at a time."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 if TYPE_CHECKING:
-    from pipeline.dataset import LatentDataset
+    from latentatlas.dataset import LatentDataset
 
 
 class LatentTorchDataset(Dataset):

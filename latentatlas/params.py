@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationInfo, field_validator,
+                      model_validator)
+from latentatlas.errors import LatentAtlasError
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
+#: ``method name → its params model``; raises LookupError for an unknown method. The stages layer provides it
+#: (``stages.methods.method_params_model``): the core knows no method.
+MethodModels = Callable[[str], type[BaseModel]]
+METHOD_MODELS = "method_models"
 
-class ParamsError(ValueError):
+
+class ParamsError(LatentAtlasError, ValueError):
     """``params.yaml`` is missing, unreadable, or does not validate."""
 
 
@@ -114,33 +122,51 @@ class FitParams(_Section):
 
     _device = field_validator("device")(_check_device)
 
-    @model_validator(mode="after")
-    def _check_methods(self) -> "FitParams":
-        from stages.methods import METHODS
+    _method_params: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _check_methods(self, info: ValidationInfo) -> "FitParams":
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods: listed twice: {sorted({m for m in self.methods if self.methods.count(m) > 1})}")
+        method_models: MethodModels | None = (info.context or {}).get(METHOD_MODELS)
         for method in self.methods:
-            try:
-                spec = METHODS.build(method)
-            except LookupError as error:
-                raise ValueError(f"methods: {error}") from None
+            if method_models is not None:
+                try:
+                    model = method_models(method)
+                except LookupError as error:
+                    raise ValueError(f"methods: {error}") from None
             if method not in self.params:
                 raise ValueError(f"params.{method}: missing; every method in fit.methods needs a params section "
                                  f"(use {{}} for its defaults): DVC tracks it to rerun only that method")
+            if method_models is None:
+                continue  # structure only: see parse_params
             try:
-                spec.params_model.model_validate(self.params[method])
+                self._method_params[method] = model.model_validate(self.params[method])
             except pydantic.ValidationError as error:
                 problems = "; ".join(f"params.{method}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
                                      for p in error.errors())
                 raise ValueError(problems) from None
         return self
 
-    def method_params(self, method: str) -> pydantic.BaseModel:
-        """The validated params object of ``method``."""
-        from stages.methods import METHODS
+    def method_params(self, method: str, model: type[BaseModel] | None = None) -> BaseModel:
+        """The validated params object of ``method`` (``fit.params.<method>``, typed by the method's own model).
 
-        return METHODS.build(method).params_model.model_validate(self.params.get(method, {}))
+        Params parsed with ``method_models`` (the CLI's) hold it already; otherwise ``model`` validates the section
+        now (a library caller fitting one method).
+
+        Raises:
+            ParamsError: the section does not validate, or was not validated and no ``model`` is given.
+        """
+        if method in self._method_params:
+            return self._method_params[method]
+        if model is None:
+            raise ParamsError(f"fit.params.{method}: not validated; parse the params with method_models= "
+                              f"(stages.methods.method_params_model) or pass the method's params model")
+        try:
+            return model.model_validate(self.params.get(method, {}))
+        except pydantic.ValidationError as error:
+            raise ParamsError("; ".join(f"fit.params.{method}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
+                                        for p in error.errors())) from None
 
 
 class EvalParams(_Section):
@@ -177,7 +203,7 @@ class Params(_Section):
     sample: SampleParams = SampleParams()
     synthesize: SynthesizeParams = SynthesizeParams()
     label: LabelParams = LabelParams()
-    fit: FitParams = Field(default_factory=lambda: FitParams(params={"interfacegan": {}}))
+    fit: FitParams = Field(default_factory=lambda: {"params": {"interfacegan": {}}}, validate_default=True)
     eval: EvalParams = EvalParams()
     runtime: RuntimeParams = RuntimeParams()
 
@@ -195,12 +221,19 @@ def _format_error(source: str, error: pydantic.ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
-    """Validate a params mapping (as read from YAML) into :class:`Params`."""
+def parse_params(raw: dict[str, Any], source: str = "params", method_models: MethodModels | None = None) -> Params:
+    """Validate a params mapping (as read from YAML) into :class:`Params`.
+
+    Args:
+        method_models: how to find each method's params model (``stages.methods.method_params_model``). With it,
+            every ``fit.params.<method>`` of ``fit.methods`` is validated now and typed
+            (``params.fit.method_params(name)``); without it, only their presence is checked (enough for a
+            stage that fits nothing).
+    """
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(raw, context={METHOD_MODELS: method_models} if method_models else None)
     except pydantic.ValidationError as error:
         raise ParamsError(_format_error(source, error)) from None
 
@@ -214,14 +247,14 @@ def _read_yaml(path: Path, what: str) -> Any:
         raise ParamsError(f"{path}: not valid YAML ({error})") from None
 
 
-def load_params(path: str | Path) -> Params:
-    """Read and validate ``params.yaml``.
+def load_params(path: str | Path, method_models: MethodModels | None = None) -> Params:
+    """Read and validate ``params.yaml`` (``method_models``: see :func:`parse_params`).
 
     Raises:
         ParamsError: the file is missing, is not YAML, or a key has the wrong type or value.
     """
     path = Path(path)
-    return parse_params(_read_yaml(path, "params file"), source=str(path))
+    return parse_params(_read_yaml(path, "params file"), source=str(path), method_models=method_models)
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -255,7 +288,8 @@ def flatten_overrides(overrides: dict[str, Any], prefix: str = "") -> list[tuple
     return pairs
 
 
-def load_preset(preset_path: str | Path, params_path: str | Path = "params.yaml") -> list[tuple[str, Any]]:
+def load_preset(preset_path: str | Path, params_path: str | Path = "params.yaml",
+                method_models: MethodModels | None = None) -> list[tuple[str, Any]]:
     """Read a preset (a partial params file: only the keys it changes, e.g. ``params/interfacegan-500k.yaml``),
     check that ``params_path`` with the preset applied validates, and return its dotted overrides.
 
@@ -268,5 +302,5 @@ def load_preset(preset_path: str | Path, params_path: str | Path = "params.yaml"
     if not overrides:
         raise ParamsError(f"{preset_path}: the preset changes no key (expected sections such as 'sample:')")
     merged = merge_overrides(_read_yaml_mapping(params_path), overrides)
-    parse_params(merged, source=f"{params_path} + {preset_path}")
+    parse_params(merged, source=f"{params_path} + {preset_path}", method_models=method_models)
     return flatten_overrides(overrides)

@@ -1,6 +1,6 @@
 """Atomic file writes: write a temp file beside the target, fsync, then ``os.replace`` (a reader never sees half).
 
-In an object store (a remote :class:`upath.UPath`, see :mod:`pipeline.locations`) a single put is atomic already.
+In an object store (a remote :class:`upath.UPath`, see :mod:`latentatlas.locations`) a single put is atomic already.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from upath import UPath
 
-from pipeline.locations import is_remote
+from latentatlas.locations import is_remote
 
 
 def atomic_write_bytes(path: Path | UPath, payload: bytes) -> None:

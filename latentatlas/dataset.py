@@ -1,6 +1,6 @@
 """Read a labeled latent dataset: latents (Zarr) joined with labels (Parquet) by ``sample_id``.
 
-    >>> from pipeline import dataset
+    >>> from latentatlas import dataset
     >>> data = dataset.open("data")
     >>> data.attributes                      # ['angry', ..., 'happy', ..., 'age', 'male', 'yaw', ...]
     >>> latents_z, scores = data.arrays(["happy", "age"])           # (N, 100) float32, (N, 2) float32
@@ -22,11 +22,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
-from pipeline.locations import StorePath, arrow_source, store_path
-from pipeline.stores import ParquetChunkStore, StoreError, ZarrChunkStore
-from stages.label import LABELS_STORE
-from stages.sample import LATENTS_STORE
-from stages.synthesize import IMAGES_STORE
+from latentatlas.layout import IMAGES_STORE, LABELS_STORE, LATENTS_STORE
+from latentatlas.locations import StorePath, arrow_source, store_path
+from latentatlas.stores import ParquetChunkStore, StoreError, ZarrChunkStore
 
 
 class LatentDataset:
@@ -100,7 +98,7 @@ class LatentDataset:
 
     def torch_dataset(self, attributes: Sequence[str] | None = None, space: str = "z", images: bool = False):
         """A ``torch.utils.data.Dataset`` of ``{"sample_id", space, "labels"[, "image"]}`` items."""
-        from pipeline.torch_dataset import LatentTorchDataset
+        from latentatlas.torch_dataset import LatentTorchDataset
 
         return LatentTorchDataset(self, self._check_attributes(attributes), space, images)
 

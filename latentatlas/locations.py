@@ -5,7 +5,7 @@ written with temp files and renames, and locked with ``flock``. ``--data-dir s3:
 ``az://``/``abfs://``, and ``memory://`` for tests) is a prefix in an object store (:class:`upath.UPath` over
 fsspec): there an object appears only once its upload is complete, so every chunk, Parquet part and metadata file
 is written with one put, which is atomic; renames (copies there) are never used. Object stores have no locks: one
-writer per store at a time is the user's to ensure (see :func:`pipeline.stores.store_lock`).
+writer per store at a time is the user's to ensure (see :func:`latentatlas.stores.store_lock`).
 
 Credentials and endpoints come from each backend's usual environment (``AWS_*`` incl. ``AWS_ENDPOINT_URL`` for
 S3-compatible servers such as MinIO, ``GOOGLE_APPLICATION_CREDENTIALS``, ...), the same on every worker. The
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from upath import UPath
+from latentatlas.errors import LatentAtlasError
 
 # Protocols whose writes become visible only when complete (one PUT or a committed upload).
 OBJECT_STORE_PROTOCOLS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs",
@@ -29,7 +30,7 @@ _URL = re.compile(r"^(?P<protocol>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
 StorePath = Path | UPath
 
 
-class LocationError(ValueError):
+class LocationError(LatentAtlasError, ValueError):
     """A data dir URL names a protocol stores cannot live on, or its fsspec backend is not installed."""
 
 

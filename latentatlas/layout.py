@@ -1,0 +1,63 @@
+"""Where every store and output lives: the one place that names them.
+
+Stores live in the data dir (``--data-dir``, local or an object store); the fitted directions, evaluations,
+metrics and reports live under the output root (``--out-root``, the working directory by default, as ``dvc.yaml``
+expects). Every stage, the reader and the CLI take their paths from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: In the data dir: sample → ``latents.zarr``, synthesize → ``images.zarr``, label → ``labels/`` + contact sheet.
+LATENTS_STORE = "latents.zarr"
+IMAGES_STORE = "images.zarr"
+LABELS_STORE = "labels"
+CONTACT_SHEET = "contact_sheet.png"
+
+#: Under the output root.
+DIRECTIONS_DIR = "directions"
+EVALUATIONS_DIR = "evaluations"
+METRICS_DIR = "metrics"
+GRIDS_DIR = "reports/grids"
+REPORT_HTML = "reports/report.html"
+REPORT_MD = "reports/summary.md"
+FIT_WORK_DIR = ".cache/fit"
+#: Lock files of outputs that DVC tracks live here, never inside the outputs themselves.
+LOCKS_DIR = ".cache/locks"
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """The output paths of fit, evaluate and report under one root (``Path(".")``: the repository, as ``dvc.yaml``
+    has them). ``OutputLayout(root).directions("interfacegan")`` → ``root/directions/interfacegan``."""
+
+    root: Path = Path(".")
+
+    def directions_root(self) -> Path:
+        return self.root / DIRECTIONS_DIR
+
+    def directions(self, method: str) -> Path:
+        return self.root / DIRECTIONS_DIR / method
+
+    def evaluations_root(self) -> Path:
+        return self.root / EVALUATIONS_DIR
+
+    def metrics_root(self) -> Path:
+        return self.root / METRICS_DIR
+
+    def grids_root(self) -> Path:
+        return self.root / GRIDS_DIR
+
+    def report_html(self) -> Path:
+        return self.root / REPORT_HTML
+
+    def report_markdown(self) -> Path:
+        return self.root / REPORT_MD
+
+    def fit_work_root(self) -> Path:
+        return self.root / FIT_WORK_DIR
+
+    def locks_root(self) -> Path:
+        return self.root / LOCKS_DIR

@@ -1,0 +1,57 @@
+"""Running one stage as the CLI asks: as a Prefect flow (one task per chunk, visible in the UI) or as a plain loop in
+this process (``--engine local``: no Prefect, for debugging and scripting). Both write the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from latentatlas.layout import OutputLayout
+from latentatlas.locations import StorePath
+from latentatlas.params import Params
+from stages.chunked import ChunkedStage, run_stage
+from stages.evaluate import EvaluateStage
+from stages.label import LabelStage
+from stages.sample import SampleStage
+from stages.synthesize import SynthesizeStage
+
+Engine = Literal["prefect", "local"]
+
+#: The chunked stages of the spine, by the name ``dvc.yaml`` and the CLI use for them.
+SPINE_STAGES: dict[str, Callable[[Params, StorePath], ChunkedStage]] = {
+    "sample": SampleStage,
+    "synthesize": SynthesizeStage,
+    "label": LabelStage,
+}
+STAGE_NAMES = (*SPINE_STAGES, "fit", "evaluate")
+
+
+def build_stage(stage_name: str, params: Params, data_dir: StorePath, method: str | None = None,
+                layout: OutputLayout = OutputLayout()) -> ChunkedStage:
+    """The chunked stage ``stage_name`` (a spine stage, or ``evaluate`` of ``method``), opened on its stores."""
+    if stage_name == "evaluate":
+        if method is None:
+            raise ValueError("the evaluate stage needs a method")
+        return EvaluateStage(params, data_dir, method, layout=layout)
+    return SPINE_STAGES[stage_name](params, data_dir)
+
+
+def run(stage_name: str, params: Params, data_dir: StorePath, engine: Engine = "prefect", method: str | None = None,
+        layout: OutputLayout = OutputLayout()) -> None:
+    """Run ``stage_name`` (``sample``, ``synthesize``, ``label``, ``fit`` or ``evaluate`` of ``method``) to the end."""
+    if stage_name not in STAGE_NAMES:
+        raise ValueError(f"unknown stage {stage_name!r}; expected one of {STAGE_NAMES}")
+    if engine == "prefect":
+        from pipeline import flows  # imports Prefect: only when a flow runs
+
+        if stage_name == "fit":
+            flows.run_fit_flow(method, params, data_dir, layout)
+        else:
+            flows.run_stage_flow(stage_name, params, data_dir, method=method, layout=layout)
+    elif stage_name == "fit":
+        from stages.fit import run_fit
+
+        run_fit(params, data_dir, method, layout=layout)
+    else:
+        run_stage(build_stage(stage_name, params, data_dir, method, layout))
