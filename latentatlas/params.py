@@ -23,6 +23,8 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 #: (``stages.methods.method_params_model``): the core knows no method.
 MethodModels = Callable[[str], type[BaseModel]]
 METHOD_MODELS = "method_models"
+#: The largest stored image side: 4096² RGB is 48 MiB per image, already more than a chunk should hold.
+MAX_STORE_RESOLUTION = 4096
 
 
 class ParamsError(LatentAtlasError, ValueError):
@@ -30,7 +32,9 @@ class ParamsError(LatentAtlasError, ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: no unknown keys, no coercion (``true`` is not 1, ``"5"`` is not 5), no NaN or infinity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _check_device(value: str) -> str:
@@ -55,7 +59,8 @@ class SynthesizeParams(_Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
     amp: bool = Field(True, description="fp16 autocast on CUDA (ignored on the CPU)")
     keep_images: bool = Field(True, description="store uint8 images; false: labels come straight from the generator")
-    store_resolution: PositiveInt | None = Field(None, description="side of stored images; null = the generator's")
+    store_resolution: PositiveInt | None = Field(None, le=MAX_STORE_RESOLUTION,
+                                                 description="side of stored images; null = the generator's")
 
     _device = field_validator("device")(_check_device)
 
@@ -115,7 +120,8 @@ class FitParams(_Section):
 
     methods: list[str] = Field(default_factory=lambda: ["interfacegan"], min_length=1,
                                description="methods to run, each a DVC job writing directions/<method>/")
-    attributes: list[str] | None = Field(None, description="attributes to fit (null: every labeled attribute)")
+    attributes: list[str] | None = Field(None, min_length=1,
+                                         description="attributes to fit (null: every labeled attribute)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
     params: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                               description="per-method params, validated by each method's model")
@@ -177,7 +183,8 @@ class EvalParams(_Section):
     seed: int = Field(1, ge=0, description="seed of the held-out stream (disjoint from the fit stream)")
     alphas: list[float] = Field(default_factory=lambda: [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0], min_length=3,
                                 description="edit strengths; must include 0 (the original)")
-    attributes: list[str] | None = Field(None, description="attributes to evaluate (null: fit.attributes)")
+    attributes: list[str] | None = Field(None, min_length=1,
+                                         description="attributes to evaluate (null: fit.attributes)")
     condition_on: list[str] = Field(default_factory=list,
                                     description="also evaluate conditional editing holding these directions fixed")
     ppl_samples: PositiveInt = Field(32, description="(z, t) samples per direction for the perceptual path length")
@@ -238,13 +245,32 @@ def parse_params(raw: dict[str, Any], source: str = "params", method_models: Met
         raise ParamsError(_format_error(source, error)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (line {seen[key] + 1} and line "
+                                f"{key_node.start_mark.line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path, what: str) -> Any:
     if not path.is_file():
         raise ParamsError(f"{path}: {what} not found")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+        raise ParamsError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
+    if loaded is None:
+        raise ParamsError(f"{path}: the {what} is empty; expected a mapping of sections (see params.yaml in the "
+                          f"repository)")
+    return loaded
 
 
 def load_params(path: str | Path, method_models: MethodModels | None = None) -> Params:

@@ -114,8 +114,9 @@ class StoreInfo:
 
 
 @contextlib.contextmanager
-def store_lock(path: StorePath) -> Iterator[None]:
-    """Hold an exclusive lock on the store at ``path`` (a sibling ``.<name>.lock`` file) or fail at once.
+def store_lock(path: StorePath, lock_dir: Path | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the store at ``path`` (a sibling ``.<name>.lock`` file, or ``<name>.lock`` in
+    ``lock_dir`` for outputs whose folder DVC tracks as a whole) or fail at once.
 
     Object stores have no lock that a killed holder releases: there this warns and locks nothing.
 
@@ -129,7 +130,9 @@ def store_lock(path: StorePath) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.parent / f".{path.name}.lock"
+    if lock_dir is not None:
+        Path(lock_dir).mkdir(parents=True, exist_ok=True)
+    lock_path = path.parent / f".{path.name}.lock" if lock_dir is None else Path(lock_dir) / f"{path.name}.lock"
     handle = open(lock_path, "a+")
     try:
         try:

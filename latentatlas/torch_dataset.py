@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from latentatlas.stores import StoreError
+
 if TYPE_CHECKING:
     from latentatlas.dataset import LatentDataset
 
@@ -38,6 +40,12 @@ class LatentTorchDataset(Dataset):
     def _chunk(self, index: int) -> dict[str, np.ndarray]:
         if index != self._cached_index:
             table = self.source.labels_store.read_chunk(index)
+            rows = self.source.labels_store.info.chunk_slice(index)
+            sample_ids = table.column("sample_id").to_numpy()
+            if not np.array_equal(sample_ids, np.arange(rows.start, rows.stop)):
+                raise StoreError(f"{self.source.labels_store.part_path(index)}: holds sample_id "
+                                 f"{sample_ids[0]}..{sample_ids[-1]}, but chunk {index} is rows {rows.start}.."
+                                 f"{rows.stop - 1}; the labels store was altered: rerun `latentatlas label`")
             chunk = {"latents": self.source.latents_store.read_chunk(self.space, index),
                      "labels": np.stack([table.column(name).to_numpy() for name in self.attributes], axis=1)}
             if self.images:

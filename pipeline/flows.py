@@ -42,7 +42,6 @@ from latentatlas.errors import LatentAtlasError
 from latentatlas.layout import OutputLayout
 from latentatlas.locations import StorePath, location_string
 from latentatlas.params import Params, RuntimeParams
-from latentatlas.stores import store_lock
 from pipeline.engine import build_stage
 from pipeline.placement import ChunkReport, StageSpec, run_chunk_from_spec, serving
 from stages.chunked import ChunkedStage
@@ -256,7 +255,7 @@ def fit_unit(stage: FitStage, method: str, unit_name: str, attributes: list[str]
 
 def _fit_flow(method: str, params: Params, data_dir: str, out_root: str) -> None:
     stage = FitStage(params, data_dir, method, layout=OutputLayout(Path(out_root)))
-    with store_lock(stage.out_dir):
+    with stage.lock():
         units = stage.units()
         futures = [fit_unit.submit(stage, method, "+".join(unit) if len(unit) < 4 else "all", unit)
                    for unit in units]

@@ -9,6 +9,7 @@ produced the fit, so a killed run resumes and a changed one starts clean.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 from latentatlas import dataset
 from latentatlas.layout import OutputLayout
 from latentatlas.params import Params
-from latentatlas.stores import fingerprint_of
+from latentatlas.stores import fingerprint_of, store_lock
 from stages.device import resolve_device
 from stages.generators import generator_for
 from stages.labelers import labeler_for
@@ -44,6 +45,7 @@ class FitStage:
             raise MethodInputError(f"fit.attributes: {unknown} are not labeled attributes; the labels have "
                                    f"{self.data.attributes}")
         self.device = resolve_device(params.fit.device)
+        self.layout = layout
         self.out_dir = layout.directions(method)
         self.input_fingerprint = self.data.labels_store.info.fingerprint
         self.fingerprint = fingerprint_of({"method": method, "params": self.method_params.model_dump(mode="json"),
@@ -69,6 +71,11 @@ class FitStage:
     def score_images(self, images: torch.Tensor) -> pd.DataFrame:
         """(N, 3, H, W) images in [-1, 1] → DataFrame of every attribute the labeler gives (for naming)."""
         return score_frame(self.labeler, images, self.params.label.batch_size, self.device)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the lock on this method's output folder. The lock file lives in the layout's lock folder, never
+        inside ``directions/`` (which DVC hashes as the report's input)."""
+        return store_lock(self.out_dir, lock_dir=self.layout.locks_root())
 
     def units(self) -> list[list[str]]:
         """Groups of attributes fitted together: one per attribute for separable methods, else one group."""
@@ -99,8 +106,6 @@ class FitStage:
 def run_fit(params: Params, data_dir: Path, method: str, layout: OutputLayout = OutputLayout(),
             **plugins: Any) -> DirectionSet:
     """Fit ``method`` in this process, unit after unit (no Prefect): for tests and scripting."""
-    from latentatlas.stores import store_lock
-
     stage = FitStage(params, data_dir, method, layout=layout, **plugins)
-    with store_lock(stage.out_dir):
+    with stage.lock():
         return stage.finish([stage.fit_unit(unit) for unit in stage.units()])

@@ -110,3 +110,82 @@ def test_labeler_plugin_by_import_path_runs(tmp_path) -> None:
         assert result.exit_code == 0, result.output
     status = CliRunner().invoke(main, ["status", "--data-dir", str(tmp_path / "data")])
     assert status.output.count("complete   2/2 chunks") == 3
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"sample": {"n_samples": True}}, r"sample\.n_samples: Input should be a valid integer.*\(got True\)"),
+    ({"sample": {"seed": 1.5}}, r"sample\.seed: Input should be a valid integer"),
+    ({"synthesize": {"amp": 1}}, r"synthesize\.amp: Input should be a valid boolean"),
+    ({"fit": {"attributes": [], "params": {"interfacegan": {}}}}, r"fit\.attributes: List should have at least 1"),
+    ({"eval": {"alphas": [-1.0, 0.0, float("inf")]}}, r"eval\.alphas\.2: Input should be a finite number"),
+    ({"eval": {"alphas": [float("nan"), 0.0, 1.0]}}, r"eval\.alphas\.0: Input should be a finite number"),
+    ({"synthesize": {"store_resolution": 100_000}}, r"synthesize\.store_resolution: Input should be less than or "
+                                                    r"equal to 4096"),
+])
+def test_params_are_strict(raw: dict, expected: str) -> None:
+    with pytest.raises(ParamsError, match=expected):
+        parse_params(raw, source="params.yaml")
+
+
+def test_empty_params_file_and_duplicate_keys_are_refused(tmp_path) -> None:
+    empty = tmp_path / "params.yaml"
+    empty.write_text("# nothing here\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml: the params file is empty"):
+        load_params(empty)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("sample:\n  n_samples: 10\n  seed: 1\n  n_samples: 20\n")
+    with pytest.raises(ParamsError, match=r"twice\.yaml: not valid YAML .*'n_samples' is given twice \(line 2 and "
+                                          r"line 4\)"):
+        load_params(twice)
+    line = _one_error_line(CliRunner().invoke(main, ["sample", "--params", str(twice), "--data-dir",
+                                                     str(tmp_path / "data"), "--engine", "local"]))
+    assert "is given twice" in line
+
+
+def test_params_name_only_declared_plugins(tmp_path) -> None:
+    """A params file chooses code to run: an import path to anything not declared a plugin is refused before it is
+    called (here it would run a shell command)."""
+    from latentatlas.registry import RegistryError
+    from stages.generators import build_generator
+
+    marker = tmp_path / "ran"
+    with pytest.raises(RegistryError, match=r"subprocess:getoutput.*refused, subprocess\.getoutput is not declared a "
+                                            r"latentatlas generator plugin"):
+        build_generator("subprocess:getoutput", cmd=f"touch {marker}")
+    assert not marker.exists()
+    line = _one_error_line(_cli(tmp_path, {"generator": {"name": "subprocess:getoutput",
+                                                        "kwargs": {"cmd": f"touch {marker}"}}}, "sample"))
+    assert "not declared a latentatlas generator plugin" in line and not marker.exists()
+    # A declared labeler is not a generator either.
+    with pytest.raises(RegistryError, match="not declared a latentatlas generator plugin"):
+        build_generator(COLOR_LABELER)
+    # Kwargs are checked against the factory before it is called.
+    line = _one_error_line(_cli(tmp_path, {"generator": {"name": "dcgan-digiface", "kwargs": {"path": "x.pkl"}}},
+                                "sample"))
+    assert "generator 'dcgan-digiface': kwargs ['path'] do not fit its factory build_dcgan_digiface()" in line
+
+
+def test_a_bug_keeps_its_traceback_and_debug_shows_user_errors(tmp_path, monkeypatch) -> None:
+    """Only the project's own errors become one line; an internal ValueError is a bug and must stay visible."""
+    import stages.sample
+
+    params = {"sample": {"n_samples": 10, "chunk_size": 5}, "synthesize": {"device": "cpu"}}
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(stages.sample, "sample_latents_z", broken)
+    result = _cli(tmp_path, params, "sample")
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)  # not turned into "Error: ..."
+    assert "Error: an internal bug" not in result.output
+    monkeypatch.undo()
+
+    params_path = tmp_path / "params.yaml"
+    debug = CliRunner().invoke(main, ["--debug", "synthesize", "--params", str(params_path), "--data-dir",
+                                      str(tmp_path / "missing"), "--engine", "local"])
+    from latentatlas.stores import StoreError
+
+    assert isinstance(debug.exception, StoreError) and "no store here" in str(debug.exception)
+    plain = CliRunner().invoke(main, ["synthesize", "--params", str(params_path), "--data-dir",
+                                      str(tmp_path / "missing"), "--engine", "local"])
+    assert "no store here" in _one_error_line(plain)

@@ -79,3 +79,14 @@ def test_open_refuses_incomplete_or_mismatched_stores(tmp_path, tiny_run) -> Non
     shutil.copytree(tiny_run / "labels", mixed / "labels")
     with pytest.raises(StoreError, match="computed from other images"):
         dataset.open(mixed)
+
+
+def test_torch_dataset_checks_sample_ids(tmp_path, tiny_run) -> None:
+    """Two label parts swapped: item 150 must not silently get another sample's labels."""
+    swapped = tmp_path / "swapped"
+    shutil.copytree(tiny_run, swapped)
+    first, second = swapped / "labels" / "part-00000.parquet", swapped / "labels" / "part-00001.parquet"
+    first.rename(tmp_path / "part"), second.rename(first), (tmp_path / "part").rename(second)
+    torch_data = dataset.open(swapped).torch_dataset(["red"])
+    with pytest.raises(StoreError, match=r"labels"):
+        torch_data[150]

@@ -50,6 +50,9 @@ def test_bad_preset_names_the_file_and_key(tmp_path) -> None:
     with pytest.raises(ParamsError, match=r"typo\.yaml: fit"):
         load_preset(preset, params_path)
     preset.write_text("")
+    with pytest.raises(ParamsError, match="typo.yaml: the file is empty"):
+        load_preset(preset, params_path)
+    preset.write_text("{}\n")
     with pytest.raises(ParamsError, match="changes no key"):
         load_preset(preset, params_path)
     with pytest.raises(ParamsError, match=r"missing\.yaml: file not found"):

@@ -117,6 +117,25 @@ def check_attributes(context: FitContext, method: str) -> None:
             raise MethodInputError(f"{method}: label column {name!r} is constant ({column[0]!r}): nothing to separate")
 
 
+def supervised_inputs(context: FitContext, method: str, space: str) -> np.ndarray:
+    """The checks every supervised method makes before fitting, and the (N, D) latents of ``space`` it fits on.
+
+    Raises:
+        MethodInputError: an attribute missing from the labels or constant, no attributes, no latents for ``space``,
+            or label rows that do not match the latent rows.
+    """
+    check_attributes(context, method)
+    if not context.attributes:
+        raise MethodInputError(f"{method}: no attributes to fit (context.attributes is empty)")
+    if space not in context.latents:
+        raise MethodInputError(f"{method}: no latents for space {space!r}; have {sorted(context.latents)} "
+                               f"(the generator may have no mapping network)")
+    latents = np.asarray(context.latents[space])
+    if len(context.labels) != latents.shape[0]:
+        raise MethodInputError(f"{method}: {len(context.labels)} label rows for {latents.shape[0]} latents")
+    return latents
+
+
 def unit(vector: np.ndarray) -> np.ndarray:
     """``vector`` scaled to unit norm along its last axis (float32)."""
     vector = np.asarray(vector, dtype=np.float64)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.svm import SVC, LinearSVC
 
 from stages.directions import DirectionSet
-from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec, check_attributes, unit
+from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec, supervised_inputs, unit
 
 METHOD = "interfacegan"
 
@@ -200,14 +200,7 @@ def build_direction_set(results: dict[str, tuple[np.ndarray, dict[str, Any]]], p
 def fit_interfacegan(context: FitContext, params: InterFaceGANParams) -> DirectionSet:
     """One boundary normal per attribute in ``context.attributes``, each fitted independently
     (:func:`fit_attribute`)."""
-    check_attributes(context, METHOD)
-    if not context.attributes:
-        raise MethodInputError(f"{METHOD}: no attributes to fit (context.attributes is empty)")
-    if params.space not in context.latents:
-        raise MethodInputError(f"{METHOD}: no latents for space {params.space!r}; have {sorted(context.latents)}")
-    latents = context.latents[params.space]
-    if len(context.labels) != latents.shape[0]:
-        raise MethodInputError(f"{METHOD}: {len(context.labels)} label rows for {latents.shape[0]} latents")
+    latents = supervised_inputs(context, METHOD, params.space)
     results = {}
     for step, attribute in enumerate(context.attributes):
         results[attribute] = fit_attribute(latents, context.labels[attribute].to_numpy(), params, attribute)

@@ -40,7 +40,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from stages.directions import DirectionSet
-from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec, check_attributes, unit
+from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec, supervised_inputs, unit
 
 METHOD = "ortho-linear"
 
@@ -161,14 +161,7 @@ def cosine_table(directions: DirectionSet) -> pd.DataFrame:
 
 def fit_ortho_linear(context: FitContext, params: OrthoLinearParams) -> DirectionSet:
     """Directions = normalised rows of the jointly fitted W; stats: R² per attribute on the held-out split."""
-    check_attributes(context, METHOD)
-    if len(context.attributes) == 0:
-        raise MethodInputError(f"{METHOD}: no attributes to fit (context.attributes is empty)")
-    if params.space not in context.latents:
-        raise MethodInputError(f"{METHOD}: no latents for space {params.space!r}; have {sorted(context.latents)}")
-    latents = np.asarray(context.latents[params.space])
-    if len(context.labels) != latents.shape[0]:
-        raise MethodInputError(f"{METHOD}: {len(context.labels)} label rows for {latents.shape[0]} latents")
+    latents = supervised_inputs(context, METHOD, params.space)
     targets = context.labels[list(context.attributes)].to_numpy(dtype=np.float64)
     keep = np.all(np.isfinite(targets), axis=1)
     weight, bias, info = fit_mapping(latents[keep], targets[keep], params, progress=context.progress,

@@ -45,7 +45,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from torch import nn
 
 from stages.directions import DirectionSet, concatenate_direction_sets
-from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec, check_attributes, unit
+from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec, supervised_inputs, unit
 
 METHOD = "tunagan"
 
@@ -328,19 +328,11 @@ def load_model(directions: DirectionSet, attribute: str) -> AttributeMLP:
 
 def fit_tunagan(context: FitContext, params: TunaGANParams) -> DirectionSet:
     """One model per attribute in ``context.attributes`` (independent fits, :func:`fit_attribute`)."""
-    check_attributes(context, METHOD)
-    if not context.attributes:
-        raise MethodInputError(f"{METHOD}: no attributes to fit (context.attributes is empty)")
-    if params.space not in context.latents:
-        raise MethodInputError(f"{METHOD}: no latents for space {params.space!r}; have {sorted(context.latents)} "
-                               f"(the generator may have no mapping network)")
+    latents = supervised_inputs(context, METHOD, params.space)
     unknown = sorted(set(params.binary_attributes or []) - set(context.attributes))
     if unknown:
         raise MethodInputError(f"{METHOD}: binary_attributes {unknown} are not among the attributes "
                                f"{list(context.attributes)}")
-    latents = context.latents[params.space]
-    if len(context.labels) != latents.shape[0]:
-        raise MethodInputError(f"{METHOD}: {len(context.labels)} label rows for {latents.shape[0]} latents")
     results = {}
     for step, attribute in enumerate(context.attributes):
         results[attribute] = fit_attribute(latents, context.labels[attribute].to_numpy(), params, attribute,
