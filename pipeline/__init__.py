@@ -1,1 +1,3 @@
-"""Orchestration of latentatlas: validated params, chunked stores, Prefect flows, the CLI and the dataset reader."""
+"""Orchestration of latentatlas: the CLI, the Prefect flows, the engine that runs a stage as a flow or a plain loop,
+worker placement and the local Prefect server. It imports ``stages/`` and the core (``latentatlas/``); nothing imports
+it."""

@@ -4,37 +4,15 @@ this process (``--engine local``: no Prefect, for debugging and scripting). Both
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 from latentatlas.layout import OutputLayout
 from latentatlas.locations import StorePath
 from latentatlas.params import Params
-from stages.chunked import ChunkedStage, run_stage
-from stages.evaluate import EvaluateStage
-from stages.label import LabelStage
-from stages.sample import SampleStage
-from stages.synthesize import SynthesizeStage
+from pipeline.catalog import STAGE_NAMES, build_stage
+from stages.chunked import run_stage
 
 Engine = Literal["prefect", "local"]
-
-#: The chunked stages of the spine, by the name ``dvc.yaml`` and the CLI use for them.
-SPINE_STAGES: dict[str, Callable[[Params, StorePath], ChunkedStage]] = {
-    "sample": SampleStage,
-    "synthesize": SynthesizeStage,
-    "label": LabelStage,
-}
-STAGE_NAMES = (*SPINE_STAGES, "fit", "evaluate")
-
-
-def build_stage(stage_name: str, params: Params, data_dir: StorePath, method: str | None = None,
-                layout: OutputLayout = OutputLayout()) -> ChunkedStage:
-    """The chunked stage ``stage_name`` (a spine stage, or ``evaluate`` of ``method``), opened on its stores."""
-    if stage_name == "evaluate":
-        if method is None:
-            raise ValueError("the evaluate stage needs a method")
-        return EvaluateStage(params, data_dir, method, layout=layout)
-    return SPINE_STAGES[stage_name](params, data_dir)
 
 
 def run(stage_name: str, params: Params, data_dir: StorePath, engine: Engine = "prefect", method: str | None = None,

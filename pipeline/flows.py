@@ -42,7 +42,7 @@ from latentatlas.errors import LatentAtlasError
 from latentatlas.layout import OutputLayout
 from latentatlas.locations import StorePath, location_string
 from latentatlas.params import Params, RuntimeParams
-from pipeline.engine import build_stage
+from pipeline.catalog import build_stage
 from pipeline.placement import ChunkReport, StageSpec, run_chunk_from_spec, serving
 from stages.chunked import ChunkedStage
 from stages.fit import FitStage

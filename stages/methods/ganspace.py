@@ -1,4 +1,5 @@
-"""GANSpace (Härkönen et al., NeurIPS 2020): PCA of early generator features, carried back to the latent space.
+"""GANSpace (Härkönen, Hertzmann, Lehtinen & Paris, "GANSpace: Discovering Interpretable GAN Controls", NeurIPS
+2020): PCA of early generator features, carried back to the latent space.
 
 For a generator without a mapping network (BigGAN in the paper, our DCGAN; Sec. 2.2 "Principal components and
 principal feature directions"):

@@ -1,4 +1,5 @@
-"""InterFaceGAN (Shen et al., CVPR 2020): a linear SVM boundary per attribute; its unit normal is the direction.
+"""InterFaceGAN (Shen, Gu, Tang & Zhou, "Interpreting the Latent Space of GANs for Semantic Face Editing",
+CVPR 2020): a linear SVM boundary per attribute; its unit normal is the direction.
 
 For one attribute with scores s over N latents (InterFaceGAN Sec. 3, "implementation details"; official code
 ``utils/manipulator.py: train_boundary``):

@@ -1,4 +1,6 @@
-"""Unsupervised direction discovery by a deformator / reconstructor pair (Voynov & Babenko 2020; Lu et al. 2020).
+"""Unsupervised direction discovery by a deformator / reconstructor pair: Voynov & Babenko, "Unsupervised Discovery
+of Interpretable Directions in the GAN Latent Space" (ICML 2020); Lu, Lee, Tseng & Yang, "Unsupervised Discovery of
+Disentangled Manifolds in GANs" (2020).
 
 - :mod:`~stages.unsupervised.deformator`: A, direction codes e_k·ε → latent shifts (linear, orthonormal, fc).
 - :mod:`~stages.unsupervised.reconstructor`: R, image pair → direction logits and ε (LeNet, ResNet-18).
