@@ -21,9 +21,16 @@ class Generator(Protocol):
     Attributes:
         name: registry name, stored in the stores' metadata.
         z_dim: dimension of the prior latent z ~ N(0, I).
-        latent_spaces: spaces it can be driven from, ``("z",)`` or ``("z", "w")`` for a mapping network.
+        latent_spaces: spaces it can be driven from: ``("z",)``; ``("z", "w", "w+")`` for a style-based generator
+            (a mapping network z → w, and one w per synthesis layer in W+).
         resolution: side of the square images it produces.
         fingerprint: a string that changes whenever its outputs would (weights hash, architecture, kwargs).
+
+    Latent shapes: ``z`` (N, z_dim); ``w`` (N, w_dim), the same w fed to every synthesis layer; ``w+``
+    (N, num_ws, w_dim), one w per layer. A generator with W also has ``w_dim`` and ``num_ws`` attributes.
+    ``map`` applies the generator's truncation (ψ, from its kwargs, towards the file's w_avg), so ``synthesize(z,
+    "z")`` equals ``synthesize(map(z)["w"], "w")``. A class-conditional generator is built for one class (its
+    kwargs) and behaves as an unconditional one.
     """
 
     name: str
@@ -35,11 +42,13 @@ class Generator(Protocol):
     def to(self, device: torch.device) -> "Generator": ...
 
     def map(self, latents_z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(N, z_dim) z → every latent space besides z that the generator has, e.g. ``{"w": (N, w_dim)}``."""
+        """(N, z_dim) z → the stored latent spaces besides z: ``{}`` without a mapping network, else
+        ``{"w": (N, w_dim)}`` (truncated as the generator's kwargs say; W+ is w repeated, never stored)."""
         ...
 
     def synthesize(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
-        """(N, dim) latents of ``space`` → (N, 3, resolution, resolution) images in [-1, 1]."""
+        """Latents of ``space`` (shapes above) → (N, 3, resolution, resolution) float images, nominally in [-1, 1]
+        (not clamped)."""
         ...
 
 
