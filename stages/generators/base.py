@@ -10,8 +10,13 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from latentatlas.errors import LatentAtlasError
 from latentatlas.params import GeneratorParams
 from latentatlas.registry import Registry, RegistryError
+
+
+class GeneratorFileError(LatentAtlasError, ValueError):
+    """A generator weights file (or its config) that is missing, unreadable, or not the format its name expects."""
 
 
 @runtime_checkable
@@ -29,7 +34,9 @@ class Generator(Protocol):
     Latent shapes: ``z`` (N, z_dim); ``w`` (N, w_dim), the same w fed to every synthesis layer; ``w+``
     (N, num_ws, w_dim), one w per layer. A generator with W also has ``w_dim`` and ``num_ws`` attributes.
     ``map`` applies the generator's truncation (ψ, from its kwargs, towards the file's w_avg), so ``synthesize(z,
-    "z")`` equals ``synthesize(map(z)["w"], "w")``. A class-conditional generator is built for one class (its
+    "z")`` equals ``synthesize(map(z)["w"], "w")``. The W+ code of a w is w repeated per layer, unless the
+    generator says otherwise with a ``w_plus_from_w(w) -> (N, num_ws, w_dim)`` method (InterFaceGAN's StyleGAN
+    truncates only some layers): :func:`w_plus_of`. A class-conditional generator is built for one class (its
     kwargs) and behaves as an unconditional one.
     """
 
@@ -66,7 +73,14 @@ class FactorizableGenerator(Protocol):
 
 
 #: Built-in generators by name; each module registers its own (imported when the name is first used).
-GENERATORS: Registry[Generator] = Registry("generator", builtins={"dcgan-digiface": "stages.generators.dcgan"})
+GENERATORS: Registry[Generator] = Registry("generator", builtins={
+    "dcgan-digiface": "stages.generators.dcgan",
+    "stylegan2": "stages.generators.stylegan2",
+    "stylegan3": "stages.generators.stylegan3",
+    "pggan": "stages.generators.pggan",
+    "stylegan": "stages.generators.stylegan",
+    "biggan": "stages.generators.biggan",
+})
 
 
 def build_generator(name: str, **kwargs) -> Generator:
@@ -77,6 +91,14 @@ def build_generator(name: str, **kwargs) -> Generator:
     if missing:
         raise RegistryError(f"generator {name!r} does not meet the Generator protocol: missing {missing}")
     return generator
+
+
+def w_plus_of(generator: Generator, latents_w: torch.Tensor) -> torch.Tensor:
+    """(N, w_dim) w → the (N, num_ws, w_dim) W+ code that ``synthesize(·, "w+")`` turns into the same image as
+    ``synthesize(w, "w")``."""
+    if hasattr(generator, "w_plus_from_w"):
+        return generator.w_plus_from_w(latents_w)
+    return latents_w[:, None, :].expand(-1, int(generator.num_ws), -1).contiguous()
 
 
 def generator_for(section: GeneratorParams, given: Generator | None = None) -> Generator:
