@@ -24,6 +24,7 @@ BENCHMARKS: tuple[tuple[str, list[str]], ...] = (
     ("(3) kill at 50 % and resume, Dask", ["bench.bench_resume", "--runner", "dask"]),
     ("(4) SVM at 10K per side vs SVC(kernel='linear')", ["bench.bench_svm"]),
     ("(5) Dask with 2 workers vs threads", ["bench.bench_dask"]),
+    ("Integrity: checksums, records and verification per stage", ["bench.bench_integrity"]),
 )
 SCALE = ("InterFaceGAN-scale run (500K)", ["bench.bench_scale"])
 

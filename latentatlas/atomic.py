@@ -1,4 +1,5 @@
-"""Atomic file writes: write a temp file beside the target, fsync, then ``os.replace`` (a reader never sees half).
+"""Atomic, durable file writes: write a temp file beside the target, fsync it, ``os.replace`` it into place, then
+fsync the folder (a reader never sees half a file, and a power loss never leaves a renamed but empty one).
 
 In an object store (a remote :class:`upath.UPath`, see :mod:`latentatlas.locations`) a single put is atomic already.
 """
@@ -17,8 +18,14 @@ from latentatlas.locations import is_remote
 
 
 def atomic_write_bytes(path: Path | UPath, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically and durably.
+
+    Raises:
+        OSError: the write failed (no space, no permission, ...); the target is then untouched and no temp file is
+            left behind.
+    """
     if is_remote(path):
-        path.write_bytes(payload)  # one put: the object appears only once complete
+        path.write_bytes(bytes(payload))  # one put: the object appears only once complete
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +40,16 @@ def atomic_write_bytes(path: Path | UPath, payload: bytes) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the renames and new entries in ``folder`` durable (POSIX: fsync of the directory)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_json(path: Path, value: Any) -> None:

@@ -65,14 +65,36 @@ class SynthesizeParams(_Section):
     _device = field_validator("device")(_check_device)
 
 
+class LabelerEntry(_Section):
+    """One labeler of a composed suite: ``{name: torch-classifier, kwargs: {...}}`` (or just its name)."""
+
+    name: str = Field(description="registered labeler name or 'package.module:factory'")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for its factory")
+
+
 class LabelParams(_Section):
     labeler: str = Field("faces", description="registered labeler (suite) name or 'package.module:factory'")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the labeler factory")
+    labelers: list[str | LabelerEntry] | None = Field(
+        None, min_length=1, description="several labelers composed into one suite, columns concatenated in this "
+                                        "order (instead of labeler/kwargs); clashing attribute names are an error")
     batch_size: PositiveInt = Field(256, description="images per labeler forward pass")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
     contact_sheet_samples: int = Field(32, ge=0, le=256, description="first samples drawn on the contact sheet")
 
     _device = field_validator("device")(_check_device)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_labelers(self) -> "LabelParams":
+        if self.labelers is not None and {"labeler", "kwargs"} & self.model_fields_set:
+            raise ValueError("give either labeler (+ kwargs) or labelers (a list), not both")
+        return self
+
+    def entries(self) -> list[LabelerEntry]:
+        """The labelers to run, in column order (one entry for a plain ``labeler``)."""
+        if self.labelers is None:
+            return [LabelerEntry(name=self.labeler, kwargs=self.kwargs)]
+        return [LabelerEntry(name=entry) if isinstance(entry, str) else entry for entry in self.labelers]
 
 
 _CLUSTER_ADDRESS = {"dask": re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$"),
@@ -187,6 +209,9 @@ class EvalParams(_Section):
                                          description="attributes to evaluate (null: fit.attributes)")
     condition_on: list[str] = Field(default_factory=list,
                                     description="also evaluate conditional editing holding these directions fixed")
+    layers: list[int] | None = Field(None, min_length=2, max_length=2,
+                                     description="W+ layers [start, stop) that edits of W directions "
+                                                       "move (null: every layer, a plain W edit)")
     ppl_samples: PositiveInt = Field(32, description="(z, t) samples per direction for the perceptual path length")
     lpips_net: Literal["alex", "vgg"] = Field("alex", description="LPIPS backbone")
     grid_samples: int = Field(4, ge=1, le=16, description="rows of each traversal grid PNG")
@@ -194,6 +219,13 @@ class EvalParams(_Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
 
     _device = field_validator("device")(_check_device)
+
+    @field_validator("layers")
+    @classmethod
+    def _layer_range(cls, layers: list[int] | None) -> list[int] | None:
+        if layers is not None and not 0 <= layers[0] < layers[1]:
+            raise ValueError(f"expected [start, stop] with 0 <= start < stop, got {list(layers)}")
+        return layers
 
     @field_validator("alphas")
     @classmethod

@@ -2,14 +2,21 @@
 
 Every store carries a :class:`StoreInfo` (what produced it, as a fingerprint) and obeys four rules:
 
-1. **Atomic chunks.** Chunk i is one Zarr chunk per array (Zarr's LocalStore writes each chunk file via a temp file
-   and a rename) or one Parquet file (written to a temp name, then ``os.replace``). A chunk that exists is complete.
+1. **Recorded chunks.** Chunk i is one Zarr chunk per array or one Parquet file, each written durably (temp file,
+   fsync, rename, fsync of the folder) and then given a record beside it (:mod:`latentatlas.chunk_records`: its size,
+   CRC32C, and the upstream chunks it was computed from). A chunk is done only when every file of it matches its
+   record; readers check each chunk against its record by default (``verify=False`` skips the checksum), so a
+   missing chunk never reads as zeros and a damaged one is never used. A stage rerun recomputes exactly the chunks
+   that are missing, damaged, unrecorded or computed from other upstream chunks.
 2. **Fingerprints.** :func:`prepare_store` reopens a store only when its fingerprint equals the one asked for; a
    store made by other params/models/upstream data is wiped and rebuilt (said loudly), never silently reused.
 3. **Atomic creation and wipe.** A store is created in a hidden sibling folder and renamed into place, and a stale
    one is renamed away before it is deleted: the path holds a whole, initialised store or nothing.
-4. **One writer.** :func:`store_lock` takes an exclusive ``flock`` on a sibling lock file; a second run fails fast.
-   The kernel drops the lock when its holder dies (even by SIGKILL), so a killed run never blocks its resume.
+4. **One writer, no writer under a reader.** :func:`store_lock` takes an exclusive ``flock`` on a sibling lock
+   file; a second run fails fast. A stage holds its input stores with :func:`store_read_lock` (a shared ``flock`` on
+   the same file) for its whole run, so an upstream writer is refused (naming the reader's pid) instead of changing
+   the chunks under it. The kernel drops a lock when its holder dies (even by SIGKILL), so a killed run never blocks
+   its resume.
 
 Stores may also live in an object store (``s3://…``, ``gs://…``, see :mod:`latentatlas.locations`). There each chunk,
 Parquet part and metadata file is one put (atomic: an object appears only when complete); creating or wiping a
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -36,10 +44,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
-from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
 
-from latentatlas.locations import StorePath, arrow_source, is_remote, store_path, zarr_storage_options
-from latentatlas.atomic import atomic_write_json
+from latentatlas.locations import StorePath, is_remote, store_path, zarr_storage_options
+from latentatlas.atomic import atomic_write_bytes, atomic_write_json, fsync_folder
+from latentatlas.chunk_records import (BAD_RECORD, DAMAGED, FOREIGN_RECORD, GAP_KINDS, MISSING, NOT_WRITTEN,
+                                       OTHER_UPSTREAM, RECORDS_DIR, UNRECORDED, WRONG_SIZE, ChecksummingZarrStore,
+                                       ChunkProblem, ChunkRecord, crc32c_hex, upstream_mismatch)
 from latentatlas.errors import LatentAtlasError
 
 STORE_FORMAT = "latentatlas/1"
@@ -53,7 +64,31 @@ class StoreError(LatentAtlasError, RuntimeError):
 
 
 class StoreLockedError(StoreError):
-    """Another run is writing this store."""
+    """Another run is writing this store (or, for a writer, reading it)."""
+
+
+#: The stage that writes each kind of store: what to rerun when one of its chunks is bad.
+PRODUCING_STAGE = {"latents": "sample", "images": "synthesize", "labels": "label", "evaluation": "evaluate"}
+
+_OS_ERROR_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space and rerun (finished chunks are kept)",
+    errno.EDQUOT: "the disk quota is exhausted: free some space and rerun (finished chunks are kept)",
+    errno.EACCES: "permission denied: make the data dir writable or choose another --data-dir",
+    errno.EPERM: "operation not permitted: make the data dir writable or choose another --data-dir",
+    errno.EROFS: "the filesystem is read-only: choose another --data-dir",
+    errno.ENOTDIR: "a folder on the way is a file: remove it or choose another --data-dir",
+    errno.EEXIST: "a file is in the way of a folder: remove it or choose another --data-dir",
+}
+
+
+def os_error(error: OSError, doing: str) -> StoreError:
+    """A one-line StoreError for an OSError met while ``doing`` (``"<store>: cannot write chunk 3"``)."""
+    advice = _OS_ERROR_ADVICE.get(error.errno or -1)
+    reason = error.strerror or type(error).__name__
+    if advice is None:
+        return StoreError(f"{doing}: {reason} ({error.filename or 'no file named'}); nothing half-written is left, "
+                          f"rerun when the cause is fixed")
+    return StoreError(f"{doing}: {advice} [{reason}]")
 
 
 def fingerprint_of(inputs: Mapping[str, Any]) -> str:
@@ -129,17 +164,26 @@ def store_lock(path: StorePath, lock_dir: Path | None = None) -> Iterator[None]:
                       stacklevel=3)
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if lock_dir is not None:
-        Path(lock_dir).mkdir(parents=True, exist_ok=True)
-    lock_path = path.parent / f".{path.name}.lock" if lock_dir is None else Path(lock_dir) / f"{path.name}.lock"
-    handle = open(lock_path, "a+")
+    _check_data_dir(path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if lock_dir is not None:
+            Path(lock_dir).mkdir(parents=True, exist_ok=True)
+        lock_path = _lock_path(path, lock_dir)
+        handle = open(lock_path, "a+")
+    except OSError as error:
+        raise os_error(error, f"{path}: cannot create its lock file") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
+            readers = _lock_holders(lock_path, "READ")
+            if readers:
+                raise StoreLockedError(f"{path} is being read by another run (pid {', '.join(map(str, readers))} "
+                                       f"holds a read lock on {lock_path}); wait for it to finish or stop it") \
+                    from None
             raise StoreLockedError(f"{path} is being written by another run (pid {holder} holds {lock_path}); "
                                    f"wait for it to finish or stop it") from None
         handle.seek(0)
@@ -149,6 +193,84 @@ def store_lock(path: StorePath, lock_dir: Path | None = None) -> Iterator[None]:
         yield
     finally:
         handle.close()  # closing releases the flock
+
+
+@contextlib.contextmanager
+def store_read_lock(path: StorePath) -> Iterator[None]:
+    """Hold a shared lock on the store at ``path`` (the lock file :func:`store_lock` locks exclusively) or fail at
+    once: readers share it, a writer can take it from none of them. A stage holds its inputs this way for its whole
+    run, so no upstream rerun rewrites chunks it is reading.
+
+    Object stores have no locks (this locks nothing there); neither does a read-only data dir without a lock file
+    (no writer can take one there either).
+
+    Raises:
+        StoreLockedError: a run is writing the store now (its pid is named).
+        StoreError: the data dir is a file.
+    """
+    path = store_path(path)
+    if is_remote(path):
+        yield
+        return
+    _check_data_dir(path.parent)
+    lock_path = _lock_path(path, None)
+    try:
+        handle = open(lock_path, "a+")
+    except FileNotFoundError:  # no data dir: the store is absent, which opening it reports
+        yield
+        return
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise os_error(error, f"{path}: cannot open its lock file") from None
+        try:
+            handle = open(lock_path)  # a read-only data dir: lock the file if it is there
+        except FileNotFoundError:
+            yield
+            return
+        except OSError as second_error:
+            raise os_error(second_error, f"{path}: cannot open its lock file") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise StoreLockedError(f"{path} is being written by another run (pid {holder} holds {lock_path}); "
+                                   f"wait for it to finish before reading it") from None
+        yield
+    finally:
+        handle.close()
+
+
+def _lock_path(path: Path, lock_dir: Path | None) -> Path:
+    return path.parent / f".{path.name}.lock" if lock_dir is None else Path(lock_dir) / f"{path.name}.lock"
+
+
+def _check_data_dir(folder: Path) -> None:
+    """Raises: StoreError: ``folder`` (or a folder above it) is a file."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise StoreError(f"{candidate}: the data dir is a file, expected a folder; remove it or choose "
+                                 f"another --data-dir")
+            return
+
+
+def _lock_holders(lock_path: Path, kind: str) -> list[int]:
+    """Pids holding a ``flock`` of ``kind`` (READ or WRITE) on ``lock_path``, from ``/proc/locks`` (Linux); empty
+    where that is not readable."""
+    try:
+        status = os.stat(lock_path)
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    inode = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    pids = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == kind and fields[5] == inode:
+            pids.append(int(fields[4]))
+    return sorted(set(pids))
 
 
 class _HalfMade:
@@ -172,6 +294,9 @@ def _read_info(path: StorePath) -> StoreInfo | _HalfMade | None:
         if not meta_file.is_file():
             if not any(path.iterdir()):
                 return None  # an empty folder (e.g. made by hand or by a tool): nothing to lose
+            if any(path.glob(f"*/{RECORDS_DIR}")):
+                raise StoreError(f"{path}: its zarr.json is missing (this latentatlas store lost its metadata); "
+                                 f"remove {path} and rerun the stage that writes it to rebuild it")
             raise StoreError(f"{path}: not a Zarr store (no zarr.json); it is not ours, so it is left alone — "
                              f"remove it or pick another path")
         try:
@@ -244,16 +369,30 @@ class ArraySpec:
 
 
 class ChunkedStore(abc.ABC):
-    """A store folder split into chunks along samples. Subclasses say how chunks are written and found."""
+    """A store folder split into chunks along samples. Subclasses say which files make a chunk and how they are
+    written and read; this class keeps each file's record (:mod:`latentatlas.chunk_records`) and checks files
+    against them.
 
-    def __init__(self, path: StorePath, info: StoreInfo) -> None:
+    Args:
+        path, info: where the store is and what it holds.
+        verify: check every chunk file read against its record (size and CRC32C) and refuse it on a mismatch;
+            False skips the checksum (a missing chunk is still refused).
+    """
+
+    def __init__(self, path: StorePath, info: StoreInfo, verify: bool = True) -> None:
         self.path = store_path(path)
         self.info = info
+        self.verify = verify
 
     # -- subclass interface -------------------------------------------------------------------------------------
     @abc.abstractmethod
-    def chunk_done(self, index: int) -> bool:
-        """Whether chunk ``index`` is fully written."""
+    def chunk_files(self, index: int) -> list[str]:
+        """The keys (relative to the store) of the files that make chunk ``index``; empty for a store that holds
+        no data (an images store without kept images)."""
+
+    @abc.abstractmethod
+    def record_key(self, file_key: str) -> str:
+        """The key of the record of chunk file ``file_key``."""
 
     @abc.abstractmethod
     def _write_info(self, info: StoreInfo) -> None:
@@ -264,16 +403,202 @@ class ChunkedStore(abc.ABC):
     def _create(cls, path: StorePath, info: StoreInfo, **layout: Any) -> None:
         """Initialise an empty store at ``path`` (a fresh folder) holding ``info``."""
 
+    # -- records ------------------------------------------------------------------------------------------------
+    def stage_hint(self) -> str:
+        """What to run to recompute this store's bad chunks."""
+        stage = PRODUCING_STAGE.get(self.info.kind)
+        return f"rerun `latentatlas {stage}` to recompute it" if stage else "rerun the stage that writes it"
+
+    def _file_bytes(self, key: str) -> bytes | None:
+        """The bytes of the store's file ``key``; None when it does not exist."""
+        path = self.path / key
+        try:
+            if is_remote(path):
+                return path.fs.cat_file(path.path)
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def _file_size(self, key: str) -> int | None:
+        path = self.path / key
+        try:
+            return int(path.fs.size(path.path)) if is_remote(path) else path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def read_record(self, file_key: str) -> ChunkRecord | None:
+        """The record of chunk file ``file_key`` as it is now on disk; None when there is none.
+
+        Raises:
+            StoreError: the record exists but is not one (named, with what is wrong).
+        """
+        payload = self._file_bytes(self.record_key(file_key))
+        if payload is None:
+            return None
+        try:
+            return ChunkRecord.from_bytes(payload)
+        except ValueError as error:
+            raise StoreError(f"{self.path / self.record_key(file_key)}: not a chunk record ({error}); "
+                             f"{self.stage_hint()}") from None
+
+    def _write_record(self, record: ChunkRecord) -> None:
+        atomic_write_bytes(self.path / self.record_key(record.file), record.to_bytes())
+
+    def _drop_records(self, index: int) -> None:
+        """Delete chunk ``index``'s records before rewriting it: a crash mid-rewrite leaves it unrecorded
+        (recomputed), never a record that describes other bytes."""
+        for key in self.chunk_files(index):
+            record_path = self.path / self.record_key(key)
+            if is_remote(record_path):
+                if record_path.exists():
+                    record_path.fs.rm(record_path.path)
+            else:
+                record_path.unlink(missing_ok=True)
+
+    def lineage(self, index: int) -> dict[str, Any]:
+        """What a downstream chunk computed from chunk ``index`` of this store records about it:
+        ``{"fingerprint": ..., "files": {key: digest or None}}`` (None: the file has no record now)."""
+        files: dict[str, str | None] = {}
+        for key in self.chunk_files(index):
+            try:
+                record = self.read_record(key)
+            except StoreError:
+                record = None
+            files[key] = record.digest if record is not None else None
+        return {"fingerprint": self.info.fingerprint, "files": files}
+
+    def check_file(self, index: int, key: str, record: ChunkRecord | None, data: bytes | None,
+                   size: int | None, deep: bool) -> ChunkProblem | None:
+        """Whether chunk file ``key`` (its ``data``, or only its ``size`` when not ``deep``) matches ``record``.
+        Returns the problem, or None."""
+        def problem(kind: str, detail: str) -> ChunkProblem:
+            return ChunkProblem(str(self.path), index, key, kind, detail)
+
+        if data is not None:
+            size = len(data)
+        if record is None:
+            if size is None:
+                return problem(NOT_WRITTEN, "no file, no record")
+            return problem(UNRECORDED, "the file has no record (a run stopped between writing it and recording it)")
+        if record.store != self.info.fingerprint or record.chunk != index or record.file != key:
+            return problem(FOREIGN_RECORD, f"the record belongs to chunk {record.chunk} ({record.file}) of store "
+                                           f"{record.store}, this store is {self.info.fingerprint} (the store was "
+                                           f"rebuilt or replaced since it was opened, or files were copied in)")
+        if size is None:
+            return problem(MISSING, f"the file is gone; its record says {record.size} bytes")
+        if size != record.size:
+            return problem(WRONG_SIZE, f"{size} bytes, its record says {record.size}")
+        if deep and data is not None and crc32c_hex(data) != record.crc32c:
+            return problem(DAMAGED, f"crc32c {crc32c_hex(data)}, its record says {record.crc32c}")
+        return None
+
+    def check_chunk(self, index: int, deep: bool = True, upstream: Mapping[str, "ChunkedStore"] | None = None,
+                    lineage: bool = True) -> list[ChunkProblem]:
+        """The problems of chunk ``index`` (empty: it is done and matches its records).
+
+        Args:
+            deep: read every file and compare its CRC32C (else: presence and size only).
+            upstream: the upstream stores by name (``latents.zarr``) the chunk must have been computed from, as
+                they are now; None checks each record's own upstream against the sibling stores it names.
+            lineage: check the upstream at all (False: only the chunk's own files).
+        """
+        problems = []
+        for key in self.chunk_files(index):
+            try:
+                record = self.read_record(key)
+            except StoreError as error:
+                problems.append(ChunkProblem(str(self.path), index, key, BAD_RECORD, str(error)))
+                continue
+            data = self._file_bytes(key) if deep else None
+            size = None if deep else self._file_size(key)
+            found = self.check_file(index, key, record, data, size, deep)
+            if found is None and record is not None and lineage:
+                found = self._check_upstream(index, key, record, upstream)
+            if found is not None:
+                problems.append(found)
+        return problems
+
+    def _check_upstream(self, index: int, key: str, record: ChunkRecord,
+                        upstream: Mapping[str, "ChunkedStore"] | None) -> ChunkProblem | None:
+        if upstream is None:
+            upstream = {}
+            for name in record.upstream:
+                try:
+                    upstream[name] = open_store(self.path.parent / name)
+                except StoreError as error:
+                    return ChunkProblem(str(self.path), index, key, OTHER_UPSTREAM,
+                                        f"its upstream {name} cannot be opened ({error})")
+        expected = {name: store.lineage(index) for name, store in upstream.items()}
+        difference = upstream_mismatch(record.upstream, expected)
+        if difference is None:
+            return None
+        return ChunkProblem(str(self.path), index, key, OTHER_UPSTREAM, difference)
+
+    def check_chunks(self, deep: bool = True, upstream: Mapping[str, "ChunkedStore"] | None = None,
+                     lineage: bool = True) -> list[ChunkProblem]:
+        """The problems of every chunk, in chunk order (see :meth:`check_chunk`)."""
+        return [problem for index in range(self.info.n_chunks)
+                for problem in self.check_chunk(index, deep, upstream, lineage)]
+
+    def require_chunk(self, index: int, upstream: Mapping[str, "ChunkedStore"] | None = None) -> None:
+        """Check chunk ``index``'s records, file sizes and lineage (no checksum: reads do that).
+
+        Raises:
+            StoreError: the first problem, naming the store, the chunk and what to run.
+        """
+        problems = self.check_chunk(index, deep=False, upstream=upstream)
+        if problems:
+            raise StoreError(f"{problems[0].message}; {self.stage_hint()}")
+
+    def _verified_bytes(self, index: int, key: str) -> bytes:
+        """The bytes of chunk file ``key``, checked against its record (unless ``verify`` is off).
+
+        Raises:
+            StoreError: the file is missing, or (verifying) unrecorded, of the wrong size, or damaged.
+        """
+        data = self._file_bytes(key)
+        if data is None and not self.verify:
+            raise StoreError(f"{self.path}: chunk {index} ({key}) is missing; {self.stage_hint()}")
+        if self.verify:
+            self.check_data(index, key, data)
+        return data  # type: ignore[return-value]
+
+    def check_data(self, index: int, key: str, data: bytes | None) -> None:
+        """Raises: StoreError: ``data`` (None: no file) is not what chunk file ``key``'s record says."""
+        try:
+            record = self.read_record(key)
+        except StoreError as error:
+            raise StoreError(f"{self.path}: chunk {index} ({key}): {error}") from None
+        problem = self.check_file(index, key, record, data, None, deep=True)
+        if problem is not None:
+            raise StoreError(f"{problem.message}; {self.stage_hint()}")
+
     # -- shared logic -------------------------------------------------------------------------------------------
-    def pending_chunks(self) -> list[int]:
-        return [index for index in range(self.info.n_chunks) if not self.chunk_done(index)]
+    def chunk_done(self, index: int, deep: bool = False) -> bool:
+        """Whether every file of chunk ``index`` is there and matches its record (sizes; checksums if ``deep``)."""
+        return not self.check_chunk(index, deep=deep, lineage=False)
+
+    def pending_chunks(self, deep: bool = False) -> list[int]:
+        """Chunks that are not done: a file without a matching record (only presence and sizes unless ``deep``)."""
+        return sorted({problem.index for problem in self.check_chunks(deep=deep, lineage=False)})
 
     def mark_complete(self) -> None:
         missing = self.pending_chunks()
         if missing:
             raise StoreError(f"{self.path}: cannot mark complete, chunks {missing[:10]} are missing")
-        self.info = StoreInfo(**{**asdict(self.info), "complete": True})
-        self._write_info(self.info)
+        self._set_complete(True)
+
+    def mark_incomplete(self) -> None:
+        """Record that some chunks are being recomputed: readers refuse the store until it is complete again."""
+        self._set_complete(False)
+
+    def _set_complete(self, complete: bool) -> None:
+        info = StoreInfo(**{**asdict(self.info), "complete": complete})
+        try:
+            self._write_info(info)
+        except OSError as error:
+            raise os_error(error, f"{self.path}: cannot update its metadata") from None
+        self.info = info
 
     @classmethod
     def prepare(cls, path: StorePath, info: StoreInfo, **layout: Any) -> "ChunkedStore":
@@ -281,37 +606,51 @@ class ChunkedStore(abc.ABC):
         else wipe and create it. Call under :func:`store_lock`.
 
         Raises:
-            StoreError: ``path`` holds something that is not a latentatlas store (left untouched).
+            StoreError: ``path`` holds something that is not a latentatlas store (left untouched), or the store
+                cannot be created (no space, no permission: one line naming the path).
         """
         path = store_path(path)
-        _clean_leftovers(path)
-        existing = _read_info(path)
-        if existing is HALF_MADE:
-            warnings.warn(f"{path}: a run stopped while creating or wiping this store; rebuilding it", stacklevel=2)
-            _remove_tree(path)
-            existing = None
-        elif existing is not None and existing.fingerprint != info.fingerprint:
-            warnings.warn(f"{path} was produced by other inputs (fingerprint {existing.fingerprint} ≠ "
-                          f"{info.fingerprint}): wiping it and rebuilding", stacklevel=2)
-            _remove_tree(path)
-            existing = None
-        elif existing is None and path.exists() and not is_remote(path):
-            os.rmdir(path)  # an empty folder
-        if existing is None and is_remote(path):
-            (path / PARTIAL_MARKER).write_bytes(b"creating\n")
-            cls._create(path, info, **layout)
-            path.fs.rm((path / PARTIAL_MARKER).path)
-        elif existing is None:
-            staging = path.parent / f".{path.name}.creating-{os.getpid()}"
-            cls._create(staging, info, **layout)
-            os.rename(staging, path)
-        else:
-            _remove_partial_writes(path)
+        try:
+            _clean_leftovers(path)
+            existing = _read_info(path)
+            if existing is HALF_MADE:
+                warnings.warn(f"{path}: a run stopped while creating or wiping this store; rebuilding it",
+                              stacklevel=2)
+                _remove_tree(path)
+                existing = None
+            elif existing is not None and existing.fingerprint != info.fingerprint:
+                warnings.warn(f"{path} was produced by other inputs (fingerprint {existing.fingerprint} ≠ "
+                              f"{info.fingerprint}): wiping it and rebuilding", stacklevel=2)
+                _remove_tree(path)
+                existing = None
+            elif existing is None and path.exists() and not is_remote(path):
+                os.rmdir(path)  # an empty folder
+            if existing is None and is_remote(path):
+                (path / PARTIAL_MARKER).write_bytes(b"creating\n")
+                cls._create(path, info, **layout)
+                path.fs.rm((path / PARTIAL_MARKER).path)
+            elif existing is None:
+                staging = path.parent / f".{path.name}.creating-{os.getpid()}"
+                try:
+                    cls._create(staging, info, **layout)
+                except BaseException:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    raise
+                os.rename(staging, path)
+                fsync_folder(path.parent)
+            else:
+                _remove_partial_writes(path)
+        except OSError as error:
+            raise os_error(error, f"{path}: cannot create or open the store") from None
         return cls.open(path, expected_kind=info.kind)
 
     @classmethod
-    def open(cls, path: StorePath, expected_kind: str | None = None, require_complete: bool = False) -> "ChunkedStore":
+    def open(cls, path: StorePath, expected_kind: str | None = None, require_complete: bool = False,
+             verify: bool = True) -> "ChunkedStore":
         """Open an existing store for reading (or resuming).
+
+        Args:
+            verify: check each chunk read against its record (see the class).
 
         Raises:
             StoreError: missing, foreign, corrupted, of another kind, or (with ``require_complete``) unfinished.
@@ -326,25 +665,53 @@ class ChunkedStore(abc.ABC):
         if expected_kind is not None and info.kind != expected_kind:
             raise StoreError(f"{path}: holds a {info.kind!r} store, expected {expected_kind!r}")
         if require_complete and not info.complete:
-            raise StoreError(f"{path}: store is incomplete (a run stopped before finishing); rerun `dvc repro` "
-                             f"to complete it")
-        return cls(path, info)
+            raise StoreError(f"{path}: store is incomplete (a run stopped before finishing, or bad chunks are being "
+                             f"recomputed); rerun `dvc repro` to complete it")
+        return cls(path, info, verify=verify)
+
+
+def open_store(path: StorePath, verify: bool = True) -> ChunkedStore:
+    """Open the store at ``path`` whatever its kind (``*.zarr``: Zarr, else Parquet parts).
+
+    Raises:
+        StoreError: as :meth:`ChunkedStore.open`.
+    """
+    path = store_path(path)
+    store_cls = ZarrChunkStore if path.name.endswith(".zarr") else ParquetChunkStore
+    return store_cls.open(path, verify=verify)
 
 
 class ZarrChunkStore(ChunkedStore):
-    """A Zarr group with arrays chunked along samples, one Zarr chunk per pipeline chunk."""
+    """A Zarr group with arrays chunked along samples, one Zarr chunk per pipeline chunk.
 
-    def __init__(self, path: StorePath, info: StoreInfo) -> None:
-        super().__init__(path, info)
-        self.group = zarr.open_group(str(self.path), mode="r+", storage_options=zarr_storage_options(self.path))
-        self.arrays = {name: self.group[name] for name in info.details.get("arrays", [])}
+    Zarr reads and writes go through a :class:`~latentatlas.chunk_records.ChecksummingZarrStore`: every file is
+    written durably, each chunk's size and CRC32C are taken from the very bytes written, and each chunk read is
+    checked against its record before it is decoded (also for the lazy arrays in :attr:`arrays`).
+    """
+
+    def __init__(self, path: StorePath, info: StoreInfo, verify: bool = True) -> None:
+        super().__init__(path, info, verify)
+        self._written: dict[str, tuple[int, str]] = {}  # chunk key → (size, crc32c) of the bytes just written
+        self._array_names = list(info.details.get("arrays", []))
+        self.zarr_store = _checksumming_zarr_store(self.path, self._is_chunk_key, self._chunk_written,
+                                                   self._chunk_read)
+        try:
+            self.group = zarr.open_group(store=self.zarr_store, mode="r+")
+            # Zarr does not persist write_empty_chunks: without it, a chunk equal to the fill value (all zeros)
+            # would be deleted instead of written, and never be done.
+            self.arrays = {name: self.group[name].with_config({"write_empty_chunks": True})
+                           for name in self._array_names}
+        except (KeyError, FileNotFoundError) as error:
+            raise StoreError(f"{self.path}: array metadata {error} is missing (the store is damaged); remove "
+                             f"{self.path} and {self.stage_hint()}") from None
 
     @classmethod
     def _create(cls, path: StorePath, info: StoreInfo, arrays: Mapping[str, ArraySpec] | None = None) -> None:
         arrays = dict(arrays or {})
         info = StoreInfo(**{**asdict(info), "details": {**info.details, "arrays": sorted(arrays)}})
         # A fresh prefix: "a" creates the group ("w" would also delete an object store's partial marker).
-        group = zarr.open_group(str(path), mode="a", storage_options=zarr_storage_options(path))
+        zarr_store = _checksumming_zarr_store(store_path(path), lambda key: False, lambda *_: None, lambda *_: None)
+        group = zarr.open_group(store=zarr_store, mode="a")
         for name, spec in arrays.items():
             group.create_array(name, shape=(info.n_samples, *spec.tail_shape),
                                chunks=(info.chunk_size, *spec.tail_shape), dtype=spec.dtype,
@@ -362,16 +729,53 @@ class ZarrChunkStore(ChunkedStore):
     def _write_info(self, info: StoreInfo) -> None:
         self.group.attrs[ATTRS_KEY] = info.to_json()
 
-    def chunk_done(self, index: int) -> bool:
-        for array in self.arrays.values():
-            coords = (index,) + (0,) * (array.ndim - 1)
-            key = f"{array.path}/{array.metadata.encode_chunk_key(coords)}"
-            if not sync(array.store.exists(key)):
-                return False
-        return True
+    def chunk_key(self, name: str, index: int) -> str:
+        """The key of chunk ``index`` of array ``name`` (``z/c/6/0``)."""
+        array = self.arrays[name]
+        return f"{name}/{array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1))}"
 
-    def write_chunk(self, index: int, values: Mapping[str, np.ndarray]) -> None:
-        """Write chunk ``index`` of every array (each value: (chunk length, *tail_shape))."""
+    def chunk_files(self, index: int) -> list[str]:
+        self.info.chunk_slice(index)  # raises IndexError out of range
+        return [self.chunk_key(name, index) for name in self._array_names]
+
+    def record_key(self, file_key: str) -> str:
+        name, _, rest = file_key.partition("/c/")
+        return f"{name}/{RECORDS_DIR}/{int(rest.split('/')[0]):05d}.json"
+
+    def _chunk_index(self, key: str) -> int | None:
+        name, separator, rest = key.partition("/c/")
+        if not separator or name not in self._array_names:
+            return None
+        parts = rest.split("/")
+        if not all(part.isdigit() for part in parts) or any(part != "0" for part in parts[1:]):
+            return None
+        return int(parts[0])
+
+    def _is_chunk_key(self, key: str) -> bool:
+        return self._chunk_index(key) is not None
+
+    def _chunk_written(self, key: str, size: int, crc32c: str) -> None:
+        self._written[key] = (size, crc32c)
+
+    def _chunk_read(self, key: str, data: bytes | None) -> None:
+        index = self._chunk_index(key)
+        if data is None:
+            raise StoreError(f"{self.path}: chunk {index} ({key}) is missing (it would read as zeros); "
+                             f"{self.stage_hint()}")
+        if self.verify:
+            self.check_data(index, key, data)  # type: ignore[arg-type]
+
+    def write_chunk(self, index: int, values: Mapping[str, np.ndarray],
+                    upstream: Mapping[str, Any] | None = None) -> None:
+        """Write chunk ``index`` of every array (each value: (chunk length, *tail_shape)), then its records.
+
+        Args:
+            upstream: what the chunk was computed from (:meth:`ChunkedStore.lineage` of each input store, by name).
+
+        Raises:
+            StoreError: wrong arrays, shapes or dtypes; or the write failed (no space, no permission), leaving the
+                chunk unrecorded (to be recomputed) and every other chunk as it was.
+        """
         if set(values) != set(self.arrays):
             raise StoreError(f"{self.path}: chunk {index} needs arrays {sorted(self.arrays)}, got {sorted(values)}")
         rows = self.info.chunk_slice(index)
@@ -381,19 +785,45 @@ class ZarrChunkStore(ChunkedStore):
             if value.shape != expected or value.dtype != array.dtype:
                 raise StoreError(f"{self.path}/{name}: chunk {index} must be {expected} {array.dtype}, "
                                  f"got {value.shape} {value.dtype}")
-            array[rows] = value
+        try:
+            self._drop_records(index)
+            for name, value in values.items():
+                key = self.chunk_key(name, index)
+                self.arrays[name][rows] = value
+                if key not in self._written:
+                    raise RuntimeError(f"{self.path}: chunk {index} ({key}) was not written by Zarr (a bug)")
+                size, crc32c = self._written.pop(key)
+                self._write_record(ChunkRecord(self.info.fingerprint, index, key, size, crc32c,
+                                               dict(upstream or {})))
+        except OSError as error:
+            raise os_error(error, f"{self.path}: cannot write chunk {index}") from None
 
     def read_chunk(self, name: str, index: int) -> np.ndarray:
+        """Chunk ``index`` of array ``name``: (chunk length, *tail_shape).
+
+        Raises:
+            StoreError: the chunk is missing, or (verifying) does not match its record.
+        """
         return self.arrays[name][self.info.chunk_slice(index)]
 
 
+def _checksumming_zarr_store(path: StorePath, chunk_key, on_written, on_read) -> ChecksummingZarrStore:
+    if is_remote(path):
+        base = FsspecStore.from_url(str(path), storage_options=zarr_storage_options(path))
+        return ChecksummingZarrStore(base, local_root=None, chunk_key=chunk_key, on_chunk_written=on_written,
+                                     on_chunk_read=on_read)
+    return ChecksummingZarrStore(LocalStore(str(path)), local_root=Path(path), chunk_key=chunk_key,
+                                 on_chunk_written=on_written, on_chunk_read=on_read)
+
+
 class ParquetChunkStore(ChunkedStore):
-    """A folder of Parquet files ``part-00000.parquet``…, one per pipeline chunk, plus ``_latentatlas.json``.
+    """A folder of Parquet files ``part-00000.parquet``…, one per pipeline chunk, plus ``_latentatlas.json`` and
+    the parts' records in ``_records/``.
 
     A chunk of n samples has n rows, or n × ``info.details["rows_per_sample"]`` for long tables (e.g. one row per
     sample, direction and edit strength in the evaluation store).
 
-    ``pyarrow.dataset``, pandas and DuckDB read the folder as one table (they skip the underscored info file).
+    ``pyarrow.dataset``, pandas and DuckDB read the folder as one table (they skip underscored files and folders).
     """
 
     @classmethod
@@ -405,29 +835,96 @@ class ParquetChunkStore(ChunkedStore):
         atomic_write_json(self.path / PARQUET_INFO_FILE, info.to_json())
 
     def part_path(self, index: int) -> StorePath:
-        return self.path / f"part-{index:05d}.parquet"
+        return self.path / self.part_key(index)
 
-    def chunk_done(self, index: int) -> bool:
-        return self.part_path(index).is_file()
+    @staticmethod
+    def part_key(index: int) -> str:
+        return f"part-{index:05d}.parquet"
 
-    def write_chunk(self, index: int, table: pa.Table) -> None:
-        """Write chunk ``index`` as one Parquet file: temp name, then ``os.replace``."""
+    def chunk_files(self, index: int) -> list[str]:
+        self.info.chunk_slice(index)  # raises IndexError out of range
+        return [self.part_key(index)]
+
+    def record_key(self, file_key: str) -> str:
+        return f"{RECORDS_DIR}/{file_key.removesuffix('.parquet')}.json"
+
+    def write_chunk(self, index: int, table: pa.Table, upstream: Mapping[str, Any] | None = None) -> None:
+        """Write chunk ``index`` as one Parquet file (durably: temp name, fsync, ``os.replace``), then its record.
+
+        Args:
+            upstream: what the chunk was computed from (:meth:`ChunkedStore.lineage` of each input store, by name).
+
+        Raises:
+            StoreError: the wrong number of rows; or the write failed (no space, no permission), leaving the chunk
+                unrecorded (to be recomputed) and every other chunk as it was.
+        """
         rows = self.info.chunk_slice(index)
         expected = (rows.stop - rows.start) * int(self.info.details.get("rows_per_sample", 1))
         if table.num_rows != expected:
             raise StoreError(f"{self.path}: chunk {index} must have {expected} rows, got {table.num_rows}")
-        target = self.part_path(index)
-        if is_remote(target):  # one upload: the object appears only once complete
-            source, filesystem = arrow_source(target)
-            pq.write_table(table, source, filesystem=filesystem, compression="zstd", use_dictionary=False)
-            return
-        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd", use_dictionary=False)
+        payload = sink.getvalue().to_pybytes()
+        key = self.part_key(index)
         try:
-            pq.write_table(table, staging, compression="zstd", use_dictionary=False)
-            os.replace(staging, target)
-        finally:
-            staging.unlink(missing_ok=True)
+            self._drop_records(index)
+            atomic_write_bytes(self.path / key, payload)
+            self._write_record(ChunkRecord(self.info.fingerprint, index, key, len(payload), crc32c_hex(payload),
+                                           dict(upstream or {})))
+        except OSError as error:
+            raise os_error(error, f"{self.path}: cannot write chunk {index}") from None
 
-    def read_chunk(self, index: int) -> pa.Table:
-        source, filesystem = arrow_source(self.part_path(index))
-        return pq.read_table(source, filesystem=filesystem)
+    def read_chunk(self, index: int, columns: list[str] | None = None) -> pa.Table:
+        """Part ``index`` as a table (only ``columns`` if given).
+
+        Raises:
+            StoreError: the part is missing, or (verifying) does not match its record.
+        """
+        key = self.part_key(index)
+        data = self._verified_bytes(index, key)
+        try:
+            return pq.read_table(pa.BufferReader(data), columns=columns)
+        except (pa.ArrowException, OSError) as error:
+            raise StoreError(f"{self.path}: chunk {index} ({key}) cannot be read ({error}); "
+                             f"{self.stage_hint()}") from None
+
+
+@dataclass(frozen=True)
+class StoreReport:
+    """What :func:`inspect_store` found: the store (None when it cannot be opened, then ``error`` says why), its
+    bad chunks, and how many chunks are done."""
+
+    path: StorePath
+    store: ChunkedStore | None
+    error: str | None = None
+    problems: tuple[ChunkProblem, ...] = ()
+    done: int = 0
+
+    @property
+    def state(self) -> str:
+        """``complete`` | ``incomplete`` (a run has not finished) | ``damaged`` (bad chunks) | ``absent``."""
+        if self.store is None:
+            return "absent"
+        damage = [p for p in self.problems if p.kind not in GAP_KINDS or self.store.info.complete]
+        if damage:
+            return "damaged"
+        return "complete" if self.store.info.complete else "incomplete"
+
+    @property
+    def bad(self) -> list[ChunkProblem]:
+        """Problems worth naming: all of them in a store marked complete, else all but unwritten chunks."""
+        if self.store is None:
+            return []
+        return [p for p in self.problems if self.store.info.complete or p.kind not in GAP_KINDS]
+
+
+def inspect_store(path: StorePath, deep: bool = True) -> StoreReport:
+    """Open the store at ``path`` and check every chunk against its record and its upstream (the sibling stores
+    its records name); ``deep`` compares checksums (reads everything), else sizes only. Never raises StoreError."""
+    try:
+        store = open_store(path)
+        problems = store.check_chunks(deep=deep)
+    except StoreError as error:
+        return StoreReport(store_path(path), None, error=str(error))
+    bad_indices = {problem.index for problem in problems}
+    return StoreReport(store.path, store, problems=tuple(problems), done=store.info.n_chunks - len(bad_indices))

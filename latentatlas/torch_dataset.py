@@ -39,6 +39,7 @@ class LatentTorchDataset(Dataset):
 
     def _chunk(self, index: int) -> dict[str, np.ndarray]:
         if index != self._cached_index:
+            self.source.check_chunk(index)  # records and lineage; the reads below check the checksums
             table = self.source.labels_store.read_chunk(index)
             rows = self.source.labels_store.info.chunk_slice(index)
             sample_ids = table.column("sample_id").to_numpy()

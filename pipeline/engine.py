@@ -1,5 +1,7 @@
 """Running one stage as the CLI asks: as a Prefect flow (one task per chunk, visible in the UI) or as a plain loop in
-this process (``--engine local``: no Prefect, for debugging and scripting). Both write the same bytes.
+this process (``--engine local``: no Prefect, for debugging and scripting). Both write the same bytes: every
+engine and task runner runs torch with :data:`stages.device.CPU_THREADS` intra-op threads per chunk in flight (and
+for the whole of fit and of a stage's finishing step), whatever ``runtime.max_workers`` and the machine's cores.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from latentatlas.locations import StorePath
 from latentatlas.params import Params
 from pipeline.catalog import STAGE_NAMES, build_stage
 from stages.chunked import run_stage
+from stages.device import pinned_threads
 
 Engine = Literal["prefect", "local"]
 
@@ -20,16 +23,17 @@ def run(stage_name: str, params: Params, data_dir: StorePath, engine: Engine = "
     """Run ``stage_name`` (``sample``, ``synthesize``, ``label``, ``fit`` or ``evaluate`` of ``method``) to the end."""
     if stage_name not in STAGE_NAMES:
         raise ValueError(f"unknown stage {stage_name!r}; expected one of {STAGE_NAMES}")
-    if engine == "prefect":
-        from pipeline import flows  # imports Prefect: only when a flow runs
+    with pinned_threads():  # this thread, and the task runner's threads it starts (they start from its count)
+        if engine == "prefect":
+            from pipeline import flows  # imports Prefect: only when a flow runs
 
-        if stage_name == "fit":
-            flows.run_fit_flow(method, params, data_dir, layout)
+            if stage_name == "fit":
+                flows.run_fit_flow(method, params, data_dir, layout)
+            else:
+                flows.run_stage_flow(stage_name, params, data_dir, method=method, layout=layout)
+        elif stage_name == "fit":
+            from stages.fit import run_fit
+
+            run_fit(params, data_dir, method, layout=layout)
         else:
-            flows.run_stage_flow(stage_name, params, data_dir, method=method, layout=layout)
-    elif stage_name == "fit":
-        from stages.fit import run_fit
-
-        run_fit(params, data_dir, method, layout=layout)
-    else:
-        run_stage(build_stage(stage_name, params, data_dir, method, layout))
+            run_stage(build_stage(stage_name, params, data_dir, method, layout))

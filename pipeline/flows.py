@@ -17,6 +17,14 @@ Whatever the runner, a task receives a small :class:`pipeline.placement.StageSpe
 process (the driver) holds the lock and prepares the store; each worker process attaches to it (see
 ``pipeline/placement.py``).
 With threads the tasks find the driver's own stage in the process cache, so nothing is built twice.
+
+Torch runs :data:`stages.device.CPU_THREADS` intra-op threads per chunk in flight, on every runner and for any
+``max_workers``, as the local engine does: the bytes never depend on how a stage was run.
+
+What a run logs: each chunk task logs one line to its task run (samples, seconds, images/s, device, peak GPU
+memory on CUDA, host and pid), and the flow logs it again with the samples done so far, so the flow run's page in
+the Prefect UI follows the run. These are INFO records: they go to the Prefect API, not the terminal (see
+:mod:`pipeline.settings`), which shows the progress bar.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
@@ -45,6 +53,7 @@ from latentatlas.params import Params, RuntimeParams
 from pipeline.catalog import build_stage
 from pipeline.placement import ChunkReport, StageSpec, run_chunk_from_spec, serving
 from stages.chunked import ChunkedStage
+from stages.device import pinned_threads
 from stages.fit import FitStage
 
 
@@ -52,10 +61,61 @@ class DistributedSetupError(LatentAtlasError, ValueError):
     """The configured task runner cannot run here as configured (e.g. no Prefect API its workers can reach)."""
 
 
+class UserErrorConsoleFilter(logging.Filter):
+    """Keeps Prefect's report of a user error off the terminal; the command prints it as one line instead.
+
+    A user error (a :class:`LatentAtlasError`) raised in a task or flow makes Prefect log, at ERROR, "Task run
+    failed with exception" or "Encountered exception during execution" with its traceback, then "Finished in state
+    Failed(...)" for that run. This filter drops the records whose exception is a user error, and the "Finished in
+    state Failed" record of a run it dropped one for. Everything else passes: a bug keeps its traceback, and the
+    Prefect API (the UI) still gets every record (the filter sits on the console handler only).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user_error_runs: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run_id = getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None)
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, LatentAtlasError):
+            if run_id is not None:
+                self.user_error_runs.add(str(run_id))
+            return False
+        return not (run_id is not None and str(run_id) in self.user_error_runs
+                    and record.getMessage().startswith("Finished in state Failed"))
+
+
+def quiet_user_errors_on_console() -> None:
+    """Put a :class:`UserErrorConsoleFilter` on this process's Prefect console handlers (once; idempotent).
+
+    Called by the driver before a flow and by every chunk task, so worker processes (Dask, Ray) get it too."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and \
+                not any(isinstance(existing, UserErrorConsoleFilter) for existing in handler.filters):
+            handler.addFilter(UserErrorConsoleFilter())
+
+
 @task(name="chunk", task_run_name="{stage_name}-chunk-{index:05d}", cache_policy=NO_CACHE, retries=0)
-def run_chunk(spec: StageSpec, stage_name: str, index: int, torch_threads: int | None = None) -> ChunkReport:
-    """Write chunk ``index`` of the stage ``spec`` describes, in whichever process the task runner chose."""
-    return run_chunk_from_spec(spec, index, torch_threads)
+def run_chunk(spec: StageSpec, stage_name: str, index: int) -> ChunkReport:
+    """Write chunk ``index`` of the stage ``spec`` describes, in whichever process the task runner chose; log what
+    it did to the task run (shown on its page in the UI)."""
+    quiet_user_errors_on_console()
+    report = run_chunk_from_spec(spec, index)
+    get_run_logger().info(_chunk_line(stage_name, report))
+    return report
+
+
+def _chunk_line(stage_name: str, report: ChunkReport) -> str:
+    """One line on a written chunk: what a user watching the run wants to see."""
+    rate = report.samples / report.compute_s if report.compute_s > 0 else float("inf")
+    unit = "images" if stage_name in ("synthesize", "label") else "samples"
+    gpu = f", peak GPU memory {report.gpu_peak_bytes / 2**20:.0f} MiB" if report.gpu_peak_bytes is not None else ""
+    build = f" (+{report.build_s:.1f} s building the stage)" if report.build_s > 0 else ""
+    return (f"{stage_name} chunk {report.index:05d}: {report.samples} samples in {report.compute_s:.2f} s "
+            f"({rate:.1f} {unit}/s) on {report.device}{gpu}{build}; host {report.host}, pid {report.pid}")
 
 
 @dataclass(frozen=True)
@@ -75,42 +135,38 @@ def run_chunks(stage: ChunkedStage, show_progress: bool = True) -> ChunkRun:
     stage. Returns what the chunk phase did (for benchmarks and logs).
     """
     runtime = stage.params.runtime
-    torch_threads = _worker_threads(runtime)
+    logger = get_run_logger()
     total, pending = stage.n_chunks, stage.pending
     done = total - len(pending)
+    n_samples = stage.store.info.n_samples
+    samples_done = n_samples - sum(stage.chunk_length(index) for index in pending)
     artifact_id = create_progress_artifact(progress=100.0 * done / total, key=f"{stage.name}-progress",
                                            description=f"latentatlas {stage.name}: chunks complete")
+    logger.info(f"{stage.name}: {len(pending)} of {total} chunks to write ({samples_done}/{n_samples} samples "
+                f"done) on {runtime.task_runner}, {runtime.max_workers} at once; store {stage.store.path}")
     reports = []
     with serving(stage) as spec, _placement(runtime), \
             tqdm(total=total, initial=done, desc=stage.name, unit="chunk", disable=not show_progress) as bar:
         start = time.perf_counter()
-        futures = [run_chunk.submit(spec, stage.name, index, torch_threads) for index in pending]
+        futures = [run_chunk.submit(spec, stage.name, index) for index in pending]
         for future in as_completed(futures):
-            reports.append(future.result())  # re-raises a chunk's error; chunks already written stay valid
+            report = future.result()  # re-raises a chunk's error; chunks already written stay valid
+            reports.append(report)
             done += 1
+            samples_done += report.samples
             bar.update(1)
             update_progress_artifact(artifact_id, progress=100.0 * done / total)
+            logger.info(f"{_chunk_line(stage.name, report)}; {samples_done}/{n_samples} samples done "
+                        f"({done}/{total} chunks)")
         wall_s = time.perf_counter() - start
     stage.finish()
+    logger.info(f"{stage.name}: store complete, {n_samples} samples; chunks took {wall_s:.1f} s")
     return ChunkRun(stage.name, wall_s, tuple(sorted(reports, key=lambda report: report.index)))
 
 
 def _stage_flow(stage_name: str, params: Params, data_dir: str, method: str | None, out_root: str) -> ChunkRun:
     with build_stage(stage_name, params, data_dir, method, OutputLayout(Path(out_root))) as stage:
         return run_chunks(stage)
-
-
-def _threads_per_worker(runtime: RuntimeParams) -> int:
-    """Torch intra-op threads for one of ``max_workers`` local workers: its share of this machine's cores."""
-    return max(1, (os.cpu_count() or 1) // runtime.max_workers)
-
-
-def _worker_threads(runtime: RuntimeParams) -> int | None:
-    """Torch threads for chunk-task worker processes: a share of this machine's cores on a local cluster; None
-    (leave them as they are) on threads (the driver's, set by :func:`_run_flow`) and on remote clusters."""
-    if runtime.task_runner == "threads" or _remote_address(runtime):
-        return None
-    return _threads_per_worker(runtime)
 
 
 def _placement(runtime: RuntimeParams) -> contextlib.AbstractContextManager[Any]:
@@ -212,16 +268,17 @@ def _run_flow(flow_name: str, body: Callable[..., Any], params: Params, *args: A
     """Run ``body(*args[:1], params, *args[1:])`` as a Prefect flow named ``flow_name``; return its result.
 
     The validated params object goes to the body as it is (Prefect records it as JSON for the UI). ``chunked``
-    flows run their tasks on ``runtime.task_runner``; the others (fit) on threads.
+    flows run their tasks on ``runtime.task_runner``; the others (fit) on threads. Torch runs
+    :data:`stages.device.CPU_THREADS` intra-op threads in this thread and in the runner's threads (they start from
+    its count); chunk tasks pin it themselves in worker processes. A user error is reported once, by the caller:
+    :class:`UserErrorConsoleFilter` keeps Prefect's traceback of it off the terminal.
     """
     runtime = params.runtime
-    if not torch.cuda.is_available():
-        # The driver's own threads (and thread-runner tasks) get their share of the cores instead of fighting.
-        torch.set_num_threads(_threads_per_worker(runtime))
+    quiet_user_errors_on_console()
     runner = chunk_task_runner(runtime) if chunked else ThreadPoolTaskRunner(max_workers=runtime.max_workers)
     prefect_flow = flow(name=flow_name, task_runner=runner, validate_parameters=False)(body)
     runtime = runtime if chunked else RuntimeParams()
-    with prefect_api_for_workers(runtime), _contained_dask(runtime):
+    with pinned_threads(), prefect_api_for_workers(runtime), _contained_dask(runtime):
         return prefect_flow(args[0], params, *args[1:])
 
 

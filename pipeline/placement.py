@@ -198,7 +198,7 @@ def attached_stage(spec: StageSpec) -> tuple[ChunkedStage, float]:
 
 @dataclass(frozen=True)
 class ChunkReport:
-    """What a chunk task reports back: where it ran and where its time went."""
+    """What a chunk task reports back: where it ran, what it wrote and where its time went."""
 
     index: int
     host: str
@@ -208,27 +208,45 @@ class ChunkReport:
     compute_s: float  # stage.run_chunk: compute and write
     started: float  # time.time() at the task body's start and end
     ended: float
+    samples: int  # rows the chunk holds
+    device: str  # where the stage computes (``cpu``, ``cuda:1``)
+    gpu_peak_bytes: int | None  # peak CUDA memory allocated on that device during the chunk (None off CUDA)
 
 
-def run_chunk_from_spec(spec: StageSpec, index: int, torch_threads: int | None = None) -> ChunkReport:
+def stage_device(stage: ChunkedStage) -> "torch.device":
+    """The device ``stage`` computes on (its labeler's, or its generator's; the CPU for a stage without one)."""
+    import torch
+
+    synthesizer = getattr(stage, "synthesizer", None)
+    device = getattr(stage, "device", None) or (synthesizer.device if synthesizer is not None else None)
+    return torch.device(device or "cpu")
+
+
+def run_chunk_from_spec(spec: StageSpec, index: int) -> ChunkReport:
     """Write chunk ``index`` of the stage ``spec`` describes, in this process (a worker or the driver's thread).
 
-    Args:
-        torch_threads: intra-op threads for torch in this process (None: leave as is).
+    Torch runs :data:`stages.device.CPU_THREADS` intra-op threads for it, whatever the runner: the bytes of a
+    chunk never depend on where it ran.
 
     Raises:
         StageAttachError: the store is not (or no longer) the one the driver prepared.
     """
-    started = time.time()
-    if torch_threads is not None:
-        import torch
+    import torch
 
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)
-    stage, build_s = attached_stage(spec)
-    spec.check(stage.store)
-    start = time.perf_counter()
-    stage.run_chunk(index)
-    compute_s = time.perf_counter() - start
+    from stages.device import pinned_threads
+
+    started = time.time()
+    with pinned_threads():
+        stage, build_s = attached_stage(spec)
+        spec.check(stage.store)
+        device = stage_device(stage)
+        on_cuda = device.type == "cuda"
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        stage.run_chunk(index)
+        compute_s = time.perf_counter() - start
     return ChunkReport(index=index, host=socket.gethostname(), pid=os.getpid(), thread=threading.get_native_id(),
-                       build_s=build_s, compute_s=compute_s, started=started, ended=time.time())
+                       build_s=build_s, compute_s=compute_s, started=started, ended=time.time(),
+                       samples=stage.chunk_length(index), device=str(device),
+                       gpu_peak_bytes=torch.cuda.max_memory_allocated(device) if on_cuda else None)

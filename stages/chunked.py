@@ -13,6 +13,13 @@ Prefect flows (``pipeline/flows.py``) do exactly this with one task per chunk; t
 builds its own copy of the driver's stage in *attach* mode (``attach=`` the fingerprint of the store the driver
 prepared): same models, same fingerprint computation, but it opens the existing output store without locking,
 preparing or wiping it, and refuses a store whose fingerprint is not the driver's, or inputs that give another one.
+
+**Inputs and lineage.** A driver holds its input stores read-locked (:func:`latentatlas.stores.store_read_lock`)
+from the moment it opens them until it closes, so no upstream run rewrites them meanwhile (an attached worker takes
+no lock: its driver holds them). Every chunk it writes records the input chunks it was computed from
+(:meth:`ChunkedStage.upstream_of`); :attr:`ChunkedStage.pending` lists the chunks that are not done, that no longer
+match their records (missing, damaged, wrong size) or that were computed from other input chunks than the current
+ones, so a rerun recomputes exactly those.
 How stages travel to workers and are placed on devices is orchestration: see ``pipeline/placement.py``.
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import socket
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +36,8 @@ from typing import Any
 
 from latentatlas.locations import StorePath, store_path
 from latentatlas.params import Params
-from latentatlas.stores import ChunkedStore, StoreError, StoreInfo, store_lock
+from latentatlas.chunk_records import GAP_KINDS
+from latentatlas.stores import ChunkedStore, StoreError, StoreInfo, store_lock, store_read_lock
 
 
 class StageAttachError(StoreError):
@@ -60,9 +69,31 @@ class ChunkedStage(abc.ABC):
         self.options = dict(options or {})
         self._exit_stack = contextlib.ExitStack()
         self.store: ChunkedStore
+        #: Input stores each chunk is computed from (chunk i from their chunk i), by store name.
+        self.lineage_inputs: dict[str, ChunkedStore] = {}
 
     def _lock(self, path: Path) -> None:
         self._exit_stack.enter_context(store_lock(path))
+
+    def _open_input(self, store_cls: type[ChunkedStore], path: StorePath, kind: str,
+                    lineage: bool = True) -> ChunkedStore:
+        """Read-lock (driver only) and open the complete input store at ``path``; with ``lineage``, chunk i of the
+        output is computed from its chunk i and records so.
+
+        Raises:
+            StoreLockedError: a run is writing it now.
+            StoreError: it is missing, foreign, of another kind or incomplete.
+        """
+        if not self.attached:
+            self._exit_stack.enter_context(store_read_lock(path))
+        store = store_cls.open(path, expected_kind=kind, require_complete=True)
+        if lineage:
+            self.lineage_inputs[store.path.name] = store
+        return store
+
+    def upstream_of(self, index: int) -> dict[str, Any]:
+        """What chunk ``index`` is computed from: :meth:`ChunkedStore.lineage` of each lineage input, by name."""
+        return {name: store.lineage(index) for name, store in self.lineage_inputs.items()}
 
     def _open_output(self, store_cls: type[ChunkedStore], path: Path, info: StoreInfo,
                      **layout: Any) -> ChunkedStore:
@@ -109,10 +140,21 @@ class ChunkedStage(abc.ABC):
 
     @property
     def pending(self) -> list[int]:
-        """Chunks not yet written (empty for a complete store)."""
-        if self.store.info.complete:
-            return []
-        return self.store.pending_chunks()
+        """Chunks to compute: not yet written, or no longer matching their records (missing, damaged, wrong size,
+        unrecorded) or computed from other input chunks than the current ones. Reads the whole output store to
+        compare checksums. A driver that finds bad chunks in a complete store says which, and marks the store
+        incomplete until they are recomputed (readers refuse it meanwhile)."""
+        problems = self.store.check_chunks(deep=True, upstream=self.lineage_inputs)
+        complete = self.store.info.complete
+        damage = [problem for problem in problems if complete or problem.kind not in GAP_KINDS]
+        if damage and not self.attached:
+            shown = "; ".join(str(problem) for problem in damage[:5])
+            more = f" (and {len(damage) - 5} more)" if len(damage) > 5 else ""
+            warnings.warn(f"{self.store.path}: recomputing {len({p.index for p in damage})} bad chunks: "
+                          f"{shown}{more}", stacklevel=2)
+            if complete:
+                self.store.mark_incomplete()
+        return sorted({problem.index for problem in problems})
 
     def chunk_length(self, index: int) -> int:
         rows = self.store.info.chunk_slice(index)

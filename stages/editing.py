@@ -217,3 +217,50 @@ def follow_gradient(latents: torch.Tensor, field: LatentField, alphas: np.ndarra
                 travelled += h
             out[index] = current.to(latents.dtype)
     return out
+
+
+def edit_layers(latents_w_plus: ArrayLike, direction: ArrayLike | str, alpha: float | ArrayLike | Sequence[float],
+                layers: tuple[int, int] | None = None, keep: Sequence[ArrayLike | str] | ArrayLike | None = None, *,
+                directions: DirectionSet | None = None, tol: float = 1e-3) -> ArrayLike:
+    """Edit W+ codes along a W direction in the layers ``[start, stop)`` only.
+
+    Style-based generators feed one w per synthesis layer; moving only the coarse layers (e.g. ``(0, 4)``) changes
+    pose and shape, the fine ones colour and texture (StyleGAN's style mixing). Each chosen layer's code moves by
+    ``α n`` (n made conditional on ``keep`` as in :func:`edit`); the others stay. ``layers=None`` moves every layer.
+
+    Args:
+        latents_w_plus: (N, num_ws, w_dim) W+ codes (the generator's W+ code of each w: see
+            :func:`stages.generators.base.w_plus_of`).
+        direction: a (w_dim,) vector or a name in ``directions`` (a nonlinear field has no layer-wise meaning).
+        alpha: scalar, or an (M,) array of strengths.
+        layers: ``(start, stop)`` with ``0 <= start < stop <= num_ws``, or None for all.
+
+    Returns:
+        (N, num_ws, w_dim) for a scalar ``alpha``, (M, N, num_ws, w_dim) for an array; numpy in → numpy out.
+
+    Raises:
+        EditError: a layer range outside ``0..num_ws``, latents that are not (N, num_ws, D), or what :func:`edit`
+            raises for the direction.
+    """
+    is_numpy = not isinstance(latents_w_plus, torch.Tensor)
+    codes = torch.as_tensor(latents_w_plus)
+    if codes.dim() != 3:
+        raise EditError(f"W+ latents must be (N, num_ws, w_dim), got shape {tuple(codes.shape)}")
+    if not torch.is_floating_point(codes):
+        codes = codes.float()
+    num_ws, dim = int(codes.shape[1]), int(codes.shape[2])
+    start, stop = layers if layers is not None else (0, num_ws)
+    if not 0 <= start < stop <= num_ws:
+        raise EditError(f"layers must satisfy 0 <= start < stop <= {num_ws} (the generator's W+ layers), "
+                        f"got [{start}, {stop}]")
+    vector = _resolve(direction, directions, dim, "direction")
+    if keep is not None:
+        vector = conditional_direction(vector, keep, directions=directions, tol=tol)
+    alphas, scalar = _as_alphas(alpha)
+    step = torch.as_tensor(vector, dtype=codes.dtype, device=codes.device)
+    strengths = torch.as_tensor(alphas, dtype=codes.dtype, device=codes.device)
+    edited = codes[None].repeat(len(alphas), 1, 1, 1)
+    edited[:, :, start:stop, :] += strengths[:, None, None, None] * step
+    if scalar:
+        edited = edited[0]
+    return edited.detach().cpu().numpy() if is_numpy else edited

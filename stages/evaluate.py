@@ -41,8 +41,9 @@ from stages.chunked import ChunkedStage
 from stages.contact_sheet import render_traversal_grid, write_contact_sheet
 from stages.device import inference_context, resolve_device
 from stages.directions import DirectionSet
-from stages.editing import edit
+from stages.editing import edit, edit_layers
 from stages.generators import Generator, generator_for
+from stages.generators.base import w_plus_of
 from stages.labelers import Labeler, labeler_for
 from stages.lpips import resize_for_lpips
 from stages.methods.base import METHODS
@@ -120,10 +121,10 @@ class EvaluateStage(ChunkedStage):
         settings = params.eval
         self.params, self.method, self.settings = params, method, settings
         self.directions = DirectionSet.load(layout.directions(method))
-        if self.directions.space != "z":
-            raise EvaluationError(f"{method}: directions live in space {self.directions.space!r}; evaluation edits "
-                                  f"z (the only space the stored generator exposes for sampling)")
-        self.data = dataset.open(data_dir)
+        self.space = self.directions.space
+        # The driver holds the labeled latents read-locked for its whole run (closed with the stage).
+        self.data = dataset.open(data_dir, read_lock=not self.attached)
+        self._exit_stack.callback(self.data.close)
         self.attributes = list(settings.attributes or params.fit.attributes or self.data.attributes)
         supervised = METHODS.build(method).supervised if method in METHODS.names() else True
         self.targets = select_directions(self.directions, self.attributes, allow_missing=not supervised)
@@ -146,9 +147,7 @@ class EvaluateStage(ChunkedStage):
         self.labeler = labeler_for(params.label, labeler).to(self.device)
         self._lpips = lpips
         self.z_dim = generator.z_dim
-        if self.directions.dim != self.z_dim:
-            raise EvaluationError(f"{method}: directions are {self.directions.dim}-d, the generator's z is "
-                                  f"{self.z_dim}-d")
+        self.layers = self._check_space(generator, settings.layers)
 
         rows_per_sample = len(self.targets) * len(self.modes) * len(self.alphas)
         inputs = {"stage": "evaluate", "method": method, "directions": self.directions.meta.get("fingerprint"),
@@ -166,6 +165,33 @@ class EvaluateStage(ChunkedStage):
         self.grids_dir = layout.grids_root() / method
         if attach is None:
             self._check_heldout_is_disjoint()
+
+    def _check_space(self, generator: Generator, layers: list[int] | None) -> tuple[int, int] | None:
+        """Edits happen in the space the directions were fitted in (z, or w: held-out z mapped first), W+ layers
+        ``layers`` only when given. Returns the layer range, or None."""
+        if self.space not in ("z", "w") or self.space not in generator.latent_spaces:
+            raise EvaluationError(f"{self.method}: directions live in space {self.space!r}, but the generator "
+                                  f"{generator.name!r} is driven from {list(generator.latent_spaces)} (edits need z or w)")
+        dim = self.z_dim if self.space == "z" else int(generator.w_dim)
+        if self.directions.dim != dim:
+            raise EvaluationError(f"{self.method}: directions are {self.directions.dim}-d, the generator's "
+                                  f"{self.space} is {dim}-d")
+        if layers is None:
+            return None
+        if self.space != "w":
+            raise EvaluationError(f"eval.layers {layers}: W+ layer ranges apply to directions in w; "
+                                  f"{self.method}'s are in {self.space}")
+        if layers[1] > int(generator.num_ws):
+            raise EvaluationError(f"eval.layers {layers}: the generator has {generator.num_ws} W+ layers")
+        return layers[0], layers[1]
+
+    def base_latents(self, latents_z: np.ndarray) -> np.ndarray:
+        """(n, D) held-out latents in the directions' space: z itself, or its (truncated) w."""
+        if self.space == "z":
+            return latents_z
+        generator, device = self.synthesizer.generator, self.synthesizer.device
+        with inference_context(device, amp=False):
+            return generator.map(torch.from_numpy(latents_z).to(device))["w"].float().cpu().numpy()
 
     @functools.cached_property
     def lpips(self) -> torch.nn.Module:
@@ -193,9 +219,19 @@ class EvaluateStage(ChunkedStage):
         return kept or None
 
     def _edited_images(self, latents_z: np.ndarray, attribute: str, mode: str) -> torch.Tensor:
-        """(M, n, 3, R, R) images of the n latents edited at every α."""
-        edited = edit(latents_z, self.targets[attribute][0], self.alphas, keep=self.keep_for(attribute, mode))
-        images = self.synthesizer(edited.reshape(-1, self.z_dim).astype(np.float32))
+        """(M, n, 3, R, R) images of the n latents edited at every α, in the directions' space (W+ layers
+        ``eval.layers`` only, when given)."""
+        base = self.base_latents(latents_z)
+        direction, keep = self.targets[attribute][0], self.keep_for(attribute, mode)
+        if self.layers is not None:
+            generator, device = self.synthesizer.generator, self.synthesizer.device
+            with inference_context(device, amp=False):
+                codes = w_plus_of(generator, torch.from_numpy(base).to(device)).float().cpu().numpy()
+            edited = edit_layers(codes, direction, self.alphas, self.layers, keep=keep)
+            images = self.synthesizer(edited.reshape(-1, *edited.shape[2:]).astype(np.float32), space="w+")
+        else:
+            edited = edit(base, direction, self.alphas, keep=keep)
+            images = self.synthesizer(edited.reshape(-1, edited.shape[-1]).astype(np.float32), space=self.space)
         return images.reshape(len(self.alphas), len(latents_z), *images.shape[1:])
 
     def run_chunk(self, index: int) -> None:
@@ -238,6 +274,8 @@ class EvaluateStage(ChunkedStage):
             metrics["directions"][attribute]["ppl"] = self._ppl(vector)
         metrics["summary"]["ppl"] = float(np.mean([m["ppl"] for m in metrics["directions"].values()]))
         metrics["method"] = self.method
+        metrics["space"] = self.space  # where the edits were made; W+ layers when given
+        metrics["layers"] = list(self.layers) if self.layers is not None else None
         metrics["n_heldout"] = self.store.info.n_samples
         metrics["unmatched_attributes"] = self.unmatched  # asked for, but no component of this method moves them
         atomic_write_json(self.metrics_path, metrics)
@@ -248,7 +286,7 @@ class EvaluateStage(ChunkedStage):
         from stages.unsupervised.metrics import perceptual_path_length
 
         return float(perceptual_path_length(self.synthesizer.generator, vector[None], self.lpips,
-                                            n_samples=self.settings.ppl_samples,
+                                            space=self.space, n_samples=self.settings.ppl_samples,
                                             t_max=float(np.abs(self.alphas).max()), seed=self.settings.seed,
                                             batch_size=self.settings.batch_size, device=self.device)[0])
 

@@ -38,7 +38,8 @@ class FitStage:
         self.params = params
         self.spec: MethodSpec = METHODS.build(method)
         self.method_params = params.fit.method_params(method, self.spec.params_model)
-        self.data = dataset.open(data_dir)
+        # Read-locked while the latents and labels are loaded: no upstream run rewrites them meanwhile.
+        self.data = dataset.open(data_dir, read_lock=True)
         self.attributes = list(params.fit.attributes or self.data.attributes)
         unknown = [name for name in self.attributes if name not in self.data.attributes]
         if unknown:
@@ -55,8 +56,11 @@ class FitStage:
         self._generator, self._labeler = generator, labeler
         latents = {}
         scores = None
-        for space in self.data.spaces:
-            latents[space], scores = self.data.arrays(self.attributes, space=space)
+        try:
+            for space in self.data.spaces:
+                latents[space], scores = self.data.arrays(self.attributes, space=space)
+        finally:
+            self.data.close()  # everything is loaded: release the read locks
         self.latents: dict[str, np.ndarray] = latents
         self.labels = pd.DataFrame(scores, columns=self.attributes)
 

@@ -19,8 +19,8 @@ from latentatlas.params import Params
 from latentatlas.stores import ParquetChunkStore, StoreInfo, ZarrChunkStore
 from stages.chunked import ChunkedStage
 from stages.contact_sheet import render_contact_sheet, write_contact_sheet
-from stages.device import inference_context, resolve_device
-from stages.scoring import score_images
+from stages.device import CPU_THREADS, inference_context, resolve_device
+from stages.scoring import check_sample_ids, score_samples
 from stages.generators import Generator, generator_for
 from stages.labelers import Labeler, labeler_for
 from stages.synthesize import ImageSynthesizer, images_to_uint8, uint8_to_images
@@ -34,19 +34,20 @@ class LabelStage(ChunkedStage):
                  generator: Generator | None = None, *, attach: str | None = None) -> None:
         """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
         super().__init__(params, data_dir, attach=attach, injected=labeler is not None or generator is not None)
-        self.images = ZarrChunkStore.open(self.data_dir / IMAGES_STORE, expected_kind="images", require_complete=True)
+        self.images: ZarrChunkStore = self._open_input(ZarrChunkStore, self.data_dir / IMAGES_STORE, "images")
         self.images_kept = bool(self.images.info.details.get("images_kept"))
         self.synthesizer: ImageSynthesizer | None = None
         if not self.images_kept:  # label straight from the generator's output
-            self.latents = ZarrChunkStore.open(self.data_dir / LATENTS_STORE, expected_kind="latents",
-                                               require_complete=True)
+            self.latents: ZarrChunkStore = self._open_input(ZarrChunkStore, self.data_dir / LATENTS_STORE,
+                                                            "latents")
             self.synthesizer = ImageSynthesizer(generator_for(params.generator, generator), params.synthesize)
         self.device = resolve_device(params.label.device)
         self.labeler = labeler_for(params.label, labeler).to(self.device)
         self.attributes = list(self.labeler.attributes)
+        check_sample_ids(self.labeler, self.images.info.n_samples)  # labels looked up by id: all N, no other
         inputs = {"stage": "label", "images": self.images.info.fingerprint, "labeler": params.label.labeler,
                   "labeler_fingerprint": self.labeler.fingerprint, "attributes": self.attributes,
-                  "batch_size": params.label.batch_size, "device_type": self.device.type}
+                  "batch_size": params.label.batch_size, "device_type": self.device.type, "cpu_threads": CPU_THREADS}
         info = StoreInfo("labels", inputs, self.images.info.n_samples, self.images.info.chunk_size,
                          details={"attributes": self.attributes, "labeler": params.label.labeler})
         path = self.data_dir / LABELS_STORE
@@ -66,11 +67,14 @@ class LabelStage(ChunkedStage):
 
     def run_chunk(self, index: int) -> None:
         rows = self.store.info.chunk_slice(index)
+        sample_ids = np.arange(rows.start, rows.stop, dtype=np.int64)
         with inference_context(self.device, amp=False):
-            scores = score_images(self.labeler, self.images_for_chunk(index), self.params.label.batch_size)
-        columns = [pa.array(np.arange(rows.start, rows.stop, dtype=np.int64))]
+            scores = score_samples(self.labeler, sample_ids, lambda: self.images_for_chunk(index),
+                                   self.params.label.batch_size)
+        columns = [pa.array(sample_ids)]
         columns += [pa.array(scores[:, k]) for k in range(len(self.attributes))]
-        self.store.write_chunk(index, pa.Table.from_arrays(columns, schema=self.schema))
+        self.store.write_chunk(index, pa.Table.from_arrays(columns, schema=self.schema),
+                               upstream=self.upstream_of(index))
 
     def finish(self) -> None:
         super().finish()

@@ -111,6 +111,12 @@ def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
+def _space_label(method_metrics: dict[str, Any]) -> str:
+    """Where a method's edits were made: ``z``, ``w``, or ``w+ layers [a, b)``."""
+    space, layers = method_metrics.get("space", "z"), method_metrics.get("layers")
+    return f"w+ layers [{layers[0]}, {layers[1]})" if layers else space
+
+
 def build_report(params: Params, data_dir: Path, methods: list[str], layout: OutputLayout = OutputLayout()) -> None:
     """Write the HTML report and the Markdown summary for ``methods`` (output paths from ``layout``)."""
     metrics_root = layout.metrics_root()
@@ -126,7 +132,8 @@ def build_report(params: Params, data_dir: Path, methods: list[str], layout: Out
     lines = ["# latentatlas report", "", f"Methods: {', '.join(methods)}. Held-out samples per direction: "
              f"{params.eval.n_samples}; α ∈ {params.eval.alphas}.", "",
              "Lower rank is better: mean rank of effect ↑, entanglement per unit effect ↓ and LPIPS per unit "
-             "effect ↓ (effect and entanglement in held-out standard deviations).", ""]
+             "effect ↓ (effect and entanglement in held-out standard deviations).", "",
+             "Edits were made in: " + "; ".join(f"{m}: {_space_label(metrics[m])}" for m in methods) + ".", ""]
     for attribute, table in tables.items():
         lines += [f"## {attribute}", "", table.to_markdown(floatfmt=".3f"), ""]
     atomic_write_bytes(layout.report_markdown(), "\n".join(lines).encode())
@@ -134,7 +141,8 @@ def build_report(params: Params, data_dir: Path, methods: list[str], layout: Out
     # HTML
     sections = [f"<h1>latentatlas report</h1><p>Methods: {html.escape(', '.join(methods))}. "
                 f"Held-out samples per direction: {params.eval.n_samples}; α ∈ {params.eval.alphas}. "
-                f"Every number comes from re-synthesized, re-labeled edits of held-out latents.</p>",
+                f"Every number comes from re-synthesized, re-labeled edits of held-out latents. Edits were made in: "
+                + html.escape("; ".join(f"{m}: {_space_label(metrics[m])}" for m in methods)) + ".</p>",
                 "<h2>Ranking per attribute</h2><p>rank = mean rank of effect (↑), entanglement per unit effect (↓) and "
                 "LPIPS at ±α<sub>max</sub> per unit effect (↓); effect and entanglement are in held-out standard "
                 "deviations.</p>"]

@@ -18,7 +18,7 @@ from latentatlas.layout import LATENTS_STORE
 from latentatlas.params import Params
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
 from stages.chunked import ChunkedStage
-from stages.device import inference_context, resolve_device
+from stages.device import CPU_THREADS, inference_context, resolve_device
 from stages.generators import Generator, generator_for
 
 def seeded_normal(seed_words: Sequence[int], n: int, dim: int) -> np.ndarray:
@@ -41,7 +41,8 @@ class SampleStage(ChunkedStage):
         """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
         super().__init__(params, data_dir, attach=attach, injected=generator is not None)
         self.generator = generator_for(params.generator, generator)
-        self.extra_spaces = [space for space in self.generator.latent_spaces if space != "z"]
+        # Stored: z and every space `map` gives (w); W+ is w repeated per layer, never stored.
+        self.extra_spaces = [space for space in self.generator.latent_spaces if space not in ("z", "w+")]
         self.device = resolve_device(params.synthesize.device)
         if self.extra_spaces:
             self.generator.to(self.device)
@@ -51,7 +52,8 @@ class SampleStage(ChunkedStage):
                   "seed": params.sample.seed, "spaces": ["z", *self.extra_spaces]}
         if self.extra_spaces:
             # w = mapping(z) depends on the weights and on the device's arithmetic.
-            inputs |= {"generator_fingerprint": self.generator.fingerprint, "device_type": self.device.type}
+            inputs |= {"generator_fingerprint": self.generator.fingerprint, "device_type": self.device.type,
+                       "cpu_threads": CPU_THREADS}
             probe = self.generator.map(torch.zeros(1, self.generator.z_dim, device=self.device))
             for space in self.extra_spaces:
                 arrays[space] = ArraySpec((probe[space].shape[1],), "float32", ("sample", f"{space}_dim"))

@@ -19,7 +19,7 @@ from latentatlas.layout import IMAGES_STORE, LATENTS_STORE
 from latentatlas.params import Params, SynthesizeParams
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
 from stages.chunked import ChunkedStage
-from stages.device import inference_context, resolve_device
+from stages.device import CPU_THREADS, inference_context, resolve_device
 from stages.generators import Generator, generator_for
 
 def images_to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -73,7 +73,8 @@ class ImageSynthesizer:
 
     def fingerprint_inputs(self) -> dict:
         return {"generator": self.generator.fingerprint, "resolution": self.resolution,
-                "batch_size": self.batch_size, "amp": self.amp, "device_type": self.device.type}
+                "batch_size": self.batch_size, "amp": self.amp, "device_type": self.device.type,
+                "cpu_threads": CPU_THREADS}
 
 
 class SynthesizeStage(ChunkedStage):
@@ -83,8 +84,7 @@ class SynthesizeStage(ChunkedStage):
                  attach: str | None = None) -> None:
         """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
         super().__init__(params, data_dir, attach=attach, injected=generator is not None)
-        self.latents = ZarrChunkStore.open(self.data_dir / LATENTS_STORE, expected_kind="latents",
-                                           require_complete=True)
+        self.latents: ZarrChunkStore = self._open_input(ZarrChunkStore, self.data_dir / LATENTS_STORE, "latents")
         self.synthesizer = ImageSynthesizer(generator_for(params.generator, generator), params.synthesize)
         self.keep_images = params.synthesize.keep_images
         resolution = self.synthesizer.resolution
@@ -100,4 +100,5 @@ class SynthesizeStage(ChunkedStage):
                                                        arrays=arrays if self.keep_images else {})
 
     def run_chunk(self, index: int) -> None:
-        self.store.write_chunk(index, {"images": self.synthesizer.uint8(self.latents.read_chunk("z", index))})
+        self.store.write_chunk(index, {"images": self.synthesizer.uint8(self.latents.read_chunk("z", index))},
+                               upstream=self.upstream_of(index))

@@ -25,3 +25,21 @@ class ColorStatsLabeler:
 @plugin("labeler")
 def build_color_labeler() -> ColorStatsLabeler:
     return ColorStatsLabeler()
+
+
+class FaultyLabeler(ColorStatsLabeler):
+    """The colour labeler, broken on purpose: ``nan`` scores (a user error the scoring check reports) or a ``bug``
+    (a RuntimeError from inside the network, which must keep its traceback)."""
+
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        if self.fault == "bug":
+            raise RuntimeError("faulty labeler: a bug inside score()")
+        return torch.full((images.shape[0], len(self.attributes)), float("nan"))
+
+
+@plugin("labeler")
+def build_faulty_labeler(fault: str) -> FaultyLabeler:
+    return FaultyLabeler(fault)

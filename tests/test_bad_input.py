@@ -189,3 +189,18 @@ def test_a_bug_keeps_its_traceback_and_debug_shows_user_errors(tmp_path, monkeyp
     plain = CliRunner().invoke(main, ["synthesize", "--params", str(params_path), "--data-dir",
                                       str(tmp_path / "missing"), "--engine", "local"])
     assert "no store here" in _one_error_line(plain)
+
+
+def test_labelers_compose_into_one_suite() -> None:
+    from stages.labelers import LabelerError, LabelerSuite, labeler_for
+
+    params = parse_params({"label": {"labelers": [COLOR_LABELER, {"name": COLOR_LABELER, "kwargs": {}}]}})
+    with pytest.raises(LabelerError, match=r"attribute names \['blue', 'brightness', 'green', 'red'\] come from more "
+                                           r"than one labeler"):
+        labeler_for(params.label)
+    one = labeler_for(parse_params({"label": {"labelers": [COLOR_LABELER]}}).label)
+    assert not isinstance(one, LabelerSuite) and one.attributes == ("red", "green", "blue", "brightness")
+    with pytest.raises(ParamsError, match="give either labeler .* or labelers"):
+        parse_params({"label": {"labeler": "faces", "labelers": ["faces"]}})
+    with pytest.raises(ParamsError, match=r"label\.labelers: List should have at least 1 item"):
+        parse_params({"label": {"labelers": []}})

@@ -7,6 +7,8 @@ per stage process would cost ~15 s each).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+import zarr
 
 from pipeline.prefect_server import local_prefect_server
 from tests.conftest import COLOR_LABELER, REPO_ROOT, tree_digest
@@ -59,8 +62,9 @@ def _workspace(root: Path, params: dict, prefect_api: str) -> tuple[Path, dict]:
     (root / "params.yaml").write_text(yaml.safe_dump(_full_params(params)))
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "DVC_SITE_CACHE_DIR": str(root / ".dvc-site"),
            "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(command, cwd=root, env=env, check=True)
+    shutil.copy(REPO_ROOT / ".dvc" / "config", root / ".dvc" / "config")  # the shipped settings (cache links)
     return root, env
 
 
@@ -101,10 +105,15 @@ def test_repro_twice_and_params_change_reruns_only_that_stage(tmp_path, prefect_
 
 
 def _chunk_files(store: Path) -> dict[Path, int]:
-    """Finished chunk files (not Zarr's ``<key>.<uuid>.partial`` temp files of a write in progress) → mtime."""
-    chunks = store / "images" / "c"
+    """Finished chunk files → mtime: written (not a ``.partial`` / ``.tmp`` temp file of a write in progress) and
+    recorded (``images/_records/NNNNN.json`` beside them; a chunk killed between its write and its record is
+    rightly recomputed)."""
+    chunks, records = store / "images" / "c", store / "images" / "_records"
+    if not chunks.is_dir():
+        return {}
     return {path: path.stat().st_mtime_ns for path in chunks.rglob("*")
-            if path.is_file() and not path.name.endswith(".partial")} if chunks.is_dir() else {}
+            if path.is_file() and not path.name.endswith((".partial", ".tmp")) and not path.name.startswith(".")
+            and (records / f"{int(path.relative_to(chunks).parts[0]):05d}.json").is_file()}
 
 
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, prefect_api) -> None:
@@ -133,3 +142,84 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, prefect_api) -> 
     for path, mtime in survivors.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
     assert _digest(root / "data") == _digest(reference / "data")
+
+
+def _cache_files(root: Path) -> list[Path]:
+    return sorted(path for path in (root / ".dvc" / "cache" / "files" / "md5").rglob("*") if path.is_file())
+
+
+def _assert_cache_intact(root: Path) -> int:
+    """Every file in DVC's cache still holds the bytes its name (their md5) says; returns how many there are."""
+    files = _cache_files(root)
+    for path in files:
+        expected = path.parent.name + path.name.removesuffix(".dir")
+        assert hashlib.md5(path.read_bytes()).hexdigest() == expected, f"{path} was modified in the cache"
+    return len(files)
+
+
+def test_linked_cache_is_never_modified_by_resume_wipe_or_checkout(tmp_path, prefect_api) -> None:
+    """The shipped cache.type links stores into DVC's cache (the disk holds them once); resuming a damaged store,
+    wiping a stale one and `dvc checkout` leave every cached file as it was."""
+    root, env = _workspace(tmp_path / "project", SMALL_PARAMS, prefect_api)
+
+    def repro(*targets: str) -> str:
+        result = subprocess.run(["dvc", "repro", *targets], cwd=root, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    repro("synthesize")
+    assert _assert_cache_intact(root) > 16
+    chunk = next(path for path in (root / "data" / "images.zarr" / "images" / "c").rglob("*") if path.is_file())
+    assert chunk.stat().st_nlink == 2, "the store is copied into the cache, not linked: the disk holds it twice"
+
+    chunk.unlink()  # resume: the stage recomputes the missing chunk as a new file
+    repro("synthesize")
+    assert chunk.is_file()
+    count = _assert_cache_intact(root)
+
+    changed = {**SMALL_PARAMS, "sample": {**SMALL_PARAMS["sample"], "seed": 2}}  # stale stores: wiped and rebuilt
+    (root / "params.yaml").write_text(yaml.safe_dump(_full_params(changed)))
+    repro("synthesize")
+    assert _assert_cache_intact(root) > count
+
+    chunk = next(path for path in (root / "data" / "images.zarr" / "images" / "c").rglob("*") if path.is_file())
+    chunk.unlink()
+    result = subprocess.run(["dvc", "checkout", "--force", "synthesize"], cwd=root, env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert chunk.is_file() and chunk.stat().st_nlink == 2  # restored as a link to the cached bytes
+    _assert_cache_intact(root)
+    status = subprocess.run(["dvc", "status", "synthesize"], cwd=root, env=env, capture_output=True, text=True)
+    assert "changed outs" not in status.stdout, status.stdout
+
+
+STYLEGAN2_FIXTURE = REPO_ROOT.parent / "shared" / "fixtures" / "generators" / "stylegan2-ada" / \
+    "network-snapshot-000000.pkl"
+
+
+@pytest.mark.skipif(not STYLEGAN2_FIXTURE.is_file(), reason=f"fixture {STYLEGAN2_FIXTURE} is not here")
+def test_whole_dag_on_a_stylegan2_pickle_fits_in_w_and_edits_w_plus_layers(tmp_path, prefect_api) -> None:
+    """`dvc repro` on the NVlabs StyleGAN2-ADA fixture: latents stored in z and w, InterFaceGAN fitted in W, edits
+    evaluated in W+ layers [0, 4), and the report says where the edits were made."""
+    params = {**SMALL_PARAMS,
+              "generator": {"name": "stylegan2", "kwargs": {"path": str(STYLEGAN2_FIXTURE), "truncation_psi": 0.7}},
+              "sample": {"n_samples": 400, "chunk_size": 100, "seed": 1},
+              "fit": {"methods": ["interfacegan"], "attributes": ["red", "brightness"],
+                      "params": {"interfacegan": {"ratio": 0.1, "space": "w"}}},
+              "eval": {**SMALL_PARAMS["eval"], "layers": [0, 4]}}
+    root, env = _workspace(tmp_path / "project", params, prefect_api)
+    output = _repro(root, env)
+    for stage in ("sample", "synthesize", "label", "fit@interfacegan", "evaluate@interfacegan", "report"):
+        assert f"Running stage '{stage}'" in output
+    latents = zarr.open_group(str(root / "data" / "latents.zarr"), mode="r")
+    assert latents["z"].shape == (400, 64) and latents["w"].shape == (400, 64)
+    images = zarr.open_group(str(root / "data" / "images.zarr"), mode="r")["images"]
+    assert images.shape == (400, 32, 32, 3)
+    directions = json.loads((root / "directions" / "interfacegan" / "directions.json").read_text())
+    assert directions["space"] == "w" and directions["names"] == ["red", "brightness"]
+    metrics = json.loads((root / "metrics" / "interfacegan.json").read_text())
+    assert metrics["space"] == "w" and metrics["layers"] == [0, 4]
+    assert metrics["directions"]["red"]["slope"] > 0  # the W boundary, applied to 4 of 8 layers, still moves red
+    assert "interfacegan: w+ layers [0, 4)" in (root / "reports" / "summary.md").read_text()
+    assert "Running stage" not in _repro(root, env)

@@ -195,3 +195,23 @@ def test_tunagan_mlp_edits_through_the_loop(world):
     assert np.all(up["smile"] > before["smile"]) and np.all(down["smile"] < before["smile"])
     assert np.abs(up["pose"] - before["pose"]).mean() < 0.15 * 30 * 1.5  # pose barely moves (vs 45° if aligned)
     assert cosine((edited[1] - latents).mean(0), world.directions["smile"]) > 0.95
+
+
+def test_edit_layers_moves_only_the_chosen_w_plus_layers() -> None:
+    from stages.editing import edit_layers
+
+    rng = np.random.default_rng(3)
+    codes = rng.standard_normal((5, 6, 8)).astype(np.float32)  # N = 5, num_ws = 6, w_dim = 8
+    direction = np.zeros(8)
+    direction[2] = 2.0  # normalised to e_2
+    edited = edit_layers(codes, direction, [-1.0, 0.0, 2.0], layers=(1, 3))
+    assert edited.shape == (3, 5, 6, 8)
+    np.testing.assert_array_equal(edited[1], codes)
+    np.testing.assert_array_equal(edited[:, :, [0, 3, 4, 5]], np.broadcast_to(codes[:, [0, 3, 4, 5]], (3, 5, 4, 8)))
+    np.testing.assert_allclose(edited[2, :, 1:3, 2] - codes[:, 1:3, 2], 2.0, atol=1e-6)
+    np.testing.assert_allclose(edited[0][:, 1:3][..., [0, 1, 3]], codes[:, 1:3][..., [0, 1, 3]])
+    single = edit_layers(torch.from_numpy(codes), direction, 0.5)  # every layer, torch in → torch out
+    assert isinstance(single, torch.Tensor) and single.shape == (5, 6, 8)
+    np.testing.assert_allclose(single[..., 2].numpy() - codes[..., 2], 0.5, atol=1e-6)
+    with pytest.raises(EditError, match=r"0 <= start < stop <= 6 .* got \[4, 9\]"):
+        edit_layers(codes, direction, 1.0, layers=(4, 9))

@@ -138,3 +138,35 @@ def test_report_is_self_contained_and_ranks_the_truth_first(toy_run) -> None:
         assert table.index[0] == "truth", attribute
     summary = (root / "reports/summary.md").read_text()
     assert "## smile" in summary and "| truth" in summary
+
+
+def test_w_directions_are_edited_in_w_and_w_plus_layers(tmp_path) -> None:
+    """A direction fitted in W is evaluated by editing the held-out z's w; with eval.layers only those W+ layers
+    move (the toy generator's image is that of the mean of its two W+ layers: half the effect)."""
+    world = make_world(z_dim=24, with_mapping=True)
+    params = make_params(sample={"n_samples": 400, "chunk_size": 200},
+                         fit={"methods": ["interfacegan"], "attributes": ["age"], "params": {"interfacegan": {}}},
+                         eval={**EVAL, "attributes": ["age"], "condition_on": []})
+    run_toy_spine(params, tmp_path / "data", world)
+    DirectionSet("truth-w", "w", ["age"], world.direction_in("age", "w")[None]).save(
+        tmp_path / "directions/truth-w")
+    lpips = build_lpips("alex")
+    slopes = {}
+    for layers in (None, [0, 1]):
+        run_params = params.model_copy(update={"eval": params.eval.model_copy(update={"layers": layers})})
+        root = tmp_path / f"layers-{layers}"
+        stage = _stage(tmp_path, run_params, world, "truth-w", lpips, out_root=root)
+        run_stage(stage)
+        metrics = _metrics(root, "truth-w")
+        assert metrics["space"] == "w" and metrics["layers"] == layers
+        slopes[str(layers)] = metrics["directions"]["age"]["slope"]
+    assert slopes["None"] > 0
+    assert slopes["[0, 1]"] == pytest.approx(slopes["None"] / 2, rel=0.02)
+    with pytest.raises(EvaluationError, match=r"eval.layers \[0, 3\]: the generator has 2 W\+ layers"):
+        bad = params.model_copy(update={"eval": params.eval.model_copy(update={"layers": [0, 3]})})
+        _stage(tmp_path, bad, world, "truth-w", lpips, out_root=tmp_path / "bad")
+    DirectionSet("truth-z", "z", ["age"], world.direction_in("age", "z")[None]).save(
+        tmp_path / "directions/truth-z")
+    with pytest.raises(EvaluationError, match="W\\+ layer ranges apply to directions in w"):
+        layered = params.model_copy(update={"eval": params.eval.model_copy(update={"layers": [0, 1]})})
+        _stage(tmp_path, layered, world, "truth-z", lpips, out_root=tmp_path / "bad-z")

@@ -22,7 +22,8 @@ LAYERS = {"latentatlas": 0, "stages": 1, "pipeline": 2}
 #: Each DVC stage and the module that holds its logic (the command only parses arguments and orchestrates:
 #: orchestration never changes what a stage computes, see tests/test_distributed.py).
 STAGE_ENTRY = {"sample": "stages.sample", "synthesize": "stages.synthesize", "label": "stages.label",
-               "fit": "stages.fit", "evaluate": "stages.evaluate", "report": "stages.report"}
+               "fit": "stages.fit", "evaluate": "stages.evaluate", "report": "stages.report",
+               "train-encoder": "stages.encoder"}
 
 
 def _module_of(path: Path) -> str:

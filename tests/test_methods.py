@@ -247,7 +247,7 @@ def test_tunagan_binary_rules_and_errors(context):
 
 
 def test_sefa_components_sorted_orthonormal_and_top_is_dominant(world, context):
-    directions = fit_sefa(context, SeFaParams(n_components=6))
+    directions = fit_sefa(context, SeFaParams(n_components=6, space="z"))
     vectors = directions.vectors.astype(np.float64)
     np.testing.assert_allclose(vectors @ vectors.T, np.eye(6), atol=1e-5)
     eigenvalues = [directions.stats[name]["eigenvalue"] for name in directions.names]
@@ -270,7 +270,7 @@ def test_sefa_factorize_matches_numpy_and_row_normalisation(world):
 
 def test_sefa_bad_inputs(context):
     with pytest.raises(MethodInputError, match="n_components"):
-        fit_sefa(context, SeFaParams(n_components=25))
+        fit_sefa(context, SeFaParams(n_components=25, space="z"))
     no_generator = FitContext(latents=context.latents, labels=context.labels, attributes=[])
     with pytest.raises(MethodInputError, match="FactorizableGenerator"):
         fit_sefa(no_generator, SeFaParams())
@@ -281,7 +281,7 @@ def test_sefa_bad_inputs(context):
 
 def test_ganspace_variance_sorted_top_dominant_and_bounded_batches(world, context):
     world.generator.calls.clear()
-    params = GANSpaceParams(n_components=5, n_samples=3000, batch_size=500, estimator="ipca")
+    params = GANSpaceParams(n_components=5, n_samples=3000, batch_size=500, estimator="ipca", space="z")
     directions = fit_ganspace(context, params)
     ratios = [directions.stats[name]["explained_variance_ratio"] for name in directions.names]
     assert ratios == sorted(ratios, reverse=True) and 0 < sum(ratios) <= 1
@@ -299,7 +299,7 @@ def test_ganspace_variance_sorted_top_dominant_and_bounded_batches(world, contex
 
 
 def test_ganspace_estimators_agree(world):
-    params = GANSpaceParams(n_components=4, n_samples=2000, batch_size=400, layer=2)
+    params = GANSpaceParams(n_components=4, n_samples=2000, batch_size=400, layer=2, space="z")
     ipca, info_ipca = principal_directions(world.generator, params.model_copy(update={"estimator": "ipca"}))
     cov, info_cov = principal_directions(world.generator, params.model_copy(update={"estimator": "covariance"}))
     # the streaming covariance is exact: compare with a full in-memory PCA of the same seeded samples
@@ -382,3 +382,35 @@ def test_method_outputs_round_trip(context, tmp_path):
     np.testing.assert_array_equal(loaded.vectors, directions.vectors)
     assert loaded.stats["smile"]["val_accuracy"] == directions.stats["smile"]["val_accuracy"]
     assert loaded.meta == directions.meta
+
+
+def test_ganspace_on_a_style_generator_is_pca_of_w(world, context):
+    """With a W space (the default "auto"), the components are the principal axes of w = mapping(z) themselves."""
+    from sklearn.decomposition import PCA
+
+    from stages.methods.ganspace import _batches
+
+    params = GANSpaceParams(n_components=4, n_samples=2000, batch_size=500, estimator="covariance")
+    directions = fit_ganspace(context, params)
+    assert directions.space == "w" and directions.dim == world.generator.w_dim
+    np.testing.assert_allclose(directions.vectors @ directions.vectors.T, np.eye(4), atol=1e-5)
+    mapped = np.concatenate([world.generator.map(z)["w"].numpy() for z in _batches(params, world.z_dim)])
+    reference = PCA(n_components=4).fit(mapped.astype(np.float64))
+    ratios = [directions.stats[name]["explained_variance_ratio"] for name in directions.names]
+    np.testing.assert_allclose(ratios, reference.explained_variance_ratio_, rtol=1e-6)
+    for vector, axis in zip(directions.vectors, reference.components_):
+        assert abs(cosine(vector, axis)) > 0.9999
+
+
+def test_sefa_on_a_style_generator_factorises_the_style_weights(world, context):
+    """With style weights (space w by default), SeFa's top direction is the dominant direction as seen from W."""
+    directions = fit_sefa(context, SeFaParams(n_components=3))
+    assert directions.space == "w"
+    expected = world.generator.dominant_direction @ world.generator.mapping  # n·z = (n M)·w
+    assert abs(cosine(directions.vectors[0], expected)) > 0.999
+    one_layer = fit_sefa(context, SeFaParams(n_components=3, layers=[1], orient=False))
+    assert abs(cosine(one_layer.vectors[0], expected)) > 0.999
+    with pytest.raises(MethodInputError, match=r"layers \[5\] out of range: the generator has 2 styled layers"):
+        fit_sefa(context, SeFaParams(layers=[5]))
+    z_only = fit_sefa(context, SeFaParams(n_components=3, space="z"))
+    assert z_only.space == "z" and abs(cosine(z_only.vectors[0], world.generator.dominant_direction)) > 0.999

@@ -67,3 +67,14 @@ def test_repro_with_a_bad_preset_is_one_error_line_and_runs_nothing(tmp_path, mo
     assert result.exit_code == 1
     assert "bad.yaml: sample.chunk_size: Input should be greater than 0" in result.output
     assert not (tmp_path / "dvc.lock").exists()
+
+
+def test_shipped_stylegan2_preset_validates() -> None:
+    """The StyleGAN2 preset validates against params.yaml, fits in W and stores no full-size images."""
+    load_preset(ROOT / "params" / "stylegan2-ffhq.yaml", ROOT / "params.yaml", method_models=method_params_model)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    merged = parse_params(merge_overrides(raw, yaml.safe_load((ROOT / "params/stylegan2-ffhq.yaml").read_text())),
+                          method_models=method_params_model)
+    assert merged.generator.name == "stylegan2" and merged.synthesize.keep_images is False
+    assert merged.synthesize.store_resolution == 256
+    assert {merged.fit.method_params(m).space for m in merged.fit.methods} == {"w"}

@@ -75,7 +75,9 @@ class ToyGenerator:
     """A linear-first-layer toy generator, z ∈ R^D → (N, 3, 8, 8) images in [-1, 1].
 
     ``projection_matrix()`` is A (F, D); ``early_features(z, 1)`` is h = A z + b (F,), ``early_features(z, 2)`` the
-    (192,) pre-tanh pixels. With ``with_mapping`` it also has a "w" space, ``w = z @ M`` (M orthogonal).
+    (192,) pre-tanh pixels. With ``with_mapping`` it also has a "w" space, ``w = z @ M`` (M orthogonal), and a "w+"
+    space of ``num_ws`` = 2 layers whose image is that of their mean w: an edit confined to one layer moves the
+    image half as far as the same edit of w.
     """
 
     name = "toy"
@@ -102,7 +104,8 @@ class ToyGenerator:
         pixel_std = np.sqrt(np.mean(np.diag(decoder @ self.A @ self.A.T @ decoder.T)))
         self.B = decoder * (0.5 / pixel_std)  # pre-tanh pixels have std ≈ 0.5: far from saturation
         self.mapping = np.linalg.qr(rng.standard_normal((z_dim, z_dim)))[0] if with_mapping else None
-        self.latent_spaces = ("z", "w") if with_mapping else ("z",)
+        self.latent_spaces = ("z", "w", "w+") if with_mapping else ("z",)
+        self.w_dim, self.num_ws = (z_dim, 2) if with_mapping else (None, None)
         self.fingerprint = f"toy:D={z_dim}:F={n_features}:seed={seed}:w={with_mapping}"
         self.calls: list[tuple[str, int]] = []  # (function, batch size) of every call, for memory-bound tests
 
@@ -117,12 +120,21 @@ class ToyGenerator:
     def to_z(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         if space == "z":
             return latents
+        if space == "w+" and self.mapping is not None:
+            return latents.mean(dim=1) @ torch.as_tensor(self.mapping.T, dtype=latents.dtype)
         if space == "w" and self.mapping is not None:
             return latents @ torch.as_tensor(self.mapping.T, dtype=latents.dtype)
         raise ValueError(f"toy generator has no latent space {space!r}; it has {self.latent_spaces}")
 
     def projection_matrix(self) -> torch.Tensor:
         return torch.as_tensor(self.A, dtype=torch.float32)
+
+    def style_weights(self) -> list[torch.Tensor]:
+        """(F, w_dim) per W+ layer: each layer's w reaches h = A z through A M / num_ws (z = M · mean(w+))."""
+        if self.mapping is None:
+            raise AttributeError("style_weights: the toy generator has no W space")
+        weight = torch.as_tensor(self.A @ self.mapping / self.num_ws, dtype=torch.float32)
+        return [weight] * self.num_ws
 
     def early_features(self, latents: torch.Tensor, layer: int = 1) -> torch.Tensor:
         self.calls.append(("early_features", int(latents.shape[0])))
@@ -135,7 +147,10 @@ class ToyGenerator:
 
     def synthesize(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
         latents = torch.as_tensor(latents)
-        if latents.dim() != 2 or latents.shape[1] != self.z_dim:
+        if space == "w+" and (latents.dim() != 3 or latents.shape[1] != self.num_ws):
+            raise ValueError(f"toy generator expects (N, {self.num_ws}, {self.z_dim}) w+ latents, got "
+                             f"{tuple(latents.shape)}")
+        if space != "w+" and (latents.dim() != 2 or latents.shape[1] != self.z_dim):
             raise ValueError(f"toy generator expects (N, {self.z_dim}) latents, got {tuple(latents.shape)}")
         self.calls.append(("synthesize", int(latents.shape[0])))
         latents_z = self.to_z(latents.double(), space)

@@ -2,14 +2,18 @@
 
 A labeler scores a batch of images on named attributes; a suite (e.g. ``faces``) is itself a labeler that
 concatenates the columns of several. Images always arrive as (N, 3, H, W) float tensors in [-1, 1], RGB, on the
-labeler's device (:func:`check_images`); each labeler resizes/crops to what its network needs.
+labeler's device (:func:`check_images`); each labeler resizes/crops to what its network needs. A labeler of labels
+the user already has (``table``) looks samples up by id instead (:class:`SampleIdLabeler`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,6 +41,38 @@ class Labeler(Protocol):
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) images in [-1, 1] → (N, A) float32 scores, columns in ``attributes`` order."""
         ...
+
+
+@runtime_checkable
+class SampleIdLabeler(Protocol):
+    """A labeler that looks up labels a user already has, by ``sample_id``, instead of looking at images (e.g. the
+    ``table`` labeler). The label stage prefers ``score_ids`` over ``score`` for such a labeler (also inside a suite)
+    and calls ``check_sample_ids`` once with the run's N before it writes anything.
+    """
+
+    name: str
+    attributes: tuple[str, ...]
+    fingerprint: str
+
+    def to(self, device: torch.device) -> "SampleIdLabeler": ...
+
+    def check_sample_ids(self, n_samples: int) -> None:
+        """Raise :class:`LabelerError` unless it has labels for exactly the samples ``0 … n_samples - 1``."""
+        ...
+
+    def score_ids(self, sample_ids: np.ndarray) -> torch.Tensor:
+        """(N,) int64 sample ids → (N, A) float32 labels, columns in ``attributes`` order."""
+        ...
+
+
+def reads_sample_ids(labeler: object) -> bool:
+    """Whether ``labeler`` labels by sample id (has ``score_ids`` and ``check_sample_ids``)."""
+    return callable(getattr(labeler, "score_ids", None)) and callable(getattr(labeler, "check_sample_ids", None))
+
+
+def labeler_members(labeler: Labeler) -> list[Labeler]:
+    """The labelers a suite runs (in column order), or ``[labeler]`` for a single one."""
+    return list(labeler.labelers) if isinstance(labeler, LabelerSuite) else [labeler]
 
 
 class LabelerError(LatentAtlasError, ValueError):
@@ -112,6 +148,15 @@ def run_in_chunks(network: Callable[[torch.Tensor], T], inputs: torch.Tensor,
     return torch.cat(outputs)  # type: ignore[arg-type]
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in 1 MiB blocks: what a labeler's fingerprint names its files by."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of a module's first parameter (or buffer)."""
     for tensor in module.parameters():
@@ -175,7 +220,10 @@ class LabelerSuite:
 
 
 #: Built-in labelers by name; each module registers its own (imported when the name is first used).
-LABELERS: Registry[Labeler] = Registry("labeler", builtins={"faces": "stages.labelers.faces"})
+LABELERS: Registry[Labeler] = Registry("labeler", builtins={"faces": "stages.labelers.faces",
+                                                            "torch-classifier": "stages.labelers.torch_classifier",
+                                                            "table": "stages.labelers.table",
+                                                            "http": "stages.labelers.http"})
 
 
 def build_labeler(name: str, **kwargs) -> Labeler:
@@ -188,6 +236,13 @@ def build_labeler(name: str, **kwargs) -> Labeler:
 
 
 def labeler_for(section: LabelParams, given: Labeler | None = None) -> Labeler:
-    """``given`` (a labeler a caller injected), else the one ``params.yaml: label`` names."""
-    return given if given is not None else build_labeler(section.labeler, **section.kwargs)
+    """``given`` (a labeler a caller injected), else the one ``params.yaml: label`` names: ``labeler`` with its
+    ``kwargs``, or the suite of ``labelers`` (columns concatenated in their order)."""
+    if given is not None:
+        return given
+    entries = section.entries()
+    if len(entries) == 1:
+        return build_labeler(entries[0].name, **entries[0].kwargs)
+    return LabelerSuite("+".join(entry.name for entry in entries),
+                        [build_labeler(entry.name, **entry.kwargs) for entry in entries])
 

@@ -24,6 +24,10 @@ Step 3 accumulates the (k, k) and (k, D) normal-equation sums ``Σ x xᵀ``, ``�
 that regenerates the identical z batches from the seed. Stats: the explained variance ratio of each component (of the
 total feature variance), and the R² of the regression back to z.
 
+For a style-based generator (StyleGAN; Sec. 2.3 of the paper) the PCA runs on w = M(z) itself, the mapping
+network's output: its principal axes are directions in W, and step 3 is not needed (``space: w``, the default when
+the generator has W). Stats then hold the explained variance ratio of W.
+
 Components have no intrinsic sign or name; each is named by the attribute it moves most and flipped to increase it
 (:mod:`stages.methods.naming`).
 """
@@ -50,6 +54,9 @@ class GANSpaceParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_components: int = Field(20, ge=1, description="principal components kept")
+    space: Literal["auto", "z", "w"] = Field("auto", description="w: PCA of the mapped w (StyleGAN); z: PCA of block "
+                                                                 "features regressed back to z; auto: w when the "
+                                                                 "generator has W")
     layer: int = Field(1, ge=1, description="generator block whose output features are analysed (1 = first)")
     n_samples: int = Field(20_000, ge=2, description="latents sampled for the PCA (fresh, seeded)")
     batch_size: int = Field(1_000, ge=1, description="latents per batch (bounds memory; >= n_components)")
@@ -112,6 +119,10 @@ class _CovariancePCA:
     def transform(self, features: torch.Tensor) -> np.ndarray:
         return ((features.to(self.device) - self.mean_) @ self.components_).cpu().numpy()
 
+    def components(self) -> np.ndarray:
+        """(k, F) unit principal axes, in order."""
+        return self.components_.T.cpu().numpy()
+
 
 class _IncrementalPCA:
     """sklearn IncrementalPCA behind the same small interface."""
@@ -129,6 +140,58 @@ class _IncrementalPCA:
     def transform(self, features: torch.Tensor) -> np.ndarray:
         return self.pca.transform(features.cpu().numpy())
 
+    def components(self) -> np.ndarray:
+        """(k, F) unit principal axes, in order."""
+        return self.pca.components_.copy()
+
+
+def _fit_pca(params: GANSpaceParams, feature_batches, n_batches: int, what: str, progress=None,
+             device: torch.device | str = "cpu") -> "_CovariancePCA | _IncrementalPCA":
+    """Step 2 over ``feature_batches`` (each (B, F) float64); the estimator as ``params.estimator`` says."""
+    pca: _CovariancePCA | _IncrementalPCA | None = None
+    estimator = params.estimator
+    for step, features in enumerate(feature_batches):
+        if pca is None:
+            n_features = features.shape[1]
+            if params.n_components > n_features:
+                raise MethodInputError(f"{METHOD}: n_components={params.n_components} exceeds the {n_features} "
+                                       f"features of {what}")
+            if estimator == "auto":
+                on_gpu = torch.device(device).type == "cuda"
+                estimator = "covariance" if on_gpu and n_features <= params.max_covariance_features else "ipca"
+            pca = (_CovariancePCA(params.n_components, n_features, torch.device(device)) if estimator == "covariance"
+                   else _IncrementalPCA(params.n_components))
+            pca.estimator = estimator
+        pca.partial_fit(features)
+        if progress is not None:
+            progress(step + 1, n_batches, {})
+    pca.finish()
+    return pca
+
+
+def principal_w_directions(generator, params: GANSpaceParams, progress=None,
+                           device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """PCA of w = mapping(z) (the paper's StyleGAN variant): (k, w_dim) float64 unit directions in W, in PCA order,
+    and info with ``explained_variance_ratio`` (k,), ``explained_variance`` (k,) and the ``estimator``."""
+    n_batches = -(-params.n_samples // params.batch_size)
+    if params.n_samples // n_batches < params.n_components:
+        raise MethodInputError(f"{METHOD}: batches of ~{params.n_samples // n_batches} samples are smaller than "
+                               f"n_components={params.n_components}")
+
+    def mapped():
+        for latents_z in _batches(params, int(generator.z_dim)):
+            with torch.no_grad():
+                yield generator.map(latents_z.to(device))["w"].detach().to(torch.float64).cpu()
+
+    pca = _fit_pca(params, mapped(), n_batches, "w", progress, device)
+    vectors = pca.components()
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    info = {"explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, dtype=np.float64),
+            "explained_variance": np.asarray(pca.explained_variance_, dtype=np.float64),
+            "regression_norm": np.ones(len(vectors)), "regression_r2": 1.0, "n_batches": n_batches,
+            "estimator": pca.estimator}
+    return vectors, info
+
 
 def principal_directions(generator, params: GANSpaceParams, progress=None,
                          device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -144,24 +207,10 @@ def principal_directions(generator, params: GANSpaceParams, progress=None,
     if params.n_samples // n_batches < params.n_components:
         raise MethodInputError(f"{METHOD}: batches of ~{params.n_samples // n_batches} samples are smaller than "
                                f"n_components={params.n_components}")
-    pca: _CovariancePCA | _IncrementalPCA | None = None
-    estimator = params.estimator
-    for step, latents_z in enumerate(_batches(params, z_dim)):
-        features = _features(generator, latents_z, params.layer)
-        if pca is None:
-            n_features = features.shape[1]
-            if params.n_components > n_features:
-                raise MethodInputError(f"{METHOD}: n_components={params.n_components} exceeds the {n_features} "
-                                       f"features of layer {params.layer}")
-            if estimator == "auto":
-                on_gpu = torch.device(device).type == "cuda"
-                estimator = "covariance" if on_gpu and n_features <= params.max_covariance_features else "ipca"
-            pca = (_CovariancePCA(params.n_components, n_features, torch.device(device)) if estimator == "covariance"
-                   else _IncrementalPCA(params.n_components))
-        pca.partial_fit(features)
-        if progress is not None:
-            progress(step + 1, 2 * n_batches, {})
-    pca.finish()
+    first_pass = (_features(generator, latents_z, params.layer) for latents_z in _batches(params, z_dim))
+    half_progress = None if progress is None else (lambda step, total, metrics: progress(step, 2 * total, metrics))
+    pca = _fit_pca(params, first_pass, n_batches, f"layer {params.layer}", half_progress, device)
+    estimator = pca.estimator
     gram = np.zeros((params.n_components, params.n_components))
     cross = np.zeros((params.n_components, z_dim))
     z_sq = 0.0
@@ -187,14 +236,21 @@ def principal_directions(generator, params: GANSpaceParams, progress=None,
 def fit_ganspace(context: FitContext, params: GANSpaceParams) -> DirectionSet:
     """GANSpace components of ``context.generator``, named by the attribute each moves most."""
     generator = context.generator
-    if generator is None or not hasattr(generator, "early_features"):
-        raise MethodInputError(f"{METHOD}: needs a FactorizableGenerator (with early_features()); got "
-                               f"{type(generator).__name__}")
-    vectors, info = principal_directions(generator, params, progress=context.progress, device=context.device)
-    if params.orient:
-        vectors, namings = orient_and_name(vectors, context, params.naming, space="z")
+    has_w = generator is not None and "w" in getattr(generator, "latent_spaces", ())
+    if generator is None or not (hasattr(generator, "early_features") or has_w):
+        raise MethodInputError(f"{METHOD}: needs a FactorizableGenerator (with early_features()) or one with a W "
+                               f"space; got {type(generator).__name__}")
+    space = params.space if params.space != "auto" else ("w" if "w" in generator.latent_spaces else "z")
+    if space == "w":
+        if "w" not in generator.latent_spaces:
+            raise MethodInputError(f"{METHOD}: space w asked for, but the generator has {list(generator.latent_spaces)}")
+        vectors, info = principal_w_directions(generator, params, progress=context.progress, device=context.device)
     else:
-        namings = name_components(vectors, context, params.naming, space="z")
+        vectors, info = principal_directions(generator, params, progress=context.progress, device=context.device)
+    if params.orient:
+        vectors, namings = orient_and_name(vectors, context, params.naming, space=space)
+    else:
+        namings = name_components(vectors, context, params.naming, space=space)
     names = component_names(len(vectors))
     stats = {name: {"explained_variance_ratio": float(info["explained_variance_ratio"][k]),
                     "explained_variance": float(info["explained_variance"][k]),
@@ -203,7 +259,7 @@ def fit_ganspace(context: FitContext, params: GANSpaceParams) -> DirectionSet:
     meta = {"params": params.model_dump(), "input_fingerprint": context.input_fingerprint,
             "generator": getattr(generator, "fingerprint", None), "regression_r2": float(info["regression_r2"]),
             "n_batches": int(info["n_batches"]), "estimator": info["estimator"]}
-    return DirectionSet(method=METHOD, space="z", names=names, vectors=vectors.astype(np.float32), stats=stats,
+    return DirectionSet(method=METHOD, space=space, names=names, vectors=vectors.astype(np.float32), stats=stats,
                         meta=meta)
 
 

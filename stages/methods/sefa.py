@@ -1,5 +1,8 @@
-"""SeFa, closed-form factorisation of latent semantics (Shen & Zhou, CVPR 2021), for generators whose latent enters
-through a linear layer (:class:`stages.generators.FactorizableGenerator`).
+"""SeFa, closed-form factorisation of latent semantics (Shen & Zhou, "Closed-Form Factorization of Latent
+Semantics in GANs", CVPR 2021), for generators whose latent enters through a linear layer
+(:class:`stages.generators.FactorizableGenerator`), and for style-based generators, where w enters every synthesis
+layer through an affine style map (``space: w``: A is those maps' weights stacked, for all or the chosen layers,
+and the directions live in W).
 
 The first layer maps z to ``y = A z + b`` with A (F, D). A unit move n changes y by ``A n``; the directions that
 change the first layer's output most (Sec. 3.2, Eq. 5–6) solve::
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from stages.directions import DirectionSet
@@ -35,6 +40,11 @@ class SeFaParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_components: int = Field(10, ge=1, description="number of top eigenvectors kept")
+    space: Literal["auto", "z", "w"] = Field("auto", description="w: the style-modulation weights of a style-based "
+                                                                 "generator (directions in W); z: the first layer's "
+                                                                 "projection; auto: w when the generator has W")
+    layers: list[int] | None = Field(None, description="space w: the W+ layers whose style weights are factorised "
+                                                       "(null: all)")
     normalize_rows: bool = Field(False, description="normalise each row of A to unit norm first (the official "
                                                     "code's variant); False = the paper's Eq. 6")
     orient: bool = Field(True, description="flip each component so that its named attribute increases along it")
@@ -70,23 +80,46 @@ def factorize(projection: torch.Tensor | np.ndarray, n_components: int,
     return vectors * signs[:, None], eigenvalues[order].numpy().copy(), float(eigenvalues.sum())
 
 
+def style_matrix(generator, layers: list[int] | None) -> torch.Tensor:
+    """The style-modulation weights of the chosen W+ layers stacked into one (Σ C_i, w_dim) matrix A: the SeFa
+    paper's StyleGAN case, where w enters every layer through an affine map ``style_i = A_i w + b_i``."""
+    weights = list(generator.style_weights())
+    chosen = range(len(weights)) if layers is None else layers
+    bad = [index for index in chosen if not 0 <= index < len(weights)]
+    if bad:
+        raise MethodInputError(f"{METHOD}: layers {bad} out of range: the generator has {len(weights)} styled layers")
+    return torch.cat([torch.as_tensor(weights[index]).detach().cpu().to(torch.float64) for index in chosen])
+
+
 def fit_sefa(context: FitContext, params: SeFaParams) -> DirectionSet:
     """SeFa components of ``context.generator``, named by the attribute each moves most."""
     generator = context.generator
-    if generator is None or not hasattr(generator, "projection_matrix"):
-        raise MethodInputError(f"{METHOD}: needs a FactorizableGenerator (with projection_matrix()); got "
-                               f"{type(generator).__name__}")
-    vectors, eigenvalues, trace = factorize(generator.projection_matrix(), params.n_components, params.normalize_rows)
-    if params.orient:
-        vectors, namings = orient_and_name(vectors, context, params.naming, space="z")
+    has_styles = (generator is not None and hasattr(generator, "style_weights")
+                  and "w" in getattr(generator, "latent_spaces", ()))
+    space = params.space if params.space != "auto" else ("w" if has_styles else "z")
+    if space == "w":
+        if not has_styles:
+            raise MethodInputError(f"{METHOD}: space w needs a style-based generator (with style_weights()); got "
+                                   f"{type(generator).__name__}")
+        matrix = style_matrix(generator, params.layers)
     else:
-        namings = name_components(vectors, context, params.naming, space="z")
+        if generator is None or not hasattr(generator, "projection_matrix"):
+            raise MethodInputError(f"{METHOD}: needs a FactorizableGenerator (with projection_matrix()); got "
+                                   f"{type(generator).__name__}")
+        if params.layers is not None:
+            raise MethodInputError(f"{METHOD}: layers select style layers; they apply to space w only")
+        matrix = generator.projection_matrix()
+    vectors, eigenvalues, trace = factorize(matrix, params.n_components, params.normalize_rows)
+    if params.orient:
+        vectors, namings = orient_and_name(vectors, context, params.naming, space=space)
+    else:
+        namings = name_components(vectors, context, params.naming, space=space)
     names = component_names(len(vectors))
     stats = {name: {"eigenvalue": float(eigenvalues[k]), "eigenvalue_fraction": float(eigenvalues[k] / trace),
                     **namings[k]} for k, name in enumerate(names)}
     meta = {"params": params.model_dump(), "input_fingerprint": context.input_fingerprint,
             "generator": getattr(generator, "fingerprint", None)}
-    return DirectionSet(method=METHOD, space="z", names=names, vectors=vectors.astype(np.float32), stats=stats,
+    return DirectionSet(method=METHOD, space=space, names=names, vectors=vectors.astype(np.float32), stats=stats,
                         meta=meta)
 
 
