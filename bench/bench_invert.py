@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(CPU_THREADS)
+    load_start = os.getloadavg()[0]
     generator = build_generator("dcgan-digiface")
     encoder = load_encoder(args.encoder, generator.fingerprint)
     alex = build_lpips("alex")
@@ -100,6 +102,7 @@ def main() -> None:
                           f"{alex_value:.3f} | {float(result.psnr[0]):.1f} |")
         print(photo_rows[-1], flush=True)
     photos = "\n".join(photo_rows)
+    load_end = os.getloadavg()[0]
     meta = encoder.meta
     body = (f"{machine_summary()}\n\nGenerator `dcgan-digiface` (64×64, z ∈ R^100), inversion in z: Adam, peak step "
             f"{settings.learning_rate} (in σ of z), LPIPS-VGG + pixel MSE + {settings.prior_weight} × shell prior, "
@@ -109,7 +112,8 @@ def main() -> None:
             f"{meta['validation']['z']['cosine']:.3f}). Random start: z ~ N(0, I), seeded.\n\n"
             f"**Held-out generated faces** ({args.n}, true z known; latent error = mean ‖ẑ − z‖ / ‖z‖; steps 0 = the "
             f"start itself):\n\n{generated}\n\n**Real photos** (MTCNN detection + similarity alignment onto the "
-            f"DCGAN's canonical face, then 100 steps from the encoder's start, one photo at a time):\n\n{photos}\n")
+            f"DCGAN's canonical face, then 100 steps from the encoder's start, one photo at a time):\n\n{photos}\n\n"
+            f"1-min load average {load_start:.1f} at the start, {load_end:.1f} at the end.\n")
     print(body)
     if not args.no_write:
         append_section("GAN inversion: encoder start vs random start, real photos (`bench/bench_invert.py`)", body)

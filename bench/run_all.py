@@ -25,6 +25,8 @@ BENCHMARKS: tuple[tuple[str, list[str]], ...] = (
     ("(4) SVM at 10K per side vs SVC(kernel='linear')", ["bench.bench_svm"]),
     ("(5) Dask with 2 workers vs threads", ["bench.bench_dask"]),
     ("Integrity: checksums, records and verification per stage", ["bench.bench_integrity"]),
+    ("Generators: bare forward vs the image pipeline, per format", ["bench.bench_generators"]),
+    ("Training the attribute classifier on planted attributes", ["bench.bench_train_labeler"]),
 )
 SCALE = ("InterFaceGAN-scale run (500K)", ["bench.bench_scale"])
 

@@ -23,7 +23,13 @@ METRICS_DIR = "metrics"
 GRIDS_DIR = "reports/grids"
 REPORT_HTML = "reports/report.html"
 REPORT_MD = "reports/summary.md"
+REPRODUCTION_MD = "reports/REPRODUCTION.md"
+RANKING_JSON = "reports/ranking.json"
 FIT_WORK_DIR = ".cache/fit"
+#: ``latentatlas train-encoder`` (dvc.yaml's ``train-encoder`` stage): the image → latent encoder photo inversion
+#: starts from, and its per-epoch checkpoints (a folder per training fingerprint).
+ENCODER_DIR = "models/encoder"
+ENCODER_WORK_DIR = ".cache/encoder"
 #: Lock files of outputs that DVC tracks live here, never inside the outputs themselves.
 LOCKS_DIR = ".cache/locks"
 
@@ -55,6 +61,20 @@ class OutputLayout:
 
     def report_markdown(self) -> Path:
         return self.root / REPORT_MD
+
+    def reproduction_markdown(self) -> Path:
+        return self.root / REPRODUCTION_MD
+
+    def ranking_metrics(self) -> Path:
+        return self.root / RANKING_JSON
+
+    def metrics(self, method: str) -> Path:
+        """``metrics/<method>.json``: the headline numbers (a DVC metric)."""
+        return self.root / METRICS_DIR / f"{method}.json"
+
+    def metric_details(self, method: str) -> Path:
+        """``metrics/<method>.details.json``: every evaluation number the report reads (not a DVC metric)."""
+        return self.root / METRICS_DIR / f"{method}.details.json"
 
     def fit_work_root(self) -> Path:
         return self.root / FIT_WORK_DIR

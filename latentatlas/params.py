@@ -137,11 +137,20 @@ class RuntimeParams(_Section):
         return self
 
 
+_ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
 class FitParams(_Section):
-    """Direction fitting: one DVC job per method in ``methods``, each with its own ``params.<method>`` section."""
+    """Direction fitting: one DVC job per method in ``methods``, each with its own ``params.<method>`` section, and
+    one per named variant in ``variants`` (a method run again with other params: ``{name: {method: <method>, ...its
+    params}}``). Methods and variants are the *entries* that are fitted, evaluated and ranked side by side."""
 
     methods: list[str] = Field(default_factory=lambda: ["interfacegan"], min_length=1,
                                description="methods to run, each a DVC job writing directions/<method>/")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named variants of a method with other params, each its own DVC job "
+                                          "writing directions/<name>/: {name: {method: <method>, <its params>}}; "
+                                          "keep the key ({} for none): dvc.yaml iterates it")
     attributes: list[str] | None = Field(None, min_length=1,
                                          description="attributes to fit (null: every labeled attribute)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
@@ -152,32 +161,79 @@ class FitParams(_Section):
 
     _method_params: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
+    @property
+    def entries(self) -> list[str]:
+        """Every fitted directions set by name: the methods, then the variants (file order)."""
+        return [*self.methods, *self.variants]
+
+    def base_method(self, entry: str) -> str:
+        """The registered method that fits ``entry``: a variant's ``method``, else ``entry`` itself (a method, or
+        the name of an imported directions set)."""
+        variant = self.variants.get(entry)
+        return variant["method"] if variant is not None else entry
+
+    def entry_section(self, entry: str) -> dict[str, Any]:
+        """The raw params of ``entry``: ``params.<method>``, or the variant's section without its ``method`` key."""
+        if entry in self.variants:
+            return {key: value for key, value in self.variants[entry].items() if key != "method"}
+        return self.params.get(entry, {})
+
     @model_validator(mode="after")
     def _check_methods(self, info: ValidationInfo) -> "FitParams":
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods: listed twice: {sorted({m for m in self.methods if self.methods.count(m) > 1})}")
         method_models: MethodModels | None = (info.context or {}).get(METHOD_MODELS)
+        models: dict[str, type[BaseModel]] = {}
         for method in self.methods:
             if method_models is not None:
                 try:
-                    model = method_models(method)
+                    models[method] = method_models(method)
                 except LookupError as error:
                     raise ValueError(f"methods: {error}") from None
             if method not in self.params:
                 raise ValueError(f"params.{method}: missing; every method in fit.methods needs a params section "
                                  f"(use {{}} for its defaults): DVC tracks it to rerun only that method")
-            if method_models is None:
-                continue  # structure only: see parse_params
+        for name, section in self.variants.items():
+            self._check_variant(name, section, method_models, models)
+        for entry, model in models.items():
+            where = f"variants.{entry}" if entry in self.variants else f"params.{entry}"
             try:
-                self._method_params[method] = model.model_validate(self.params[method])
+                self._method_params[entry] = model.model_validate(self.entry_section(entry))
             except pydantic.ValidationError as error:
-                problems = "; ".join(f"params.{method}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
-                                     for p in error.errors())
+                problems = "; ".join(f"{where}.{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in error.errors())
                 raise ValueError(problems) from None
         return self
 
+    def _check_variant(self, name: str, section: dict[str, Any], method_models: MethodModels | None,
+                       models: dict[str, type[BaseModel]]) -> None:
+        """A variant's name is a new folder name (not a method's) and its section names a registered method."""
+        if not _ENTRY_NAME.match(name):
+            raise ValueError(f"variants.{name}: a variant's name becomes directions/<name>/ and a DVC stage name: use "
+                             f"letters, digits, '_', '.' and '-' (not first)")
+        if name in self.methods:
+            raise ValueError(f"variants.{name}: also listed in fit.methods; give the variant its own name")
+        method = section.get("method")
+        if not isinstance(method, str):
+            raise ValueError(f"variants.{name}.method: missing; name the method this variant runs "
+                             f"({{method: ortho-linear, lam: 0.0}})")
+        if method in self.variants:
+            raise ValueError(f"variants.{name}.method: {method!r} is another variant; name a method")
+        if method_models is None:
+            return
+        try:
+            method_models(name)
+        except LookupError:
+            pass
+        else:
+            raise ValueError(f"variants.{name}: {name!r} is a registered method's name; give the variant its own")
+        try:
+            models[name] = method_models(method)
+        except LookupError as error:
+            raise ValueError(f"variants.{name}.method: {error}") from None
+
     def method_params(self, method: str, model: type[BaseModel] | None = None) -> BaseModel:
-        """The validated params object of ``method`` (``fit.params.<method>``, typed by the method's own model).
+        """The validated params object of entry ``method`` (``fit.params.<method>``, or variant ``method``'s
+        section), typed by its method's own model.
 
         Params parsed with ``method_models`` (the CLI's) hold it already; otherwise ``model`` validates the section
         now (a library caller fitting one method).
@@ -187,13 +243,14 @@ class FitParams(_Section):
         """
         if method in self._method_params:
             return self._method_params[method]
+        where = f"fit.variants.{method}" if method in self.variants else f"fit.params.{method}"
         if model is None:
-            raise ParamsError(f"fit.params.{method}: not validated; parse the params with method_models= "
+            raise ParamsError(f"{where}: not validated; parse the params with method_models= "
                               f"(stages.methods.method_params_model) or pass the method's params model")
         try:
-            return model.model_validate(self.params.get(method, {}))
+            return model.model_validate(self.entry_section(method))
         except pydantic.ValidationError as error:
-            raise ParamsError("; ".join(f"fit.params.{method}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
+            raise ParamsError("; ".join(f"{where}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
                                         for p in error.errors())) from None
 
 
@@ -237,6 +294,18 @@ class EvalParams(_Section):
         return alphas
 
 
+class ReportParams(_Section):
+    """The report stage: how directions are ranked and which attribute the reproduction tables centre on."""
+
+    min_fit_r2: float = Field(0.1, ge=-1.0, le=1.0,
+                              description="a direction whose own fit explains less of its attribute's held-out "
+                                          "variance (R², where the method reports one) ranks after every direction "
+                                          "that fits, marked")
+    reference_attribute: str | None = Field(None, description="attribute whose edit the reproduction's "
+                                                              "orthogonality tables follow (the paper's 'Young'); "
+                                                              "null: the first evaluated attribute")
+
+
 class Params(_Section):
     generator: GeneratorParams = GeneratorParams()
     sample: SampleParams = SampleParams()
@@ -244,6 +313,7 @@ class Params(_Section):
     label: LabelParams = LabelParams()
     fit: FitParams = Field(default_factory=lambda: {"params": {"interfacegan": {}}}, validate_default=True)
     eval: EvalParams = EvalParams()
+    report: ReportParams = ReportParams()
     runtime: RuntimeParams = RuntimeParams()
 
 

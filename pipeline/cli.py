@@ -44,7 +44,8 @@ engine_option = click.option("--engine", type=click.Choice(["prefect", "local"])
                              show_default=True, help="prefect: a flow with one task per chunk; local: a plain loop")
 out_root_option = click.option("--out-root", type=click.Path(path_type=Path, file_okay=False), default=".",
                                show_default=True, help="root of directions/, evaluations/, metrics/ and reports/")
-method_option = click.option("--method", required=True, help="a method listed in params.yaml: fit.methods")
+method_option = click.option("--method", required=True,
+                             help="a method listed in params.yaml: fit.methods, or a variant's name in fit.variants")
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -79,9 +80,10 @@ def _run(stage_name: str, params_path: Path, data_dir: StorePath, engine: str, m
 
     with user_errors():
         params = read_params(params_path)
-        if method is not None and method not in params.fit.methods and not (
+        if method is not None and method not in params.fit.entries and not (
                 stage_name == "evaluate" and _is_imported(OutputLayout(out_root), method)):
-            raise ParamsError(f"{params_path}: fit.methods {params.fit.methods} does not list {method!r}"
+            raise ParamsError(f"{params_path}: fit.methods {params.fit.methods} does not list {method!r}, nor does "
+                              f"fit.variants {sorted(params.fit.variants)}"
                               + (" (nor is it an imported directions set)" if stage_name == "evaluate" else ""))
         engines.run(stage_name, params, data_dir, engine, method=method, layout=OutputLayout(out_root))
 
@@ -176,7 +178,8 @@ def _inversion_setup(params: Params, space: str | None, steps: int, learning_rat
                      init: str, encoder_path: Path | None, align: bool | None, face_index: int | None, device: str,
                      batch_size: int = 8):
     """(settings, alignment, encoder path) from the shared options; says when the encoder is missing."""
-    from stages.encoder import ENCODER_DIR, ENCODER_FILE
+    from latentatlas.layout import ENCODER_DIR
+    from stages.encoder import ENCODER_FILE
     from stages.generators import generator_for
     from stages.invert import choose_init, default_alignment, inversion_settings, resolve_space
 
@@ -260,8 +263,12 @@ def invert(photos: tuple[Path, ...], out_dir: Path, chunk_size: int, batch_size:
         store = stage.store
         lpips_values = np.asarray(store.arrays["reconstruction_lpips"][:])
         psnr_values = np.asarray(store.arrays["reconstruction_psnr"][:])
-        for name, lpips_value, psnr_value in zip(store.info.details["photos"], lpips_values, psnr_values):
+        names = store.info.details["photos"]
+        for name, lpips_value, psnr_value in list(zip(names, lpips_values, psnr_values))[:20]:
             click.echo(f"{name:32s} LPIPS ({settings.lpips_net}) {lpips_value:.3f}  PSNR {psnr_value:5.1f} dB")
+        if len(names) > 20:
+            click.echo(f"… {len(names) - 20} more; all {len(names)}: LPIPS median {np.median(lpips_values):.3f}, "
+                       f"max {lpips_values.max():.3f}; PSNR median {np.median(psnr_values):.1f} dB")
         click.echo(f"wrote {out_dir / 'latents.zarr'} ({stage.space}) and {out_dir / 'images.zarr'}")
 
 
@@ -338,9 +345,9 @@ def report(params_path: Path, data_dir: StorePath, out_root: Path, included: tup
 
         params = read_params(params_path)
         layout = OutputLayout(out_root)
-        build_report(params, data_dir, [*params.fit.methods, *(n for n in included if n not in params.fit.methods)],
-                     layout=layout)
-        click.echo(f"wrote {layout.report_html()} and {layout.report_markdown()}")
+        entries = params.fit.entries
+        build_report(params, data_dir, [*entries, *(n for n in included if n not in entries)], layout=layout)
+        click.echo(f"wrote {layout.report_html()}, {layout.report_markdown()} and {layout.reproduction_markdown()}")
 
 
 def preset_command(preset_path: Path, params_path: Path, dvc_args: tuple[str, ...]) -> list[str]:

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from latentatlas.locations import location_string, store_path
 from latentatlas.params import Params, parse_params
 from latentatlas.stores import ChunkedStore, StoreError
@@ -133,8 +135,6 @@ def cuda_slot() -> int | None:
     ``CUDA_VISIBLE_DEVICES`` is set in this process (the launcher — dask-cuda, Ray, you — already pinned the
     devices), when the worker has no rank, or when its rank maps to device 0.
     """
-    import torch
-
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None or not torch.cuda.is_available():
         return None
     count = torch.cuda.device_count()
@@ -213,10 +213,8 @@ class ChunkReport:
     gpu_peak_bytes: int | None  # peak CUDA memory allocated on that device during the chunk (None off CUDA)
 
 
-def stage_device(stage: ChunkedStage) -> "torch.device":
+def stage_device(stage: ChunkedStage) -> torch.device:
     """The device ``stage`` computes on (its labeler's, or its generator's; the CPU for a stage without one)."""
-    import torch
-
     synthesizer = getattr(stage, "synthesizer", None)
     device = getattr(stage, "device", None) or (synthesizer.device if synthesizer is not None else None)
     return torch.device(device or "cpu")
@@ -231,8 +229,6 @@ def run_chunk_from_spec(spec: StageSpec, index: int) -> ChunkReport:
     Raises:
         StageAttachError: the store is not (or no longer) the one the driver prepared.
     """
-    import torch
-
     from stages.device import pinned_threads
 
     started = time.time()

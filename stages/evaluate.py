@@ -7,8 +7,15 @@ checked to share no row with the fitted latents. For every evaluated direction n
 z' = edit(z, n, α) → G(z') → labeler → scores, and LPIPS(G(z), G(z')). One long-format Parquet part per chunk of
 held-out samples (``evaluations/<method>/``), so a killed evaluation resumes at chunk granularity.
 
-``finish`` turns the store into ``metrics/<method>.json`` (DVC metrics), ``metrics/<method>.curves.json`` (DVC
-plots: mean target score per α) and traversal grids ``reports/grids/<method>/<attribute>.png``:
+A direction that comes with a nonlinear model of its attribute (TunaGAN's MLP, ``meta["models"]``) is edited as
+the paper applies it: each held-out latent follows the model's normalised gradient for a path of length |α|
+(:func:`stages.editing.follow_gradient`), not the mean-gradient vector stored for consumers that need one vector;
+its PPL is measured along that path (:func:`field_perceptual_path_length`).
+
+``finish`` turns the store into ``metrics/<method>.details.json`` (every number below; the report reads it),
+``metrics/<method>.json`` (the DVC metric: only the headline numbers a user ranks by, :data:`HEADLINE_KEYS` per
+attribute and their means, so that ``dvc exp show`` stays readable), ``metrics/<method>.curves.json`` (DVC plots:
+mean target score per α) and traversal grids ``reports/grids/<method>/<attribute>.png``:
 
 - effectiveness: ``slope`` of the target score per unit α (least squares over samples × α), the same divided by the
   target's held-out standard deviation (``slope_std``), and ``moved_fraction``: samples whose target score at the
@@ -23,6 +30,7 @@ plots: mean target score per α) and traversal grids ``reports/grids/<method>/<a
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +49,25 @@ from stages.chunked import ChunkedStage
 from stages.contact_sheet import render_traversal_grid, write_contact_sheet
 from stages.device import inference_context, resolve_device
 from stages.directions import DirectionSet
-from stages.editing import edit, edit_layers
+from stages.editing import LatentField, edit, edit_layers, follow_gradient
 from stages.generators import Generator, generator_for
 from stages.generators.base import w_plus_of
 from stages.labelers import Labeler, labeler_for
 from stages.lpips import resize_for_lpips
+from stages.methods.tunagan import load_model
 from stages.methods.base import METHODS
 from stages.sample import seeded_normal
 from stages.scoring import score_images
 from stages.synthesize import ImageSynthesizer, images_to_uint8
 from latentatlas.errors import LatentAtlasError
 
+logger = logging.getLogger(__name__)
+
 EVAL_STREAM = 0x45A1  # a third seed word: the held-out stream never coincides with the fit stream (seed, chunk)
+#: Per attribute, what ``metrics/<method>.json`` (the DVC metric) keeps: effect, entanglement, identity, direction.
+HEADLINE_KEYS = ("slope_std", "entanglement", "lpips", "moved_fraction")
+#: Path step of gradient-following (nonlinear) edits, in latent units.
+FIELD_STEP = 0.05
 
 
 class EvaluationError(LatentAtlasError, ValueError):
@@ -126,7 +141,8 @@ class EvaluateStage(ChunkedStage):
         self.data = dataset.open(data_dir, read_lock=not self.attached)
         self._exit_stack.callback(self.data.close)
         self.attributes = list(settings.attributes or params.fit.attributes or self.data.attributes)
-        supervised = METHODS.build(method).supervised if method in METHODS.names() else True
+        base_method = params.fit.base_method(method)  # a variant is evaluated as its method
+        supervised = METHODS.build(base_method).supervised if base_method in METHODS.names() else True
         self.targets = select_directions(self.directions, self.attributes, allow_missing=not supervised)
         self.unmatched = [name for name in self.attributes if name not in self.targets]
         # Hold fixed only directions this method has; a supervised method must have every one asked for, an
@@ -148,19 +164,22 @@ class EvaluateStage(ChunkedStage):
         self._lpips = lpips
         self.z_dim = generator.z_dim
         self.layers = self._check_space(generator, settings.layers)
+        self.fields = self._nonlinear_fields()
 
         rows_per_sample = len(self.targets) * len(self.modes) * len(self.alphas)
         inputs = {"stage": "evaluate", "method": method, "directions": self.directions.meta.get("fingerprint"),
                   "directions_vectors": _digest(self.directions.vectors), "labels": self.data.labels_store.info.fingerprint,
                   "eval": settings.model_dump(mode="json"), "attributes": self.attributes,
-                  "labeler": self.labeler.fingerprint, **self.synthesizer.fingerprint_inputs()}
+                  "labeler": self.labeler.fingerprint, **self.synthesizer.fingerprint_inputs(),
+                  "edits": {name: self.edit_kind(name) for name in self.targets}}
         info = StoreInfo("evaluation", inputs, settings.n_samples, settings.chunk_size,
                          details={"rows_per_sample": rows_per_sample, "targets": list(self.targets),
                                   "modes": self.modes, "alphas": settings.alphas,
                                   "scores": list(self.labeler.attributes)})
         path = layout.evaluations_root() / method
         self.store: ParquetChunkStore = self._open_output(ParquetChunkStore, path, info)
-        self.metrics_path = layout.metrics_root() / f"{method}.json"
+        self.metrics_path = layout.metrics(method)
+        self.details_path = layout.metric_details(method)
         self.curves_path = layout.metrics_root() / f"{method}.curves.json"
         self.grids_dir = layout.grids_root() / method
         if attach is None:
@@ -184,6 +203,24 @@ class EvaluateStage(ChunkedStage):
         if layers[1] > int(generator.num_ws):
             raise EvaluationError(f"eval.layers {layers}: the generator has {generator.num_ws} W+ layers")
         return layers[0], layers[1]
+
+    def _nonlinear_fields(self) -> dict[str, LatentField]:
+        """Attribute → its nonlinear model, for directions whose set carries one (TunaGAN's MLPs). With
+        ``eval.layers`` (W+ layer edits) a gradient path has no layer-wise meaning: the stored mean-gradient vector is
+        edited instead, and the metrics say so (``edit``)."""
+        models = self.directions.meta.get("models", {})
+        fields = {attribute: load_model(self.directions, source) for attribute, (_, source) in self.targets.items()
+                  if source in models}
+        if fields and self.layers is not None:
+            logger.warning("%s: eval.layers edits W+ layers along vectors; the nonlinear models of %s are edited "
+                           "along their mean-gradient vectors instead of their gradient paths", self.method,
+                           sorted(fields))
+            return {}
+        return fields
+
+    def edit_kind(self, attribute: str) -> str:
+        """How ``attribute``'s direction is applied: ``"gradient_path"`` (nonlinear model) or ``"vector"``."""
+        return "gradient_path" if attribute in self.fields else "vector"
 
     def base_latents(self, latents_z: np.ndarray) -> np.ndarray:
         """(n, D) held-out latents in the directions' space: z itself, or its (truncated) w."""
@@ -230,7 +267,7 @@ class EvaluateStage(ChunkedStage):
             edited = edit_layers(codes, direction, self.alphas, self.layers, keep=keep)
             images = self.synthesizer(edited.reshape(-1, *edited.shape[2:]).astype(np.float32), space="w+")
         else:
-            edited = edit(base, direction, self.alphas, keep=keep)
+            edited = edit(base, self.fields.get(attribute, direction), self.alphas, keep=keep, step_size=FIELD_STEP)
             images = self.synthesizer(edited.reshape(-1, edited.shape[-1]).astype(np.float32), space=self.space)
         return images.reshape(len(self.alphas), len(latents_z), *images.shape[1:])
 
@@ -268,17 +305,22 @@ class EvaluateStage(ChunkedStage):
     def finish(self) -> None:
         super().finish()
         frame = pads.dataset(str(self.store.path), format="parquet").to_table().to_pandas()
-        metrics, curves = summarize(frame, self.attributes, list(self.labeler.attributes), self.alphas,
+        details, curves = summarize(frame, self.attributes, list(self.labeler.attributes), self.alphas,
                                     self.directions, self.targets)
         for attribute, (vector, _) in self.targets.items():
-            metrics["directions"][attribute]["ppl"] = self._ppl(vector)
-        metrics["summary"]["ppl"] = float(np.mean([m["ppl"] for m in metrics["directions"].values()]))
-        metrics["method"] = self.method
-        metrics["space"] = self.space  # where the edits were made; W+ layers when given
-        metrics["layers"] = list(self.layers) if self.layers is not None else None
-        metrics["n_heldout"] = self.store.info.n_samples
-        metrics["unmatched_attributes"] = self.unmatched  # asked for, but no component of this method moves them
-        atomic_write_json(self.metrics_path, metrics)
+            details["directions"][attribute]["edit"] = self.edit_kind(attribute)
+            details["directions"][attribute]["ppl"] = (self._field_ppl(self.fields[attribute])
+                                                       if attribute in self.fields else self._ppl(vector))
+        details["summary"]["ppl"] = float(np.mean([m["ppl"] for m in details["directions"].values()]))
+        details["method"] = self.method
+        details["base_method"] = self.params.fit.base_method(self.method)
+        details["space"] = self.space  # where the edits were made; W+ layers when given
+        details["layers"] = list(self.layers) if self.layers is not None else None
+        details["n_heldout"] = self.store.info.n_samples
+        details["condition_on"] = list(self.conditions)
+        details["unmatched_attributes"] = self.unmatched  # asked for, but no component of this method moves them
+        atomic_write_json(self.details_path, details)
+        atomic_write_json(self.metrics_path, headline_metrics(details))
         atomic_write_json(self.curves_path, curves)
         self._write_grids()
 
@@ -289,6 +331,12 @@ class EvaluateStage(ChunkedStage):
                                             space=self.space, n_samples=self.settings.ppl_samples,
                                             t_max=float(np.abs(self.alphas).max()), seed=self.settings.seed,
                                             batch_size=self.settings.batch_size, device=self.device)[0])
+
+    def _field_ppl(self, field: LatentField) -> float:
+        return field_perceptual_path_length(self.synthesizer.generator, field, self.lpips, space=self.space,
+                                            n_samples=self.settings.ppl_samples,
+                                            t_max=float(np.abs(self.alphas).max()), seed=self.settings.seed,
+                                            batch_size=self.settings.batch_size, device=self.device)
 
     def _write_grids(self) -> None:
         latents_z = self.heldout(0)[: self.settings.grid_samples]
@@ -306,6 +354,54 @@ class EvaluateStage(ChunkedStage):
             write_contact_sheet(self.grids_dir / f"{attribute}.png", grid)
 
 
+def field_perceptual_path_length(generator: Generator, field: LatentField, lpips: torch.nn.Module,
+                                 space: str = "z", n_samples: int = 32, t_max: float = 3.0, seed: int = 0,
+                                 batch_size: int = 64, step_size: float = FIELD_STEP,
+                                 device: torch.device | str = "cpu") -> float:
+    """Perceptual path length along a nonlinear model's gradient paths (the PPL of
+    :mod:`stages.unsupervised.metrics` with the straight line replaced by the path the edit follows).
+
+    For (z, t) samples (the same seeded draws as the linear PPL: z ~ N(0, I), t ~ U[−t_max, t_max]), x_t is z
+    (or its w) moved along the path for length |t| (:func:`stages.editing.follow_gradient`, sign of t), and
+    ``d(G(x_t), G(x_t + δ u(x_t))) / δ²`` with u the unit gradient at x_t, δ = 1e-4; values outside the 1st–99th
+    percentile are dropped. Returns the mean (float).
+    """
+    from stages.unsupervised.metrics import PPL_DELTA, ieee_float32
+
+    device = torch.device(device)
+    rng = torch.Generator().manual_seed(seed)
+    latents_z = torch.randn(n_samples, int(generator.z_dim), generator=rng)
+    steps = t_max * (2.0 * torch.rand(n_samples, generator=rng) - 1.0)
+    base = latents_z if space == "z" else generator.map(latents_z.to(device))[space].float().cpu()
+    starts = torch.cat([follow_gradient(base[i:i + 1], field, np.array([float(steps[i])]),
+                                        step_size=step_size)[0] for i in range(n_samples)])
+    gradient = field.gradient(starts).detach().to(torch.float32)
+    units = gradient / gradient.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    distances = []
+    with ieee_float32(), torch.no_grad():
+        for start in range(0, n_samples, batch_size):
+            near_latents = starts[start:start + batch_size].to(device)
+            far_latents = near_latents + PPL_DELTA * units[start:start + batch_size].to(device)
+            near = generator.synthesize(near_latents, space=space).float()
+            far = generator.synthesize(far_latents, space=space).float()
+            distances.append(lpips(resize_for_lpips(near), resize_for_lpips(far)).double().reshape(-1).cpu())
+    values = torch.cat(distances).numpy() / PPL_DELTA ** 2
+    if len(values) >= 3:
+        low, high = np.percentile(values, 1, method="lower"), np.percentile(values, 99, method="higher")
+        values = values[(values >= low) & (values <= high)]
+    return float(values.mean())
+
+
+def headline_metrics(details: dict[str, Any]) -> dict[str, Any]:
+    """The DVC metric of one method from its details: where the edits were made, and per attribute and on average
+    only :data:`HEADLINE_KEYS` (+ the mean PPL), so that ``dvc exp show`` has a few columns per method."""
+    directions = {attribute: {key: entry[key] for key in HEADLINE_KEYS if key in entry}
+                  for attribute, entry in details["directions"].items()}
+    summary = {key: details["summary"][key] for key in (*HEADLINE_KEYS, "ppl") if key in details["summary"]}
+    return {"space": details.get("space"), "layers": details.get("layers"), "n_heldout": details.get("n_heldout"),
+            "directions": directions, "summary": summary}
+
+
 def _digest(vectors: np.ndarray) -> str:
     import hashlib
 
@@ -320,7 +416,7 @@ def summarize(frame: pd.DataFrame, targets_attributes: list[str], score_columns:
     alpha_min, alpha_max = float(alphas.min()), float(alphas.max())
     originals = frame[(frame["alpha"] == 0) & (frame["mode"] == "plain")].drop_duplicates("sample_id")
     spread = {name: float(originals[name].std(ddof=0)) or 1.0 for name in score_columns}
-    metrics: dict[str, Any] = {"directions": {}, "summary": {}}
+    metrics: dict[str, Any] = {"directions": {}, "summary": {}, "spread": spread}
     curves: list[dict] = []
     for attribute in targets:
         entry: dict[str, Any] = {"source_direction": targets[attribute][1],

@@ -1,5 +1,8 @@
 """Stage 4, fit: one method's directions from the labeled latent store → ``directions/<method>/``.
 
+A *variant* (``fit.variants.<name>: {method: <method>, ...params}``) is fitted by its method with its own params
+into ``directions/<name>/``, exactly like a method listed in ``fit.methods``.
+
 Loads only what fitting needs: the (N, D) latents of each stored space and the label columns of the attributes,
 never images. A method whose attributes are independent (``MethodSpec.separable``) is fitted as one unit of work
 per attribute (the flow runs them as parallel Prefect tasks) and the results are concatenated; the others are one
@@ -34,9 +37,10 @@ class FitStage:
 
     def __init__(self, params: Params, data_dir: Path, method: str, layout: OutputLayout = OutputLayout(),
                  generator: Any = None, labeler: Any = None) -> None:
-        self.method = method
+        self.method = method  # the entry's name: a method, or a variant of one (fit.variants)
         self.params = params
-        self.spec: MethodSpec = METHODS.build(method)
+        self.base_method = params.fit.base_method(method)
+        self.spec: MethodSpec = METHODS.build(self.base_method)
         self.method_params = params.fit.method_params(method, self.spec.params_model)
         # Read-locked while the latents and labels are loaded: no upstream run rewrites them meanwhile.
         self.data = dataset.open(data_dir, read_lock=True)
@@ -49,7 +53,7 @@ class FitStage:
         self.layout = layout
         self.out_dir = layout.directions(method)
         self.input_fingerprint = self.data.labels_store.info.fingerprint
-        self.fingerprint = fingerprint_of({"method": method, "params": self.method_params.model_dump(mode="json"),
+        self.fingerprint = fingerprint_of({"method": method, "base_method": self.base_method, "params": self.method_params.model_dump(mode="json"),
                                            "attributes": self.attributes, "input": self.input_fingerprint,
                                            "device_type": self.device.type})
         self.work_dir = layout.fit_work_root() / f"{method}-{self.fingerprint}"
@@ -99,8 +103,9 @@ class FitStage:
     def finish(self, parts: list[DirectionSet]) -> DirectionSet:
         """Concatenate the units' results (in attribute order), record provenance, save atomically."""
         directions = parts[0] if len(parts) == 1 else (self.spec.combine or concatenate_direction_sets)(parts)
-        directions.method = self.method  # e.g. "tunagan-linear", a registered variant of "tunagan"
-        directions.meta = {**directions.meta, "method": self.method, "fingerprint": self.fingerprint,
+        directions.method = self.method  # e.g. "ortho-linear-noreg", a variant of "ortho-linear" (fit.variants)
+        directions.meta = {**directions.meta, "method": self.method, "base_method": self.base_method,
+                           "fingerprint": self.fingerprint,
                            "input_fingerprint": self.input_fingerprint, "attributes": self.attributes,
                            "params": self.method_params.model_dump(mode="json")}
         directions.save(self.out_dir)

@@ -1,4 +1,6 @@
-"""Stage 6, report: every method's metrics side by side, as one self-contained HTML page and a Markdown summary.
+"""Stage 6, report: every method's metrics side by side, as one self-contained HTML page and a Markdown summary,
+plus the papers' findings reproduced on this run (``reports/REPRODUCTION.md`` and the page's "Reproduction"
+section, :mod:`stages.reproduction`) and ``reports/ranking.json`` (a DVC metric: each method's rank per attribute).
 
 The HTML embeds every figure as a base64 PNG (no CDN, no external file: it opens offline and can be mailed).
 Contents: a ranking table per attribute (effectiveness vs entanglement vs identity, per unit of effect), the per-α curves, cosine
@@ -26,9 +28,10 @@ from latentatlas import dataset  # noqa: E402
 from latentatlas.errors import LatentAtlasError  # noqa: E402
 from latentatlas.layout import OutputLayout  # noqa: E402
 from latentatlas.params import Params  # noqa: E402
-from latentatlas.atomic import atomic_write_bytes  # noqa: E402
+from latentatlas.atomic import atomic_write_bytes, atomic_write_json  # noqa: E402
 from stages.directions import DirectionSet  # noqa: E402
 from stages.evaluate import select_directions  # noqa: E402
+from stages.reproduction import Entry, build_reproduction, render_html, render_markdown  # noqa: E402
 
 # (metric key, label): what each method's metrics file holds, shown per attribute
 SHOWN_METRICS = [("slope_std", "effect (std/α)"), ("entanglement", "entanglement"), ("lpips", "LPIPS at ±α_max"),
@@ -44,18 +47,35 @@ class ReportError(LatentAtlasError, ValueError):
 
 
 def load_metrics(methods: list[str], metrics_root: Path) -> dict[str, dict[str, Any]]:
+    """Each method's evaluation details (``metrics/<method>.details.json``: every number, the DVC metric holds only
+    the headline ones)."""
     loaded = {}
     for method in methods:
-        path = Path(metrics_root) / f"{method}.json"
+        path = Path(metrics_root) / f"{method}.details.json"
         if not path.is_file():
             raise ReportError(f"{path}: missing; run the evaluate stage for {method!r} first (`dvc repro`)")
         loaded[method] = json.loads(path.read_text())
     return loaded
 
 
-def ranking_tables(metrics: dict[str, dict[str, Any]]) -> dict[str, pd.DataFrame]:
+def fit_r2(entry: dict[str, Any]) -> float | None:
+    """The held-out R² a direction's own fit reports (ortho-linear ``r2_val``, TunaGAN ``val_r2``), or None."""
+    fit = entry.get("fit", {})
+    for key in ("r2_val", "val_r2"):
+        value = fit.get(key)
+        if isinstance(value, (int, float)) and np.isfinite(value):
+            return float(value)
+    return None
+
+
+def ranking_tables(metrics: dict[str, dict[str, Any]], min_fit_r2: float | None = None) -> dict[str, pd.DataFrame]:
     """Per attribute: one row per method, the shown metrics, the collateral-per-effect ratios, and ``rank`` = mean
-    rank over :data:`RANKED` (a direction that moves its attribute the wrong way ranks last on effect)."""
+    rank over :data:`RANKED` (a direction that moves its attribute the wrong way ranks last on effect).
+
+    With ``min_fit_r2``, a direction whose own fit reports a held-out R² below it (its linear map explains less of
+    the attribute than that: not a direction of that attribute) ranks after every other one, marked in the
+    ``fit`` column; directions whose method reports no R² (classifiers, unsupervised components) are not gated.
+    """
     attributes = sorted({a for m in metrics.values() for a in m["directions"]})
     tables = {}
     for attribute in attributes:
@@ -65,10 +85,25 @@ def ranking_tables(metrics: dict[str, dict[str, Any]]) -> dict[str, pd.DataFrame
         effect = table["effect (std/α)"].clip(lower=1e-6)
         table["entanglement / effect"] = table["entanglement"] / effect
         table["LPIPS / effect"] = table["LPIPS at ±α_max"] / effect
-        ranks = [table[label].rank(ascending=not higher) for label, higher in RANKED]
-        table.insert(0, "rank", pd.concat(ranks, axis=1).mean(axis=1))
+        r2 = pd.Series({method: fit_r2(metrics[method]["directions"][attribute]) for method in table.index},
+                       dtype=float)
+        table["fit R² (held-out)"] = r2
+        fits = ~(r2 < min_fit_r2) if min_fit_r2 is not None else pd.Series(True, index=table.index)
+        rank = pd.Series(np.nan, index=table.index)
+        for group, offset in ((fits, 0), (~fits, int(fits.sum()))):
+            if group.any():
+                ranks = [table.loc[group, label].rank(ascending=not higher) for label, higher in RANKED]
+                rank[group] = pd.concat(ranks, axis=1).mean(axis=1) + offset
+        table["fit"] = ["" if ok else f"✗ R² < {min_fit_r2:g}: ranked last" for ok in fits]
+        table.insert(0, "rank", rank)
         tables[attribute] = table.sort_values("rank")
     return tables
+
+
+def ranking_metric(tables: dict[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
+    """``reports/ranking.json`` (a DVC metric): rank of every method per attribute."""
+    return {attribute: {method: round(float(rank), 3) for method, rank in table["rank"].items()}
+            for attribute, table in tables.items()}
 
 
 def _png(figure: plt.Figure) -> str:
@@ -118,12 +153,26 @@ def _space_label(method_metrics: dict[str, Any]) -> str:
 
 
 def build_report(params: Params, data_dir: Path, methods: list[str], layout: OutputLayout = OutputLayout()) -> None:
-    """Write the HTML report and the Markdown summary for ``methods`` (output paths from ``layout``)."""
+    """Write the HTML report, the Markdown summary, ``REPRODUCTION.md`` and the ranking metric for ``methods``
+    (every fitted entry: methods and variants; output paths from ``layout``)."""
     metrics_root = layout.metrics_root()
     metrics = load_metrics(methods, metrics_root)
     curves = {m: json.loads((metrics_root / f"{m}.curves.json").read_text()) for m in methods}
     directions = {m: DirectionSet.load(layout.directions(m)) for m in methods}
-    tables = ranking_tables(metrics)
+    tables = ranking_tables(metrics, min_fit_r2=params.report.min_fit_r2)
+    atomic_write_json(layout.ranking_metrics(), ranking_metric(tables))
+    data = dataset.open(data_dir)
+    label_names = data.attributes
+    _, scores = data.arrays(label_names)
+    label_correlation = pd.DataFrame(np.corrcoef(scores.T), index=label_names, columns=label_names)
+    entries = {m: Entry(name=m, base_method=params.fit.base_method(m), directions=directions[m], details=metrics[m])
+               for m in methods}
+    reproduction = build_reproduction(entries, label_correlation, list(data.spaces), params.report.reference_attribute)
+    header = (f"Measured on generator {params.generator.name!r}, labeler {params.label.labeler!r}, "
+              f"{data.n_samples} fit samples, {params.eval.n_samples} held-out samples per direction, "
+              f"α ∈ {params.eval.alphas}. 'holds here' is judged by fixed rules (stages/reproduction.py), never "
+              f"tuned; where a relation fails, the note says why it may (different GAN, labelers, scale).")
+    atomic_write_bytes(layout.reproduction_markdown(), render_markdown(reproduction, header).encode())
     attributes = list(tables)
     selected = {m: select_directions(directions[m], [a for a in attributes if a in metrics[m]["directions"]],
                                      allow_missing=True) for m in methods}
@@ -132,7 +181,9 @@ def build_report(params: Params, data_dir: Path, methods: list[str], layout: Out
     lines = ["# latentatlas report", "", f"Methods: {', '.join(methods)}. Held-out samples per direction: "
              f"{params.eval.n_samples}; α ∈ {params.eval.alphas}.", "",
              "Lower rank is better: mean rank of effect ↑, entanglement per unit effect ↓ and LPIPS per unit "
-             "effect ↓ (effect and entanglement in held-out standard deviations).", "",
+             "effect ↓ (effect and entanglement in held-out standard deviations). A direction whose own fit "
+             f"explains less than R² = {params.report.min_fit_r2:g} of its attribute (held-out) ranks after "
+             "every direction that fits (column `fit`).", "",
              "Edits were made in: " + "; ".join(f"{m}: {_space_label(metrics[m])}" for m in methods) + ".", ""]
     for attribute, table in tables.items():
         lines += [f"## {attribute}", "", table.to_markdown(floatfmt=".3f"), ""]
@@ -145,7 +196,10 @@ def build_report(params: Params, data_dir: Path, methods: list[str], layout: Out
                 + html.escape("; ".join(f"{m}: {_space_label(metrics[m])}" for m in methods)) + ".</p>",
                 "<h2>Ranking per attribute</h2><p>rank = mean rank of effect (↑), entanglement per unit effect (↓) and "
                 "LPIPS at ±α<sub>max</sub> per unit effect (↓); effect and entanglement are in held-out standard "
-                "deviations.</p>"]
+                "deviations. A direction whose own fit explains less than R² = "
+                f"{params.report.min_fit_r2:g} of its attribute on held-out samples is no direction of that "
+                "attribute: it ranks after every direction that fits, marked in the column <i>fit</i>. "
+                "<a href='#reproduction'>Reproduction of the papers' findings</a>.</p>"]
     for attribute, table in tables.items():
         sections.append(f"<h3>{html.escape(attribute)}</h3>" + table.to_html(float_format="{:.3f}".format,
                                                                               classes="ranking"))
@@ -163,10 +217,7 @@ def build_report(params: Params, data_dir: Path, methods: list[str], layout: Out
             vectors = np.stack([selected[m][attribute][0] for m in having])
             sections.append(_img(_heatmap(vectors @ vectors.T, having, f"{attribute}: cosine across methods"),
                                  f"across methods {attribute}"))
-    data = dataset.open(data_dir)
-    label_names = data.attributes
-    _, scores = data.arrays(label_names)
-    sections.append(_img(_heatmap(np.corrcoef(scores.T), label_names, "Pearson correlation of the labels "
+    sections.append(_img(_heatmap(label_correlation.to_numpy(), label_names, "Pearson correlation of the labels "
                                   f"(N = {data.n_samples} synthesized samples)"), "attribute correlation"))
     sections.append("<h2>Fit statistics (from each method)</h2>")
     for method in methods:
@@ -175,6 +226,7 @@ def build_report(params: Params, data_dir: Path, methods: list[str], layout: Out
         flat = pd.DataFrame({a: {k: v for k, v in s.items() if isinstance(v, (int, float))} for a, s in stats.items()})
         if not flat.empty:
             sections.append(f"<h3>{html.escape(method)}</h3>" + flat.T.to_html(float_format="{:.3f}".format))
+    sections.append(render_html(reproduction, header))
     sections.append("<h2>Traversal grids</h2><p>Rows: held-out samples; columns: α; caption: the target "
                     "attribute re-labeled after the edit.</p>")
     for method in methods:

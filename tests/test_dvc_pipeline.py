@@ -31,7 +31,7 @@ SMALL_PARAMS = {
     "synthesize": {"batch_size": 100, "device": "cpu"},
     "label": {"labeler": COLOR_LABELER, "batch_size": 100, "device": "cpu", "contact_sheet_samples": 8},
     "fit": {"methods": ["interfacegan"], "attributes": ["red", "brightness"],
-            "params": {"interfacegan": {"ratio": 0.1}}},
+            "params": {"interfacegan": {"ratio": 0.1}}, "variants": {}},  # {}: DVC's foreach defines no variant job
     "eval": {"n_samples": 16, "chunk_size": 8, "alphas": [-1.0, 0.0, 1.0], "attributes": ["red"], "condition_on": [],
              "ppl_samples": 4, "grid_samples": 2},
     "runtime": {"max_workers": 2},
@@ -102,6 +102,30 @@ def test_repro_twice_and_params_change_reruns_only_that_stage(tmp_path, prefect_
     after = _digest(root / "data")
     assert {k: v for k, v in after.items() if not k.startswith("labels")} == \
            {k: v for k, v in before.items() if not k.startswith("labels")}
+
+
+def test_a_variant_is_its_own_job_and_its_params_rerun_only_it(tmp_path, prefect_api) -> None:
+    """fit.variants: a method run again with other params is fitted, evaluated and ranked like a method; changing
+    its params reruns only its fit, its evaluation and the report."""
+    variant = {"interfacegan-wide": {"method": "interfacegan", "ratio": 0.3}}
+    params = {**SMALL_PARAMS, "fit": {**SMALL_PARAMS["fit"], "variants": variant}}
+    root, env = _workspace(tmp_path / "project", params, prefect_api)
+    first = _repro(root, env)
+    for stage in ("fit@interfacegan", "fit-variant@interfacegan-wide", "evaluate-variant@interfacegan-wide",
+                  "report"):
+        assert f"Running stage '{stage}'" in first
+    directions = json.loads((root / "directions" / "interfacegan-wide" / "directions.json").read_text())
+    assert directions["meta"]["base_method"] == "interfacegan" and directions["meta"]["params"]["ratio"] == 0.3
+    ranking = json.loads((root / "reports" / "ranking.json").read_text())
+    assert set(ranking["red"]) == {"interfacegan", "interfacegan-wide"}
+    assert "Reproduction" in (root / "reports" / "REPRODUCTION.md").read_text()
+
+    changed = {**params, "fit": {**params["fit"], "variants": {"interfacegan-wide": {"method": "interfacegan",
+                                                                                    "ratio": 0.2}}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(_full_params(changed)))
+    second = _repro(root, env)
+    ran = sorted(line.split("'")[1] for line in second.splitlines() if line.startswith("Running stage"))
+    assert ran == ["evaluate-variant@interfacegan-wide", "fit-variant@interfacegan-wide", "report"], ran
 
 
 def _chunk_files(store: Path) -> dict[Path, int]:
@@ -218,7 +242,7 @@ def test_whole_dag_on_a_stylegan2_pickle_fits_in_w_and_edits_w_plus_layers(tmp_p
     assert images.shape == (400, 32, 32, 3)
     directions = json.loads((root / "directions" / "interfacegan" / "directions.json").read_text())
     assert directions["space"] == "w" and directions["names"] == ["red", "brightness"]
-    metrics = json.loads((root / "metrics" / "interfacegan.json").read_text())
+    metrics = json.loads((root / "metrics" / "interfacegan.details.json").read_text())
     assert metrics["space"] == "w" and metrics["layers"] == [0, 4]
     assert metrics["directions"]["red"]["slope"] > 0  # the W boundary, applied to 4 of 8 layers, still moves red
     assert "interfacegan: w+ layers [0, 4)" in (root / "reports" / "summary.md").read_text()

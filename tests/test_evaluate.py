@@ -58,7 +58,8 @@ def _stage(root: Path, params, world, method: str, lpips, out_root: Path | None 
 
 
 def _metrics(root: Path, method: str) -> dict:
-    return json.loads((root / "metrics" / f"{method}.json").read_text())
+    """Every evaluation number of ``method`` (the details the report reads; the DVC metric is their headline)."""
+    return json.loads((root / "metrics" / f"{method}.details.json").read_text())
 
 
 def test_true_directions_beat_random_ones(toy_run) -> None:

@@ -23,6 +23,7 @@ LAYERS = {"latentatlas": 0, "stages": 1, "pipeline": 2}
 #: orchestration never changes what a stage computes, see tests/test_distributed.py).
 STAGE_ENTRY = {"sample": "stages.sample", "synthesize": "stages.synthesize", "label": "stages.label",
                "fit": "stages.fit", "evaluate": "stages.evaluate", "report": "stages.report",
+               "fit-variant": "stages.fit", "evaluate-variant": "stages.evaluate",
                "train-encoder": "stages.encoder"}
 
 

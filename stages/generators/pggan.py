@@ -36,7 +36,7 @@ from torch import nn
 
 from stages.generators.base import GENERATORS, GeneratorFileError
 from stages.generators.state_dicts import (check_against_module, existing_file, file_fingerprint, load_state_dict,
-                                           require_keys)
+                                           progressive_block_channels, require_keys)
 
 #: What a PGGAN file must be, quoted in errors.
 EXPECTED_FILE = ("an InterFaceGAN PGGAN generator state dict (.pth with keys lod, layer0.conv.weight, "
@@ -131,16 +131,7 @@ class PGGANArchitecture:
         if first.dim() != 4 or tuple(first.shape[2:]) != (4, 4):
             raise GeneratorFileError(f"{path}: layer0.conv.weight has shape {tuple(first.shape)}, expected "
                                      f"(C1, latent, 4, 4); expected {EXPECTED_FILE}")
-        channels, fused = [int(first.shape[0])], [False]
-        for block in range(1, num_blocks):
-            conv_key, fused_key = f"layer{2 * block}.conv.weight", f"layer{2 * block}.weight"
-            if fused_key in state:
-                channels.append(int(state[fused_key].shape[-1]))
-                fused.append(True)
-            else:
-                require_keys(state, [conv_key], path, EXPECTED_FILE)
-                channels.append(int(state[conv_key].shape[0]))
-                fused.append(False)
+        channels, fused = progressive_block_channels(state, "", int(first.shape[0]), num_blocks, path, EXPECTED_FILE)
         rgb_channels = int(state["output0.conv.weight"].shape[0])
         if rgb_channels != 3:
             raise GeneratorFileError(f"{path}: output0.conv.weight makes {rgb_channels} channels; expected an RGB "

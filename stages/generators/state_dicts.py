@@ -68,6 +68,25 @@ def require_keys(state: Mapping[str, torch.Tensor], keys: list[str], path: Path,
         raise GeneratorFileError(f"{path}: no tensor {missing[0]!r} (keys start {found}, ...); expected {expected}")
 
 
+def progressive_block_channels(state: Mapping[str, torch.Tensor], prefix: str, first_channels: int,
+                               num_blocks: int, path: Path, expected: str) -> tuple[list[int], list[bool]]:
+    """Output channels and "fused upscale" flags of each block of a progressive (PGGAN / StyleGAN v1) synthesis
+    network, read from the keys of its first conv layers ``<prefix>layer{2k}``: a fused layer (the transposed-conv
+    upsampling InterFaceGAN uses at 128 px and above) stores ``weight`` (…, C_out) directly, a plain one
+    ``conv.weight`` (C_out, …). Block 0 (``first_channels``) is never fused."""
+    channels, fused = [first_channels], [False]
+    for block in range(1, num_blocks):
+        conv_key, fused_key = f"{prefix}layer{2 * block}.conv.weight", f"{prefix}layer{2 * block}.weight"
+        if fused_key in state:
+            channels.append(int(state[fused_key].shape[-1]))
+            fused.append(True)
+        else:
+            require_keys(state, [conv_key], path, expected)
+            channels.append(int(state[conv_key].shape[0]))
+            fused.append(False)
+    return channels, fused
+
+
 def check_against_module(state: Mapping[str, torch.Tensor], module: torch.nn.Module, path: Path,
                          expected: str) -> None:
     """Check that ``state`` has exactly the keys and shapes of ``module.state_dict()`` (the architecture inferred

@@ -56,7 +56,7 @@ from latentatlas.params import ParamsError
 from stages.generators.base import GENERATORS, GeneratorFileError
 from stages.generators.pggan import pixel_norm, sphere_normalize
 from stages.generators.state_dicts import (check_against_module, existing_file, file_fingerprint, load_state_dict,
-                                           require_keys)
+                                           progressive_block_channels, require_keys)
 
 #: What a StyleGAN file must be, quoted in errors.
 EXPECTED_FILE = ("an InterFaceGAN StyleGAN (v1) generator state dict (.pth with keys mapping.dense0.linear.weight, "
@@ -276,16 +276,9 @@ class StyleGANArchitecture:
         require_keys(state, [f"mapping.dense{index}.linear.weight" for index in range(mapping_layers)]
                      + [f"synthesis.output{block}.conv.weight" for block in range(num_blocks)], path, EXPECTED_FILE)
         first_dense = state["mapping.dense0.linear.weight"]
-        channels, fused = [int(state["synthesis.layer0.first_layer"].shape[1])], [False]
-        for block in range(1, num_blocks):
-            conv_key, fused_key = f"synthesis.layer{2 * block}.conv.weight", f"synthesis.layer{2 * block}.weight"
-            if fused_key in state:
-                channels.append(int(state[fused_key].shape[-1]))
-                fused.append(True)
-            else:
-                require_keys(state, [conv_key], path, EXPECTED_FILE)
-                channels.append(int(state[conv_key].shape[0]))
-                fused.append(False)
+        first_channels = int(state["synthesis.layer0.first_layer"].shape[1])
+        channels, fused = progressive_block_channels(state, "synthesis.", first_channels,
+                                                     num_blocks, path, EXPECTED_FILE)
         return cls(z_dim=int(first_dense.shape[1]), hidden_dim=int(first_dense.shape[0]),
                    w_dim=int(state["truncation.w_avg"].shape[0]), mapping_layers=mapping_layers,
                    channels=tuple(channels), fused_scale=tuple(fused))

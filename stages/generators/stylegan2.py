@@ -28,10 +28,9 @@ from torch import nn
 from stages.generators.base import GENERATORS, GeneratorFileError
 from stages.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_snapshot
 from stages.generators.stylegan_common import (LRELU_GAIN, LRELU_SLOPE, EqualizedLinear, MappingNetwork,
-                                               StyleGANGenerator, StyleGANNet, bias_lrelu_clamp,
-                                               check_noise_mode, check_recorded_attributes, compute_dtype,
-                                               label_vector,
-                                               load_recorded_tensors, split_kwargs, upfirdn2d)
+                                               StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
+                                               bias_lrelu_clamp, check_noise_mode, compute_dtype, label_vector,
+                                               split_kwargs, upfirdn2d)
 
 IMPLEMENTATION = "latentatlas-stylegan2-v1"
 
@@ -298,16 +297,10 @@ def build_stylegan2_net(snapshot: NVlabsSnapshot) -> StyleGANNet:
     if set(activations.values()) != {"lrelu"}:
         raise GeneratorFileError(f"{source}: only leaky-ReLU StyleGAN2 networks are implemented, the file records "
                                  f"activations {activations}")
-    try:
-        synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_args)
-        mapping = MappingNetwork(z_dim, c_dim, w_dim, **mapping_args)
-    except (TypeError, ValueError) as error:
-        raise GeneratorFileError(f"{source}: G_ema's recorded arguments do not describe a StyleGAN2 ({error})"
-                                 ) from None
-    net = StyleGANNet(mapping, synthesis)
-    load_recorded_tensors(net, snapshot, "StyleGAN2 generator")
-    check_recorded_attributes(snapshot.generator, net, RECORDED_ATTRIBUTES, str(source))
-    return net
+    return assemble_from_snapshot(snapshot, str(source), "StyleGAN2",
+                                  lambda: MappingNetwork(z_dim, c_dim, w_dim, **mapping_args),
+                                  lambda: SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_args),
+                                  RECORDED_ATTRIBUTES)
 
 
 @GENERATORS.register("stylegan2")

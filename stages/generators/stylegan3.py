@@ -29,10 +29,9 @@ from torch import nn
 from stages.generators.base import GENERATORS, GeneratorFileError
 from stages.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_snapshot
 from stages.generators.stylegan_common import (LRELU_GAIN, LRELU_SLOPE, EqualizedLinear, MappingNetwork,
-                                               StyleGANGenerator, StyleGANNet, bias_lrelu_clamp,
-                                               check_noise_mode, check_recorded_attributes, compute_dtype,
-                                               label_vector,
-                                               load_recorded_tensors, split_kwargs, upfirdn2d)
+                                               StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
+                                               bias_lrelu_clamp, check_noise_mode, compute_dtype, label_vector,
+                                               split_kwargs, upfirdn2d)
 
 IMPLEMENTATION = "latentatlas-stylegan3-v1"
 
@@ -331,16 +330,10 @@ def build_stylegan3_net(snapshot: NVlabsSnapshot) -> StyleGANNet:
     synthesis_kwargs = {**dict(kwargs.pop("synthesis_kwargs", None) or {}), **kwargs}
     synthesis_args = split_kwargs(synthesis_kwargs, SYNTHESIS_DEFAULTS, SYNTHESIS_IGNORED, str(source), "synthesis")
     mapping_args = split_kwargs(mapping_kwargs, MAPPING_DEFAULTS, MAPPING_IGNORED, str(source), "mapping")
-    try:
-        synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_args)
-        mapping = MappingNetwork(z_dim, c_dim, w_dim, **mapping_args)
-    except (TypeError, ValueError) as error:
-        raise GeneratorFileError(f"{source}: G_ema's recorded arguments do not describe a StyleGAN3 ({error})"
-                                 ) from None
-    net = StyleGANNet(mapping, synthesis)
-    load_recorded_tensors(net, snapshot, "StyleGAN3 generator")
-    check_recorded_attributes(snapshot.generator, net, RECORDED_ATTRIBUTES, str(source))
-    return net
+    return assemble_from_snapshot(snapshot, str(source), "StyleGAN3",
+                                  lambda: MappingNetwork(z_dim, c_dim, w_dim, **mapping_args),
+                                  lambda: SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_args),
+                                  RECORDED_ATTRIBUTES)
 
 
 @GENERATORS.register("stylegan3")

@@ -263,6 +263,26 @@ def load_recorded_tensors(net: nn.Module, snapshot: NVlabsSnapshot, expected: st
     net.load_state_dict({name: tensor.to(torch.float32) for name, tensor in theirs.items()}, strict=True)
 
 
+def assemble_from_snapshot(snapshot: NVlabsSnapshot, source: str, family: str, mapping: Any, synthesis: Any,
+                           recorded_attributes: Sequence[str]) -> StyleGANNet:
+    """Build ``StyleGANNet(mapping(), synthesis())`` from the recorded arguments (the two zero-argument callables
+    construct the project's modules), load G_ema's tensors into it and check its recorded per-layer attributes.
+
+    Raises:
+        GeneratorFileError: the recorded arguments do not describe a ``family`` network, or its tensors or
+            attributes do not fit the one they describe.
+    """
+    try:
+        synthesis_net, mapping_net = synthesis(), mapping()
+    except (TypeError, ValueError) as error:
+        raise GeneratorFileError(f"{source}: G_ema's recorded arguments do not describe a {family} ({error})"
+                                 ) from None
+    net = StyleGANNet(mapping_net, synthesis_net)
+    load_recorded_tensors(net, snapshot, f"{family} generator")
+    check_recorded_attributes(snapshot.generator, net, recorded_attributes, source)
+    return net
+
+
 def check_recorded_attributes(record: RecordedModule, module: nn.Module, names: Sequence[str], source: str,
                               path: str = "G_ema") -> None:
     """Compare the plain attributes ``names`` the file recorded on each network with ours, where both have them.
