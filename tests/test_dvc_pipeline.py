@@ -81,51 +81,45 @@ def _digest(data_dir: Path) -> dict[str, str]:
 
 
 def test_repro_twice_and_params_change_reruns_only_that_stage(tmp_path, prefect_api) -> None:
-    root, env = _workspace(tmp_path / "project", SMALL_PARAMS, prefect_api)
+    """A second repro does nothing; a label change reruns label and what follows, never sample or synthesize; a
+    variant (fit.variants: a method run again with other params) is fitted, evaluated and ranked like a method, and
+    changing its params reruns only its fit, its evaluation and the report."""
+    variant = {"interfacegan-wide": {"method": "interfacegan", "ratio": 0.3}}
+    params = {**SMALL_PARAMS, "fit": {**SMALL_PARAMS["fit"], "variants": variant}}
+    root, env = _workspace(tmp_path / "project", params, prefect_api)
     first = _repro(root, env)
-    for stage in ("sample", "synthesize", "label", "fit@interfacegan", "evaluate@interfacegan", "report"):
+    for stage in ("sample", "synthesize", "label", "fit@interfacegan", "evaluate@interfacegan",
+                  "fit-variant@interfacegan-wide", "evaluate-variant@interfacegan-wide", "report"):
         assert f"Running stage '{stage}'" in first
     assert "interfacegan" in (root / "reports" / "report.html").read_text()
     status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status"], cwd=root, env=env,
                             capture_output=True, text=True, check=True).stdout
     assert status.count("complete   8/8 chunks") == 3
-    before = _digest(root / "data")
-
-    second = _repro(root, env)
-    assert "Running stage" not in second
-
-    changed = {**SMALL_PARAMS, "label": {**SMALL_PARAMS["label"], "batch_size": 50}}
-    (root / "params.yaml").write_text(yaml.safe_dump(_full_params(changed)))
-    third = _repro(root, env)
-    assert "Running stage 'label'" in third
-    assert "Running stage 'sample'" not in third and "Running stage 'synthesize'" not in third
-    after = _digest(root / "data")
-    assert {k: v for k, v in after.items() if not k.startswith("labels")} == \
-           {k: v for k, v in before.items() if not k.startswith("labels")}
-
-
-def test_a_variant_is_its_own_job_and_its_params_rerun_only_it(tmp_path, prefect_api) -> None:
-    """fit.variants: a method run again with other params is fitted, evaluated and ranked like a method; changing
-    its params reruns only its fit, its evaluation and the report."""
-    variant = {"interfacegan-wide": {"method": "interfacegan", "ratio": 0.3}}
-    params = {**SMALL_PARAMS, "fit": {**SMALL_PARAMS["fit"], "variants": variant}}
-    root, env = _workspace(tmp_path / "project", params, prefect_api)
-    first = _repro(root, env)
-    for stage in ("fit@interfacegan", "fit-variant@interfacegan-wide", "evaluate-variant@interfacegan-wide",
-                  "report"):
-        assert f"Running stage '{stage}'" in first
     directions = json.loads((root / "directions" / "interfacegan-wide" / "directions.json").read_text())
     assert directions["meta"]["base_method"] == "interfacegan" and directions["meta"]["params"]["ratio"] == 0.3
     ranking = json.loads((root / "reports" / "ranking.json").read_text())
     assert set(ranking["red"]) == {"interfacegan", "interfacegan-wide"}
     assert "Reproduction" in (root / "reports" / "REPRODUCTION.md").read_text()
+    before = _digest(root / "data")
+
+    second = _repro(root, env)
+    assert "Running stage" not in second
 
     changed = {**params, "fit": {**params["fit"], "variants": {"interfacegan-wide": {"method": "interfacegan",
                                                                                     "ratio": 0.2}}}}
     (root / "params.yaml").write_text(yaml.safe_dump(_full_params(changed)))
-    second = _repro(root, env)
-    ran = sorted(line.split("'")[1] for line in second.splitlines() if line.startswith("Running stage"))
+    third = _repro(root, env)
+    ran = sorted(line.split("'")[1] for line in third.splitlines() if line.startswith("Running stage"))
     assert ran == ["evaluate-variant@interfacegan-wide", "fit-variant@interfacegan-wide", "report"], ran
+
+    changed = {**changed, "label": {**SMALL_PARAMS["label"], "batch_size": 50}}
+    (root / "params.yaml").write_text(yaml.safe_dump(_full_params(changed)))
+    fourth = _repro(root, env)
+    assert "Running stage 'label'" in fourth
+    assert "Running stage 'sample'" not in fourth and "Running stage 'synthesize'" not in fourth
+    after = _digest(root / "data")
+    assert {k: v for k, v in after.items() if not k.startswith("labels")} == \
+           {k: v for k, v in before.items() if not k.startswith("labels")}
 
 
 def _chunk_files(store: Path) -> dict[Path, int]:
