@@ -195,11 +195,8 @@ class EvaluateStage(ChunkedStage):
         if self.directions.dim != dim:
             raise EvaluationError(f"{self.method}: directions are {self.directions.dim}-d, the generator's "
                                   f"{self.space} is {dim}-d")
-        if layers is None:
-            return None
-        if self.space != "w":
-            raise EvaluationError(f"eval.layers {layers}: W+ layer ranges apply to directions in w; "
-                                  f"{self.method}'s are in {self.space}")
+        if layers is None or self.space != "w":
+            return None  # W+ layer ranges apply to directions in w; z directions edit z (metrics say layers: null)
         if layers[1] > int(generator.num_ws):
             raise EvaluationError(f"eval.layers {layers}: the generator has {generator.num_ws} W+ layers")
         return layers[0], layers[1]
