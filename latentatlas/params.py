@@ -317,13 +317,16 @@ class Params(_Section):
     runtime: RuntimeParams = RuntimeParams()
 
 
-def _format_error(source: str, error: pydantic.ValidationError) -> str:
+def format_validation_error(source: str, error: pydantic.ValidationError,
+                            unknown_key: str = "unknown key (check the spelling; see params.yaml in the repository "
+                                               "for every key)") -> str:
+    """One line per problem of a pydantic validation error: ``<source>: <dotted.key>: <what was expected> (got …)``."""
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see params.yaml in the repository for every key)"
+            message = unknown_key
         elif "input" in problem and not isinstance(problem["input"], dict):
             message += f" (got {problem['input']!r})"
         lines.append(f"{source}: {key}: {message}")
@@ -344,7 +347,7 @@ def parse_params(raw: dict[str, Any], source: str = "params", method_models: Met
     try:
         return Params.model_validate(raw, context={METHOD_MODELS: method_models} if method_models else None)
     except pydantic.ValidationError as error:
-        raise ParamsError(_format_error(source, error)) from None
+        raise ParamsError(format_validation_error(source, error)) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

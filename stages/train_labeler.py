@@ -49,6 +49,7 @@ from torch import nn
 
 from latentatlas.atomic import atomic_write_bytes, atomic_write_json
 from latentatlas.errors import LatentAtlasError
+from latentatlas.params import format_validation_error
 from latentatlas.stores import fingerprint_of
 from stages.device import resolve_device
 from stages.labelers.base import file_sha256
@@ -139,16 +140,7 @@ def parse_train_params(raw: dict[str, Any], source: str = "train-labeler") -> Tr
     try:
         return TrainLabelerParams.model_validate(raw)
     except pydantic.ValidationError as error:
-        lines = []
-        for problem in error.errors():
-            key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-            message = problem["msg"].removeprefix("Value error, ")
-            if problem["type"] == "extra_forbidden":
-                message = "unknown key"
-            elif "input" in problem and not isinstance(problem["input"], dict):
-                message += f" (got {problem['input']!r})"
-            lines.append(f"{source}: {key}: {message}")
-        raise TrainLabelerError("\n".join(lines)) from None
+        raise TrainLabelerError(format_validation_error(source, error, unknown_key="unknown key")) from None
 
 
 # ------------------------------------------------------------------------------------------------------- label files
