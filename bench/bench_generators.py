@@ -46,8 +46,8 @@ GENERATORS: tuple[tuple[str, str, dict], ...] = (
 
 def bare_rate(name: str, kwargs: dict, n: int, batch_size: int) -> float:
     """Images/s of ``synthesize(z)`` alone (after one warm-up batch)."""
-    from stages.device import pinned_threads
-    from stages.generators import build_generator
+    from stages.runtime.device import pinned_threads
+    from stages.plugins.generators import build_generator
 
     generator = build_generator(name, **kwargs)
     latents_z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(0))
@@ -62,8 +62,8 @@ def bare_rate(name: str, kwargs: dict, n: int, batch_size: int) -> float:
 def pipeline_rate(name: str, kwargs: dict, n: int, batch_size: int) -> float:
     """Images/s of the sample + synthesize stages (models built once outside the timing)."""
     from latentatlas.params import parse_params
-    from stages.chunked import run_stage
-    from stages.generators import build_generator
+    from stages.runtime.chunked import run_stage
+    from stages.plugins.generators import build_generator
     from stages.sample import SampleStage
     from stages.synthesize import SynthesizeStage
 

@@ -36,9 +36,9 @@ import zarr
 from bench.common import ROOT, append_section, machine_summary
 from latentatlas.params import load_params
 from latentatlas.stores import ArraySpec, ChunkedStore, ParquetChunkStore, StoreInfo, ZarrChunkStore, open_store
-from stages.chunked import run_stage
+from stages.runtime.chunked import run_stage
 from stages.label import LabelStage
-from stages.methods import method_params_model
+from stages.plugins.methods import method_params_model
 from stages.sample import SampleStage
 from stages.synthesize import SynthesizeStage
 

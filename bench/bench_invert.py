@@ -32,12 +32,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import append_section, machine_summary  # noqa: E402
-from stages.align import FaceDetector, load_photo, prepare_photo  # noqa: E402
-from stages.device import CPU_THREADS  # noqa: E402
-from stages.encoder import load_encoder  # noqa: E402
-from stages.generators import build_generator  # noqa: E402
-from stages.invert import Inverter, default_alignment, inversion_settings, lpips_input  # noqa: E402
-from stages.lpips import build_lpips  # noqa: E402
+from stages.photo.align import FaceDetector, load_photo, prepare_photo  # noqa: E402
+from stages.runtime.device import CPU_THREADS  # noqa: E402
+from stages.photo.encoder import load_encoder  # noqa: E402
+from stages.plugins.generators import build_generator  # noqa: E402
+from stages.photo.invert import Inverter, default_alignment, inversion_settings, lpips_input  # noqa: E402
+from stages.latent.perceptual import build_lpips  # noqa: E402
 from stages.synthesize import uint8_to_images  # noqa: E402
 
 

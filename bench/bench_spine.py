@@ -37,7 +37,7 @@ from pipeline.prefect_server import local_prefect_server
 
 def bare_generator_rate(n: int, batch_size: int = 256) -> float:
     """Images/s of the bare generator forward pass (best of the full run after one warm-up batch)."""
-    from stages.generators import build_generator
+    from stages.plugins.generators import build_generator
 
     generator = build_generator("dcgan-digiface")
     latents_z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(0))
@@ -52,7 +52,7 @@ def bare_generator_rate(n: int, batch_size: int = 256) -> float:
 def labeler_rate(data_dir: Path, n: int = 4096, batch_size: int = 256) -> float:
     """Images/s of the ``faces`` suite on stored images."""
     from latentatlas.stores import ZarrChunkStore
-    from stages.labelers import build_labeler
+    from stages.plugins.labelers import build_labeler
     from stages.synthesize import uint8_to_images
 
     labeler = build_labeler("faces").to(torch.device("cpu"))

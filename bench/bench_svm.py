@@ -3,7 +3,7 @@
 Data (the planted toy, at the paper's scale): N latents z ~ N(0, I_D), D = 100, one planted unit direction n and a
 binary-like score ``sigmoid(2.5 nᵀz + σ ε)`` (σ = 0.3: clean extremes; σ = 3: overlapping classes, like a real
 classifier in a GAN's Z space). InterFaceGAN takes the top / bottom 2% (10K per side for N = 500K), trains on 70% and
-validates on 30%. Both solvers run through the same :func:`stages.methods.interfacegan.fit_attribute`
+validates on 30%. Both solvers run through the same :func:`stages.plugins.methods.interfacegan.fit_attribute`
 (same selection, split and accuracy code), so only the solver differs.
 
 Prints one markdown table and appends it, with the date and machine, to ``BENCHMARKS.md`` at the repository root.
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages.methods.interfacegan import (  # noqa: E402
+from stages.plugins.methods.interfacegan import (  # noqa: E402
     InterFaceGANParams, make_classifier, fit_attribute, select_samples)
 from tests.toy import SHARPNESS, planted_directions  # noqa: E402
 

@@ -3,7 +3,7 @@
 Data: N synthetic side × side PNGs (grey noise, values 64–191) with three planted binary attributes, each present with
 probability 1/2: a red square (side/5), a blue square (side/5), a green horizontal bar (side/2 × side/10), at random
 places (they may overlap). A CSV ``file,red_square,blue_square,green_bar``; ``val_fraction`` held out (seeded).
-Training: ``stages.train_labeler`` with a torchvision ResNet-18 from random init, one-cycle AdamW, progressive
+Training: ``stages.plugins.labelers.training`` with a torchvision ResNet-18 from random init, one-cycle AdamW, progressive
 resizing, on the CPU. Then the written checkpoint is loaded as the ``torch-classifier`` labeler and its throughput
 measured on side × side images.
 
@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import append_section, machine_summary  # noqa: E402
-from stages.labelers import build_labeler  # noqa: E402
-from stages.train_labeler import parse_train_params, train_labeler  # noqa: E402
+from stages.plugins.labelers import build_labeler  # noqa: E402
+from stages.plugins.labelers.training import parse_train_params, train_labeler  # noqa: E402
 
 ATTRIBUTES = ("red_square", "blue_square", "green_bar")
 

@@ -20,7 +20,7 @@ from latentatlas.errors import LatentAtlasError
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 #: ``method name → its params model``; raises LookupError for an unknown method. The stages layer provides it
-#: (``stages.methods.method_params_model``): the core knows no method.
+#: (``stages.plugins.methods.method_params_model``): the core knows no method.
 MethodModels = Callable[[str], type[BaseModel]]
 METHOD_MODELS = "method_models"
 #: The largest stored image side: 4096² RGB is 48 MiB per image, already more than a chunk should hold.
@@ -246,7 +246,7 @@ class FitParams(_Section):
         where = f"fit.variants.{method}" if method in self.variants else f"fit.params.{method}"
         if model is None:
             raise ParamsError(f"{where}: not validated; parse the params with method_models= "
-                              f"(stages.methods.method_params_model) or pass the method's params model")
+                              f"(stages.plugins.methods.method_params_model) or pass the method's params model")
         try:
             return model.model_validate(self.entry_section(method))
         except pydantic.ValidationError as error:
@@ -337,7 +337,7 @@ def parse_params(raw: dict[str, Any], source: str = "params", method_models: Met
     """Validate a params mapping (as read from YAML) into :class:`Params`.
 
     Args:
-        method_models: how to find each method's params model (``stages.methods.method_params_model``). With it,
+        method_models: how to find each method's params model (``stages.plugins.methods.method_params_model``). With it,
             every ``fit.params.<method>`` of ``fit.methods`` is validated now and typed
             (``params.fit.method_params(name)``); without it, only their presence is checked (enough for a
             stage that fits nothing).

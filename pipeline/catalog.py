@@ -7,7 +7,7 @@ from collections.abc import Callable
 from latentatlas.layout import OutputLayout
 from latentatlas.locations import StorePath
 from latentatlas.params import Params
-from stages.chunked import ChunkedStage
+from stages.runtime.chunked import ChunkedStage
 from stages.evaluate import EvaluateStage
 from stages.label import LabelStage
 from stages.sample import SampleStage

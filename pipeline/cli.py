@@ -69,7 +69,7 @@ def user_errors() -> Iterator[None]:
 
 def read_params(params_path: Path) -> Params:
     """``params.yaml`` validated once, every listed method's section typed by that method's own model."""
-    from stages.methods import method_params_model
+    from stages.plugins.methods import method_params_model
 
     return load_params(params_path, method_models=method_params_model)
 
@@ -90,7 +90,7 @@ def _run(stage_name: str, params_path: Path, data_dir: StorePath, engine: str, m
 
 def _is_imported(layout: OutputLayout, name: str) -> bool:
     """Whether ``directions/<name>/`` holds a set brought in by ``latentatlas directions import``."""
-    from stages.directions import DirectionsError, DirectionSet
+    from stages.latent.directions import DirectionsError, DirectionSet
 
     try:
         return bool(DirectionSet.load(layout.directions(name)).meta.get("imported"))
@@ -122,13 +122,13 @@ _stage_command("label", "Score every image with the labeler suite into DATA_DIR/
 
 @main.command(name="train-labeler")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-              default="train_labeler.yaml", help="YAML settings (stages/train_labeler.py: TrainLabelerParams)")
+              default="train_labeler.yaml", help="YAML settings (stages/plugins/labelers/training.py: TrainLabelerParams)")
 def train_labeler_command(config_path: Path) -> None:
     """Train a multi-label attribute classifier (ResNet, one-cycle, progressive resizing) on an image folder with
     CelebA-style or CSV labels; writes OUT/model.pt (for label.labeler: torch-classifier, kwargs: {checkpoint:
     OUT/model.pt}) and OUT/metrics.json. Resumes after the last finished epoch."""
     with user_errors():
-        from stages.train_labeler import load_train_params, train_labeler
+        from stages.plugins.labelers.training import load_train_params, train_labeler
 
         params = load_train_params(config_path)
 
@@ -179,9 +179,9 @@ def _inversion_setup(params: Params, space: str | None, steps: int, learning_rat
                      batch_size: int = 8):
     """(settings, alignment, encoder path) from the shared options; says when the encoder is missing."""
     from latentatlas.layout import ENCODER_DIR
-    from stages.encoder import ENCODER_FILE
-    from stages.generators import generator_for
-    from stages.invert import choose_init, default_alignment, inversion_settings, resolve_space
+    from stages.photo.encoder import ENCODER_FILE
+    from stages.plugins.generators import generator_for
+    from stages.photo.invert import choose_init, default_alignment, inversion_settings, resolve_space
 
     settings = inversion_settings(space=space, steps=steps, learning_rate=learning_rate, lpips_net=lpips_net,
                                   init=init, device=device, batch_size=batch_size)
@@ -215,7 +215,7 @@ def train_encoder_command(params_path: Path, data_dir: StorePath, out_dir: Path,
     """Train the image → latent encoder on DATA_DIR's (image, latent) pairs into OUT/encoder.pt (the starting
     point of `invert` and `edit`). Checkpoints every epoch and resumes after the last finished one."""
     with user_errors():
-        from stages.encoder import encoder_settings, train_encoder
+        from stages.photo.encoder import encoder_settings, train_encoder
 
         params = read_params(params_path)
         settings = encoder_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, width=width,
@@ -247,8 +247,8 @@ def invert(photos: tuple[Path, ...], out_dir: Path, chunk_size: int, batch_size:
     with user_errors():
         import numpy as np
 
-        from stages.chunked import run_stage
-        from stages.invert import InvertStage, ReconstructStage
+        from stages.runtime.chunked import run_stage
+        from stages.photo.invert import InvertStage, ReconstructStage
 
         params = read_params(params_path)
         generator, settings, alignment, encoder = _inversion_setup(
@@ -291,7 +291,7 @@ def edit(photo: Path, directions_path: Path, attribute: str, alphas: str, keep: 
     """Invert PHOTO, edit it along ATTRIBUTE of a directions set for every alpha, and re-score each edit: writes
     OUT/<method>-<attribute>.png (photo | reconstruction | edits), .csv and .json, and prints the scores."""
     with user_errors():
-        from stages.photo_edit import parse_alphas, parse_layers, parse_names, photo_edit, scores_table
+        from stages.photo.edit import parse_alphas, parse_layers, parse_names, photo_edit, scores_table
 
         strengths = parse_alphas(alphas)
         kept = parse_names(keep, "--keep")
@@ -355,7 +355,7 @@ def preset_command(preset_path: Path, params_path: Path, dvc_args: tuple[str, ..
     after checking that ``params_path`` with the preset applied validates."""
     import json
 
-    from stages.methods import method_params_model
+    from stages.plugins.methods import method_params_model
 
     overrides = load_preset(preset_path, params_path, method_models=method_params_model)
     set_args = [arg for key, value in overrides for arg in ("-S", f"{key}={json.dumps(value)}")]
@@ -517,7 +517,7 @@ def directions() -> None:
 
 @directions.command(name="import")
 @click.option("--format", "source_format", type=click.Choice(["interfacegan", "ganspace", "sefa"]), required=True,
-              help="the files' format (see stages/directions_io.py)")
+              help="the files' format (see stages/latent/interchange.py)")
 @click.option("--name", required=True, help="the set's name: written to OUT_ROOT/directions/<name>/")
 @click.option("--model", default=None, help="InterFaceGAN: the model prefix of the file names (e.g. stylegan_ffhq)")
 @click.option("--space", type=click.Choice(["z", "w"]), default=None,
@@ -531,7 +531,7 @@ def import_directions_command(source_format: str, name: str, model: str | None, 
     """Import published FILES as a directions set, evaluated and ranked like a fitted one
     (`latentatlas evaluate --method NAME`, `latentatlas report --include NAME`)."""
     with user_errors():
-        from stages.directions_io import import_directions
+        from stages.latent.interchange import import_directions
 
         layout = OutputLayout(out_root)
         imported = import_directions(source_format, list(files), name, model=model, space=space,
@@ -551,8 +551,8 @@ def import_directions_command(source_format: str, name: str, model: str | None, 
 def export_directions_command(method: str, target_format: str, model: str, target: Path, out_root: Path) -> None:
     """Write a directions set as InterFaceGAN boundary files (one (1, D) .npy per direction)."""
     with user_errors():
-        from stages.directions import DirectionSet
-        from stages.directions_io import export_interfacegan
+        from stages.latent.directions import DirectionSet
+        from stages.latent.interchange import export_interfacegan
 
         written = export_interfacegan(DirectionSet.load(OutputLayout(out_root).directions(method)), target, model)
         click.echo(f"wrote {len(written)} boundary files to {target}")

@@ -1,6 +1,6 @@
 """Running one stage as the CLI asks: as a Prefect flow (one task per chunk, visible in the UI) or as a plain loop in
 this process (``--engine local``: no Prefect, for debugging and scripting). Both write the same bytes: every
-engine and task runner runs torch with :data:`stages.device.CPU_THREADS` intra-op threads per chunk in flight (and
+engine and task runner runs torch with :data:`stages.runtime.device.CPU_THREADS` intra-op threads per chunk in flight (and
 for the whole of fit and of a stage's finishing step), whatever ``runtime.max_workers`` and the machine's cores.
 """
 
@@ -12,8 +12,8 @@ from latentatlas.layout import OutputLayout
 from latentatlas.locations import StorePath
 from latentatlas.params import Params
 from pipeline.catalog import STAGE_NAMES, build_stage
-from stages.chunked import run_stage
-from stages.device import pinned_threads
+from stages.runtime.chunked import run_stage
+from stages.runtime.device import pinned_threads
 
 Engine = Literal["prefect", "local"]
 

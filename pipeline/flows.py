@@ -18,7 +18,7 @@ process (the driver) holds the lock and prepares the store; each worker process 
 ``pipeline/placement.py``).
 With threads the tasks find the driver's own stage in the process cache, so nothing is built twice.
 
-Torch runs :data:`stages.device.CPU_THREADS` intra-op threads per chunk in flight, on every runner and for any
+Torch runs :data:`stages.runtime.device.CPU_THREADS` intra-op threads per chunk in flight, on every runner and for any
 ``max_workers``, as the local engine does: the bytes never depend on how a stage was run.
 
 What a run logs: each chunk task logs one line to its task run (samples, seconds, images/s, device, peak GPU
@@ -52,8 +52,8 @@ from latentatlas.locations import StorePath, location_string
 from latentatlas.params import Params, RuntimeParams
 from pipeline.catalog import build_stage
 from pipeline.placement import ChunkReport, StageSpec, run_chunk_from_spec, serving
-from stages.chunked import ChunkedStage
-from stages.device import pinned_threads
+from stages.runtime.chunked import ChunkedStage
+from stages.runtime.device import pinned_threads
 from stages.fit import FitStage
 
 
@@ -269,7 +269,7 @@ def _run_flow(flow_name: str, body: Callable[..., Any], params: Params, *args: A
 
     The validated params object goes to the body as it is (Prefect records it as JSON for the UI). ``chunked``
     flows run their tasks on ``runtime.task_runner``; the others (fit) on threads. Torch runs
-    :data:`stages.device.CPU_THREADS` intra-op threads in this thread and in the runner's threads (they start from
+    :data:`stages.runtime.device.CPU_THREADS` intra-op threads in this thread and in the runner's threads (they start from
     its count); chunk tasks pin it themselves in worker processes. A user error is reported once, by the caller:
     :class:`UserErrorConsoleFilter` keeps Prefect's traceback of it off the terminal.
     """

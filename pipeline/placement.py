@@ -4,7 +4,7 @@ attached stages, and one worker per GPU.
 A stage object holds the store lock, open stores and models: it never travels. The process that prepared the store
 (the *driver*) describes it with a small picklable :class:`StageSpec` (stage class, params, data dir, options, and
 the fingerprint of the store it prepared); a worker process turns the spec back into a stage with
-:func:`attached_stage` — the stage built in *attach* mode (see :class:`stages.chunked.ChunkedStage`). Built stages
+:func:`attached_stage` — the stage built in *attach* mode (see :class:`stages.runtime.chunked.ChunkedStage`). Built stages
 are kept in a small per-process cache keyed by the spec, so a worker builds its generator/labeler once, not once per
 chunk. The driver registers its own stage in that cache (:func:`serving`), so chunk tasks that run in the driver's
 threads use it directly at no extra cost.
@@ -31,7 +31,7 @@ import torch
 from latentatlas.locations import location_string, store_path
 from latentatlas.params import Params, parse_params
 from latentatlas.stores import ChunkedStore, StoreError
-from stages.chunked import ChunkedStage, StageAttachError, replaced_message
+from stages.runtime.chunked import ChunkedStage, StageAttachError, replaced_message
 
 
 @dataclass(frozen=True)
@@ -223,13 +223,13 @@ def stage_device(stage: ChunkedStage) -> torch.device:
 def run_chunk_from_spec(spec: StageSpec, index: int) -> ChunkReport:
     """Write chunk ``index`` of the stage ``spec`` describes, in this process (a worker or the driver's thread).
 
-    Torch runs :data:`stages.device.CPU_THREADS` intra-op threads for it, whatever the runner: the bytes of a
+    Torch runs :data:`stages.runtime.device.CPU_THREADS` intra-op threads for it, whatever the runner: the bytes of a
     chunk never depend on where it ran.
 
     Raises:
         StageAttachError: the store is not (or no longer) the one the driver prepared.
     """
-    from stages.device import pinned_threads
+    from stages.runtime.device import pinned_threads
 
     started = time.time()
     with pinned_threads():

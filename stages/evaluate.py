@@ -9,7 +9,7 @@ held-out samples (``evaluations/<method>/``), so a killed evaluation resumes at 
 
 A direction that comes with a nonlinear model of its attribute (TunaGAN's MLP, ``meta["models"]``) is edited as
 the paper applies it: each held-out latent follows the model's normalised gradient for a path of length |α|
-(:func:`stages.editing.follow_gradient`), not the mean-gradient vector stored for consumers that need one vector;
+(:func:`stages.latent.editing.follow_gradient`), not the mean-gradient vector stored for consumers that need one vector;
 its PPL is measured along that path (:func:`field_perceptual_path_length`).
 
 ``finish`` turns the store into ``metrics/<method>.details.json`` (every number below; the report reads it),
@@ -45,19 +45,19 @@ from latentatlas.layout import OutputLayout
 from latentatlas.params import Params
 from latentatlas.stores import ParquetChunkStore, StoreError, StoreInfo
 from latentatlas.atomic import atomic_write_json
-from stages.chunked import ChunkedStage
-from stages.contact_sheet import render_traversal_grid, write_contact_sheet
-from stages.device import inference_context, resolve_device
-from stages.directions import DirectionSet
-from stages.editing import LatentField, edit, edit_layers, follow_gradient
-from stages.generators import Generator, generator_for
-from stages.generators.base import w_plus_of
-from stages.labelers import Labeler, labeler_for
-from stages.lpips import resize_for_lpips
-from stages.methods.tunagan import load_model
-from stages.methods.base import METHODS
+from stages.runtime.chunked import ChunkedStage
+from stages.reporting.contact_sheet import render_traversal_grid, write_contact_sheet
+from stages.runtime.device import inference_context, resolve_device
+from stages.latent.directions import DirectionSet
+from stages.latent.editing import LatentField, edit, edit_layers, follow_gradient
+from stages.plugins.generators import Generator, generator_for
+from stages.plugins.generators.base import w_plus_of
+from stages.plugins.labelers import Labeler, labeler_for
+from stages.latent.perceptual import resize_for_lpips
+from stages.plugins.methods.tunagan import load_model
+from stages.plugins.methods.base import METHODS
 from stages.sample import seeded_normal
-from stages.scoring import score_images
+from stages.latent.scoring import score_images
 from stages.synthesize import ImageSynthesizer, images_to_uint8
 from latentatlas.errors import LatentAtlasError
 
@@ -127,7 +127,7 @@ class EvaluateStage(ChunkedStage):
                  generator: Generator | None = None,
                  labeler: Labeler | None = None, lpips: torch.nn.Module | None = None, *,
                  attach: str | None = None) -> None:
-        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`; the
+        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.runtime.chunked.ChunkedStage`; the
         held-out overlap check is the driver's."""
         layout = OutputLayout(Path(layout.root).resolve())
         options = {"method": method, "layout": layout}
@@ -229,7 +229,7 @@ class EvaluateStage(ChunkedStage):
 
     @functools.cached_property
     def lpips(self) -> torch.nn.Module:
-        from stages.lpips import build_lpips
+        from stages.latent.perceptual import build_lpips
 
         return (self._lpips or build_lpips(self.settings.lpips_net, self.device)).to(self.device).eval()
 
@@ -322,7 +322,7 @@ class EvaluateStage(ChunkedStage):
         self._write_grids()
 
     def _ppl(self, vector: np.ndarray) -> float:
-        from stages.unsupervised.metrics import perceptual_path_length
+        from stages.plugins.methods.unsupervised.metrics import perceptual_path_length
 
         return float(perceptual_path_length(self.synthesizer.generator, vector[None], self.lpips,
                                             space=self.space, n_samples=self.settings.ppl_samples,
@@ -356,14 +356,14 @@ def field_perceptual_path_length(generator: Generator, field: LatentField, lpips
                                  batch_size: int = 64, step_size: float = FIELD_STEP,
                                  device: torch.device | str = "cpu") -> float:
     """Perceptual path length along a nonlinear model's gradient paths (the PPL of
-    :mod:`stages.unsupervised.metrics` with the straight line replaced by the path the edit follows).
+    :mod:`stages.plugins.methods.unsupervised.metrics` with the straight line replaced by the path the edit follows).
 
     For (z, t) samples (the same seeded draws as the linear PPL: z ~ N(0, I), t ~ U[−t_max, t_max]), x_t is z
-    (or its w) moved along the path for length |t| (:func:`stages.editing.follow_gradient`, sign of t), and
+    (or its w) moved along the path for length |t| (:func:`stages.latent.editing.follow_gradient`, sign of t), and
     ``d(G(x_t), G(x_t + δ u(x_t))) / δ²`` with u the unit gradient at x_t, δ = 1e-4; values outside the 1st–99th
     percentile are dropped. Returns the mean (float).
     """
-    from stages.unsupervised.metrics import PPL_DELTA, ieee_float32
+    from stages.plugins.methods.unsupervised.metrics import PPL_DELTA, ieee_float32
 
     device = torch.device(device)
     rng = torch.Generator().manual_seed(seed)

@@ -25,12 +25,12 @@ from latentatlas import dataset
 from latentatlas.layout import OutputLayout
 from latentatlas.params import Params
 from latentatlas.stores import fingerprint_of, store_lock
-from stages.device import resolve_device
-from stages.generators import generator_for
-from stages.labelers import labeler_for
-from stages.scoring import score_frame
-from stages.directions import DirectionSet, concatenate_direction_sets
-from stages.methods.base import METHODS, FitContext, MethodInputError, MethodSpec
+from stages.runtime.device import resolve_device
+from stages.plugins.generators import generator_for
+from stages.plugins.labelers import labeler_for
+from stages.latent.scoring import score_frame
+from stages.latent.directions import DirectionSet, concatenate_direction_sets
+from stages.plugins.methods.base import METHODS, FitContext, MethodInputError, MethodSpec
 
 class FitStage:
     """Fitting one method: ``units()`` lists the independent pieces, ``fit_unit`` runs one, ``finish`` saves."""

@@ -17,12 +17,12 @@ import torch
 from latentatlas.layout import CONTACT_SHEET, IMAGES_STORE, LABELS_STORE, LATENTS_STORE
 from latentatlas.params import Params
 from latentatlas.stores import ParquetChunkStore, StoreInfo, ZarrChunkStore
-from stages.chunked import ChunkedStage
-from stages.contact_sheet import render_contact_sheet, write_contact_sheet
-from stages.device import CPU_THREADS, inference_context, resolve_device
-from stages.scoring import check_sample_ids, score_samples
-from stages.generators import Generator, generator_for
-from stages.labelers import Labeler, labeler_for
+from stages.runtime.chunked import ChunkedStage
+from stages.reporting.contact_sheet import render_contact_sheet, write_contact_sheet
+from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
+from stages.latent.scoring import check_sample_ids, score_samples
+from stages.plugins.generators import Generator, generator_for
+from stages.plugins.labelers import Labeler, labeler_for
 from stages.synthesize import ImageSynthesizer, images_to_uint8, uint8_to_images
 
 
@@ -32,7 +32,7 @@ class LabelStage(ChunkedStage):
 
     def __init__(self, params: Params, data_dir: Path, labeler: Labeler | None = None,
                  generator: Generator | None = None, *, attach: str | None = None) -> None:
-        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
+        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.runtime.chunked.ChunkedStage`."""
         super().__init__(params, data_dir, attach=attach, injected=labeler is not None or generator is not None)
         self.images: ZarrChunkStore = self._open_input(ZarrChunkStore, self.data_dir / IMAGES_STORE, "images")
         self.images_kept = bool(self.images.info.details.get("images_kept"))

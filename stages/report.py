@@ -1,6 +1,6 @@
 """Stage 6, report: every method's metrics side by side, as one self-contained HTML page and a Markdown summary,
 plus the papers' findings reproduced on this run (``reports/REPRODUCTION.md`` and the page's "Reproduction"
-section, :mod:`stages.reproduction`) and ``reports/ranking.json`` (a DVC metric: each method's rank per attribute).
+section, :mod:`stages.reporting.reproduction`) and ``reports/ranking.json`` (a DVC metric: each method's rank per attribute).
 
 The HTML embeds every figure as a base64 PNG (no CDN, no external file: it opens offline and can be mailed).
 Contents: a ranking table per attribute (effectiveness vs entanglement vs identity, per unit of effect), the per-α curves, cosine
@@ -29,9 +29,9 @@ from latentatlas.errors import LatentAtlasError  # noqa: E402
 from latentatlas.layout import OutputLayout  # noqa: E402
 from latentatlas.params import Params  # noqa: E402
 from latentatlas.atomic import atomic_write_bytes, atomic_write_json  # noqa: E402
-from stages.directions import DirectionSet  # noqa: E402
+from stages.latent.directions import DirectionSet  # noqa: E402
 from stages.evaluate import select_directions  # noqa: E402
-from stages.reproduction import Entry, build_reproduction, render_html, render_markdown  # noqa: E402
+from stages.reporting.reproduction import Entry, build_reproduction, render_html, render_markdown  # noqa: E402
 
 # (metric key, label): what each method's metrics file holds, shown per attribute
 SHOWN_METRICS = [("slope_std", "effect (std/α)"), ("entanglement", "entanglement"), ("lpips", "LPIPS at ±α_max"),
@@ -170,7 +170,7 @@ def build_report(params: Params, data_dir: Path, methods: list[str], layout: Out
     reproduction = build_reproduction(entries, label_correlation, list(data.spaces), params.report.reference_attribute)
     header = (f"Measured on generator {params.generator.name!r}, labeler {params.label.labeler!r}, "
               f"{data.n_samples} fit samples, {params.eval.n_samples} held-out samples per direction, "
-              f"α ∈ {params.eval.alphas}. 'holds here' is judged by fixed rules (stages/reproduction.py), never "
+              f"α ∈ {params.eval.alphas}. 'holds here' is judged by fixed rules (stages/reporting/reproduction.py), never "
               f"tuned; where a relation fails, the note says why it may (different GAN, labelers, scale).")
     atomic_write_bytes(layout.reproduction_markdown(), render_markdown(reproduction, header).encode())
     attributes = list(tables)

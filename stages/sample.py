@@ -17,9 +17,9 @@ import torch
 from latentatlas.layout import LATENTS_STORE
 from latentatlas.params import Params
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
-from stages.chunked import ChunkedStage
-from stages.device import CPU_THREADS, inference_context, resolve_device
-from stages.generators import Generator, generator_for
+from stages.runtime.chunked import ChunkedStage
+from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
+from stages.plugins.generators import Generator, generator_for
 
 def seeded_normal(seed_words: Sequence[int], n: int, dim: int) -> np.ndarray:
     """(n, dim) float32 draws of N(0, I) from numpy's PCG64 seeded with ``seed_words`` (e.g. ``(seed, chunk)``):
@@ -38,7 +38,7 @@ class SampleStage(ChunkedStage):
 
     def __init__(self, params: Params, data_dir: Path, generator: Generator | None = None, *,
                  attach: str | None = None) -> None:
-        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
+        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.runtime.chunked.ChunkedStage`."""
         super().__init__(params, data_dir, attach=attach, injected=generator is not None)
         self.generator = generator_for(params.generator, generator)
         # Stored: z and every space `map` gives (w); W+ is w repeated per layer, never stored.

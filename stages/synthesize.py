@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from latentatlas.layout import IMAGES_STORE, LATENTS_STORE
 from latentatlas.params import Params, SynthesizeParams
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
-from stages.chunked import ChunkedStage
-from stages.device import CPU_THREADS, inference_context, resolve_device
-from stages.generators import Generator, generator_for
+from stages.runtime.chunked import ChunkedStage
+from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
+from stages.plugins.generators import Generator, generator_for
 
 def images_to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) float in [-1, 1] → (N, H, W, 3) uint8 (round to nearest, clamped)."""
@@ -82,7 +82,7 @@ class SynthesizeStage(ChunkedStage):
 
     def __init__(self, params: Params, data_dir: Path, generator: Generator | None = None, *,
                  attach: str | None = None) -> None:
-        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.chunked.ChunkedStage`."""
+        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.runtime.chunked.ChunkedStage`."""
         super().__init__(params, data_dir, attach=attach, injected=generator is not None)
         self.latents: ZarrChunkStore = self._open_input(ZarrChunkStore, self.data_dir / LATENTS_STORE, "latents")
         self.synthesizer = ImageSynthesizer(generator_for(params.generator, generator), params.synthesize)

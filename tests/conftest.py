@@ -34,7 +34,7 @@ def make_params(**sections: dict) -> Params:
                  "label": {"labeler": COLOR_LABELER, "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8}}
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
-    from stages.methods import method_params_model
+    from stages.plugins.methods import method_params_model
 
     return parse_params(raw, method_models=method_params_model)
 
@@ -46,7 +46,7 @@ def tiny_params() -> Params:
 
 def run_spine(params: Params, data_dir: Path) -> None:
     """sample → synthesize → label in this process, without Prefect."""
-    from stages.chunked import run_stage
+    from stages.runtime.chunked import run_stage
     from stages.label import LabelStage
     from stages.sample import SampleStage
     from stages.synthesize import SynthesizeStage
@@ -73,7 +73,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 def run_toy_spine(params: Params, data_dir: Path, world) -> None:
     """sample → synthesize → label with the planted toy generator and labeler (tests/toy.py) injected."""
-    from stages.chunked import run_stage
+    from stages.runtime.chunked import run_stage
     from stages.label import LabelStage
     from stages.sample import SampleStage
     from stages.synthesize import SynthesizeStage

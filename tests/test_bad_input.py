@@ -12,7 +12,7 @@ from pipeline.cli import main
 from latentatlas.params import ParamsError, load_params, parse_params
 from latentatlas.stores import store_lock
 from stages import weights
-from stages.weights import WeightsError, WeightsFile, weights_path
+from stages.runtime.weights import WeightsError, WeightsFile, weights_path
 from tests.conftest import COLOR_LABELER
 
 
@@ -146,7 +146,7 @@ def test_params_name_only_declared_plugins(tmp_path) -> None:
     """A params file chooses code to run: an import path to anything not declared a plugin is refused before it is
     called (here it would run a shell command)."""
     from latentatlas.registry import RegistryError
-    from stages.generators import build_generator
+    from stages.plugins.generators import build_generator
 
     marker = tmp_path / "ran"
     with pytest.raises(RegistryError, match=r"subprocess:getoutput.*refused, subprocess\.getoutput is not declared a "
@@ -192,7 +192,7 @@ def test_a_bug_keeps_its_traceback_and_debug_shows_user_errors(tmp_path, monkeyp
 
 
 def test_labelers_compose_into_one_suite() -> None:
-    from stages.labelers import LabelerError, LabelerSuite, labeler_for
+    from stages.plugins.labelers import LabelerError, LabelerSuite, labeler_for
 
     params = parse_params({"label": {"labelers": [COLOR_LABELER, {"name": COLOR_LABELER, "kwargs": {}}]}})
     with pytest.raises(LabelerError, match=r"attribute names \['blue', 'brightness', 'green', 'red'\] come from more "

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from stages.directions import DirectionsError, DirectionSet
-from stages.directions_io import export_interfacegan, import_directions, interfacegan_name
+from stages.latent.directions import DirectionsError, DirectionSet
+from stages.latent.interchange import export_interfacegan, import_directions, interfacegan_name
 
 
 def _unit(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:

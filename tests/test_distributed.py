@@ -20,7 +20,7 @@ import pytest
 from latentatlas.params import RuntimeParams
 from latentatlas.stores import StoreError, ZarrChunkStore
 from pipeline.placement import StageSpec, _on_cuda_device, run_chunk_from_spec, serving, worker_rank
-from stages.chunked import ChunkedStage, StageAttachError, run_stage
+from stages.runtime.chunked import ChunkedStage, StageAttachError, run_stage
 from stages.sample import SampleStage
 from tests.conftest import make_params, tree_digest
 
@@ -215,7 +215,7 @@ def test_worker_attach_refuses_a_store_whose_fingerprint_changed(tmp_path: Path,
 
 
 def test_worker_attach_needs_the_data_dir_and_a_rebuildable_stage(tmp_path: Path, tiny_params) -> None:
-    from stages.generators import build_generator
+    from stages.plugins.generators import build_generator
 
     with SampleStage(tiny_params, tmp_path / "data") as driver:
         spec = StageSpec.of(driver)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.directions import DirectionSet
-from stages.editing import EditError, conditional_direction, edit
-from stages.methods.tunagan import TunaGANParams, fit_tunagan, load_model
+from stages.latent.directions import DirectionSet
+from stages.latent.editing import EditError, conditional_direction, edit
+from stages.plugins.methods.tunagan import TunaGANParams, fit_tunagan, load_model
 from tests.toy import cosine, make_context, make_world
 
 
@@ -198,7 +198,7 @@ def test_tunagan_mlp_edits_through_the_loop(world):
 
 
 def test_edit_layers_moves_only_the_chosen_w_plus_layers() -> None:
-    from stages.editing import edit_layers
+    from stages.latent.editing import edit_layers
 
     rng = np.random.default_rng(3)
     codes = rng.standard_normal((5, 6, 8)).astype(np.float32)  # N = 5, num_ws = 6, w_dim = 8

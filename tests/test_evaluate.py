@@ -15,10 +15,10 @@ import pytest
 
 from latentatlas.layout import OutputLayout
 from stages import evaluate as evaluate_module
-from stages.chunked import run_stage
-from stages.directions import DirectionSet
+from stages.runtime.chunked import run_stage
+from stages.latent.directions import DirectionSet
 from stages.evaluate import EvaluateStage, EvaluationError, select_directions
-from stages.lpips import build_lpips
+from stages.latent.perceptual import build_lpips
 from stages.report import build_report, ranking_tables
 from tests.conftest import make_params, run_toy_spine, tree_digest
 from tests.toy import make_world

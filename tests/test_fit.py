@@ -10,11 +10,11 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from latentatlas.params import ParamsError
-from stages.directions import DirectionSet
+from stages.latent.directions import DirectionSet
 from latentatlas.layout import OutputLayout
 from stages.fit import FitStage, run_fit
-from stages.methods.base import MethodInputError
-from stages.methods.tunagan import load_model
+from stages.plugins.methods.base import MethodInputError
+from stages.plugins.methods.tunagan import load_model
 from tests.conftest import make_params, run_toy_spine
 from tests.toy import cosine, make_world
 

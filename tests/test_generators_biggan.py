@@ -18,9 +18,9 @@ import torch
 from scipy import stats
 
 from latentatlas.params import ParamsError
-from stages.generators import FactorizableGenerator, Generator, build_generator
-from stages.generators.base import GeneratorFileError
-from stages.generators.biggan import (BigGANConfig, BigGANGenerator, BigGANNet, noise_from_standard_normal,
+from stages.plugins.generators import FactorizableGenerator, Generator, build_generator
+from stages.plugins.generators.base import GeneratorFileError
+from stages.plugins.generators.biggan import (BigGANConfig, BigGANGenerator, BigGANNet, noise_from_standard_normal,
                                       standard_normal_from_noise, standing_statistics)
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "generators" / "biggan"

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from latentatlas.params import ParamsError
 from latentatlas.registry import RegistryError
-from stages.generators import FactorizableGenerator, Generator, build_generator
-from stages.generators.base import GeneratorFileError
-from stages.generators.pggan import PGGANArchitecture, PGGANGenerator, PGGANNet, pixel_norm, sphere_normalize
-from stages.generators.stylegan import StyleGANArchitecture, StyleGANGenerator, StyleGANNet
+from stages.plugins.generators import FactorizableGenerator, Generator, build_generator
+from stages.plugins.generators.base import GeneratorFileError
+from stages.plugins.generators.pggan import PGGANArchitecture, PGGANGenerator, PGGANNet, pixel_norm, sphere_normalize
+from stages.plugins.generators.stylegan1 import StyleGANArchitecture, StyleGANGenerator, StyleGANNet
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "generators"
 PGGAN_DIR = FIXTURES / "interfacegan-pggan"

@@ -21,15 +21,15 @@ import pytest
 import torch
 from torch import nn
 
-from stages.generators import build_generator
-from stages.generators.base import GeneratorFileError
-from stages.generators.nvlabs_pickle import RecordedModule, read_nvlabs_snapshot
-from stages.generators import stylegan2 as stylegan2_module
-from stages.generators import stylegan3 as stylegan3_module
-from stages.generators.stylegan2 import SynthesisNetwork as StyleGAN2Synthesis
-from stages.generators.stylegan3 import SynthesisNetwork as StyleGAN3Synthesis
-from stages.generators.stylegan3 import design_lowpass_filter, layer_schedule
-from stages.generators.stylegan_common import MappingNetwork, StyleGANGenerator, StyleGANNet
+from stages.plugins.generators import build_generator
+from stages.plugins.generators.base import GeneratorFileError
+from stages.plugins.generators.nvlabs_pickle import RecordedModule, read_nvlabs_snapshot
+from stages.plugins.generators import stylegan2 as stylegan2_module
+from stages.plugins.generators import stylegan3 as stylegan3_module
+from stages.plugins.generators.nvlabs_stylegan2 import SynthesisNetwork as StyleGAN2Synthesis
+from stages.plugins.generators.nvlabs_stylegan3 import SynthesisNetwork as StyleGAN3Synthesis
+from stages.plugins.generators.nvlabs_stylegan3 import design_lowpass_filter, layer_schedule
+from stages.plugins.generators.nvlabs_common import MappingNetwork, StyleGANGenerator, StyleGANNet
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "generators"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"NVlabs generator fixtures not found at {FIXTURES}")

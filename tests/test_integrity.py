@@ -22,7 +22,7 @@ from latentatlas.stores import (ArraySpec, ParquetChunkStore, StoreError, StoreI
                                 ZarrChunkStore, open_store)
 from latentatlas.locations import store_path
 from pipeline.cli import main
-from stages.chunked import run_stage
+from stages.runtime.chunked import run_stage
 from stages.label import LabelStage
 from stages.sample import SampleStage
 from stages.synthesize import SynthesizeStage

@@ -17,17 +17,17 @@ from latentatlas import dataset
 from latentatlas.layout import LABELS_STORE, LATENTS_STORE
 from latentatlas.stores import ParquetChunkStore, ZarrChunkStore
 from pipeline.cli import main
-from stages.align import (DCGAN_DIGIFACE_FACE, AlignmentSettings, FaceDetectionError, FaceDetector, PhotoError,
+from stages.photo.align import (DCGAN_DIGIFACE_FACE, AlignmentSettings, FaceDetectionError, FaceDetector, PhotoError,
                           apply_affine, load_photo, measure_canonical_face, prepare_photo,
                           similarity_transform)
-from stages.chunked import run_stage
-from stages.directions import DirectionSet
-from stages.encoder import EncoderError, encoder_settings, load_encoder, train_encoder
-from stages.generators import build_generator
-from stages.invert import (InversionError, Inverter, InvertStage, ReconstructStage, inversion_settings, psnr,
+from stages.runtime.chunked import run_stage
+from stages.latent.directions import DirectionSet
+from stages.photo.encoder import EncoderError, encoder_settings, load_encoder, train_encoder
+from stages.plugins.generators import build_generator
+from stages.photo.invert import (InversionError, Inverter, InvertStage, ReconstructStage, inversion_settings, psnr,
                            resolve_space)
 from stages.label import LabelStage
-from stages.photo_edit import (DirectionsMismatchError, EditInputError, check_directions, edit_space_for,
+from stages.photo.edit import (DirectionsMismatchError, EditInputError, check_directions, edit_space_for,
                                edited_latents, parse_alphas, parse_layers, parse_names)
 from tests.conftest import COLOR_LABELER, REPO_ROOT, make_params
 from tests.toy import ToyGenerator, ToyLabeler, attribute_values

@@ -41,12 +41,12 @@ from tests.conftest import REPO_ROOT, make_params
 from tests.plugins import ColorStatsLabeler, FaultyLabeler
 from latentatlas.errors import LatentAtlasError
 from pipeline.cli import main
-from stages.chunked import run_stage
+from stages.runtime.chunked import run_stage
 from stages.label import LabelStage
-from stages.labelers import LabelerSuite, build_labeler
-from stages.labelers.http import AuthRejected, HttpLabelerError
+from stages.plugins.labelers import LabelerSuite, build_labeler
+from stages.plugins.labelers.http import AuthRejected, HttpLabelerError
 from stages.sample import SampleStage
-from stages.scoring import LabelerOutputError, score_images
+from stages.latent.scoring import LabelerOutputError, score_images
 from stages.synthesize import SynthesizeStage, uint8_to_images
 
 ATTRIBUTES = ["red", "green", "blue"]

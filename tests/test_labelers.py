@@ -16,15 +16,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages.generators import build_generator
-from stages.labelers import LabelerSuite, build_labeler
-from stages.labelers import expression as expression_module
-from stages.labelers.age_gender import (AGE_GENDER_ATTRIBUTES, CHIP_PADDING, DLIB_TEMPLATE_5, MEAN_EYE_CENTRES,
+from stages.plugins.generators import build_generator
+from stages.plugins.labelers import LabelerSuite, build_labeler
+from stages.plugins.labelers import expression as expression_module
+from stages.plugins.labelers.age_gender import (AGE_GENDER_ATTRIBUTES, CHIP_PADDING, DLIB_TEMPLATE_5, MEAN_EYE_CENTRES,
                                         build_age_gender_labeler, dlib_chip_square, fold_affine_into_conv)
-from stages.labelers.expression import (EXPRESSIONS, KerasLayer, fer_grayscale_input, load_mini_xception,
+from stages.plugins.labelers.expression import (EXPRESSIONS, KerasLayer, fer_grayscale_input, load_mini_xception,
                                         read_keras_graph)
-from stages.labelers.geometry import GEOMETRY_ATTRIBUTES, load_onet, onet_input
-from stages.weights import WEIGHTS, weights_path
+from stages.plugins.labelers.geometry import GEOMETRY_ATTRIBUTES, load_onet, onet_input
+from stages.runtime.weights import WEIGHTS, weights_path
 
 EXPECTED_COLUMNS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "age", "male",
                     "face_confidence", "yaw", "roll", "pitch", "mouth_width")
@@ -373,7 +373,7 @@ def test_chip_square_is_dlibs_for_the_eyes_of_dcgan_faces(suite: LabelerSuite, f
 
 
 def test_pose_formulas_and_signs_on_hand_made_landmarks() -> None:
-    from stages.labelers.geometry import FRONTAL_NOSE_POSITION, pose_from_landmarks
+    from stages.plugins.labelers.geometry import FRONTAL_NOSE_POSITION, pose_from_landmarks
 
     # eye L, eye R, nose, mouth L, mouth R in pixels (x right, y down); eyes 20 px apart, mouth line 24 px below.
     frontal = torch.tensor([[20.0, 30.0], [40.0, 30.0], [30.0, 30 + 24 * FRONTAL_NOSE_POSITION], [22.0, 54.0],

@@ -19,10 +19,10 @@ from tests.conftest import COLOR_LABELER, make_params, run_spine, tree_digest
 from latentatlas import dataset
 from latentatlas.errors import LatentAtlasError
 from latentatlas.params import LabelParams, parse_params
-from stages.chunked import run_stage
+from stages.runtime.chunked import run_stage
 from stages.label import LabelStage
-from stages.labelers import LabelerError, LabelerSuite, build_labeler, labeler_for
-from stages.labelers.torch_classifier import CELEBA40
+from stages.plugins.labelers import LabelerError, LabelerSuite, build_labeler, labeler_for
+from stages.plugins.labelers.torch_classifier import CELEBA40
 from tests.plugins import ColorStatsLabeler
 
 # TorchScript is deprecated in torch 2.14 but is the format users have; writing test files must not warn.

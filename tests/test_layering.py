@@ -24,7 +24,7 @@ LAYERS = {"latentatlas": 0, "stages": 1, "pipeline": 2}
 STAGE_ENTRY = {"sample": "stages.sample", "synthesize": "stages.synthesize", "label": "stages.label",
                "fit": "stages.fit", "evaluate": "stages.evaluate", "report": "stages.report",
                "fit-variant": "stages.fit", "evaluate-variant": "stages.evaluate",
-               "train-encoder": "stages.encoder"}
+               "train-encoder": "stages.photo.encoder"}
 
 
 def _module_of(path: Path) -> str:
@@ -73,13 +73,13 @@ def imports_of(module: str, top_level_only: bool = False) -> set[str]:
 
 def _registry_builtins() -> dict[str, set[str]]:
     """Base module → the modules of the built-in plugins its registry imports by name."""
-    from stages.generators.base import GENERATORS
-    from stages.labelers.base import LABELERS
-    from stages.methods.base import METHODS
+    from stages.plugins.generators.base import GENERATORS
+    from stages.plugins.labelers.base import LABELERS
+    from stages.plugins.methods.base import METHODS
 
-    return {"stages.generators.base": set(GENERATORS.builtins.values()),
-            "stages.labelers.base": set(LABELERS.builtins.values()),
-            "stages.methods.base": set(METHODS.builtins.values())}
+    return {"stages.plugins.generators.base": set(GENERATORS.builtins.values()),
+            "stages.plugins.labelers.base": set(LABELERS.builtins.values()),
+            "stages.plugins.methods.base": set(METHODS.builtins.values())}
 
 
 def closure(entry: str) -> set[str]:
@@ -161,5 +161,5 @@ def test_deps_check_can_fail() -> None:
     """Dropping a dependency the stage really imports is caught."""
     deps = _dvc_stages()["evaluate"]
     assert uncovered("evaluate", deps) == []
-    without_scoring = [dep for dep in deps if dep not in ("stages/scoring.py", "stages")]
-    assert "stages/scoring.py" in uncovered("evaluate", without_scoring)
+    without_scoring = [dep for dep in deps if dep not in ("stages/latent/scoring.py", "stages")]
+    assert "stages/latent/scoring.py" in uncovered("evaluate", without_scoring)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stages.lpips import LpipsError, build_lpips
+from stages.latent.perceptual import LpipsError, build_lpips
 
 FIXTURES = Path("/work/shared/fixtures/lpips")
 

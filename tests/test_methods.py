@@ -10,14 +10,14 @@ import pydantic
 import pytest
 import torch
 
-from stages.directions import DirectionSet, DirectionsError
-from stages.methods.base import METHODS, FitContext, MethodInputError
-from stages.methods.ganspace import GANSpaceParams, fit_ganspace, principal_directions
-from stages.methods.interfacegan import InterFaceGANParams, fit_attribute as interfacegan_attribute, fit_interfacegan
-from stages.methods.naming import NamingParams, name_components, orient_and_name
-from stages.methods.ortho_linear import OrthoLinearParams, compare_regularisation, fit_ortho_linear
-from stages.methods.sefa import SeFaParams, factorize, fit_sefa
-from stages.methods.tunagan import (TunaGANParams, fit_attribute as tunagan_attribute, fit_tunagan, load_model,
+from stages.latent.directions import DirectionSet, DirectionsError
+from stages.plugins.methods.base import METHODS, FitContext, MethodInputError
+from stages.plugins.methods.ganspace import GANSpaceParams, fit_ganspace, principal_directions
+from stages.plugins.methods.interfacegan import InterFaceGANParams, fit_attribute as interfacegan_attribute, fit_interfacegan
+from stages.plugins.methods.naming import NamingParams, name_components, orient_and_name
+from stages.plugins.methods.ortho_linear import OrthoLinearParams, compare_regularisation, fit_ortho_linear
+from stages.plugins.methods.sefa import SeFaParams, factorize, fit_sefa
+from stages.plugins.methods.tunagan import (TunaGANParams, fit_attribute as tunagan_attribute, fit_tunagan, load_model,
                                     separability_score)
 from tests.toy import ATTRIBUTES, BINARY, CONTINUOUS, cosine, make_context, make_world
 
@@ -388,7 +388,7 @@ def test_ganspace_on_a_style_generator_is_pca_of_w(world, context):
     """With a W space (the default "auto"), the components are the principal axes of w = mapping(z) themselves."""
     from sklearn.decomposition import PCA
 
-    from stages.methods.ganspace import _batches
+    from stages.plugins.methods.ganspace import _batches
 
     params = GANSpaceParams(n_components=4, n_samples=2000, batch_size=500, estimator="covariance")
     directions = fit_ganspace(context, params)

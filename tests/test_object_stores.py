@@ -18,7 +18,7 @@ from latentatlas.layout import OutputLayout
 from pipeline.cli import main
 from latentatlas.locations import LocationError, is_remote, store_path
 from latentatlas.stores import PARTIAL_MARKER, StoreError, ZarrChunkStore
-from stages.chunked import run_stage
+from stages.runtime.chunked import run_stage
 from stages.sample import LATENTS_STORE, SampleStage
 from tests.conftest import make_params, run_spine
 
@@ -111,7 +111,7 @@ def test_fit_and_evaluate_read_the_labeled_latents_from_a_url(tmp_path, memory_d
 
     from stages.evaluate import EvaluateStage
     from stages.fit import run_fit
-    from stages.lpips import build_lpips
+    from stages.latent.perceptual import build_lpips
     from tests.conftest import run_toy_spine
     from tests.toy import make_world
 

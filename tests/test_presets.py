@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main, preset_command
-from stages.methods import method_params_model
+from stages.plugins.methods import method_params_model
 from latentatlas.params import ParamsError, flatten_overrides, load_params, load_preset, merge_overrides, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,13 +16,13 @@ import torch
 
 from latentatlas.layout import OutputLayout
 from latentatlas.params import ParamsError
-from stages.chunked import run_stage
-from stages.directions import DirectionSet
+from stages.runtime.chunked import run_stage
+from stages.latent.directions import DirectionSet
 from stages.evaluate import EvaluateStage, field_perceptual_path_length, headline_metrics
 from stages.fit import run_fit
-from stages.lpips import build_lpips
-from stages.methods.ortho_linear import OrthoLinearParams, fit_mapping
-from stages.methods.tunagan import AttributeMLP
+from stages.latent.perceptual import build_lpips
+from stages.plugins.methods.ortho_linear import OrthoLinearParams, fit_mapping
+from stages.plugins.methods.tunagan import AttributeMLP
 from stages.report import build_report, ranking_tables
 from tests.conftest import make_params, run_toy_spine
 from tests.toy import cosine, make_world

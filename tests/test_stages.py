@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from latentatlas.stores import ZarrChunkStore
-from stages.chunked import run_stage
-from stages.generators import build_generator
+from stages.runtime.chunked import run_stage
+from stages.plugins.generators import build_generator
 from stages.label import LabelStage
 from stages.sample import SampleStage, sample_latents_z
 from stages.synthesize import SynthesizeStage, images_to_uint8, uint8_to_images
@@ -153,7 +153,7 @@ def test_labeler_returning_bad_scores_is_reported(tmp_path, tiny_params) -> None
 
     run_stage(SampleStage(tiny_params, tmp_path))
     run_stage(SynthesizeStage(tiny_params, tmp_path))
-    from stages.scoring import LabelerOutputError
+    from stages.latent.scoring import LabelerOutputError
 
     with pytest.raises(LabelerOutputError, match=r"non-finite scores for \['blue'\]"):
         run_stage(LabelStage(tiny_params, tmp_path, labeler=NanLabeler()))

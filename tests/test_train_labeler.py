@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from latentatlas.errors import LatentAtlasError
-from stages.labelers import build_labeler
-from stages.labelers.torch_classifier import CELEBA40, CHECKPOINT_FORMAT
-from stages.train_labeler import (AttributeTrainer, TrainLabelerError, attribute_metrics, decode_image,
+from stages.plugins.labelers import build_labeler
+from stages.plugins.labelers.torch_classifier import CELEBA40, CHECKPOINT_FORMAT
+from stages.plugins.labelers.training import (AttributeTrainer, TrainLabelerError, attribute_metrics, decode_image,
                                   load_attribute_table, parse_train_params, read_celeba_attributes, train_labeler)
 
 RED, BLUE = (230, 20, 20), (20, 20, 230)

@@ -14,15 +14,15 @@ import pydantic
 import pytest
 import torch
 
-from stages.directions import DirectionSet
-from stages.generators import build_generator
-from stages.methods.base import METHODS, FitContext, MethodInputError
-from stages.methods.centroid import CentroidParams, fit_centroid
-from stages.methods.naming import NamingParams
-from stages.methods.voynov import VoynovParams, fit_voynov
-from stages.unsupervised.deformator import (DeformatorConfigError, build_deformator, direction_vectors)
-from stages.unsupervised.metrics import perceptual_path_length, reconstructor_accuracy
-from stages.unsupervised.training import (Objective, UnsupervisedParams, centroid_loss, resolve_n_directions,
+from stages.latent.directions import DirectionSet
+from stages.plugins.generators import build_generator
+from stages.plugins.methods.base import METHODS, FitContext, MethodInputError
+from stages.plugins.methods.centroid import CentroidParams, fit_centroid
+from stages.plugins.methods.naming import NamingParams
+from stages.plugins.methods.voynov import VoynovParams, fit_voynov
+from stages.plugins.methods.unsupervised.deformator import (DeformatorConfigError, build_deformator, direction_vectors)
+from stages.plugins.methods.unsupervised.metrics import perceptual_path_length, reconstructor_accuracy
+from stages.plugins.methods.unsupervised.training import (Objective, UnsupervisedParams, centroid_loss, resolve_n_directions,
                                           sample_magnitudes, train_deformator)
 
 CPU = torch.device("cpu")
@@ -162,7 +162,7 @@ def test_resume_after_a_kill_continues_from_the_checkpoint_bit_for_bit(face_gan,
     assert checkpoint["step"] == 10
 
     seen: list[int] = []
-    with caplog.at_level(logging.INFO, logger="stages.unsupervised.training"):
+    with caplog.at_level(logging.INFO, logger="stages.plugins.methods.unsupervised.training"):
         resumed = train_deformator(face_gan, params, VOYNOV, 4, CPU, tmp_path / "killed",
                                    lambda s, t, m: seen.append(s))
     assert resumed.resumed_from == 10 and seen == [15, 20]
@@ -184,7 +184,7 @@ def test_resume_after_a_kill_continues_from_the_checkpoint_bit_for_bit(face_gan,
     # other training params: the checkpoint is ignored, loudly, and training starts over
     caplog.clear()
     changed = params.model_copy(update={"lr": 2e-3, "steps": 1})
-    with caplog.at_level(logging.WARNING, logger="stages.unsupervised.training"):
+    with caplog.at_level(logging.WARNING, logger="stages.plugins.methods.unsupervised.training"):
         fresh = train_deformator(face_gan, changed, VOYNOV, 4, CPU, tmp_path / "killed")
     assert fresh.resumed_from == 0 and "starting fresh" in caplog.text
 
@@ -224,7 +224,7 @@ def test_path_length_matches_its_closed_form_on_a_linear_generator() -> None:
 
 
 def test_path_length_with_lpips_on_the_face_gan_is_stable_in_delta(face_gan) -> None:
-    from stages.lpips import build_lpips
+    from stages.latent.perceptual import build_lpips
 
     metric = build_lpips("alex")
     axes = torch.eye(100)[:2]

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stages.methods.base import FitContext
+from stages.plugins.methods.base import FitContext
 
 ATTRIBUTES: tuple[str, ...] = ("pose", "smile", "age", "gender", "glasses")
 BINARY: tuple[str, ...] = ("smile", "gender", "glasses")

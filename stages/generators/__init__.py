@@ -1,5 +1,0 @@
-"""Pretrained generators behind one small protocol (:mod:`stages.generators.base`), one file per network."""
-
-from stages.generators.base import GENERATORS, FactorizableGenerator, Generator, build_generator, generator_for
-
-__all__ = ["GENERATORS", "FactorizableGenerator", "Generator", "build_generator", "generator_for"]

@@ -1,5 +1,0 @@
-"""Image labelers behind one small protocol (:mod:`stages.labelers.base`), one file per network."""
-
-from stages.labelers.base import LABELERS, Labeler, LabelerError, LabelerSuite, build_labeler, labeler_for
-
-__all__ = ["LABELERS", "Labeler", "LabelerError", "LabelerSuite", "build_labeler", "labeler_for"]

@@ -1,0 +1,408 @@
+"""Parts StyleGAN2 (:mod:`stages.plugins.generators.nvlabs_stylegan2`) and StyleGAN3 (:mod:`stages.plugins.generators.nvlabs_stylegan3`) share:
+equalized-learning-rate linear layers, the mapping network z (+ class) → w, FIR resampling, and the wrapper that puts
+a mapping + synthesis network behind the :class:`~stages.plugins.generators.base.Generator` protocol after loading an
+NVlabs snapshot pickle.
+
+Written from the papers (Karras et al., "Analyzing and Improving the Image Quality of StyleGAN", 2020; "Training
+Generative Adversarial Networks with Limited Data", 2020; "Alias-Free Generative Adversarial Networks", 2021); the
+parameter names follow the snapshot files so that their tensors load by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stages.plugins.generators.base import GeneratorFileError
+from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, RecordedModule
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)  # keeps the activations' second moment through a leaky ReLU of slope 0.2
+NOISE_MODES = ("const", "none")
+
+
+def compute_dtype(use_fp16: bool, device: torch.device) -> torch.dtype:
+    """The dtype a layer runs in: fp16 where the file's ``num_fp16_res`` put it (the highest resolutions), on CUDA
+    only, as NVlabs runs them; fp32 everywhere else (the CPU, and every layer of a file trained without fp16)."""
+    return torch.float16 if use_fp16 and device.type == "cuda" else torch.float32
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(N, F) → (N, F) rows scaled to unit mean square."""
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+def bias_lrelu_clamp(x: torch.Tensor, bias: torch.Tensor | None, slope: float | None, gain: float,
+                     clamp: float | None) -> torch.Tensor:
+    """(N, C, ...) → same shape: add the (C,) bias, leaky ReLU of ``slope`` (None: linear), times ``gain``, then
+    clip to [-clamp, clamp] (None: no clipping). The order NVlabs' networks use."""
+    if bias is not None:
+        x = x + bias.to(x.dtype).reshape([1, -1] + [1] * (x.dim() - 2))
+    if slope is not None and slope != 1:
+        x = F.leaky_relu(x, slope)
+    if gain != 1:
+        x = x * gain
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+class EqualizedLinear(nn.Module):
+    """Fully connected layer with equalized learning rate: y = act(x · (weight · weight_gain)ᵀ + bias · bias_gain).
+
+    Stored weights are the trained ones divided by the runtime scale, as in the files: ``weight`` (out, in) is
+    multiplied by ``lr_multiplier / sqrt(in)``, ``bias`` (out,) by ``lr_multiplier``.
+
+    Args:
+        in_features, out_features: sizes of x (N, in) and y (N, out).
+        activation: ``"linear"`` or ``"lrelu"`` (slope 0.2, gain √2).
+        lr_multiplier: the learning-rate multiplier the network was trained with (0.01 in mapping layers).
+        bias_init: initial bias (only matters for freshly built networks).
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation: str = "linear", lr_multiplier: float = 1.0,
+                 bias_init: float | Sequence[float] = 0.0) -> None:
+        super().__init__()
+        if activation not in ("linear", "lrelu"):
+            raise ValueError(f"activation must be 'linear' or 'lrelu', got {activation!r}")
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        initial_bias = torch.tensor(np.broadcast_to(np.asarray(bias_init, dtype=np.float32), [out_features]).copy())
+        self.bias = nn.Parameter(initial_bias / lr_multiplier)
+
+    def effective_weight(self) -> torch.Tensor:
+        """(out, in) matrix applied to x at run time."""
+        return self.weight * self.weight_gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in) → (N, out)."""
+        weight = self.weight.to(x.dtype) * self.weight_gain
+        bias = self.bias.to(x.dtype)
+        if self.bias_gain != 1:
+            bias = bias * self.bias_gain
+        if self.activation == "linear":
+            return torch.addmm(bias.unsqueeze(0), x, weight.t())
+        return bias_lrelu_clamp(x.matmul(weight.t()), bias, LRELU_SLOPE, LRELU_GAIN, None)
+
+
+class MappingNetwork(nn.Module):
+    """z (N, z_dim) [+ one-hot class c (N, c_dim)] → w (N, w_dim): an MLP of ``num_layers`` lrelu layers.
+
+    z is normalised to unit mean square; a class label is embedded by a linear layer to ``embed_features``,
+    normalised the same way and concatenated after z. ``w_avg`` (w_dim,) is the running mean of w over training,
+    the centre of the truncation trick.
+    """
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_layers: int, embed_features: int | None = None,
+                 layer_features: int | None = None, lr_multiplier: float = 0.01) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be ≥ 1, got {num_layers}")
+        self.z_dim, self.c_dim, self.w_dim, self.num_layers = z_dim, c_dim, w_dim, num_layers
+        embed_features = w_dim if embed_features is None else embed_features
+        layer_features = w_dim if layer_features is None else layer_features
+        if c_dim > 0:
+            self.embed = EqualizedLinear(c_dim, embed_features)
+        widths = [z_dim + (embed_features if c_dim > 0 else 0)] + [layer_features] * (num_layers - 1) + [w_dim]
+        for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
+            setattr(self, f"fc{index}", EqualizedLinear(width_in, width_out, "lrelu", lr_multiplier))
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, z_dim) z and (N, c_dim) labels (conditional networks) → (N, w_dim) w, not truncated."""
+        x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim > 0:
+            if c is None or c.shape != (z.shape[0], self.c_dim):
+                raise ValueError(f"a class-conditional mapping needs labels of shape ({z.shape[0]}, {self.c_dim})")
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c.to(torch.float32)))], dim=1)
+        for index in range(self.num_layers):
+            x = getattr(self, f"fc{index}")(x)
+        return x
+
+    def truncate(self, w: torch.Tensor, psi: float) -> torch.Tensor:
+        """(N, w_dim) → w_avg + ψ (w − w_avg) (every row; ψ = 1 returns w itself)."""
+        return w if psi == 1 else self.w_avg.lerp(w, psi)
+
+
+def upfirdn2d(x: torch.Tensor, fir: torch.Tensor | None, up: int = 1, down: int = 1,
+              padding: Sequence[int] = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad, filter with a FIR, downsample by dropping samples.
+
+    Args:
+        x: (N, C, H, W).
+        fir: (k,) separable filter (applied along W, then H), (kh, kw) 2-D filter, or None (identity, 1 tap).
+        up, down: integer factors.
+        padding: (x_before, x_after, y_before, y_after) after upsampling; negative values crop.
+        gain: overall gain of the filter (``up ** 2`` keeps the mean after zero insertion).
+
+    Returns:
+        (N, C, (H·up + y_before + y_after − kh + 1) / down, likewise along W), rounded up by the stride.
+    """
+    batch, channels, height, width = x.shape
+    if up > 1:  # put each sample at the top-left of an up × up cell of zeros
+        x = x.reshape(batch, channels, height, 1, width, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1]).reshape(batch, channels, height * up, width * up)
+    pad_x0, pad_x1, pad_y0, pad_y1 = padding
+    x = F.pad(x, [max(pad_x0, 0), max(pad_x1, 0), max(pad_y0, 0), max(pad_y1, 0)])
+    x = x[:, :, max(-pad_y0, 0):x.shape[2] - max(-pad_y1, 0), max(-pad_x0, 0):x.shape[3] - max(-pad_x1, 0)]
+    if fir is None:
+        fir = torch.ones(1, 1, device=x.device)
+    if not (fir.numel() == 1 and gain == 1 and float(fir.reshape(())) == 1):
+        # flipped: a convolution, not conv2d's correlation
+        kernel = (fir * gain ** (fir.dim() / 2)).to(x.dtype).flip(list(range(fir.dim())))
+        if kernel.dim() == 2:
+            x = F.conv2d(x, kernel[None, None].repeat(channels, 1, 1, 1), groups=channels)
+        else:
+            taps = kernel.numel()
+            x = F.conv2d(x, kernel.reshape(1, 1, 1, taps).repeat(channels, 1, 1, 1), groups=channels)
+            x = F.conv2d(x, kernel.reshape(1, 1, taps, 1).repeat(channels, 1, 1, 1), groups=channels)
+    if down > 1:
+        x = x[:, :, ::down, ::down]
+    return x
+
+
+class StyleGANNet(nn.Module):
+    """``mapping`` (:class:`MappingNetwork`) and ``synthesis`` under the names the snapshot files use.
+
+    The synthesis network has ``num_ws``, ``w_dim``, ``img_resolution``, ``forward(ws (N, num_ws, w_dim),
+    noise_mode) → (N, img_channels, R, R) float32`` and ``style_layers() → [(name, EqualizedLinear)]``.
+    """
+
+    def __init__(self, mapping: MappingNetwork, synthesis: nn.Module) -> None:
+        super().__init__()
+        self.mapping = mapping
+        self.synthesis = synthesis
+
+
+def label_vector(c_dim: int, class_index: int | None, class_onehot: Sequence[float] | None,
+                 source: str) -> torch.Tensor | None:
+    """The (c_dim,) float label a conditional generator is built for, or None for an unconditional one.
+
+    Raises:
+        GeneratorFileError: a class for an unconditional file, none for a conditional one, both kinds given,
+            an index outside 0..c_dim−1 or a vector of the wrong length / non-finite values.
+    """
+    if c_dim == 0:
+        if class_index is not None or class_onehot is not None:
+            raise GeneratorFileError(f"{source}: this generator is unconditional (c_dim 0); remove class_index / "
+                                     f"class_onehot from generator.kwargs")
+        return None
+    if class_index is not None and class_onehot is not None:
+        raise GeneratorFileError(f"{source}: give either class_index or class_onehot, not both")
+    if class_index is None and class_onehot is None:
+        raise GeneratorFileError(f"{source}: this generator is class-conditional (c_dim {c_dim}): set "
+                                 f"generator.kwargs.class_index (0..{c_dim - 1}) or class_onehot (a list of {c_dim})")
+    if class_index is not None:
+        if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)) \
+                or not 0 <= int(class_index) < c_dim:
+            raise GeneratorFileError(f"{source}: class_index must be an integer in 0..{c_dim - 1}, got "
+                                     f"{class_index!r}")
+        return F.one_hot(torch.tensor(int(class_index)), c_dim).to(torch.float32)
+    values = list(class_onehot) if isinstance(class_onehot, Iterable) and not isinstance(class_onehot, str) else None
+    if values is None or len(values) != c_dim or not all(
+            isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise GeneratorFileError(f"{source}: class_onehot must be a list of {c_dim} finite numbers, got "
+                                 f"{class_onehot!r}")
+    return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+
+def check_noise_mode(noise_mode: str, source: str) -> str:
+    """``noise_mode`` if it is deterministic ('const': the file's fixed noise images; 'none': no noise).
+
+    'random' (fresh noise per call) is refused: the pipeline stores latents, resumes by chunk and re-synthesises
+    images in other stages, so an image must be a function of its latent alone.
+    """
+    if noise_mode not in NOISE_MODES:
+        raise GeneratorFileError(f"{source}: noise_mode must be one of {list(NOISE_MODES)}, got {noise_mode!r} "
+                                 f"('random' is refused: images must be a function of the latents, for resumable "
+                                 f"chunks and re-synthesis)")
+    return noise_mode
+
+
+def split_kwargs(kwargs: Mapping[str, Any], known: Mapping[str, Any], ignored: Iterable[str], source: str,
+                 what: str) -> dict[str, Any]:
+    """``known`` defaults overridden by ``kwargs``; keys in ``ignored`` (training-only) dropped.
+
+    Raises:
+        GeneratorFileError: a recorded argument this implementation does not know (it might change the outputs).
+    """
+    unknown = sorted(set(kwargs) - set(known) - set(ignored))
+    if unknown:
+        raise GeneratorFileError(f"{source}: {what} records constructor arguments this loader does not implement: "
+                                 f"{unknown}")
+    return {**known, **{key: value for key, value in kwargs.items() if key in known}}
+
+
+def load_recorded_tensors(net: nn.Module, snapshot: NVlabsSnapshot, expected: str) -> None:
+    """Copy the snapshot's G_ema tensors into ``net`` by name, requiring the same names and shapes.
+
+    Raises:
+        GeneratorFileError: a missing or extra tensor, or one of another shape (the file is not what the recorded
+            constructor arguments describe, or not the ``expected`` network).
+    """
+    ours = net.state_dict()
+    theirs = snapshot.tensors
+    missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    if missing or extra:
+        raise GeneratorFileError(f"{snapshot.path}: G_ema's tensors do not match a {expected} built from its recorded "
+                                 f"arguments: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
+                                 f"{extra[:5]}{'...' if len(extra) > 5 else ''}")
+    wrong = [f"{name} {tuple(theirs[name].shape)} vs {tuple(ours[name].shape)}" for name in ours
+             if theirs[name].shape != ours[name].shape]
+    if wrong:
+        raise GeneratorFileError(f"{snapshot.path}: G_ema's tensor shapes differ from a {expected} built from its "
+                                 f"recorded arguments: {wrong[:3]}")
+    net.load_state_dict({name: tensor.to(torch.float32) for name, tensor in theirs.items()}, strict=True)
+
+
+def assemble_from_snapshot(snapshot: NVlabsSnapshot, source: str, family: str, mapping: Any, synthesis: Any,
+                           recorded_attributes: Sequence[str]) -> StyleGANNet:
+    """Build ``StyleGANNet(mapping(), synthesis())`` from the recorded arguments (the two zero-argument callables
+    construct the project's modules), load G_ema's tensors into it and check its recorded per-layer attributes.
+
+    Raises:
+        GeneratorFileError: the recorded arguments do not describe a ``family`` network, or its tensors or
+            attributes do not fit the one they describe.
+    """
+    try:
+        synthesis_net, mapping_net = synthesis(), mapping()
+    except (TypeError, ValueError) as error:
+        raise GeneratorFileError(f"{source}: G_ema's recorded arguments do not describe a {family} ({error})"
+                                 ) from None
+    net = StyleGANNet(mapping_net, synthesis_net)
+    load_recorded_tensors(net, snapshot, f"{family} generator")
+    check_recorded_attributes(snapshot.generator, net, recorded_attributes, source)
+    return net
+
+
+def check_recorded_attributes(record: RecordedModule, module: nn.Module, names: Sequence[str], source: str,
+                              path: str = "G_ema") -> None:
+    """Compare the plain attributes ``names`` the file recorded on each network with ours, where both have them.
+
+    This catches a default of NVIDIA's constructors that differs from ours (e.g. a layer's padding or gains)
+    instead of silently producing other images.
+
+    Raises:
+        GeneratorFileError: an attribute that differs (beyond float rounding).
+    """
+    for name in names:
+        if name in record.state and hasattr(module, name):
+            recorded, derived = record.state[name], getattr(module, name)
+            if not _same_value(recorded, derived):
+                raise GeneratorFileError(f"{source}: {path}.{name} is {recorded!r} in the file but {derived!r} when "
+                                         f"derived from the recorded arguments; this loader cannot reproduce it")
+    children = dict(module.named_children())
+    for child_name, child_record in record.children().items():
+        if child_name in children:
+            check_recorded_attributes(child_record, children[child_name], names, source, f"{path}.{child_name}")
+
+
+def _same_value(recorded: Any, derived: Any) -> bool:
+    try:
+        a = np.asarray(recorded, dtype=np.float64)
+        b = np.asarray(derived, dtype=np.float64)
+    except (TypeError, ValueError):
+        return recorded == derived
+    if a.shape != b.shape and a.ndim * b.ndim != 0:  # a scalar stands for an [x, y] pair of equal values
+        return False
+    return bool(np.allclose(a, b, rtol=1e-6, atol=1e-9))
+
+
+class StyleGANGenerator:
+    """A style-based generator (mapping z → w, synthesis W+ → image) behind the Generator protocol.
+
+    Attributes:
+        name: registry name (``"stylegan2"`` / ``"stylegan3"``).
+        latent_spaces: ``("z", "w", "w+")``.
+        z_dim, w_dim, num_ws, resolution: from the file.
+        c_dim: label size of the file (0: unconditional).
+        truncation_psi: ψ of the truncation trick, applied by :meth:`map` towards ``w_avg``.
+        noise_mode: ``'const'`` (the file's fixed per-layer noise) or ``'none'``.
+        fingerprint: ``name``, sha256 of the file, ψ, noise mode, class label and this implementation's version.
+
+    Args:
+        net: :class:`StyleGANNet` with the file's weights.
+        label: (c_dim,) class label (conditional files) or None.
+    """
+
+    latent_spaces = ("z", "w", "w+")
+
+    def __init__(self, net: StyleGANNet, name: str, sha256: str, truncation_psi: float, noise_mode: str,
+                 label: torch.Tensor | None, implementation: str) -> None:
+        self.net = net.eval().requires_grad_(False)
+        self.name = name
+        self.z_dim = net.mapping.z_dim
+        self.c_dim = net.mapping.c_dim
+        self.w_dim = net.mapping.w_dim
+        self.num_ws = net.synthesis.num_ws
+        self.resolution = net.synthesis.img_resolution
+        self.truncation_psi = float(truncation_psi)
+        self.noise_mode = noise_mode
+        self.label = label
+        label_text = "none" if label is None else ",".join(f"{v:g}" for v in label.tolist())
+        self.fingerprint = (f"{name}:{implementation}:sha256={sha256}:psi={self.truncation_psi!r}:"
+                            f"noise={noise_mode}:class={label_text}")
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.mapping.w_avg.device
+
+    def to(self, device: torch.device) -> "StyleGANGenerator":
+        self.net.to(device)
+        return self
+
+    def map(self, latents_z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, z_dim) z → ``{"w": (N, w_dim)}`` float32, truncated by ψ towards ``w_avg``."""
+        self._check(latents_z, (self.z_dim,), "z")
+        with torch.autocast(self.device.type, enabled=False):
+            z = latents_z.to(self.device, torch.float32)
+            labels = None if self.label is None else self.label.to(self.device).expand(z.shape[0], -1)
+            w = self.net.mapping(z, labels)
+            return {"w": self.net.mapping.truncate(w, self.truncation_psi)}
+
+    def synthesize(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
+        """z (N, z_dim), w (N, w_dim; fed to all num_ws layers) or w+ (N, num_ws, w_dim) → (N, 3, R, R) float32.
+
+        The network keeps its own precision plan (fp16 in the layers the file marks, on CUDA only) and runs
+        outside any caller's autocast."""
+        if space == "z":
+            ws = self.map(latents)["w"].unsqueeze(1).expand(-1, self.num_ws, -1)
+        elif space == "w":
+            self._check(latents, (self.w_dim,), space)
+            ws = latents.unsqueeze(1).expand(-1, self.num_ws, -1)
+        elif space == "w+":
+            self._check(latents, (self.num_ws, self.w_dim), space)
+            ws = latents
+        else:
+            raise ValueError(f"generator {self.name!r} has latent spaces {list(self.latent_spaces)}, not {space!r}")
+        with torch.autocast(self.device.type, enabled=False):
+            return self.net.synthesis(ws.to(self.device, torch.float32), noise_mode=self.noise_mode)
+
+    def style_layer_names(self, include_torgb: bool = False) -> list[str]:
+        """Names of the layers whose style weights :meth:`style_weights` returns, in the same order."""
+        return [name for name, _ in self.net.synthesis.style_layers(include_torgb)]
+
+    def style_weights(self, include_torgb: bool = False) -> list[torch.Tensor]:
+        """The matrices A_l that map w to each modulated convolution's styles, s_l = A_l w + b_l, as used at run
+        time (stored weight × its gain): one (C_in of layer l, w_dim) tensor per layer, in synthesis order (names:
+        :meth:`style_layer_names`), for SeFa (Shen & Zhou 2021, which factorises the concatenated A_l) and similar
+        closed-form methods in W.
+
+        StyleGAN2: entry i is fed by W+ row i (num_ws − 1 entries: b4.conv1, b8.conv0, b8.conv1, ...).
+        StyleGAN3: entry i is layer L_i, fed by W+ row i + 1 (num_ws − 2 entries; row 0 drives the Fourier input's
+        rotation/translation, not a style). ``include_torgb`` adds the ToRGB layers' affines (StyleGAN2: after each
+        block's convs; StyleGAN3: the last layer), whose styles are further scaled by the constant 1/√C_in."""
+        return [layer.effective_weight().detach() for _, layer in self.net.synthesis.style_layers(include_torgb)]
+
+    def _check(self, latents: torch.Tensor, shape: tuple[int, ...], space: str) -> None:
+        if latents.dim() != 1 + len(shape) or tuple(latents.shape[1:]) != shape:
+            raise ValueError(f"generator {self.name!r} expects {space} latents of shape (N, "
+                             f"{', '.join(map(str, shape))}), got {tuple(latents.shape)}")

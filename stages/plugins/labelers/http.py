@@ -1,0 +1,817 @@
+"""``http``: an HTTP labeling API as a labeler (your own model behind a small service, or a cloud vision API).
+
+Minimal params (the default wire format below, sane defaults for everything else)::
+
+    label:
+      labeler: http
+      kwargs: {url: http://127.0.0.1:8000/score, attributes: [smile, age]}
+
+**Default wire format.** ``POST url`` with a JSON body, ``batch_size`` images per request::
+
+    {"images": [{"id": "<sha256 hex of the PNG bytes>", "png": "<base64 of the PNG>"}, ...]}
+
+answered (HTTP 200) by::
+
+    {"results": [{"id": "<the same id>", "scores": {"smile": 0.93, "age": 31.5}}, ...]}
+
+Results may come in any order; each requested id needs a result holding every attribute (a JSON number; ``null``
+means "no score" and becomes NaN). 401/403 stop the run at once; 408, 429, 5xx, timeouts and dropped connections are
+retried with exponential backoff and jitter, honouring ``Retry-After``; any other status stops the run.
+
+**Other wire formats** (kwargs): ``request_format: multipart`` (one file part per image, form field ``images_key``,
+file name ``<id>.png``); ``image_format: jpeg`` (``jpeg_quality``); ``images_key``, ``image_key`` (a dotted path
+inside each item, e.g. ``image.content``), ``id_key`` (``null``: no ids, results matched by position),
+``extra_body`` (more top-level fields sent with every request); ``results_key`` (dotted path of the result list) and
+``scores`` (attribute → dotted path inside a result, default ``scores.<attribute>``; digits index lists:
+``faces.0.joy``).
+
+**Auth.** ``auth_env: LABEL_API_TOKEN`` names the environment variable holding the secret (read in each process when
+it first sends a request; never stored in params, fingerprints, the answer cache, logs or messages), sent as
+``<auth_header>: <auth_scheme> <secret>`` (default ``Authorization: Bearer …``; ``auth_scheme: null`` sends the bare
+secret, e.g. ``auth_header: X-Api-Key``). Keep secrets out of ``url``.
+
+**Never pays twice: the answer cache.** Each image's answer is written (atomically, one small JSON file) under
+``cache_dir/answers/`` as soon as its request returns, before the scores go back to the label stage — so before its
+chunk counts as done. The file is named by the sha256 of the image's id (the sha256 of its PNG bytes) and of every
+request-shaping kwarg (url, formats, keys, ``extra_body``, ``version``): a killed and resumed run, or a rerun with
+other downstream params, asks the API only for images it never answered. The raw result is cached, so changing the
+``scores`` mapping or ``attributes`` asks nothing again either. Bump ``version`` when the model behind the URL changes.
+
+**Failures.** An image whose request still fails after ``retries`` retries gets NaN scores (the label stage allows
+NaN for this labeler: ``missing_scores_allowed``) and a record ``cache_dir/failed/<key>.json`` with the reason; its
+chunk completes. A rerun serves the recorded failure again (no request). To retry failed images deliberately, set
+``retry_failed: true``: it changes the fingerprint, so the label stage rebuilds its store — every answered image
+comes from the cache, and only the failed ones are requested again.
+
+**Spend.** ``max_requests`` caps the HTTP requests (retries included) one process sends; when reached, the run stops
+with one line saying how far it got (:class:`RequestBudgetExhausted`); finished chunks stay, and a rerun continues.
+``rate_limit`` caps requests per second per process, ``concurrency`` the requests in flight per process (with Dask
+workers, each worker process has its own).
+
+**Processes.** The labeler's configuration is plain data (it pickles to Dask workers); the HTTP client, its thread
+pool, the rate limiter and the request counter are built lazily in each process on first use.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from latentatlas.atomic import atomic_write_bytes
+from stages.plugins.labelers.base import LABELERS, LabelerError, check_images
+
+LABELER_NAME = "http"
+#: Bumped whenever this module changes what is sent or how answers become scores.
+WIRE_VERSION = "http-labeler-v1"
+#: The format tag of the answer cache's files.
+CACHE_FORMAT = "latentatlas-http-answer/1"
+DEFAULT_CACHE_DIR = ".cache/http-labels"
+REQUEST_FORMATS = ("json", "multipart")
+IMAGE_FORMATS = ("png", "jpeg")
+#: Statuses retried with backoff (besides timeouts and dropped connections).
+RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+AUTH_STATUSES = frozenset({401, 403})
+#: Characters of a server's answer quoted in an error message.
+QUOTED_CHARS = 160
+
+logger = logging.getLogger(__name__)
+
+
+class HttpLabelerError(LabelerError):
+    """The labeling API cannot be used as configured (unreachable, auth rejected, an answer that does not fit the
+    mapping, malformed JSON, a bad kwarg); one line, never holding the secret."""
+
+
+class AuthRejected(HttpLabelerError):
+    """The API answered 401/403: the run stops at once (no retries)."""
+
+
+class RequestBudgetExhausted(HttpLabelerError):
+    """``max_requests`` requests were sent: the run stops cleanly; finished chunks and cached answers stay."""
+
+
+def _fail(message: str) -> HttpLabelerError:
+    return HttpLabelerError(f"labeler {LABELER_NAME!r}: {message}")
+
+
+@dataclass(frozen=True)
+class HttpLabelerConfig:
+    """Everything the labeler is configured with: plain data, picklable, never the secret (only its variable's name).
+
+    See the module docstring for what each field does.
+    """
+
+    url: str
+    attributes: tuple[str, ...]
+    request_format: str = "json"
+    image_format: str = "png"
+    jpeg_quality: int = 95
+    images_key: str = "images"
+    image_key: str = "png"
+    id_key: str | None = "id"
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    results_key: str = "results"
+    scores: Mapping[str, str] = field(default_factory=dict)
+    version: str = ""
+    auth_env: str | None = None
+    auth_header: str = "Authorization"
+    auth_scheme: str | None = "Bearer"
+    batch_size: int = 16
+    concurrency: int = 4
+    rate_limit: float | None = None
+    timeout: float = 30.0
+    retries: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_retry_after: float = 120.0
+    max_requests: int | None = None
+    cache_dir: str = DEFAULT_CACHE_DIR
+    retry_failed: bool = False
+
+    def request_shape(self) -> dict[str, Any]:
+        """What decides the answer an image gets: part of every cache key and of the fingerprint."""
+        return {"wire": WIRE_VERSION, "url": self.url, "request_format": self.request_format,
+                "image_format": self.image_format,
+                "jpeg_quality": self.jpeg_quality if self.image_format == "jpeg" else None,
+                "images_key": self.images_key, "image_key": self.image_key, "id_key": self.id_key,
+                "extra_body": dict(self.extra_body), "results_key": self.results_key, "version": self.version}
+
+    def score_path(self, attribute: str) -> str:
+        return self.scores.get(attribute, f"scores.{attribute}")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _one_line(text: str, secret: str | None) -> str:
+    """``text`` on one line, at most :data:`QUOTED_CHARS` characters, with the secret (if any) blanked out."""
+    if secret:
+        text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "…"
+
+
+def _dig(value: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (digits index lists). Raises KeyError naming the first missing step."""
+    for step in path.split("."):
+        if isinstance(value, Mapping) and step in value:
+            value = value[step]
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            raise KeyError(step)
+    return value
+
+
+def _put(target: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``target[a][b]… = value`` for the dotted ``path`` ``a.b…``, making the mappings on the way."""
+    *parents, last = path.split(".")
+    for step in parents:
+        target = target.setdefault(step, {})
+    target[last] = value
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 → PNG bytes (deterministic for given pixels and Pillow's zlib)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def images_to_pixels(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [-1, 1] → (N, H, W, 3) uint8, the inverse of how the images store's pixels are read
+    (``x / 127.5 - 1``), so a stored image's PNG — and its id — is the same in every run."""
+    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+@dataclass
+class PendingImage:
+    """One distinct image to ask for: its id (sha256 of its PNG), the bytes to send, and its cache key."""
+
+    image_id: str
+    payload: bytes
+    cache_key: str
+
+
+@dataclass
+class CachedAnswer:
+    """What the cache holds for one image: the raw result (``result``), or a failure (``reason``)."""
+
+    path: Path
+    result: Any = None
+    reason: str | None = None
+
+
+class AnswerCache:
+    """One small JSON file per answered image, ``answers/<k[:2]>/<k>.json``, and per image that failed after its
+    retries, ``failed/<k[:2]>/<k>.json``; ``k`` = sha256 of (request shape, image id). Written atomically
+    (:func:`latentatlas.atomic.atomic_write_bytes`), so a SIGKILL never leaves half a file; safe for concurrent
+    threads and processes (the same image answered twice writes the same key)."""
+
+    def __init__(self, root: Path, request_shape: Mapping[str, Any]) -> None:
+        self.root = root
+        self.shape_digest = hashlib.sha256(_canonical(dict(request_shape)).encode()).hexdigest()
+
+    def key(self, image_id: str) -> str:
+        return hashlib.sha256(f"{self.shape_digest}:{image_id}".encode()).hexdigest()
+
+    def answer_path(self, key: str) -> Path:
+        return self.root / "answers" / key[:2] / f"{key}.json"
+
+    def failure_path(self, key: str) -> Path:
+        return self.root / "failed" / key[:2] / f"{key}.json"
+
+    def lookup(self, key: str, include_failures: bool) -> CachedAnswer | None:
+        """The answer (or, with ``include_failures``, the recorded failure) for ``key``; None if there is none. A
+        file that cannot be read back (e.g. cut short by a power loss) counts as absent."""
+        for path, is_answer in ((self.answer_path(key), True), (self.failure_path(key), False)):
+            if not is_answer and not include_failures:
+                continue
+            try:
+                record = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(record, dict) or record.get("format") != CACHE_FORMAT:
+                continue
+            if is_answer and "result" in record:
+                return CachedAnswer(path, result=record["result"])
+            if not is_answer and isinstance(record.get("reason"), str):
+                return CachedAnswer(path, reason=record["reason"])
+        return None
+
+    def store_answer(self, key: str, image_id: str, result: Any) -> None:
+        record = {"format": CACHE_FORMAT, "id": image_id, "result": result, "answered_at": _now()}
+        atomic_write_bytes(self.answer_path(key), (_canonical(record) + "\n").encode())
+        self.failure_path(key).unlink(missing_ok=True)
+
+    def store_failure(self, key: str, image_id: str, reason: str, attempts: int) -> None:
+        record = {"format": CACHE_FORMAT, "id": image_id, "reason": reason, "attempts": attempts,
+                  "failed_at": _now()}
+        atomic_write_bytes(self.failure_path(key), (_canonical(record) + "\n").encode())
+
+    def count_answers(self) -> int:
+        folder = self.root / "answers"
+        return sum(1 for _ in folder.glob("*/*.json")) if folder.is_dir() else 0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RateLimiter:
+    """At most ``rate`` request starts per second across this process's threads (None: no limit)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 0.0 if rate is None else 1.0 / rate
+        self.next_start = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if self.interval <= 0:
+            return
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_start)
+            self.next_start = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+class RequestCounter:
+    """The requests this process sent, against ``max_requests`` (None: no cap)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.sent = 0
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Count one request about to be sent; False (and nothing counted) once the cap is reached."""
+        with self.lock:
+            if self.limit is not None and self.sent >= self.limit:
+                return False
+            self.sent += 1
+            return True
+
+
+class ProcessRuntime:
+    """What one process builds on first use and never pickles: the HTTP client, the thread pool, the rate limiter,
+    the request counter, a random source for jitter, and the count of images answered in this process."""
+
+    def __init__(self, config: HttpLabelerConfig) -> None:
+        import httpx
+
+        self.pid = os.getpid()
+        limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
+        self.client = httpx.Client(timeout=httpx.Timeout(config.timeout), limits=limits, follow_redirects=False)
+        self.pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="http-labeler")
+        self.limiter = RateLimiter(config.rate_limit)
+        self.counter = RequestCounter(config.max_requests)
+        self.random = random.Random(os.urandom(16))
+        self.answered = 0
+        self.answered_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.client.close()
+
+
+@dataclass
+class BatchOutcome:
+    """How one request batch ended: the raw results by image id, or a failure reason for all of its images."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None
+    attempts: int = 0
+
+
+class Transient(Exception):
+    """A failure worth retrying (429, 5xx, timeout, dropped connection, malformed JSON); ``retry_after`` in s."""
+
+    def __init__(self, reason: str, retry_after: float | None = None, malformed: bool = False,
+                 unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.malformed = malformed
+        self.unreachable = unreachable
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: delay-seconds or an HTTP date; None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+
+
+class HttpLabeler:
+    """Scores images by asking an HTTP API (see the module docstring): (N, 3, H, W) in [-1, 1] → (N, A) float32,
+    NaN rows for images that failed after their retries."""
+
+    name = LABELER_NAME
+    #: The label stage's finiteness check lets NaN through for this labeler's columns (failed images).
+    missing_scores_allowed = True
+
+    def __init__(self, config: HttpLabelerConfig) -> None:
+        self.config = config
+        self.attributes = tuple(config.attributes)
+        described = {**config.request_shape(), "scores": {a: config.score_path(a) for a in self.attributes},
+                     "attributes": list(self.attributes), "retry_failed": config.retry_failed}
+        self.fingerprint = f"{WIRE_VERSION}:{hashlib.sha256(_canonical(described).encode()).hexdigest()[:20]}"
+        self.cache = AnswerCache(Path(config.cache_dir), config.request_shape())
+        self.device = torch.device("cpu")
+        self._runtime: ProcessRuntime | None = None
+        self._runtime_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Plain configuration only: the client, pool and counters are rebuilt in the receiving process."""
+        return {"config": self.config, "device": str(self.device)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])
+        self.device = torch.device(state["device"])
+
+    def __repr__(self) -> str:
+        return f"HttpLabeler(url={self.config.url!r}, attributes={list(self.attributes)})"
+
+    def to(self, device: torch.device) -> "HttpLabeler":
+        self.device = torch.device(device)
+        return self
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests this process has sent so far (retries included)."""
+        return 0 if self._runtime is None else self._runtime.counter.sent
+
+    def close(self) -> None:
+        """Close this process's HTTP client and thread pool (rebuilt if the labeler is used again)."""
+        with self._runtime_lock:
+            if self._runtime is not None:
+                self._runtime.close()
+                self._runtime = None
+
+    def _process_runtime(self) -> ProcessRuntime:
+        with self._runtime_lock:
+            if self._runtime is None or self._runtime.pid != os.getpid():  # first use, or a forked child
+                self._runtime = ProcessRuntime(self.config)
+            return self._runtime
+
+    def _secret(self) -> str | None:
+        if self.config.auth_env is None:
+            return None
+        secret = os.environ.get(self.config.auth_env)
+        if not secret:
+            raise _fail(f"auth_env: the environment variable {self.config.auth_env} is not set (or empty) in this "
+                        f"process; export it where the label stage and its workers run")
+        return secret
+
+    # ------------------------------------------------------------------------------------------------ scoring
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images in [-1, 1] → (N, A) float32 scores on the labeler's device; NaN rows for images
+        whose requests failed after their retries (reasons recorded in the cache's ``failed/`` folder).
+
+        Raises:
+            AuthRejected: 401/403.
+            RequestBudgetExhausted: ``max_requests`` reached before every image was answered.
+            HttpLabelerError: unreachable API, malformed JSON after the retries, an unexpected status, an answer
+                that does not fit the mapping.
+        """
+        images = check_images(images, self.name, self.device)
+        pixels = images_to_pixels(images)
+        image_ids: list[str] = []
+        pending: dict[str, PendingImage] = {}
+        known: dict[str, CachedAnswer] = {}
+        for picture in pixels:
+            png = encode_png(picture)
+            image_id = hashlib.sha256(png).hexdigest()
+            image_ids.append(image_id)
+            if image_id in known or image_id in pending:
+                continue
+            key = self.cache.key(image_id)
+            cached = self.cache.lookup(key, include_failures=not self.config.retry_failed)
+            if cached is not None:
+                known[image_id] = cached
+            else:
+                payload = png if self.config.image_format == "png" else encode_jpeg(picture, self.config.jpeg_quality)
+                pending[image_id] = PendingImage(image_id, payload, key)
+        if pending:
+            known.update(self._ask(list(pending.values())))
+        scores = np.full((len(image_ids), len(self.attributes)), np.nan, dtype=np.float32)
+        failed = 0
+        for row, image_id in enumerate(image_ids):
+            answer = known[image_id]
+            if answer.reason is not None:
+                failed += 1
+                continue
+            scores[row] = self._scores_of(answer)
+        if failed:
+            warnings.warn(f"labeler {LABELER_NAME!r}: {failed} of {len(image_ids)} images have no scores (NaN): their "
+                          f"requests failed after {self.config.retries} retries; reasons in "
+                          f"{self.cache.root / 'failed'}; set retry_failed: true to ask for them again", stacklevel=2)
+        return torch.from_numpy(scores).to(self.device)
+
+    def _scores_of(self, answer: CachedAnswer) -> np.ndarray:
+        """One cached result → (A,) float32, following the ``scores`` mapping.
+
+        Raises:
+            HttpLabelerError: a mapped field missing, or not a number.
+        """
+        values = np.empty(len(self.attributes), dtype=np.float32)
+        for column, attribute in enumerate(self.attributes):
+            path = self.config.score_path(attribute)
+            try:
+                value = _dig(answer.result, path)
+            except KeyError as missing:
+                result = answer.result
+                fields = sorted(map(str, result))[:8] if isinstance(result, Mapping) else type(result).__name__
+                raise _fail(f"the answer for an image has no field {path!r} for attribute {attribute!r} (no "
+                            f"{missing.args[0]!r}; its fields: {fields}); fix kwargs scores:/attributes:, or delete "
+                            f"{answer.path} to ask again") from None
+            if value is None:
+                values[column] = np.nan
+            elif isinstance(value, (int, float)):
+                values[column] = float(value)
+            else:
+                raise _fail(f"the answer's field {path!r} for attribute {attribute!r} is "
+                            f"{_one_line(repr(value), None)}, expected a number or null (in {answer.path})")
+        return values
+
+    def _ask(self, pending: list[PendingImage]) -> dict[str, CachedAnswer]:
+        """Request ``pending`` in batches on this process's pool; every answer (or failure) is cached before this
+        returns. A fatal error stops this call's new requests, lets the ones in flight finish (and be cached), then
+        raises."""
+        runtime = self._process_runtime()
+        secret = self._secret()
+        stop = threading.Event()  # per call: chunks scored at once in other threads go on
+        size = self.config.batch_size
+        batches = [pending[start:start + size] for start in range(0, len(pending), size)]
+        futures: list[Future[dict[str, CachedAnswer]]] = [
+            runtime.pool.submit(self._run_batch, runtime, batch, secret, stop) for batch in batches]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        stop.set()  # a no-op when all are done; otherwise no batch starts a new request
+        wait(futures)
+        errors = [error for future in futures if (error := future.exception()) is not None]
+        fatal = [error for error in errors if not isinstance(error, (_Stopped, _BudgetReached))]
+        if fatal:
+            raise fatal[0]
+        if errors:  # the request budget ran out (the only other way a batch ends early)
+            raise RequestBudgetExhausted(self._budget_message(runtime))
+        answers: dict[str, CachedAnswer] = {}
+        for future in futures:
+            answers.update(future.result())
+        return answers
+
+    def _run_batch(self, runtime: ProcessRuntime, batch: list[PendingImage], secret: str | None,
+                   stop: threading.Event) -> dict[str, CachedAnswer]:
+        """Send one batch (with retries), cache what came back, and return it by image id. Any error sets ``stop``
+        at once, so no other batch of the call sends a new request."""
+        try:
+            outcome = self._send_with_retries(runtime, batch, secret, stop)
+        except _PartialAnswer as partial:  # cache the results that did come back (they are paid), then stop
+            stop.set()
+            for image in batch:
+                if image.image_id in partial.found:
+                    self.cache.store_answer(image.cache_key, image.image_id, partial.found[image.image_id])
+            raise
+        except BaseException:
+            stop.set()
+            raise
+        answers: dict[str, CachedAnswer] = {}
+        for image in batch:
+            if outcome.failure is not None:
+                self.cache.store_failure(image.cache_key, image.image_id, outcome.failure, outcome.attempts)
+                answers[image.image_id] = CachedAnswer(self.cache.failure_path(image.cache_key),
+                                                       reason=outcome.failure)
+                continue
+            self.cache.store_answer(image.cache_key, image.image_id, outcome.results[image.image_id])
+            answers[image.image_id] = CachedAnswer(self.cache.answer_path(image.cache_key),
+                                                   result=outcome.results[image.image_id])
+        if outcome.failure is None:
+            with runtime.answered_lock:
+                runtime.answered += len(batch)
+        return answers
+
+    def _budget_message(self, runtime: ProcessRuntime) -> str:
+        return (f"labeler {LABELER_NAME!r}: max_requests = {self.config.max_requests} reached: this run sent "
+                f"{runtime.counter.sent} requests and got {runtime.answered} images answered; "
+                f"{self.cache.count_answers()} answers are cached in {self.cache.root}; finished chunks are kept — "
+                f"raise or remove max_requests and rerun to go on (answered images are not requested again)")
+
+    def _send_with_retries(self, runtime: ProcessRuntime, batch: list[PendingImage], secret: str | None,
+                           stop: threading.Event) -> BatchOutcome:
+        """Send ``batch`` until it is answered, retrying transient failures with exponential backoff and jitter
+        (or the server's ``Retry-After``).
+
+        Returns:
+            The results by image id, or the failure reason once the retries are spent (or ``Retry-After`` asks for
+            a longer wait than ``max_retry_after``).
+
+        Raises:
+            AuthRejected, HttpLabelerError: see :meth:`score`.
+            _BudgetReached: ``max_requests`` requests were sent.
+            _Stopped: another batch of the call failed fatally (``stop`` is set).
+        """
+        config = self.config
+        attempt = 0
+        while True:
+            if stop.is_set():
+                raise _Stopped()
+            runtime.limiter.wait()
+            if not runtime.counter.take():
+                raise _BudgetReached()
+            attempt += 1
+            try:
+                return BatchOutcome(results=self._send_once(runtime, batch, secret), attempts=attempt)
+            except Transient as problem:
+                if attempt > config.retries:
+                    if problem.unreachable:
+                        raise _fail(f"cannot reach {config.url}: {problem.reason} (after {attempt} attempts)") from None
+                    if problem.malformed:
+                        raise _fail(f"{config.url} answered with malformed JSON {attempt} times in a row "
+                                    f"({problem.reason}); is url the labeling endpoint?") from None
+                    return BatchOutcome(failure=f"{problem.reason} (after {attempt} attempts)", attempts=attempt)
+                delay = self._backoff(runtime, attempt)
+                if problem.retry_after is not None:
+                    if problem.retry_after > config.max_retry_after:
+                        return BatchOutcome(failure=f"{problem.reason}; the server asked to retry after "
+                                                    f"{problem.retry_after:.0f} s, more than max_retry_after = "
+                                                    f"{config.max_retry_after:g} s", attempts=attempt)
+                    delay = max(delay, problem.retry_after)
+                logger.info("labeler %r: %s for %d images; retry %d/%d in %.2f s", LABELER_NAME, problem.reason,
+                            len(batch), attempt, config.retries, delay)
+                if stop.wait(delay):
+                    raise _Stopped() from None
+
+    def _backoff(self, runtime: ProcessRuntime, attempt: int) -> float:
+        """Exponential backoff with jitter: half of ``min(backoff_max, backoff_base · 2^(attempt-1))`` plus a random
+        share of the other half."""
+        ceiling = min(self.config.backoff_max, self.config.backoff_base * 2 ** (attempt - 1))
+        return ceiling / 2 + runtime.random.uniform(0, ceiling / 2)
+
+    def _send_once(self, runtime: ProcessRuntime, batch: list[PendingImage],
+                   secret: str | None) -> dict[str, Any]:
+        """One request for ``batch`` → the raw result of each image, by image id.
+
+        Raises:
+            Transient: retry it (429/5xx/408, timeout, dropped connection, unreachable, malformed JSON).
+            AuthRejected: 401/403.
+            HttpLabelerError: any other status, or an answer without a result list / a result per image.
+        """
+        import httpx
+
+        config = self.config
+        headers = {"Accept": "application/json"}
+        if secret is not None:
+            headers[config.auth_header] = secret if not config.auth_scheme else f"{config.auth_scheme} {secret}"
+        try:
+            if config.request_format == "json":
+                response = runtime.client.post(config.url, content=self._json_body(batch).encode(),
+                                               headers={**headers, "Content-Type": "application/json"})
+            else:
+                files = [(config.images_key, (f"{image.image_id}.{config.image_format}", image.payload,
+                                              f"image/{config.image_format}")) for image in batch]
+                data = {key: value if isinstance(value, str) else _canonical(value)
+                        for key, value in config.extra_body.items()}
+                response = runtime.client.post(config.url, files=files, data=data, headers=headers)
+        except httpx.ConnectTimeout:
+            raise Transient(f"no connection within timeout = {config.timeout:g} s", unreachable=True) from None
+        except httpx.TimeoutException:
+            raise Transient(f"no answer within timeout = {config.timeout:g} s") from None
+        except httpx.ConnectError as error:
+            raise Transient(f"connection failed ({_one_line(str(error), secret) or 'refused'})",
+                            unreachable=True) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as error:
+            raise Transient(f"connection dropped ({_one_line(str(error), secret) or type(error).__name__})") from None
+        except httpx.TransportError as error:
+            raise Transient(f"transport error {type(error).__name__} "
+                            f"({_one_line(str(error), secret)})") from None
+        status = response.status_code
+        if status in AUTH_STATUSES:
+            raise AuthRejected(f"labeler {LABELER_NAME!r}: {config.url} rejected the credentials (HTTP {status}: "
+                               f"{_one_line(response.text, secret) or 'no body'}); check the secret in "
+                               f"{config.auth_env or '(no auth_env given)'} and auth_header/auth_scheme; "
+                               f"stopped after one request")
+        if status in RETRIED_STATUSES:
+            raise Transient(f"HTTP {status}", retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        if status != 200:
+            hint = "; lower batch_size" if status == 413 else ""
+            raise _fail(f"{config.url} answered HTTP {status} ({_one_line(response.text, secret) or 'no body'})"
+                        f"{hint}")
+        try:
+            answer = json.loads(response.content)
+        except ValueError as error:
+            raise Transient(f"malformed JSON: {_one_line(str(error), secret)}", malformed=True) from None
+        return self._results_by_id(answer, batch, secret)
+
+    def _json_body(self, batch: list[PendingImage]) -> str:
+        items = []
+        for image in batch:
+            item: dict[str, Any] = {}
+            if self.config.id_key is not None:
+                _put(item, self.config.id_key, image.image_id)
+            _put(item, self.config.image_key, base64.b64encode(image.payload).decode("ascii"))
+            items.append(item)
+        return json.dumps({**dict(self.config.extra_body), self.config.images_key: items})
+
+    def _results_by_id(self, answer: Any, batch: list[PendingImage], secret: str | None) -> dict[str, Any]:
+        """The result of each image of ``batch`` in ``answer``, matched by ``id_key`` or by position.
+
+        Raises:
+            HttpLabelerError: no result list at ``results_key``, a result missing for an image, or a count mismatch.
+        """
+        config = self.config
+        try:
+            results = _dig(answer, config.results_key)
+        except KeyError:
+            raise _fail(f"the answer of {config.url} has no result list {config.results_key!r} (answer: "
+                        f"{_one_line(_canonical(answer), secret)}); set results_key:") from None
+        if not isinstance(results, list):
+            raise _fail(f"the answer's {config.results_key!r} is a {type(results).__name__}, expected a list")
+        if config.id_key is None:
+            if len(results) != len(batch):
+                raise _fail(f"the answer holds {len(results)} results for {len(batch)} images (results are matched "
+                            f"by position since id_key is null)")
+            return {image.image_id: result for image, result in zip(batch, results)}
+        by_id: dict[str, Any] = {}
+        for result in results:
+            try:
+                by_id[str(_dig(result, config.id_key))] = result
+            except KeyError:
+                continue
+        missing = [image.image_id for image in batch if image.image_id not in by_id]
+        if missing:
+            raise _PartialAnswer(f"labeler {LABELER_NAME!r}: the answer of {config.url} has no result with "
+                                 f"{config.id_key!r} = {missing[0]} ({len(missing)} of {len(batch)} images missing)",
+                                 found={image.image_id: by_id[image.image_id] for image in batch
+                                        if image.image_id in by_id})
+        return {image.image_id: by_id[image.image_id] for image in batch}
+
+
+class _Stopped(Exception):
+    """Another request of the same call failed fatally: this one was not sent."""
+
+
+class _BudgetReached(Exception):
+    """``max_requests`` requests were sent: this batch was not (or not again)."""
+
+
+class _PartialAnswer(HttpLabelerError):
+    """An answer without a result for some requested images; ``found`` holds the results it does have."""
+
+    def __init__(self, message: str, found: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+def _positive(name: str, value: Any, kind: type = float, allow_zero: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise _fail(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise _fail(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} value, got {value!r}")
+    return kind(value)
+
+
+@LABELERS.register(LABELER_NAME)
+def build_http_labeler(url: str, attributes: Sequence[str], scores: Mapping[str, str] | None = None,
+                       request_format: str = "json", image_format: str = "png", jpeg_quality: int = 95,
+                       images_key: str = "images", image_key: str | None = None, id_key: str | None = "id",
+                       extra_body: Mapping[str, Any] | None = None, results_key: str = "results",
+                       version: str = "", auth_env: str | None = None, auth_header: str = "Authorization",
+                       auth_scheme: str | None = "Bearer", batch_size: int = 16, concurrency: int = 4,
+                       rate_limit: float | None = None, timeout: float = 30.0, retries: int = 5,
+                       backoff_base: float = 0.5, backoff_max: float = 30.0, max_retry_after: float = 120.0,
+                       max_requests: int | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
+                       retry_failed: bool = False) -> HttpLabeler:
+    """The ``http`` labeler from ``params.yaml: label.kwargs`` (see the module docstring). ``cache_dir`` is resolved
+    against the working directory now, so worker processes share it.
+
+    Raises:
+        HttpLabelerError: a bad kwarg (one line), or ``auth_env`` naming a variable that is not set.
+    """
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise _fail(f"url: expected an http:// or https:// URL, got {url!r}")
+    if isinstance(attributes, str) or not isinstance(attributes, Sequence) or not attributes \
+            or not all(isinstance(name, str) and name for name in attributes):
+        raise _fail(f"attributes: expected a non-empty list of attribute names, got {attributes!r}")
+    repeated = sorted({name for name in attributes if list(attributes).count(name) > 1})
+    if repeated:
+        raise _fail(f"attributes: names {repeated} are given more than once")
+    scores = dict(scores or {})
+    unknown = sorted(set(scores) - set(attributes))
+    if unknown or not all(isinstance(path, str) and path for path in scores.values()):
+        raise _fail(f"scores: expected attribute → dotted field path for attributes in {list(attributes)}, got "
+                    f"{scores!r}")
+    if request_format not in REQUEST_FORMATS:
+        raise _fail(f"request_format: expected one of {list(REQUEST_FORMATS)}, got {request_format!r}")
+    if image_format not in IMAGE_FORMATS:
+        raise _fail(f"image_format: expected one of {list(IMAGE_FORMATS)}, got {image_format!r}")
+    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 100:
+        raise _fail(f"jpeg_quality: expected an integer 1 … 100, got {jpeg_quality!r}")
+    for key_name, key_value in (("images_key", images_key), ("results_key", results_key),
+                                ("auth_header", auth_header)):
+        if not isinstance(key_value, str) or not key_value:
+            raise _fail(f"{key_name}: expected a non-empty string, got {key_value!r}")
+    if id_key is not None and (not isinstance(id_key, str) or not id_key):
+        raise _fail(f"id_key: expected a field name or null (match results by position), got {id_key!r}")
+    if extra_body is not None and not isinstance(extra_body, Mapping):
+        raise _fail(f"extra_body: expected a mapping of fields sent with every request, got {extra_body!r}")
+    if auth_env is not None and (not isinstance(auth_env, str) or not auth_env.replace("_", "").isalnum()):
+        raise _fail(f"auth_env: expected the NAME of an environment variable (e.g. LABEL_API_TOKEN), got a "
+                    f"{type(auth_env).__name__} that is not one (the secret itself never goes in params)")
+    if max_requests is not None:
+        max_requests = _positive("max_requests", max_requests, int)
+    config = HttpLabelerConfig(
+        url=url, attributes=tuple(attributes), request_format=request_format, image_format=image_format,
+        jpeg_quality=jpeg_quality, images_key=images_key, image_key=image_key or image_format, id_key=id_key,
+        extra_body=dict(extra_body or {}), results_key=results_key, scores=scores, version=str(version),
+        auth_env=auth_env, auth_header=auth_header, auth_scheme=auth_scheme or None,
+        batch_size=_positive("batch_size", batch_size, int), concurrency=_positive("concurrency", concurrency, int),
+        rate_limit=None if rate_limit is None else _positive("rate_limit", rate_limit),
+        timeout=_positive("timeout", timeout), retries=_positive("retries", retries, int, allow_zero=True),
+        backoff_base=_positive("backoff_base", backoff_base, allow_zero=True),
+        backoff_max=_positive("backoff_max", backoff_max, allow_zero=True),
+        max_retry_after=_positive("max_retry_after", max_retry_after, allow_zero=True), max_requests=max_requests,
+        cache_dir=str(Path(cache_dir).expanduser().resolve()), retry_failed=bool(retry_failed))
+    labeler = HttpLabeler(config)
+    labeler._secret()  # an unset auth_env fails now, before the stage writes anything
+    return labeler
