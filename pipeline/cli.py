@@ -215,7 +215,8 @@ def train_encoder_command(params_path: Path, data_dir: StorePath, out_dir: Path,
     """Train the image → latent encoder on DATA_DIR's (image, latent) pairs into OUT/encoder.pt (the starting
     point of `invert` and `edit`). Checkpoints every epoch and resumes after the last finished one."""
     with user_errors():
-        from stages.photo.encoder import encoder_settings, train_encoder
+        from stages.photo.encoder import encoder_settings
+        from stages.train_encoder import train_encoder
 
         params = read_params(params_path)
         settings = encoder_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, width=width,

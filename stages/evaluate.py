@@ -29,6 +29,7 @@ mean target score per α) and traversal grids ``reports/grids/<method>/<attribut
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from pathlib import Path
@@ -49,75 +50,29 @@ from stages.runtime.chunked import ChunkedStage
 from stages.reporting.contact_sheet import render_traversal_grid, write_contact_sheet
 from stages.runtime.device import inference_context, resolve_device
 from stages.latent.directions import DirectionSet
-from stages.latent.editing import LatentField, edit, edit_layers, follow_gradient
+from stages.latent.editing import DirectionEdit, LatentField, direction_edits
 from stages.plugins.generators import Generator, generator_for
-from stages.plugins.generators.base import w_plus_of
 from stages.plugins.labelers import Labeler, labeler_for
 from stages.latent.perceptual import resize_for_lpips
-from stages.plugins.methods.tunagan import load_model
 from stages.plugins.methods.base import METHODS
-from stages.sample import seeded_normal
+from stages.latent.metrics import field_perceptual_path_length, perceptual_path_length
+from stages.latent.streams import heldout_latents_z
 from stages.latent.scoring import score_images
-from stages.synthesize import ImageSynthesizer, images_to_uint8
+from stages.latent.synthesis import ImageSynthesizer, images_to_uint8
 from latentatlas.errors import LatentAtlasError
 
 logger = logging.getLogger(__name__)
 
-EVAL_STREAM = 0x45A1  # a third seed word: the held-out stream never coincides with the fit stream (seed, chunk)
 #: Per attribute, what ``metrics/<method>.json`` (the DVC metric) keeps: effect, entanglement, identity, direction.
 HEADLINE_KEYS = ("slope_std", "entanglement", "lpips", "moved_fraction")
-#: Path step of gradient-following (nonlinear) edits, in latent units.
-FIELD_STEP = 0.05
 
 
 class EvaluationError(LatentAtlasError, ValueError):
     """The directions cannot be evaluated as asked (unknown attribute, no component for it, overlap, ...)."""
 
 
-def heldout_latents_z(seed: int, chunk_index: int, n: int, z_dim: int) -> np.ndarray:
-    """The (n, z_dim) float32 held-out latents of chunk ``chunk_index``."""
-    return seeded_normal((seed, EVAL_STREAM, chunk_index), n, z_dim)
-
-
 def _row_keys(latents: np.ndarray) -> set[bytes]:
     return {row.tobytes() for row in np.ascontiguousarray(latents)}
-
-
-def select_directions(directions: DirectionSet, attributes: list[str],
-                      allow_missing: bool = False) -> dict[str, tuple[np.ndarray, str]]:
-    """For each attribute, the (D,) direction that edits it and the name it has in the set.
-
-    Supervised sets name directions by attribute. Unsupervised ones name components (``c017``) and record in their
-    stats the attribute each moves most and the correlation; the component with the largest |correlation| for the
-    attribute is taken, its sign flipped if the correlation is negative so that +α increases the attribute.
-
-    With ``allow_missing`` (unsupervised sets: a component exists only for what the method happened to discover),
-    attributes without a component are left out instead.
-
-    Raises:
-        EvaluationError: an attribute has no direction (and ``allow_missing`` is off), or none has.
-    """
-    selected: dict[str, tuple[np.ndarray, str]] = {}
-    for attribute in attributes:
-        if attribute in directions.names:
-            selected[attribute] = (directions[attribute], attribute)
-            continue
-        candidates = [(abs(float(stats.get("correlation", 0.0))), name, float(stats.get("correlation", 0.0)))
-                      for name, stats in directions.stats.items()
-                      if stats.get("attribute") == attribute and name in directions.names]
-        if not candidates and allow_missing:
-            continue
-        if not candidates:
-            raise EvaluationError(f"{directions.method}: no direction for attribute {attribute!r} (its directions: "
-                                  f"{directions.names[:8]}{'…' if len(directions.names) > 8 else ''}; unsupervised "
-                                  f"components are matched through stats[name]['attribute'])")
-        _, name, correlation = max(candidates)
-        selected[attribute] = (directions[name] * (1.0 if correlation >= 0 else -1.0), name)
-    if not selected:
-        raise EvaluationError(f"{directions.method}: none of the attributes {attributes} has a direction; for an "
-                              f"unsupervised method, see which attributes its components were named after in "
-                              f"directions/{directions.method}/directions.json")
-    return selected
 
 
 class EvaluateStage(ChunkedStage):
@@ -143,7 +98,8 @@ class EvaluateStage(ChunkedStage):
         self.attributes = list(settings.attributes or params.fit.attributes or self.data.attributes)
         base_method = params.fit.base_method(method)  # a variant is evaluated as its method
         supervised = METHODS.build(base_method).supervised if base_method in METHODS.names() else True
-        self.targets = select_directions(self.directions, self.attributes, allow_missing=not supervised)
+        self.targets: dict[str, DirectionEdit] = direction_edits(self.directions, self.attributes,
+                                                                 allow_missing=not supervised)
         self.unmatched = [name for name in self.attributes if name not in self.targets]
         # Hold fixed only directions this method has; a supervised method must have every one asked for, an
         # unsupervised one holds those it discovered (recorded in the metrics as unmatched otherwise).
@@ -164,7 +120,7 @@ class EvaluateStage(ChunkedStage):
         self._lpips = lpips
         self.z_dim = generator.z_dim
         self.layers = self._check_space(generator, settings.layers)
-        self.fields = self._nonlinear_fields()
+        self._edit_layers_along_vectors()
 
         rows_per_sample = len(self.targets) * len(self.modes) * len(self.alphas)
         inputs = {"stage": "evaluate", "method": method, "directions": self.directions.meta.get("fingerprint"),
@@ -201,23 +157,19 @@ class EvaluateStage(ChunkedStage):
             raise EvaluationError(f"eval.layers {layers}: the generator has {generator.num_ws} W+ layers")
         return layers[0], layers[1]
 
-    def _nonlinear_fields(self) -> dict[str, LatentField]:
-        """Attribute → its nonlinear model, for directions whose set carries one (TunaGAN's MLPs). With
-        ``eval.layers`` (W+ layer edits) a gradient path has no layer-wise meaning: the stored mean-gradient vector is
-        edited instead, and the metrics say so (``edit``)."""
-        models = self.directions.meta.get("models", {})
-        fields = {attribute: load_model(self.directions, source) for attribute, (_, source) in self.targets.items()
-                  if source in models}
-        if fields and self.layers is not None:
+    def _edit_layers_along_vectors(self) -> None:
+        """With ``eval.layers`` (W+ layer edits) a gradient path has no layer-wise meaning: directions whose set
+        carries a nonlinear model (TunaGAN's MLPs) are edited along their stored mean-gradient vectors instead, and
+        the metrics say so (``edit``)."""
+        nonlinear = sorted(name for name, target in self.targets.items() if target.field is not None)
+        if nonlinear and self.layers is not None:
             logger.warning("%s: eval.layers edits W+ layers along vectors; the nonlinear models of %s are edited "
-                           "along their mean-gradient vectors instead of their gradient paths", self.method,
-                           sorted(fields))
-            return {}
-        return fields
+                           "along their mean-gradient vectors instead of their gradient paths", self.method, nonlinear)
+            self.targets = {name: dataclasses.replace(target, field=None) for name, target in self.targets.items()}
 
     def edit_kind(self, attribute: str) -> str:
         """How ``attribute``'s direction is applied: ``"gradient_path"`` (nonlinear model) or ``"vector"``."""
-        return "gradient_path" if attribute in self.fields else "vector"
+        return self.targets[attribute].kind
 
     def base_latents(self, latents_z: np.ndarray) -> np.ndarray:
         """(n, D) held-out latents in the directions' space: z itself, or its (truncated) w."""
@@ -249,22 +201,22 @@ class EvaluateStage(ChunkedStage):
     def keep_for(self, attribute: str, mode: str) -> list[np.ndarray] | None:
         if mode == "plain":
             return None
-        kept = [self.targets[name][0] for name in self.conditions if name != attribute]
+        kept = [self.targets[name].vector for name in self.conditions if name != attribute]
         return kept or None
 
     def _edited_images(self, latents_z: np.ndarray, attribute: str, mode: str) -> torch.Tensor:
         """(M, n, 3, R, R) images of the n latents edited at every α, in the directions' space (W+ layers
         ``eval.layers`` only, when given)."""
         base = self.base_latents(latents_z)
-        direction, keep = self.targets[attribute][0], self.keep_for(attribute, mode)
+        target, keep = self.targets[attribute], self.keep_for(attribute, mode)
         if self.layers is not None:
             generator, device = self.synthesizer.generator, self.synthesizer.device
             with inference_context(device, amp=False):
-                codes = w_plus_of(generator, torch.from_numpy(base).to(device)).float().cpu().numpy()
-            edited = edit_layers(codes, direction, self.alphas, self.layers, keep=keep)
+                codes = generator.w_plus(torch.from_numpy(base).to(device)).float().cpu().numpy()
+            edited = target.apply_layers(codes, self.alphas, self.layers, keep=keep)
             images = self.synthesizer(edited.reshape(-1, *edited.shape[2:]).astype(np.float32), space="w+")
         else:
-            edited = edit(base, self.fields.get(attribute, direction), self.alphas, keep=keep, step_size=FIELD_STEP)
+            edited = target.apply(base, self.alphas, keep=keep)
             images = self.synthesizer(edited.reshape(-1, edited.shape[-1]).astype(np.float32), space=self.space)
         return images.reshape(len(self.alphas), len(latents_z), *images.shape[1:])
 
@@ -304,10 +256,10 @@ class EvaluateStage(ChunkedStage):
         frame = pads.dataset(str(self.store.path), format="parquet").to_table().to_pandas()
         details, curves = summarize(frame, self.attributes, list(self.labeler.attributes), self.alphas,
                                     self.directions, self.targets)
-        for attribute, (vector, _) in self.targets.items():
-            details["directions"][attribute]["edit"] = self.edit_kind(attribute)
-            details["directions"][attribute]["ppl"] = (self._field_ppl(self.fields[attribute])
-                                                       if attribute in self.fields else self._ppl(vector))
+        for attribute, target in self.targets.items():
+            details["directions"][attribute]["edit"] = target.kind
+            details["directions"][attribute]["ppl"] = (self._ppl(target.vector) if target.field is None
+                                                       else self._field_ppl(target.field))
         details["summary"]["ppl"] = float(np.mean([m["ppl"] for m in details["directions"].values()]))
         details["method"] = self.method
         details["base_method"] = self.params.fit.base_method(self.method)
@@ -322,8 +274,6 @@ class EvaluateStage(ChunkedStage):
         self._write_grids()
 
     def _ppl(self, vector: np.ndarray) -> float:
-        from stages.plugins.methods.unsupervised.metrics import perceptual_path_length
-
         return float(perceptual_path_length(self.synthesizer.generator, vector[None], self.lpips,
                                             space=self.space, n_samples=self.settings.ppl_samples,
                                             t_max=float(np.abs(self.alphas).max()), seed=self.settings.seed,
@@ -351,44 +301,6 @@ class EvaluateStage(ChunkedStage):
             write_contact_sheet(self.grids_dir / f"{attribute}.png", grid)
 
 
-def field_perceptual_path_length(generator: Generator, field: LatentField, lpips: torch.nn.Module,
-                                 space: str = "z", n_samples: int = 32, t_max: float = 3.0, seed: int = 0,
-                                 batch_size: int = 64, step_size: float = FIELD_STEP,
-                                 device: torch.device | str = "cpu") -> float:
-    """Perceptual path length along a nonlinear model's gradient paths (the PPL of
-    :mod:`stages.plugins.methods.unsupervised.metrics` with the straight line replaced by the path the edit follows).
-
-    For (z, t) samples (the same seeded draws as the linear PPL: z ~ N(0, I), t ~ U[−t_max, t_max]), x_t is z
-    (or its w) moved along the path for length |t| (:func:`stages.latent.editing.follow_gradient`, sign of t), and
-    ``d(G(x_t), G(x_t + δ u(x_t))) / δ²`` with u the unit gradient at x_t, δ = 1e-4; values outside the 1st–99th
-    percentile are dropped. Returns the mean (float).
-    """
-    from stages.plugins.methods.unsupervised.metrics import PPL_DELTA, ieee_float32
-
-    device = torch.device(device)
-    rng = torch.Generator().manual_seed(seed)
-    latents_z = torch.randn(n_samples, int(generator.z_dim), generator=rng)
-    steps = t_max * (2.0 * torch.rand(n_samples, generator=rng) - 1.0)
-    base = latents_z if space == "z" else generator.map(latents_z.to(device))[space].float().cpu()
-    starts = torch.cat([follow_gradient(base[i:i + 1], field, np.array([float(steps[i])]),
-                                        step_size=step_size)[0] for i in range(n_samples)])
-    gradient = field.gradient(starts).detach().to(torch.float32)
-    units = gradient / gradient.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    distances = []
-    with ieee_float32(), torch.no_grad():
-        for start in range(0, n_samples, batch_size):
-            near_latents = starts[start:start + batch_size].to(device)
-            far_latents = near_latents + PPL_DELTA * units[start:start + batch_size].to(device)
-            near = generator.synthesize(near_latents, space=space).float()
-            far = generator.synthesize(far_latents, space=space).float()
-            distances.append(lpips(resize_for_lpips(near), resize_for_lpips(far)).double().reshape(-1).cpu())
-    values = torch.cat(distances).numpy() / PPL_DELTA ** 2
-    if len(values) >= 3:
-        low, high = np.percentile(values, 1, method="lower"), np.percentile(values, 99, method="higher")
-        values = values[(values >= low) & (values <= high)]
-    return float(values.mean())
-
-
 def headline_metrics(details: dict[str, Any]) -> dict[str, Any]:
     """The DVC metric of one method from its details: where the edits were made, and per attribute and on average
     only :data:`HEADLINE_KEYS` (+ the mean PPL), so that ``dvc exp show`` has a few columns per method."""
@@ -406,7 +318,7 @@ def _digest(vectors: np.ndarray) -> str:
 
 
 def summarize(frame: pd.DataFrame, targets_attributes: list[str], score_columns: list[str], alphas: np.ndarray,
-              directions: DirectionSet, targets: dict[str, tuple[np.ndarray, str]]) -> tuple[dict, list[dict]]:
+              directions: DirectionSet, targets: dict[str, DirectionEdit]) -> tuple[dict, list[dict]]:
     """Metrics and per-α curves from the long evaluation table (see the module docstring for definitions)."""
     if frame.empty:
         raise StoreError("evaluation store is empty")
@@ -416,8 +328,8 @@ def summarize(frame: pd.DataFrame, targets_attributes: list[str], score_columns:
     metrics: dict[str, Any] = {"directions": {}, "summary": {}, "spread": spread}
     curves: list[dict] = []
     for attribute in targets:
-        entry: dict[str, Any] = {"source_direction": targets[attribute][1],
-                                 "fit": directions.stats.get(targets[attribute][1], {})}
+        entry: dict[str, Any] = {"source_direction": targets[attribute].source,
+                                 "fit": directions.stats.get(targets[attribute].source, {})}
         for mode in sorted(frame["mode"].unique()):
             rows = frame[(frame["direction"] == attribute) & (frame["mode"] == mode)]
             if rows.empty:

@@ -23,7 +23,7 @@ from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
 from stages.latent.scoring import check_sample_ids, score_samples
 from stages.plugins.generators import Generator, generator_for
 from stages.plugins.labelers import Labeler, labeler_for
-from stages.synthesize import ImageSynthesizer, images_to_uint8, uint8_to_images
+from stages.latent.synthesis import ImageSynthesizer, images_to_uint8, uint8_to_images
 
 
 

@@ -30,7 +30,7 @@ from latentatlas.layout import OutputLayout  # noqa: E402
 from latentatlas.params import Params  # noqa: E402
 from latentatlas.atomic import atomic_write_bytes, atomic_write_json  # noqa: E402
 from stages.latent.directions import DirectionSet  # noqa: E402
-from stages.evaluate import select_directions  # noqa: E402
+from stages.latent.directions import select_directions  # noqa: E402
 from stages.reporting.reproduction import Entry, build_reproduction, render_html, render_markdown  # noqa: E402
 
 # (metric key, label): what each method's metrics file holds, shown per attribute

@@ -8,7 +8,6 @@ pipeline chunk.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +18,8 @@ from latentatlas.params import Params
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
 from stages.runtime.chunked import ChunkedStage
 from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
+from stages.latent.streams import sample_latents_z
 from stages.plugins.generators import Generator, generator_for
-
-def seeded_normal(seed_words: Sequence[int], n: int, dim: int) -> np.ndarray:
-    """(n, dim) float32 draws of N(0, I) from numpy's PCG64 seeded with ``seed_words`` (e.g. ``(seed, chunk)``):
-    the same words give the same latents on every machine, worker and order."""
-    rng = np.random.Generator(np.random.PCG64(list(seed_words)))
-    return rng.standard_normal((n, dim), dtype=np.float32)
-
-
-def sample_latents_z(seed: int, chunk_index: int, n: int, z_dim: int) -> np.ndarray:
-    """The (n, z_dim) float32 standard-normal latents of chunk ``chunk_index`` for ``seed``."""
-    return seeded_normal((seed, chunk_index), n, z_dim)
 
 
 class SampleStage(ChunkedStage):

@@ -11,7 +11,7 @@ import torch
 
 from latentatlas import dataset
 from latentatlas.stores import StoreError
-from stages.sample import sample_latents_z
+from stages.latent.streams import sample_latents_z
 from tests.conftest import make_params, run_spine
 
 

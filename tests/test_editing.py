@@ -9,7 +9,8 @@ import torch
 
 from stages.latent.directions import DirectionSet
 from stages.latent.editing import EditError, conditional_direction, edit
-from stages.plugins.methods.tunagan import TunaGANParams, fit_tunagan, load_model
+from stages.plugins.methods.tunagan import TunaGANParams, fit_tunagan
+from stages.latent.fields import load_model
 from tests.toy import cosine, make_context, make_world
 
 

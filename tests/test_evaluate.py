@@ -17,7 +17,8 @@ from latentatlas.layout import OutputLayout
 from stages import evaluate as evaluate_module
 from stages.runtime.chunked import run_stage
 from stages.latent.directions import DirectionSet
-from stages.evaluate import EvaluateStage, EvaluationError, select_directions
+from stages.evaluate import EvaluateStage, EvaluationError
+from stages.latent.directions import DirectionsError, select_directions
 from stages.latent.perceptual import build_lpips
 from stages.report import build_report, ranking_tables
 from tests.conftest import make_params, run_toy_spine, tree_digest
@@ -123,7 +124,7 @@ def test_unsupervised_components_are_matched_by_their_attribute() -> None:
     selected = select_directions(components, ["smile", "age"])
     assert selected["smile"][1] == "c001"
     np.testing.assert_array_equal(selected["smile"][0], -vectors[1])  # flipped: +α must raise smile
-    with pytest.raises(EvaluationError, match="no direction for attribute 'pose'"):
+    with pytest.raises(DirectionsError, match="no direction for attribute 'pose'"):
         select_directions(components, ["pose"])
 
 

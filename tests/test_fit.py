@@ -14,7 +14,7 @@ from stages.latent.directions import DirectionSet
 from latentatlas.layout import OutputLayout
 from stages.fit import FitStage, run_fit
 from stages.plugins.methods.base import MethodInputError
-from stages.plugins.methods.tunagan import load_model
+from stages.latent.fields import load_model
 from tests.conftest import make_params, run_toy_spine
 from tests.toy import cosine, make_world
 

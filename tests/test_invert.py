@@ -22,7 +22,8 @@ from stages.photo.align import (DCGAN_DIGIFACE_FACE, AlignmentSettings, FaceDete
                           similarity_transform)
 from stages.runtime.chunked import run_stage
 from stages.latent.directions import DirectionSet
-from stages.photo.encoder import EncoderError, encoder_settings, load_encoder, train_encoder
+from stages.photo.encoder import EncoderError, encoder_settings, load_encoder
+from stages.train_encoder import train_encoder
 from stages.plugins.generators import build_generator
 from stages.photo.invert import (InversionError, Inverter, InvertStage, ReconstructStage, inversion_settings, psnr,
                            resolve_space)

@@ -24,7 +24,7 @@ LAYERS = {"latentatlas": 0, "stages": 1, "pipeline": 2}
 STAGE_ENTRY = {"sample": "stages.sample", "synthesize": "stages.synthesize", "label": "stages.label",
                "fit": "stages.fit", "evaluate": "stages.evaluate", "report": "stages.report",
                "fit-variant": "stages.fit", "evaluate-variant": "stages.evaluate",
-               "train-encoder": "stages.photo.encoder"}
+               "train-encoder": "stages.train_encoder"}
 
 
 def _module_of(path: Path) -> str:
@@ -148,6 +148,20 @@ def uncovered(stage: str, deps: list[str]) -> list[str]:
     return missing
 
 
+def superfluous(stage: str, deps: list[str]) -> list[str]:
+    """Code deps (project files or folders) that hold no module the stage imports: a change there would rerun the
+    stage for nothing."""
+    used = {MODULES[module].relative_to(ROOT).as_posix() for module in closure(STAGE_ENTRY[stage])}
+    code_deps = [dep.rstrip("/") for dep in deps if dep.split("/")[0] in LAYERS]
+    return [dep for dep in code_deps if not any(path == dep or path.startswith(dep + "/") for path in used)]
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_ENTRY))
+def test_dvc_deps_list_no_code_the_stage_does_not_import(stage: str) -> None:
+    extra = superfluous(stage, _dvc_stages()[stage])
+    assert not extra, f"dvc.yaml: stage {stage!r} lists code deps it never imports: {extra}"
+
+
 @pytest.mark.parametrize("stage", sorted(STAGE_ENTRY))
 def test_dvc_deps_cover_every_module_the_stage_imports(stage: str) -> None:
     deps = _dvc_stages()[stage]
@@ -163,3 +177,14 @@ def test_deps_check_can_fail() -> None:
     assert uncovered("evaluate", deps) == []
     without_scoring = [dep for dep in deps if dep not in ("stages/latent/scoring.py", "stages")]
     assert "stages/latent/scoring.py" in uncovered("evaluate", without_scoring)
+    # and listing code the stage never imports is caught too
+    assert superfluous("sample", [*_dvc_stages()["sample"], "stages/evaluate.py"]) == ["stages/evaluate.py"]
+
+
+def test_the_top_level_of_stages_holds_exactly_the_dvc_stages() -> None:
+    """``stages/*.py`` shows the DAG: one module per ``dvc.yaml`` stage and nothing else at that level (supporting
+    code lives in subpackages named by role)."""
+    dvc_stages = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    assert set(STAGE_ENTRY) == dvc_stages, "STAGE_ENTRY must name the module of every dvc.yaml stage"
+    top_level = {f"stages.{path.stem}" for path in (ROOT / "stages").glob("*.py") if path.name != "__init__.py"}
+    assert top_level == set(STAGE_ENTRY.values())

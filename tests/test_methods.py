@@ -17,8 +17,13 @@ from stages.plugins.methods.interfacegan import InterFaceGANParams, fit_attribut
 from stages.plugins.methods.naming import NamingParams, name_components, orient_and_name
 from stages.plugins.methods.ortho_linear import OrthoLinearParams, compare_regularisation, fit_ortho_linear
 from stages.plugins.methods.sefa import SeFaParams, factorize, fit_sefa
-from stages.plugins.methods.tunagan import (TunaGANParams, fit_attribute as tunagan_attribute, fit_tunagan, load_model,
-                                    separability_score)
+from stages.plugins.methods.tunagan import (
+    TunaGANParams,
+    fit_attribute as tunagan_attribute,
+    fit_tunagan,
+    separability_score,
+)
+from stages.latent.fields import load_model
 from tests.toy import ATTRIBUTES, BINARY, CONTINUOUS, cosine, make_context, make_world
 
 

@@ -19,7 +19,8 @@ from pipeline.cli import main
 from latentatlas.locations import LocationError, is_remote, store_path
 from latentatlas.stores import PARTIAL_MARKER, StoreError, ZarrChunkStore
 from stages.runtime.chunked import run_stage
-from stages.sample import LATENTS_STORE, SampleStage
+from latentatlas.layout import LATENTS_STORE
+from stages.sample import SampleStage
 from tests.conftest import make_params, run_spine
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*object stores have no locks")

@@ -18,11 +18,12 @@ from latentatlas.layout import OutputLayout
 from latentatlas.params import ParamsError
 from stages.runtime.chunked import run_stage
 from stages.latent.directions import DirectionSet
-from stages.evaluate import EvaluateStage, field_perceptual_path_length, headline_metrics
+from stages.evaluate import EvaluateStage, headline_metrics
+from stages.latent.metrics import field_perceptual_path_length
 from stages.fit import run_fit
 from stages.latent.perceptual import build_lpips
 from stages.plugins.methods.ortho_linear import OrthoLinearParams, fit_mapping
-from stages.plugins.methods.tunagan import AttributeMLP
+from stages.latent.fields import AttributeMLP
 from stages.report import build_report, ranking_tables
 from tests.conftest import make_params, run_toy_spine
 from tests.toy import cosine, make_world

@@ -14,8 +14,10 @@ from latentatlas.stores import ZarrChunkStore
 from stages.runtime.chunked import run_stage
 from stages.plugins.generators import build_generator
 from stages.label import LabelStage
-from stages.sample import SampleStage, sample_latents_z
-from stages.synthesize import SynthesizeStage, images_to_uint8, uint8_to_images
+from stages.sample import SampleStage
+from stages.latent.streams import sample_latents_z
+from stages.synthesize import SynthesizeStage
+from stages.latent.synthesis import images_to_uint8, uint8_to_images
 from tests.conftest import make_params, run_spine, tree_digest
 from tests.plugins import ColorStatsLabeler
 
@@ -66,7 +68,7 @@ def test_synthesized_images_are_the_generators_output(tiny_run) -> None:
 def test_uint8_synthesis_batch_by_batch_equals_the_whole_chunk(tiny_params) -> None:
     """The stage converts each batch to uint8 as it comes (memory: one uint8 chunk + one float batch); the pixels
     are those of converting the whole float chunk at once, with a last batch shorter than the others."""
-    from stages.synthesize import ImageSynthesizer
+    from stages.latent.synthesis import ImageSynthesizer
 
     synthesizer = ImageSynthesizer(build_generator("dcgan-digiface"), tiny_params.synthesize.model_copy(
         update={"batch_size": 24}))

@@ -21,7 +21,8 @@ from stages.plugins.methods.centroid import CentroidParams, fit_centroid
 from stages.plugins.methods.naming import NamingParams
 from stages.plugins.methods.voynov import VoynovParams, fit_voynov
 from stages.plugins.methods.unsupervised.deformator import (DeformatorConfigError, build_deformator, direction_vectors)
-from stages.plugins.methods.unsupervised.metrics import perceptual_path_length, reconstructor_accuracy
+from stages.latent.metrics import perceptual_path_length
+from stages.plugins.methods.unsupervised.metrics import reconstructor_accuracy
 from stages.plugins.methods.unsupervised.training import (Objective, UnsupervisedParams, centroid_loss, resolve_n_directions,
                                           sample_magnitudes, train_deformator)
 

@@ -117,6 +117,10 @@ class ToyGenerator:
             return {}
         return {"w": latents_z @ torch.as_tensor(self.mapping, dtype=latents_z.dtype)}
 
+    def w_plus(self, latents_w: torch.Tensor) -> torch.Tensor:
+        """(N, w_dim) → (N, num_ws, w_dim): w repeated per layer."""
+        return latents_w[:, None, :].expand(-1, self.num_ws, -1).contiguous()
+
     def to_z(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         if space == "z":
             return latents

@@ -132,3 +132,40 @@ def concatenate_direction_sets(parts: list[DirectionSet]) -> DirectionSet:
     return DirectionSet(method=first.method, space=first.space, names=[n for part in parts for n in part.names],
                         vectors=np.concatenate([part.vectors for part in parts]),
                         stats={k: v for part in parts for k, v in part.stats.items()}, meta=meta, extras=extras)
+
+
+def select_directions(directions: DirectionSet, attributes: list[str],
+                      allow_missing: bool = False) -> dict[str, tuple[np.ndarray, str]]:
+    """For each attribute, the (D,) direction that edits it and the name it has in the set.
+
+    Supervised sets name directions by attribute. Unsupervised ones name components (``c017``) and record in their
+    stats the attribute each moves most and the correlation; the component with the largest |correlation| for the
+    attribute is taken, its sign flipped if the correlation is negative so that +α increases the attribute.
+
+    With ``allow_missing`` (unsupervised sets: a component exists only for what the method happened to discover),
+    attributes without a component are left out instead.
+
+    Raises:
+        DirectionsError: an attribute has no direction (and ``allow_missing`` is off), or none has.
+    """
+    selected: dict[str, tuple[np.ndarray, str]] = {}
+    for attribute in attributes:
+        if attribute in directions.names:
+            selected[attribute] = (directions[attribute], attribute)
+            continue
+        candidates = [(abs(float(stats.get("correlation", 0.0))), name, float(stats.get("correlation", 0.0)))
+                      for name, stats in directions.stats.items()
+                      if stats.get("attribute") == attribute and name in directions.names]
+        if not candidates and allow_missing:
+            continue
+        if not candidates:
+            raise DirectionsError(f"{directions.method}: no direction for attribute {attribute!r} (its directions: "
+                                  f"{directions.names[:8]}{'…' if len(directions.names) > 8 else ''}; unsupervised "
+                                  f"components are matched through stats[name]['attribute'])")
+        _, name, correlation = max(candidates)
+        selected[attribute] = (directions[name] * (1.0 if correlation >= 0 else -1.0), name)
+    if not selected:
+        raise DirectionsError(f"{directions.method}: none of the attributes {attributes} has a direction; for an "
+                              f"unsupervised method, see which attributes its components were named after in "
+                              f"directions/{directions.method}/directions.json")
+    return selected

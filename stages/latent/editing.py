@@ -22,13 +22,19 @@ TunaGAN's saved MLP) can be passed to :func:`edit` instead of a vector.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, Union, runtime_checkable
 
 import numpy as np
 import torch
 
-from stages.latent.directions import DirectionSet
+from stages.latent.directions import DirectionSet, select_directions
+from stages.latent.fields import load_model
 from latentatlas.errors import LatentAtlasError
+
+
+#: Path step of gradient-following (nonlinear) edits, in latent units.
+FIELD_STEP = 0.05
 
 
 class EditError(LatentAtlasError, ValueError):
@@ -230,7 +236,7 @@ def edit_layers(latents_w_plus: ArrayLike, direction: ArrayLike | str, alpha: fl
 
     Args:
         latents_w_plus: (N, num_ws, w_dim) W+ codes (the generator's W+ code of each w: see
-            :func:`stages.plugins.generators.base.w_plus_of`).
+            the generator's ``w_plus``).
         direction: a (w_dim,) vector or a name in ``directions`` (a nonlinear field has no layer-wise meaning).
         alpha: scalar, or an (M,) array of strengths.
         layers: ``(start, stop)`` with ``0 <= start < stop <= num_ws``, or None for all.
@@ -264,3 +270,49 @@ def edit_layers(latents_w_plus: ArrayLike, direction: ArrayLike | str, alpha: fl
     if scalar:
         edited = edited[0]
     return edited.detach().cpu().numpy() if is_numpy else edited
+
+
+@dataclass(frozen=True)
+class DirectionEdit:
+    """How one attribute's direction of a set moves latents: along its (D,) unit vector, or, when the set carries a
+    nonlinear model for it (``field``), along that model's gradient path per sample.
+
+    Attributes:
+        attribute: the attribute the edit moves (``+α`` increases it).
+        source: the direction's name in its set (the attribute itself, or an unsupervised component's name).
+        vector: (D,) unit vector, sign-aligned so that +α increases the attribute.
+        field: the nonlinear model edits follow, or None for a straight line.
+    """
+
+    attribute: str
+    source: str
+    vector: np.ndarray
+    field: LatentField | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"gradient_path"`` (a nonlinear model's per-sample path) or ``"vector"``."""
+        return "vector" if self.field is None else "gradient_path"
+
+    def apply(self, latents: ArrayLike, alphas: float | ArrayLike | Sequence[float],
+              keep: Sequence[ArrayLike] | None = None, step_size: float = FIELD_STEP) -> ArrayLike:
+        """(N, D) latents → (M, N, D) edited at each of the (M,) ``alphas`` (see :func:`edit`)."""
+        return edit(latents, self.vector if self.field is None else self.field, alphas, keep=keep,
+                    step_size=step_size)
+
+    def apply_layers(self, latents_w_plus: ArrayLike, alphas: float | ArrayLike | Sequence[float],
+                     layers: tuple[int, int], keep: Sequence[ArrayLike] | None = None) -> ArrayLike:
+        """(N, L, D) W+ codes → (M, N, L, D), layers ``layers`` moved along the vector (see :func:`edit_layers`;
+        a gradient path has no layer-wise meaning, so W+ edits always follow the vector)."""
+        return edit_layers(latents_w_plus, self.vector, alphas, layers, keep=keep)
+
+
+def direction_edits(directions: DirectionSet, attributes: Sequence[str], *, allow_missing: bool = False,
+                    nonlinear: bool = True) -> dict[str, DirectionEdit]:
+    """For each attribute, how ``directions`` edits it (:func:`stages.latent.directions.select_directions` picks the
+    direction; a nonlinear model the set carries for it is loaded unless ``nonlinear`` is off)."""
+    models = directions.meta.get("models", {}) if nonlinear else {}
+    return {attribute: DirectionEdit(attribute, source, vector, load_model(directions, source) if source in models
+                                     else None)
+            for attribute, (vector, source) in select_directions(directions, list(attributes),
+                                                                 allow_missing=allow_missing).items()}

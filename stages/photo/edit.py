@@ -46,7 +46,7 @@ from stages.photo.invert import InversionSettings, InvertStage, reconstruct_imag
 from stages.plugins.labelers import Labeler, labeler_for
 from stages.plugins.labelers.base import labeler_members, reads_sample_ids
 from stages.latent.scoring import score_frame
-from stages.synthesize import uint8_to_images
+from stages.latent.synthesis import uint8_to_images
 
 
 class EditInputError(LatentAtlasError, ValueError):

@@ -66,9 +66,8 @@ from stages.runtime.chunked import ChunkedStage
 from stages.runtime.device import CPU_THREADS, pinned_threads, resolve_device
 from stages.photo.encoder import TrainedEncoder, load_encoder
 from stages.plugins.generators import Generator, generator_for
-from stages.plugins.generators.base import w_plus_of
 from stages.latent.perceptual import LPIPS, build_lpips, resize_for_lpips
-from stages.synthesize import ImageSynthesizer, images_to_uint8, uint8_to_images
+from stages.latent.synthesis import ImageSynthesizer, images_to_uint8, uint8_to_images
 
 LatentSpace = Literal["z", "w", "w+"]
 #: File suffixes taken from a folder (a file named on the command line is taken whatever its suffix).
@@ -166,7 +165,7 @@ def initial_latents(init: str, generator: Generator, statistics: LatentStatistic
                     encoder: TrainedEncoder | None, seeds: Sequence[int]) -> torch.Tensor:
     """The starting latents (in ``statistics.space``'s units) for (N, 3, R, R) ``targets``.
 
-    ``encoder``: its prediction of the space (W+: its w repeated per layer, as ``w_plus_of``; W from an encoder
+    ``encoder``: its prediction of the space (W+: its w repeated per layer, as the generator's ``w_plus``; W from an encoder
     that only predicts z: mapped). ``mean``: μ. ``random``: z ~ N(0, I) seeded per image with ``seeds``, mapped
     for W / W+.
     """
@@ -192,7 +191,7 @@ def initial_latents(init: str, generator: Generator, statistics: LatentStatistic
             raise InversionError(f"the encoder predicts {sorted(predicted)}, not z")
         return predicted["z"].clone()
     latents_w = predicted["w"] if "w" in predicted else _from_z(generator, predicted["z"], "w")
-    return w_plus_of(generator, latents_w).clone() if space == "w+" else latents_w.clone()
+    return generator.w_plus(latents_w).clone() if space == "w+" else latents_w.clone()
 
 
 def fallback_init(space: str) -> str:
@@ -228,7 +227,7 @@ def _from_z(generator: Generator, latents_z: torch.Tensor, space: str) -> torch.
         return latents_z
     with torch.inference_mode():
         latents_w = generator.map(latents_z)["w"].float()
-    return w_plus_of(generator, latents_w).clone() if space == "w+" else latents_w.clone()
+    return generator.w_plus(latents_w).clone() if space == "w+" else latents_w.clone()
 
 
 # ------------------------------------------------------------------------------------------------------ losses

@@ -34,9 +34,10 @@ class Generator(Protocol):
     Latent shapes: ``z`` (N, z_dim); ``w`` (N, w_dim), the same w fed to every synthesis layer; ``w+``
     (N, num_ws, w_dim), one w per layer. A generator with W also has ``w_dim`` and ``num_ws`` attributes.
     ``map`` applies the generator's truncation (ψ, from its kwargs, towards the file's w_avg), so ``synthesize(z,
-    "z")`` equals ``synthesize(map(z)["w"], "w")``. The W+ code of a w is w repeated per layer, unless the
-    generator says otherwise with a ``w_plus_from_w(w) -> (N, num_ws, w_dim)`` method (InterFaceGAN's StyleGAN
-    truncates only some layers): :func:`w_plus_of`. A class-conditional generator is built for one class (its
+    "z")`` equals ``synthesize(map(z)["w"], "w")``. A generator with W turns a w into its W+ code with
+    ``w_plus(w) -> (N, num_ws, w_dim)``, the code ``synthesize(·, "w+")`` turns into the same image as
+    ``synthesize(w, "w")`` (w repeated per layer for NVlabs' networks; InterFaceGAN's StyleGAN truncates only some
+    layers). A class-conditional generator is built for one class (its
     kwargs) and behaves as an unconditional one.
     """
 
@@ -88,17 +89,11 @@ def build_generator(name: str, **kwargs) -> Generator:
     generator = GENERATORS.build(name, **kwargs)
     missing = [attr for attr in ("z_dim", "latent_spaces", "resolution", "fingerprint", "synthesize", "map", "to")
                if not hasattr(generator, attr)]
+    if "w" in getattr(generator, "latent_spaces", ()):
+        missing += [attr for attr in ("w_dim", "num_ws", "w_plus") if not hasattr(generator, attr)]
     if missing:
         raise RegistryError(f"generator {name!r} does not meet the Generator protocol: missing {missing}")
     return generator
-
-
-def w_plus_of(generator: Generator, latents_w: torch.Tensor) -> torch.Tensor:
-    """(N, w_dim) w → the (N, num_ws, w_dim) W+ code that ``synthesize(·, "w+")`` turns into the same image as
-    ``synthesize(w, "w")``."""
-    if hasattr(generator, "w_plus_from_w"):
-        return generator.w_plus_from_w(latents_w)
-    return latents_w[:, None, :].expand(-1, int(generator.num_ws), -1).contiguous()
 
 
 def generator_for(section: GeneratorParams, given: Generator | None = None) -> Generator:

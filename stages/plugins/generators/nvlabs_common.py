@@ -359,6 +359,10 @@ class StyleGANGenerator:
         self.net.to(device)
         return self
 
+    def w_plus(self, latents_w: torch.Tensor) -> torch.Tensor:
+        """(N, w_dim) w → (N, num_ws, w_dim): w repeated for every synthesis layer (NVlabs truncates w itself)."""
+        return latents_w[:, None, :].expand(-1, self.num_ws, -1).contiguous()
+
     def map(self, latents_z: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, z_dim) z → ``{"w": (N, w_dim)}`` float32, truncated by ψ towards ``w_avg``."""
         self._check(latents_z, (self.z_dim,), "z")

@@ -389,7 +389,7 @@ class StyleGANGenerator:
         latents_w = self.mapped(latents_z).unsqueeze(1).repeat(1, self.num_ws, 1)
         return w_avg + (latents_w - w_avg) * self.layer_coefficients()
 
-    def w_plus_from_w(self, latents_w: torch.Tensor) -> torch.Tensor:
+    def w_plus(self, latents_w: torch.Tensor) -> torch.Tensor:
         """(N, w_dim) truncated w (as ``map`` returns it) → (N, num_ws, w_dim): w on the truncated layers, the
         un-truncated ``w_avg + (w − w_avg) / ψ`` on the others."""
         latents_w = self._check(latents_w, (self.w_dim,), "w").unsqueeze(1).repeat(1, self.num_ws, 1)
@@ -409,7 +409,7 @@ class StyleGANGenerator:
         if space == "z":
             latents_w_plus = self.w_plus_from_z(latents)
         elif space == "w":
-            latents_w_plus = self.w_plus_from_w(latents)
+            latents_w_plus = self.w_plus(latents)
         elif space == "w+":
             latents_w_plus = self._check(latents, (self.num_ws, self.w_dim), "w+")
         else:

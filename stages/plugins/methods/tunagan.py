@@ -13,7 +13,7 @@ regularization"). Data are split 80/20 into train / validation (Sec. 3).
 
 Directions. Linear: the unit weight vector w / ‖w‖ (increasing the attribute). Nonlinear: each sample follows its
 own normalised gradient ∇f(x) / ‖∇f(x)‖ of the MLP output (logit, or standardised value) — a path, not a vector
-(Sec. 4.2 and Fig. 7; :func:`stages.latent.editing.edit` does this when given :func:`load_model`'s module). The MLP's state
+(Sec. 4.2 and Fig. 7; :func:`stages.latent.editing.edit` does this when given :func:`stages.latent.fields.load_model`'s module). The MLP's state
 dict is saved beside the directions (``meta["models"][a]["file"]``, listed in ``meta["extra_files"]``), and the
 attribute's ``vectors`` row is the normalised mean of the per-sample unit gradients over the training latents, for
 consumers that need one vector; ``stats[a]["gradient_coherence"]`` = ‖mean unit gradient‖ says how well one vector
@@ -45,6 +45,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from torch import nn
 
 from stages.latent.directions import DirectionSet, concatenate_direction_sets
+from stages.latent.fields import AttributeMLP
 from stages.plugins.methods.base import METHODS, FitContext, MethodInputError, MethodSpec, supervised_inputs, unit
 
 METHOD = "tunagan"
@@ -76,56 +77,6 @@ class TunaGANParams(BaseModel):
     min_samples: int = Field(20, ge=4, description="fewest valid samples per attribute; each binary class needs "
                                                    "max(2, min_samples // 10) training samples")
     seed: int = Field(0, description="seed of the split, initialisation, dropout and batch order")
-
-
-class AttributeMLP(nn.Module):
-    """The nonlinear attribute model f: (N, D) latents → (N,) logit (binary) or standardised value (continuous).
-
-    Implements :class:`stages.latent.editing.LatentField` (``gradient``), so it can be passed to ``edit``.
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int = 256, dropout: float = 0.2, kind: str = "binary",
-                 target_mean: float = 0.0, target_scale: float = 1.0, threshold: float = 0.5) -> None:
-        super().__init__()
-        self.hidden = nn.Linear(in_dim, hidden_dim)
-        self.output = nn.Linear(hidden_dim, 1)
-        self.dropout = dropout
-        self.kind = kind
-        self.target_mean, self.target_scale, self.threshold = float(target_mean), float(target_scale), float(threshold)
-
-    def config(self) -> dict[str, Any]:
-        return {"in_dim": self.hidden.in_features, "hidden_dim": self.hidden.out_features, "dropout": self.dropout,
-                "kind": self.kind, "target_mean": self.target_mean, "target_scale": self.target_scale,
-                "threshold": self.threshold}
-
-    def reset_parameters(self, generator: torch.Generator) -> None:
-        """nn.Linear's default initialisation, drawn from ``generator`` (no global RNG)."""
-        for layer in (self.hidden, self.output):
-            nn.init.kaiming_uniform_(layer.weight, a=np.sqrt(5), generator=generator)
-            bound = 1.0 / np.sqrt(layer.in_features)
-            nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
-
-    def forward(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        hidden = torch.relu(self.hidden(latents))
-        if self.training and self.dropout > 0:  # inverted dropout with an explicit generator (deterministic)
-            keep = torch.bernoulli(torch.full_like(hidden, 1 - self.dropout), generator=generator)
-            hidden = hidden * keep / (1 - self.dropout)
-        return self.output(hidden).squeeze(-1)
-
-    def predict(self, latents: torch.Tensor) -> torch.Tensor:
-        """(N,) probability (binary) or value in the attribute's units (continuous), in eval mode."""
-        with torch.no_grad():
-            out = self.eval()(latents.to(device=self.hidden.weight.device, dtype=self.hidden.weight.dtype))
-        return torch.sigmoid(out) if self.kind == "binary" else out * self.target_scale + self.target_mean
-
-    def gradient(self, latents: torch.Tensor) -> torch.Tensor:
-        """(N, D) gradient of the output (logit / standardised value) w.r.t. each latent, in eval mode."""
-        self.eval()
-        with torch.enable_grad():
-            x = latents.detach().to(device=self.hidden.weight.device, dtype=self.hidden.weight.dtype)
-            x.requires_grad_(True)
-            (grad,) = torch.autograd.grad(self(x).sum(), x)
-        return grad.to(device=latents.device, dtype=latents.dtype)
 
 
 def attribute_kind(scores: np.ndarray, attribute: str, params: TunaGANParams) -> str:
@@ -309,21 +260,6 @@ def build_direction_set(results: dict[str, tuple[np.ndarray, dict[str, Any], Att
     return DirectionSet(method=METHOD, space=params.space, names=names,
                         vectors=np.stack([results[name][0] for name in names]),
                         stats={name: results[name][1] for name in names}, meta=meta, extras=extras)
-
-
-def load_model(directions: DirectionSet, attribute: str) -> AttributeMLP:
-    """The trained MLP for ``attribute`` from a (loaded) TunaGAN DirectionSet, in eval mode on the CPU."""
-    models = directions.meta.get("models", {})
-    if attribute not in models:
-        raise KeyError(f"{directions.method} has no nonlinear model for {attribute!r}; models: {sorted(models)} "
-                       f"(fit with model='nonlinear')")
-    config = dict(models[attribute])
-    payload = directions.extras.get(config.pop("file"))
-    if payload is None:
-        raise KeyError(f"{directions.method}: the model file for {attribute!r} is missing from the directions")
-    model = AttributeMLP(**config)
-    model.load_state_dict(torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True))
-    return model.eval()
 
 
 def fit_tunagan(context: FitContext, params: TunaGANParams) -> DirectionSet:

@@ -38,7 +38,8 @@ from stages.latent.perceptual import build_lpips
 from stages.plugins.methods.base import METHODS, FitContext, MethodInputError, MethodSpec
 from stages.plugins.methods.naming import NamingParams, component_names, orient_and_name
 from stages.plugins.methods.unsupervised.deformator import DeformatorConfigError, direction_vectors
-from stages.plugins.methods.unsupervised.metrics import PPL_DELTA, perceptual_path_length, reconstructor_accuracy
+from stages.latent.metrics import PPL_DELTA, perceptual_path_length
+from stages.plugins.methods.unsupervised.metrics import reconstructor_accuracy
 from stages.plugins.methods.unsupervised.training import (Objective, TrainingResult, UnsupervisedParams, resolve_n_directions,
                                           train_deformator)
 
