@@ -38,7 +38,7 @@ from stages.photo.encoder import load_encoder  # noqa: E402
 from stages.plugins.generators import build_generator  # noqa: E402
 from stages.photo.invert import Inverter, default_alignment, inversion_settings, lpips_input  # noqa: E402
 from stages.latent.perceptual import build_lpips  # noqa: E402
-from stages.latent.synthesis import uint8_to_images  # noqa: E402
+from stages.plugins.generators.synthesis import uint8_to_images  # noqa: E402
 
 
 def grace_hopper_variants() -> list[tuple[str, np.ndarray]]:

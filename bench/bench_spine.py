@@ -53,7 +53,7 @@ def labeler_rate(data_dir: Path, n: int = 4096, batch_size: int = 256) -> float:
     """Images/s of the ``faces`` suite on stored images."""
     from latentatlas.stores import ZarrChunkStore
     from stages.plugins.labelers import build_labeler
-    from stages.latent.synthesis import uint8_to_images
+    from stages.plugins.generators.synthesis import uint8_to_images
 
     labeler = build_labeler("faces").to(torch.device("cpu"))
     images = uint8_to_images(ZarrChunkStore.open(data_dir / "images.zarr").arrays["images"][:n])

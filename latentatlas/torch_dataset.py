@@ -1,17 +1,34 @@
-"""A ``torch.utils.data.Dataset`` over a :class:`~latentatlas.dataset.LatentDataset`, reading one chunk at a time."""
+"""A ``torch.utils.data.Dataset`` over a run's stores (a :class:`~latentatlas.dataset.LatentDataset` opens it with
+``torch_dataset``), reading one chunk at a time. It needs only :class:`ChunkSource` of the dataset, so this module
+never imports the reader back (torch stays out of ``from latentatlas import dataset``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from latentatlas.stores import StoreError
+from latentatlas.stores import ParquetChunkStore, StoreError, ZarrChunkStore
 
-if TYPE_CHECKING:
-    from latentatlas.dataset import LatentDataset
+
+class ChunkSource(Protocol):
+    """What the torch dataset reads: a run's three stores, checked chunk by chunk."""
+
+    n_samples: int
+    has_images: bool
+    latents_store: ZarrChunkStore
+    labels_store: ParquetChunkStore
+    images_store: ZarrChunkStore
+
+    def latents(self, space: str) -> object:
+        """Validates ``space`` (raises for a space the run did not store)."""
+        ...
+
+    def check_chunk(self, index: int) -> None:
+        """Raises when chunk ``index`` of any store does not match its records and lineage."""
+        ...
 
 
 class LatentTorchDataset(Dataset):
@@ -22,7 +39,7 @@ class LatentTorchDataset(Dataset):
     its own cache).
     """
 
-    def __init__(self, source: "LatentDataset", attributes: list[str], space: str, images: bool) -> None:
+    def __init__(self, source: ChunkSource, attributes: list[str], space: str, images: bool) -> None:
         self.source = source
         self.attributes = attributes
         self.space = space

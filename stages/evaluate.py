@@ -57,8 +57,8 @@ from stages.latent.perceptual import resize_for_lpips
 from stages.plugins.methods.base import METHODS
 from stages.latent.metrics import field_perceptual_path_length, perceptual_path_length
 from stages.latent.streams import heldout_latents_z
-from stages.latent.scoring import score_images
-from stages.latent.synthesis import ImageSynthesizer, images_to_uint8
+from stages.plugins.labelers.scoring import score_images
+from stages.plugins.generators.synthesis import ImageSynthesizer, images_to_uint8
 from latentatlas.errors import LatentAtlasError
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from latentatlas.stores import fingerprint_of, store_lock
 from stages.runtime.device import resolve_device
 from stages.plugins.generators import generator_for
 from stages.plugins.labelers import labeler_for
-from stages.latent.scoring import score_frame
+from stages.plugins.labelers.scoring import score_frame
 from stages.latent.directions import DirectionSet, concatenate_direction_sets
 from stages.plugins.methods.base import METHODS, FitContext, MethodInputError, MethodSpec
 

@@ -20,10 +20,10 @@ from latentatlas.stores import ParquetChunkStore, StoreInfo, ZarrChunkStore
 from stages.runtime.chunked import ChunkedStage
 from stages.reporting.contact_sheet import render_contact_sheet, write_contact_sheet
 from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
-from stages.latent.scoring import check_sample_ids, score_samples
+from stages.plugins.labelers.scoring import check_sample_ids, score_samples
 from stages.plugins.generators import Generator, generator_for
 from stages.plugins.labelers import Labeler, labeler_for
-from stages.latent.synthesis import ImageSynthesizer, images_to_uint8, uint8_to_images
+from stages.plugins.generators.synthesis import ImageSynthesizer, images_to_uint8, uint8_to_images
 
 
 

@@ -20,7 +20,7 @@ from latentatlas.params import Params, SynthesizeParams
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
 from stages.runtime.chunked import ChunkedStage
 from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
-from stages.latent.synthesis import ImageSynthesizer
+from stages.plugins.generators.synthesis import ImageSynthesizer
 from stages.plugins.generators import Generator, generator_for
 
 

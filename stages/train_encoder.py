@@ -35,7 +35,7 @@ from latentatlas.params import Params
 from latentatlas.stores import StoreError, ZarrChunkStore, fingerprint_of, store_lock, store_read_lock
 from stages.runtime.device import CPU_THREADS, pinned_threads, resolve_device
 from stages.plugins.generators import generator_for
-from stages.latent.synthesis import ImageSynthesizer, uint8_to_images
+from stages.plugins.generators.synthesis import ImageSynthesizer, uint8_to_images
 
 from stages.photo.encoder import (ENCODER_FILE, ENCODER_VERSION, METRICS_FILE, EncoderError, EncoderSettings,
     LatentEncoder, encoder_payload)

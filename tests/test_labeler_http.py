@@ -46,9 +46,9 @@ from stages.label import LabelStage
 from stages.plugins.labelers import LabelerSuite, build_labeler
 from stages.plugins.labelers.http import AuthRejected, HttpLabelerError
 from stages.sample import SampleStage
-from stages.latent.scoring import LabelerOutputError, score_images
+from stages.plugins.labelers.scoring import LabelerOutputError, score_images
 from stages.synthesize import SynthesizeStage
-from stages.latent.synthesis import uint8_to_images
+from stages.plugins.generators.synthesis import uint8_to_images
 
 ATTRIBUTES = ["red", "green", "blue"]
 SECRET = "sk-test-7f3a9c1e5b2d4680-do-not-leak"

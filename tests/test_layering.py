@@ -175,8 +175,8 @@ def test_deps_check_can_fail() -> None:
     """Dropping a dependency the stage really imports is caught."""
     deps = _dvc_stages()["evaluate"]
     assert uncovered("evaluate", deps) == []
-    without_scoring = [dep for dep in deps if dep not in ("stages/latent/scoring.py", "stages")]
-    assert "stages/latent/scoring.py" in uncovered("evaluate", without_scoring)
+    without_editing = [dep for dep in deps if dep not in ("stages/latent/editing.py", "stages")]
+    assert "stages/latent/editing.py" in uncovered("evaluate", without_editing)
     # and listing code the stage never imports is caught too
     assert superfluous("sample", [*_dvc_stages()["sample"], "stages/evaluate.py"]) == ["stages/evaluate.py"]
 

@@ -17,7 +17,7 @@ from stages.label import LabelStage
 from stages.sample import SampleStage
 from stages.latent.streams import sample_latents_z
 from stages.synthesize import SynthesizeStage
-from stages.latent.synthesis import images_to_uint8, uint8_to_images
+from stages.plugins.generators.synthesis import images_to_uint8, uint8_to_images
 from tests.conftest import make_params, run_spine, tree_digest
 from tests.plugins import ColorStatsLabeler
 
@@ -68,7 +68,7 @@ def test_synthesized_images_are_the_generators_output(tiny_run) -> None:
 def test_uint8_synthesis_batch_by_batch_equals_the_whole_chunk(tiny_params) -> None:
     """The stage converts each batch to uint8 as it comes (memory: one uint8 chunk + one float batch); the pixels
     are those of converting the whole float chunk at once, with a last batch shorter than the others."""
-    from stages.latent.synthesis import ImageSynthesizer
+    from stages.plugins.generators.synthesis import ImageSynthesizer
 
     synthesizer = ImageSynthesizer(build_generator("dcgan-digiface"), tiny_params.synthesize.model_copy(
         update={"batch_size": 24}))
@@ -155,7 +155,7 @@ def test_labeler_returning_bad_scores_is_reported(tmp_path, tiny_params) -> None
 
     run_stage(SampleStage(tiny_params, tmp_path))
     run_stage(SynthesizeStage(tiny_params, tmp_path))
-    from stages.latent.scoring import LabelerOutputError
+    from stages.plugins.labelers.scoring import LabelerOutputError
 
     with pytest.raises(LabelerOutputError, match=r"non-finite scores for \['blue'\]"):
         run_stage(LabelStage(tiny_params, tmp_path, labeler=NanLabeler()))

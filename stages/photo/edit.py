@@ -45,8 +45,8 @@ from stages.plugins.generators import Generator, generator_for
 from stages.photo.invert import InversionSettings, InvertStage, reconstruct_images, resolve_space
 from stages.plugins.labelers import Labeler, labeler_for
 from stages.plugins.labelers.base import labeler_members, reads_sample_ids
-from stages.latent.scoring import score_frame
-from stages.latent.synthesis import uint8_to_images
+from stages.plugins.labelers.scoring import score_frame
+from stages.plugins.generators.synthesis import uint8_to_images
 
 
 class EditInputError(LatentAtlasError, ValueError):

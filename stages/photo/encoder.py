@@ -46,7 +46,7 @@ from latentatlas.params import Params
 from latentatlas.stores import StoreError, ZarrChunkStore, fingerprint_of, store_lock, store_read_lock
 from stages.runtime.device import CPU_THREADS, pinned_threads, resolve_device
 from stages.plugins.generators import generator_for
-from stages.latent.synthesis import ImageSynthesizer, uint8_to_images
+from stages.plugins.generators.synthesis import ImageSynthesizer, uint8_to_images
 
 ENCODER_FILE = "encoder.pt"
 METRICS_FILE = "metrics.json"

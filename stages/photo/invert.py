@@ -67,7 +67,7 @@ from stages.runtime.device import CPU_THREADS, pinned_threads, resolve_device
 from stages.photo.encoder import TrainedEncoder, load_encoder
 from stages.plugins.generators import Generator, generator_for
 from stages.latent.perceptual import LPIPS, build_lpips, resize_for_lpips
-from stages.latent.synthesis import ImageSynthesizer, images_to_uint8, uint8_to_images
+from stages.plugins.generators.synthesis import ImageSynthesizer, images_to_uint8, uint8_to_images
 
 LatentSpace = Literal["z", "w", "w+"]
 #: File suffixes taken from a folder (a file named on the command line is taken whatever its suffix).

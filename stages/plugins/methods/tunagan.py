@@ -35,6 +35,7 @@ dropout rate and optimiser settings are not given in the paper and are ours.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 import re
 from typing import Any, Literal
 
@@ -140,6 +141,121 @@ def mean_unit_gradient(model: AttributeMLP, latents: torch.Tensor, chunk: int = 
     return mean / coherence, coherence
 
 
+@dataclass(frozen=True)
+class AttributeTarget:
+    """One attribute's valid scores prepared for fitting: its kind, the train/validation split, and what the
+    validation split is judged on (classes for a binary attribute, quantile bins of the value for a continuous one).
+
+    Attributes:
+        kind: ``"binary"`` or ``"continuous"``.
+        scores: (N,) valid scores.
+        train_idx, val_idx: the split's row indices.
+        labels: (N,) 0/1 classes (binary), else None.
+        target_mean, target_scale: standardisation of a continuous target (0 and 1 for binary).
+        edges: separability bin edges of a continuous attribute (from the training split), else None.
+    """
+
+    kind: str
+    scores: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    labels: np.ndarray | None
+    target_mean: float
+    target_scale: float
+    edges: np.ndarray | None
+
+    @property
+    def binary(self) -> bool:
+        return self.kind == "binary"
+
+    def training_values(self) -> np.ndarray:
+        """(N,) what an MLP regresses: the classes, or the standardised value."""
+        return self.labels if self.binary else (self.scores - self.target_mean) / self.target_scale
+
+    def validation_stats(self, predicted: np.ndarray) -> dict[str, Any]:
+        """``val_accuracy`` (binary; ``predicted`` are classes) or ``val_r2`` (continuous; predicted values), and
+        the separability score of the validation split."""
+        if self.binary:
+            truth = self.labels[self.val_idx]
+            return {"val_accuracy": float(np.mean(predicted == truth)), "separability": separability_score(truth,
+                                                                                                            predicted)}
+        observed = self.scores[self.val_idx]
+        residual = np.sum((observed - predicted) ** 2)
+        total = np.sum((observed - observed.mean()) ** 2)
+        return {"val_r2": float(1 - residual / total) if total > 0 else None,
+                "separability": separability_score(np.digitize(observed, self.edges),
+                                                   np.digitize(predicted, self.edges))}
+
+
+def _valid_inputs(latents: np.ndarray, scores: np.ndarray, params: TunaGANParams,
+                  attribute: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(N, D) latents and (N,) finite scores as float64, and how many non-finite ones were dropped."""
+    latents = np.asarray(latents, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if latents.ndim != 2 or latents.shape[0] != scores.shape[0]:
+        raise MethodInputError(f"{METHOD}: {attribute!r}: latents {latents.shape} and scores {scores.shape} do not "
+                               f"align (expected (N, D) and (N,))")
+    valid = np.isfinite(scores)
+    if int(valid.sum()) < params.min_samples:
+        raise MethodInputError(f"{METHOD}: {attribute!r}: {int(valid.sum())} valid samples, fewer than "
+                               f"min_samples={params.min_samples}")
+    return latents[valid], scores[valid], int((~valid).sum())
+
+
+def prepare_target(scores: np.ndarray, params: TunaGANParams, attribute: str) -> AttributeTarget:
+    """The attribute's kind, split and validation truth (see :class:`AttributeTarget`)."""
+    kind = attribute_kind(scores, attribute, params)
+    train_idx, val_idx = _split(scores.size, params)
+    if kind == "binary":
+        labels = (scores >= params.binary_threshold).astype(np.int64)
+        counts = np.bincount(labels[train_idx], minlength=2)
+        if counts.min() < max(2, params.min_samples // 10):
+            raise MethodInputError(f"{METHOD}: {attribute!r}: thresholding at {params.binary_threshold} leaves "
+                                   f"{counts.tolist()} (negative, positive) training samples; a binary model needs "
+                                   f"both classes (declare it continuous or change binary_threshold)")
+        return AttributeTarget(kind, scores, train_idx, val_idx, labels, 0.0, 1.0, None)
+    target_mean, target_scale = float(scores[train_idx].mean()), float(scores[train_idx].std())
+    if target_scale == 0:
+        raise MethodInputError(f"{METHOD}: {attribute!r}: constant on the training split")
+    edges = np.quantile(scores[train_idx], np.linspace(0, 1, params.separability_bins + 1)[1:-1])
+    return AttributeTarget(kind, scores, train_idx, val_idx, None, target_mean, target_scale, edges)
+
+
+def _fit_linear(latents: np.ndarray, target: AttributeTarget, params: TunaGANParams,
+                attribute: str) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic (binary) or least-squares (continuous) regression: the unit (D,) weight vector and the validation
+    predictions (classes or values)."""
+    train, val = target.train_idx, target.val_idx
+    if target.binary:
+        classifier = LogisticRegression(C=params.logistic_C, max_iter=params.max_iter)
+        classifier.fit(latents[train], target.labels[train])
+        weight, predicted = classifier.coef_.reshape(-1), classifier.predict(latents[val])
+    else:
+        regression = LinearRegression().fit(latents[train], target.scores[train])
+        weight, predicted = regression.coef_.reshape(-1), regression.predict(latents[val])
+    if not np.linalg.norm(weight) > 0:
+        raise MethodInputError(f"{METHOD}: {attribute!r}: the linear model has a zero weight vector")
+    return unit(weight), predicted
+
+
+def _fit_mlp(latents: np.ndarray, target: AttributeTarget, params: TunaGANParams,
+             device: torch.device) -> tuple[np.ndarray, np.ndarray, AttributeMLP, dict[str, float]]:
+    """TunaGAN's 2-layer MLP: the unit mean of its per-sample unit gradients, the validation predictions, the
+    trained model (on the CPU) and its ``final_train_loss`` and ``gradient_coherence``."""
+    generator = torch.Generator().manual_seed(params.seed)
+    model = AttributeMLP(latents.shape[1], params.hidden_dim, params.dropout, target.kind, target.target_mean,
+                         target.target_scale, params.binary_threshold)
+    model.reset_parameters(generator)
+    model.to(device)
+    x = torch.as_tensor(latents, dtype=torch.float32, device=device)
+    values = torch.as_tensor(target.training_values(), dtype=torch.float32, device=device)
+    stats = {"final_train_loss": _train_mlp(x[target.train_idx], values[target.train_idx], model, params, generator)}
+    prediction = model.predict(x[target.val_idx]).cpu().numpy().astype(np.float64)
+    predicted = (prediction >= 0.5).astype(np.int64) if target.binary else prediction
+    mean_direction, stats["gradient_coherence"] = mean_unit_gradient(model, x[target.train_idx])
+    return unit(mean_direction), predicted, model.cpu(), stats
+
+
 def fit_attribute(latents: np.ndarray, scores: np.ndarray, params: TunaGANParams, attribute: str = "attribute",
                   device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, Any], AttributeMLP | None]:
     """Fit TunaGAN's model for one attribute.
@@ -159,80 +275,19 @@ def fit_attribute(latents: np.ndarray, scores: np.ndarray, params: TunaGANParams
     Raises:
         MethodInputError: shape mismatch, too few samples, or a single class after thresholding.
     """
-    latents = np.asarray(latents, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if latents.ndim != 2 or latents.shape[0] != scores.shape[0]:
-        raise MethodInputError(f"{METHOD}: {attribute!r}: latents {latents.shape} and scores {scores.shape} do not "
-                               f"align (expected (N, D) and (N,))")
-    valid = np.isfinite(scores)
-    latents, scores = latents[valid], scores[valid]
-    if scores.size < params.min_samples:
-        raise MethodInputError(f"{METHOD}: {attribute!r}: {scores.size} valid samples, fewer than "
-                               f"min_samples={params.min_samples}")
-    kind = attribute_kind(scores, attribute, params)
-    train_idx, val_idx = _split(scores.size, params)
-    stats: dict[str, Any] = {"kind": kind, "model": params.model, "n_train": int(train_idx.size),
-                             "n_val": int(val_idx.size), "n_invalid": int((~valid).sum())}
-    if kind == "binary":
-        labels = (scores >= params.binary_threshold).astype(np.int64)
-        counts = np.bincount(labels[train_idx], minlength=2)
-        if counts.min() < max(2, params.min_samples // 10):
-            raise MethodInputError(f"{METHOD}: {attribute!r}: thresholding at {params.binary_threshold} leaves "
-                                   f"{counts.tolist()} (negative, positive) training samples; a binary model needs "
-                                   f"both classes (declare it continuous or change binary_threshold)")
-        stats["positive_fraction"] = float(labels.mean())
-        true_val = labels[val_idx]
-        target_mean, target_scale = 0.0, 1.0
-    else:
-        target_mean, target_scale = float(scores[train_idx].mean()), float(scores[train_idx].std())
-        if target_scale == 0:
-            raise MethodInputError(f"{METHOD}: {attribute!r}: constant on the training split")
-        edges = np.quantile(scores[train_idx], np.linspace(0, 1, params.separability_bins + 1)[1:-1])
-        true_val = np.digitize(scores[val_idx], edges)
-
+    latents, scores, n_invalid = _valid_inputs(latents, scores, params, attribute)
+    target = prepare_target(scores, params, attribute)
+    stats: dict[str, Any] = {"kind": target.kind, "model": params.model, "n_train": int(target.train_idx.size),
+                             "n_val": int(target.val_idx.size), "n_invalid": n_invalid}
+    if target.binary:
+        stats["positive_fraction"] = float(target.labels.mean())
     model: AttributeMLP | None = None
     if params.model == "linear":
-        if kind == "binary":
-            classifier = LogisticRegression(C=params.logistic_C, max_iter=params.max_iter)
-            classifier.fit(latents[train_idx], labels[train_idx])
-            weight = classifier.coef_.reshape(-1)
-            predicted_val = classifier.predict(latents[val_idx])
-        else:
-            regression = LinearRegression().fit(latents[train_idx], scores[train_idx])
-            weight = regression.coef_.reshape(-1)
-            predicted_values = regression.predict(latents[val_idx])
-        if not np.linalg.norm(weight) > 0:
-            raise MethodInputError(f"{METHOD}: {attribute!r}: the linear model has a zero weight vector")
-        vector = unit(weight)
+        vector, predicted = _fit_linear(latents, target, params, attribute)
     else:
-        device = torch.device(device)
-        generator = torch.Generator().manual_seed(params.seed)
-        model = AttributeMLP(latents.shape[1], params.hidden_dim, params.dropout, kind, target_mean, target_scale,
-                             params.binary_threshold)
-        model.reset_parameters(generator)
-        model.to(device)
-        x = torch.as_tensor(latents, dtype=torch.float32, device=device)
-        target = labels if kind == "binary" else (scores - target_mean) / target_scale
-        target = torch.as_tensor(target, dtype=torch.float32, device=device)
-        stats["final_train_loss"] = _train_mlp(x[train_idx], target[train_idx], model, params, generator)
-        prediction = model.predict(x[val_idx]).cpu().numpy().astype(np.float64)
-        if kind == "binary":
-            predicted_val = (prediction >= 0.5).astype(np.int64)
-        else:
-            predicted_values = prediction
-        mean_direction, coherence = mean_unit_gradient(model, x[train_idx])
-        vector = unit(mean_direction)
-        stats["gradient_coherence"] = coherence
-        model.cpu()
-
-    if kind == "binary":
-        stats["val_accuracy"] = float(np.mean(predicted_val == true_val))
-    else:
-        residual = np.sum((scores[val_idx] - predicted_values) ** 2)
-        total = np.sum((scores[val_idx] - scores[val_idx].mean()) ** 2)
-        stats["val_r2"] = float(1 - residual / total) if total > 0 else None
-        predicted_val = np.digitize(predicted_values, edges)
-    stats["separability"] = separability_score(true_val, predicted_val)
+        vector, predicted, model, training = _fit_mlp(latents, target, params, torch.device(device))
+        stats.update(training)
+    stats.update(target.validation_stats(predicted))
     return vector, stats, model
 
 
