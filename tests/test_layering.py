@@ -188,3 +188,12 @@ def test_the_top_level_of_stages_holds_exactly_the_dvc_stages() -> None:
     assert set(STAGE_ENTRY) == dvc_stages, "STAGE_ENTRY must name the module of every dvc.yaml stage"
     top_level = {f"stages.{path.stem}" for path in (ROOT / "stages").glob("*.py") if path.name != "__init__.py"}
     assert top_level == set(STAGE_ENTRY.values())
+
+
+def test_no_stage_module_imports_another_or_is_imported_by_stage_parts() -> None:
+    """Stages share code through the role subpackages, never by reaching into a sibling stage: a stage module is
+    imported only by the orchestration (and tests)."""
+    stage_modules = set(STAGE_ENTRY.values())
+    sideways = sorted(f"{module} imports {target}" for module in MODULES if module.startswith("stages")
+                      for target in imports_of(module) & stage_modules if target != module)
+    assert not sideways, "stage modules reached sideways:\n" + "\n".join(sideways)
