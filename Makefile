@@ -31,8 +31,11 @@ test: setup
 bench: setup
 	python -m bench.run_all
 
+# A Prefect server with its UI on 127.0.0.1:$(UI_PORT), database in $(UI_HOME), the project's settings (telemetry off)
+UI_PORT ?= 4200
+UI_HOME ?= $(CURDIR)/.prefect
 ui: setup
-	PREFECT_HOME=$(CURDIR)/.prefect prefect server start --host 127.0.0.1 --port 4200
+	python -m pipeline.prefect_server --home $(UI_HOME) --port $(UI_PORT)
 
 clean-data:
 	rm -rf data/latents.zarr data/images.zarr data/labels data/contact_sheet.png

@@ -1,4 +1,5 @@
-"""Start a local Prefect server for the duration of a ``with`` block (``latentatlas repro``, benchmarks, tests).
+"""Start a local Prefect server for the duration of a ``with`` block (``latentatlas repro``, benchmarks, tests), or
+in the foreground for ``make ui`` (``python -m pipeline.prefect_server --home .prefect --port 4200``).
 
 Stage processes pointed at it (``PREFECT_API_URL``) skip the ephemeral server each would otherwise start
 (12–20 s per process on 2 cores), and the runs stay visible in its UI while it is up. Its UI calls its own API,
@@ -14,6 +15,7 @@ started for this home) and stops it. A pid that now belongs to another process i
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -26,9 +28,11 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from latentatlas.atomic import atomic_write_json
 from latentatlas.errors import LatentAtlasError
+from pipeline.settings import with_defaults
 
 #: The record of the running server, under its ``PREFECT_HOME``.
 SERVER_RECORD = "latentatlas-server.json"
@@ -140,11 +144,11 @@ def _send_pending_logs() -> None:
 
 
 def server_environment(home: Path, port: int, ui: bool) -> dict[str, str]:
-    """The environment of a server on 127.0.0.1:``port`` with its database under ``home``: quiet, offline, and a
-    UI that calls this server's API (Prefect's UI otherwise calls ``PREFECT_API_URL`` or port 4200)."""
+    """The environment of a server on 127.0.0.1:``port`` with its database under ``home``: quiet and offline (this
+    process's environment with :data:`pipeline.settings.DEFAULTS`: no telemetry), and a UI that calls this server's
+    API (Prefect's UI otherwise calls ``PREFECT_API_URL`` or port 4200)."""
     api_url = f"http://127.0.0.1:{port}/api"
-    return {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "true" if ui else "false",
+    return {**with_defaults(os.environ), "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "true" if ui else "false",
             "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_API_URL": api_url, "PREFECT_UI_API_URL": api_url}
 
@@ -197,3 +201,29 @@ def local_prefect_server(home: Path, port: int | None = None, ui: bool = False,
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         (home / SERVER_RECORD).unlink(missing_ok=True)
+
+
+def serve_ui(home: Path, port: int) -> NoReturn:
+    """``make ui``: become ``prefect server start`` on 127.0.0.1:``port``, UI included, with its database under
+    ``home`` and the environment of :func:`server_environment` (telemetry off); it runs until Ctrl-C.
+
+    First stops a server a killed ``latentatlas repro`` left for the same ``home`` (:func:`stop_orphaned_server`).
+    """
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    stop_orphaned_server(home)
+    os.execve(sys.executable, [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], server_environment(home, port, ui=True))
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.prefect_server",
+                                     description="Run a Prefect server with its UI in the foreground (make ui).")
+    parser.add_argument("--home", type=Path, required=True, help="PREFECT_HOME: where its database lives")
+    parser.add_argument("--port", type=int, default=4200, help="port on 127.0.0.1 (default 4200)")
+    arguments = parser.parse_args(argv)
+    serve_ui(arguments.home, arguments.port)
+
+
+if __name__ == "__main__":
+    main()

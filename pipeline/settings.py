@@ -12,6 +12,7 @@ to the progress bars.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 DEFAULTS = {
     "DO_NOT_TRACK": "1",
@@ -21,6 +22,12 @@ DEFAULTS = {
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
     "DVC_NO_ANALYTICS": "1",
 }
+
+
+def with_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``environ`` with every :data:`DEFAULTS` entry it does not set (the environment of a process this
+    project starts: ``latentatlas repro``'s Prefect server, ``make ui``)."""
+    return {**DEFAULTS, **environ}
 
 
 def apply_defaults() -> None:

@@ -10,10 +10,21 @@ import pytest
 from latentatlas.params import Params, parse_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The shared fixtures (tiny generator files, LPIPS reference images), beside the clone. Tests that read them skip
+#: when it is absent, except on CI, where they must run.
+SHARED_DIR = REPO_ROOT.parent / "shared"
 COLOR_LABELER = "tests.plugins:build_color_labeler"
 
 
+def on_ci() -> bool:
+    """Whether this is a CI run (``CI`` set to anything but empty, 0 or false; CI runs ``.ci/run`` with CI=true)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if on_ci() and not SHARED_DIR.is_dir():
+        raise pytest.UsageError(f"CI is set but the shared fixtures are missing: expected {SHARED_DIR} (shared/ "
+                                f"beside the clone); on CI the tests that read them must run, not skip")
     from pipeline.settings import apply_defaults
 
     apply_defaults()

@@ -11,7 +11,7 @@ from PIL import Image
 
 from stages.latent.perceptual import LpipsError, build_lpips
 
-FIXTURES = Path("/work/shared/fixtures/lpips")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lpips"  # shared/ beside the clone
 
 
 def _load(name: str) -> torch.Tensor:

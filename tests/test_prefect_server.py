@@ -1,6 +1,7 @@
 """`latentatlas repro` never orphans its Prefect server: SIGTERM stops DVC's stage and the server; after a SIGKILL,
 the server left behind is found through its record in .prefect/ and stopped; a recorded pid that is not that server
-is never signalled. The server's UI calls its own API whatever its port.
+is never signalled. The server's UI calls its own API whatever its port. ``make ui``'s server runs with telemetry
+off.
 
 Real processes: `python -m pipeline.cli repro` in a fresh DVC project whose one stage waits, a real Prefect server.
 """
@@ -100,3 +101,57 @@ def test_a_recorded_pid_that_is_not_that_server_is_never_signalled(tmp_path: Pat
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def _session_processes(session: int) -> dict[int, str]:
+    """pid → command line of every live process in session ``session``."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[3]) == session:
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_make_ui_serves_its_ui_with_telemetry_off(tmp_path: Path) -> None:
+    """The ``ui`` target of the Makefile, run as a user runs it (but on a free port, a fresh home, set-up assumed
+    done): its server's environment turns analytics off (else it logs a telemetry error every few minutes
+    offline), though the user's shell did not, and its UI calls its own API."""
+    quiet = {"PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "PREFECT_API_URL", "PREFECT_HOME"}
+    env = {name: value for name, value in os.environ.items() if name not in quiet}
+    env |= {"PYTHONPATH": str(REPO_ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    port = free_port()
+    make = subprocess.Popen(["make", "--no-print-directory", "-o", ".venv/.installed", "ui", f"UI_PORT={port}",
+                             f"UI_HOME={tmp_path / 'home'}"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def server() -> int | None:
+            return next((pid for pid, command in _session_processes(make.pid).items()
+                         if "prefect server start" in command and f"--port {port}" in command), None)
+
+        _wait_for(lambda: server() is not None, "make ui starts prefect server start")
+        environ = dict(item.split("=", 1) for item in Path(f"/proc/{server()}/environ").read_bytes().decode(
+            errors="replace").split("\0") if "=" in item)
+        assert environ.get("PREFECT_SERVER_ANALYTICS_ENABLED") == "false" and environ.get("DO_NOT_TRACK") == "1"
+        assert environ.get("PREFECT_HOME") == str(tmp_path / "home")
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=5) as response:
+                    return json.load(response)["api_url"] == f"http://127.0.0.1:{port}/api"
+            except OSError:
+                return False
+
+        _wait_for(answers, "the UI answers and calls its own API")
+    finally:
+        os.killpg(make.pid, signal.SIGTERM)
+        try:
+            make.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+    _wait_for(lambda: not _session_processes(make.pid), "make ui's processes end", timeout_s=60)
+

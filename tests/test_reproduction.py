@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 import torch
@@ -18,13 +19,14 @@ from latentatlas.layout import OutputLayout
 from latentatlas.params import ParamsError
 from stages.runtime.chunked import run_stage
 from stages.latent.directions import DirectionSet
-from stages.evaluate import EvaluateStage, headline_metrics
+from stages.evaluate import EvaluateStage
 from stages.latent.metrics import field_perceptual_path_length
 from stages.fit import run_fit
 from stages.latent.perceptual import build_lpips
 from stages.plugins.methods.ortho_linear import OrthoLinearParams, fit_mapping
 from stages.latent.fields import AttributeMLP
 from stages.report import build_report, ranking_tables
+from stages.reporting.reproduction import Entry
 from tests.conftest import make_params, run_toy_spine
 from tests.toy import cosine, make_world
 
@@ -99,8 +101,16 @@ def test_dvc_metric_holds_only_the_headline_numbers(toy_run) -> None:
     root, *_ = toy_run
     metric = json.loads((root / "metrics" / "ortho-linear.json").read_text())
     details = _details(root, "ortho-linear")
-    assert metric == headline_metrics(details)
-    assert set(metric["directions"]["glasses"]) == {"slope_std", "entanglement", "lpips", "moved_fraction"}
+    headline = ("slope_std", "entanglement", "lpips", "moved_fraction")  # spelled out: not the stage's own function
+    assert set(metric) == {"space", "layers", "n_heldout", "directions", "summary"}
+    assert (metric["space"], metric["layers"], metric["n_heldout"]) == ("z", None, EVAL["n_samples"])
+    assert (details["space"], details["layers"], details["n_heldout"]) == ("z", None, EVAL["n_samples"])
+    assert set(metric["directions"]) == set(ATTRIBUTES)
+    for attribute in ATTRIBUTES:
+        assert metric["directions"][attribute] == {key: details["directions"][attribute][key] for key in headline}
+        assert all(np.isfinite(value) for value in metric["directions"][attribute].values()), attribute
+    assert set(metric["summary"]) >= set(headline)
+    assert metric["summary"] == {key: value for key, value in details["summary"].items() if key in (*headline, "ppl")}
 
     def leaves(tree) -> int:
         return sum(leaves(v) for v in tree.values()) if isinstance(tree, dict) else 1
@@ -239,6 +249,128 @@ def test_gradient_path_edit_moves_the_attribute_the_model_predicts(toy_run, tmp_
     assert (signed_change > 0).any() and (signed_change < 0).any()
     ppl = field_perceptual_path_length(world.generator, model, lpips, n_samples=4, t_max=2.0, seed=1)
     assert np.isfinite(ppl) and ppl > 0
+
+
+# ------------------------------------------------------------------------------- verdicts that must say no / partly
+
+
+def _unit_vectors(cosines_with_first: list[float]) -> np.ndarray:
+    """(1 + K, 1 + K) unit rows: the first is e₀, row k has cosine ``cosines_with_first[k - 1]`` with it and is
+    orthogonal to the other rows' remaining parts (so only the listed cosines with the first row are non-zero)."""
+    vectors = np.eye(1 + len(cosines_with_first))
+    for k, cos in enumerate(cosines_with_first, start=1):
+        vectors[k] = cos * vectors[0] + np.sqrt(1.0 - cos ** 2) * np.eye(1 + len(cosines_with_first))[k]
+    return vectors
+
+
+def _entry(name: str, base_method: str, names: list[str], vectors: np.ndarray, details: dict | None = None,
+           stats: dict | None = None, meta: dict | None = None, space: str = "z") -> Entry:
+    directions = DirectionSet(name, space, names, vectors, stats=stats or {}, meta=meta or {})
+    return Entry(name=name, base_method=base_method, directions=directions, details=details or {"directions": {}})
+
+
+def _ortho_pair(reg_cosines: list[float], entanglement: tuple[float, float], reg_effect: float) -> dict[str, Entry]:
+    """A λ = 0 entry (young at cos 0.6 / 0.4 with male / smile) and a λ = 2 one with ``reg_cosines``; editing young
+    changes the others by ``entanglement`` (λ = 0, λ = 2) and young itself by 0.8 and ``reg_effect``."""
+    names = ["young", "male", "smile"]
+    stats = {name: {"r2_train": 0.5, "r2_val": 0.4} for name in names}
+
+    def details(entangled: float, effect: float) -> dict:
+        cells = {other: {"original": 0.0, "edited_plus": entangled, "mean_abs_change": entangled}
+                 for other in ("male", "smile")}
+        return {"directions": {"young": {"table_ii": cells, "entanglement": entangled, "slope_std": effect}}}
+
+    return {"noreg": _entry("noreg", "ortho-linear", names, _unit_vectors([0.6, 0.4]),
+                            details(entanglement[0], 0.8), stats, meta={"params": {"lam": 0.0}}),
+            "ortho": _entry("ortho", "ortho-linear", names, _unit_vectors(reg_cosines),
+                            details(entanglement[1], reg_effect), stats, meta={"params": {"lam": 2.0}})}
+
+
+def test_ortho_linear_verdicts_say_no_and_partly_when_the_numbers_do() -> None:
+    """Mean |cos(young, ·)| 0.5 at λ = 0: 0.25 or less is 'yes', between 0.25 and 0.5 'partly', 0.5 or more 'no'."""
+    from stages.reporting.reproduction import ortho_linear_section
+
+    def verdicts(entries: dict[str, Entry]) -> list[str]:
+        return [finding.verdict for finding in ortho_linear_section(entries, "young").findings]
+
+    assert verdicts(_ortho_pair([0.2, 0.1], entanglement=(0.5, 0.2), reg_effect=0.6)) == ["yes", "yes", "yes"]
+    assert verdicts(_ortho_pair([0.4, 0.3], entanglement=(0.5, 0.2), reg_effect=0.6))[0] == "partly"  # 0.35
+    # the penalty made young more similar to the others, the edit more entangled, and young no longer moves
+    assert verdicts(_ortho_pair([0.7, 0.4], entanglement=(0.5, 0.6), reg_effect=-0.1)) == ["no", "no", "no"]
+    assert verdicts(_ortho_pair([0.6, 0.4], entanglement=(0.5, 0.5), reg_effect=0.0)) == ["no", "no", "no"]  # ties
+
+
+def _interfacegan(accuracy: dict[str, tuple[float, float]], conditional_changes: dict[str, float]) -> Entry:
+    """An interfacegan entry over male, smile, age (cos 0.5 between male and smile, both orthogonal to age) with the
+    given (validation, rest-of-data) accuracies; editing smile or age, conditioned on male, changes male by 0.5 std
+    plainly and by ``conditional_changes[attribute]`` std after projection, and still edits its own attribute."""
+    vectors = _unit_vectors([0.5, 0.0])
+    records = {attribute: {"slope_std": 0.7, "conditional_slope_std": 0.6,
+                           "table_ii": {"male": {"mean_abs_change": 1.0}},
+                           "conditional_table_ii": {"male": {"mean_abs_change": 2.0 * change}}}
+               for attribute, change in conditional_changes.items()}
+    stats = {name: {"val_accuracy": val, "remaining_accuracy": rest} for name, (val, rest) in accuracy.items()}
+    return _entry("interfacegan", "interfacegan", ["male", "smile", "age"], vectors, stats=stats,
+                  details={"condition_on": ["male"], "spread": {"male": 2.0}, "directions": records})
+
+
+def test_interfacegan_verdicts_say_no_and_partly_when_the_numbers_do() -> None:
+    from stages.reporting.reproduction import interfacegan_section
+
+    names = ["male", "smile", "age"]
+    matching = pd.DataFrame([[1.0, 0.45, 0.0], [0.45, 1.0, 0.05], [0.0, 0.05, 1.0]], index=names, columns=names)
+    apart = matching.copy()
+    apart.loc["male", "smile"] = apart.loc["smile", "male"] = -0.1  # |cos − ρ| = 0.6 for that pair
+
+    def verdicts(entry: Entry, correlation: pd.DataFrame) -> list[str]:
+        return [finding.verdict for finding in interfacegan_section({"interfacegan": entry}, correlation).findings]
+
+    passing = {name: (0.99, 0.9) for name in names}
+    assert verdicts(_interfacegan(passing, {"smile": 0.1, "age": 0.2}), matching) == ["yes", "yes", "yes"]
+    # smile misses the validation bar, age the rest-of-data bar; age's conditional edit moves male more than before
+    some = {"male": (0.99, 0.9), "smile": (0.90, 0.9), "age": (0.99, 0.7)}
+    section = interfacegan_section({"interfacegan": _interfacegan(some, {"smile": 0.1, "age": 0.6})}, apart)
+    assert [finding.verdict for finding in section.findings] == ["partly", "no", "partly"]
+    assert section.findings[0].note.startswith("Below the bars: smile, age.")
+    assert "largest |cos − ρ| 0.60 (male/smile)" in section.findings[1].ours
+    none = {name: (0.94, 0.9) for name in names}
+    assert verdicts(_interfacegan(none, {"smile": 0.5, "age": 0.7}), matching) == ["no", "yes", "no"]
+
+
+def test_tunagan_verdicts_say_partly_when_one_space_disagrees() -> None:
+    """Nonlinear beats linear in Z (SS 1.2 < 1.5) but not in W (1.4 > 1.3): 'partly'; W beats Z for the linear
+    models (1.3 < 1.5) but not for the nonlinear ones (1.4 > 1.2): 'partly'; with the W entries only, 'no'."""
+    from stages.reporting.reproduction import tunagan_section
+
+    def entry(name: str, model: str, space: str, separability: float) -> Entry:
+        return _entry(name, "tunagan" if model == "nonlinear" else "tunagan-linear", ["smile"], np.eye(1),
+                      stats={"smile": {"separability": separability}}, meta={"params": {"model": model}}, space=space)
+
+    entries = {e.name: e for e in (entry("tunagan", "nonlinear", "z", 1.2), entry("tunagan-linear", "linear", "z", 1.5),
+                                   entry("tunagan-w", "nonlinear", "w", 1.4),
+                                   entry("tunagan-linear-w", "linear", "w", 1.3))}
+    findings = tunagan_section(entries, ["z", "w"]).findings
+    assert [finding.verdict for finding in findings[:2]] == ["partly", "partly"]
+    only_w = {name: value for name, value in entries.items() if name.endswith("-w")}
+    assert tunagan_section(only_w, ["z", "w"]).findings[0].verdict == "no"
+
+
+def test_unsupervised_verdicts_say_no_when_the_centroid_loss_does_worse() -> None:
+    from stages.reporting.reproduction import RCA_DROP_BAR, unsupervised_section
+
+    def entries(centroid_rca: float, centroid_ppl: float) -> dict[str, Entry]:
+        def entry(name: str, rca: float, ppl: float) -> Entry:
+            meta = {"n_directions": 2, "rca_chance": 0.5, "steps": 10, "rca": rca, "ppl_mean": ppl}
+            return _entry(name, name, ["d0", "d1"], np.eye(2), meta=meta, details={"directions": {}, "summary": {}})
+
+        return {"voynov": entry("voynov", 0.8, 100.0), "centroid": entry("centroid", centroid_rca, centroid_ppl)}
+
+    def verdicts(section) -> list[str]:
+        return [finding.verdict for finding in section.findings]
+
+    assert verdicts(unsupervised_section(entries(0.8 - RCA_DROP_BAR + 0.01, 90.0))) == ["yes", "yes"]
+    assert verdicts(unsupervised_section(entries(0.8 - RCA_DROP_BAR - 0.01, 100.0))) == ["no", "no"]
+    assert verdicts(unsupervised_section(entries(0.5, 130.0))) == ["no", "no"]
 
 
 def _verdicts(text: str, author: str) -> list[str]:
