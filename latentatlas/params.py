@@ -361,7 +361,8 @@ def format_validation_error(source: str, error: pydantic.ValidationError,
     """
     lines = []
     for problem in error.errors():
-        key = ".".join([prefix] * bool(prefix) + [str(part) for part in problem["loc"]]) or "(top level)"
+        parts = ([prefix] if prefix else []) + [str(part) for part in problem["loc"]]
+        key = ".".join(parts) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = unknown_key

@@ -111,7 +111,8 @@ def secret_forms(secret: str) -> list[str]:
     forms = [secret, json.dumps(secret)[1:-1].replace("/", "\\/"), "".join(f"\\u{ord(char):04x}" for char in secret),
              urllib.parse.quote_plus(secret), urllib.parse.quote(secret, safe="")]
     for encoded in (base64.b64encode(f"Authorization: {credentials}".encode()).decode(),
-                    base64.urlsafe_b64encode(credentials.encode()).decode(), base64.b64encode(secret.encode()).decode()):
+                    base64.urlsafe_b64encode(credentials.encode()).decode(),
+                    base64.b64encode(secret.encode()).decode()):
         forms.append(encoded[len(encoded) // 3:2 * len(encoded) // 3])
     return forms
 
