@@ -76,7 +76,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -94,8 +94,10 @@ WIRE_VERSION = "http-labeler-v1"
 #: The format tag of the answer cache's files.
 CACHE_FORMAT = "latentatlas-http-answer/1"
 DEFAULT_CACHE_DIR = ".cache/http-labels"
-REQUEST_FORMATS = ("json", "multipart")
-IMAGE_FORMATS = ("png", "jpeg")
+RequestFormat = Literal["json", "multipart"]
+ImageFormat = Literal["png", "jpeg"]
+REQUEST_FORMATS: tuple[str, ...] = get_args(RequestFormat)
+IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 #: Statuses retried with backoff (besides timeouts and dropped connections).
 RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
@@ -140,8 +142,8 @@ class HttpLabelerParams(PluginParams):
     attributes: tuple[str, ...] = Field(description="the attribute names, one score column each")
     scores: Annotated[dict[str, str], BeforeValidator(_empty_if_null)] = Field(
         default_factory=dict, description="attribute → dotted path of its score in a result (default scores.<name>)")
-    request_format: Literal["json", "multipart"] = "json"
-    image_format: Literal["png", "jpeg"] = "png"
+    request_format: RequestFormat = "json"
+    image_format: ImageFormat = "png"
     jpeg_quality: int = Field(95, ge=1, le=100)
     images_key: str = Field("images", min_length=1)
     image_key: str | None = Field(None, description="dotted path of the image inside each item (default: the "
@@ -277,7 +279,7 @@ class Secret:
 
     def mask_data(self, value: Any) -> Any:
         """A JSON value (a server's answer) with :meth:`mask` applied to every string, mapping keys included, and
-        a number whose digits are the secret replaced by ``***``."""
+        a number that is the secret (a numeric key, echoed as a JSON number) replaced by ``***``."""
         if self._pattern is None:
             return value
         if isinstance(value, str):
@@ -287,7 +289,7 @@ class Secret:
                     for key, item in value.items()}
         if isinstance(value, list):
             return [self.mask_data(item) for item in value]
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and self._pattern.search(json.dumps(value)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and json.dumps(value) == self.value:
             return MASK
         return value
 
@@ -618,7 +620,7 @@ class HttpLabeler:
             known.update(self._ask(list(pending.values())))
         scores = np.full((len(image_ids), len(self.attributes)), np.nan, dtype=np.float32)
         failed = 0
-        secret = self._secret(required=False)  # masks what messages quote from an answer (cached before masking?)
+        secret = self._secret(required=False)  # masks what a message quotes (from an older cache, too)
         for row, image_id in enumerate(image_ids):
             answer = known[image_id]
             if answer.reason is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,8 @@ from latentatlas.params import AsList, PathStr, PluginParams
 from stages.labelers.base import LABELERS, LabelerError, file_sha256
 
 LABELER_NAME = "table"
-FORMATS = ("auto", "parquet", "csv")
+TableFormat = Literal["auto", "parquet", "csv"]
+FORMATS: tuple[str, ...] = get_args(TableFormat)
 #: How many offending ids an error message shows.
 SHOWN_IDS = 5
 
@@ -139,7 +140,7 @@ class TableLabelerParams(PluginParams):
                                                                                          "(null: every column but "
                                                                                          "the ids)")
     id_column: str = Field("sample_id", min_length=1, description="the column holding the sample ids")
-    format: Literal["auto", "parquet", "csv"] = Field("auto", description="auto: by the file's suffix")
+    format: TableFormat = Field("auto", description="auto: by the file's suffix")
 
     @field_validator("columns")
     @classmethod

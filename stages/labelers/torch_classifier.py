@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import pydantic
 import torch
@@ -66,9 +66,12 @@ OUTPUT_PRESETS: dict[str, tuple[str, ...]] = {"celeba40": CELEBA40}
 CHECKPOINT_FORMAT = "latentatlas-classifier/1"
 #: Bumped whenever the preprocessing code below changes what a network sees.
 PREPROCESSING_VERSION = "torch-classifier-v1"
-ACTIVATIONS = ("sigmoid", "softmax", "none")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
-CHANNEL_ORDERS = ("RGB", "BGR")
+Activation = Literal["sigmoid", "softmax", "none"]
+Interpolation = Literal["bilinear", "bicubic", "nearest", "area"]
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
+ChannelOrder = Literal["RGB", "BGR"]
+CHANNEL_ORDERS: tuple[str, ...] = get_args(ChannelOrder)
 LABELER_NAME = "torch-classifier"
 
 
@@ -142,10 +145,10 @@ class PreprocessingSettings(PluginParams):
     resize: int | tuple[int, int] | None = Field(None, description="int: shorter side; [h, w]: exactly")
     crop: tuple[int, int] | None = Field(None, description="int or [h, w]: the centred crop")
     input_range: tuple[float, float] | None = Field(None, description="[-1, 1] → [low, high], linear")
-    channel_order: Literal["RGB", "BGR"] | None = Field(None, description="RGB or BGR (channels reversed)")
+    channel_order: ChannelOrder | None = Field(None, description="RGB or BGR (channels reversed)")
     mean: tuple[float, float, float] | None = Field(None, description="per channel, in input_range units")
     std: tuple[float, float, float] | None = Field(None, description="per channel, positive")
-    interpolation: Literal["bilinear", "bicubic", "nearest", "area"] | None = Field(None, description="of resize")
+    interpolation: Interpolation | None = Field(None, description="of resize")
 
     @field_validator("resize", "crop", mode="before")
     @classmethod
@@ -448,8 +451,7 @@ class TorchClassifierParams(PreprocessingSettings):
     architecture: str | None = Field(None, min_length=1, description="a torchvision classification model name")
     weights: PathStr | None = Field(None, description="its state dict (torch.load with weights_only=True)")
     checkpoint: PathStr | None = Field(None, description="a file written by latentatlas train-labeler")
-    activation: Literal["sigmoid", "softmax", "none"] | None = Field(None, description="default: sigmoid, or the "
-                                                                                      "checkpoint's")
+    activation: Activation | None = Field(None, description="default: sigmoid, or the checkpoint's")
     allow_code_execution: bool = Field(False, description="load a TorchScript file, which runs its code")
 
     @field_validator("outputs", mode="before")
