@@ -6,15 +6,16 @@ dicts. A bad file fails here with one line per problem, naming the key and what 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationInfo,
+                      field_validator, model_validator)
 from latentatlas.errors import LatentAtlasError
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -23,6 +24,13 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 #: (``stages.plugins.methods.method_params_model``): the core knows no method.
 MethodModels = Callable[[str], type[BaseModel]]
 METHOD_MODELS = "method_models"
+#: ``(kind, name) → the params model of that generator or labeler plugin``, or None for a plugin that declares
+#: none (its kwargs are then checked against its factory's signature when it is built); raises LookupError for a
+#: name that is no plugin of that kind. The stages layer provides it (``stages.plugins.plugin_params_model``).
+PluginModels = Callable[[str, str], type[BaseModel] | None]
+#: Put in a validation error's context (``PydanticCustomError(..., {HIDE_INPUT: True})``) to keep the offending
+#: value out of the message (a value that may be a secret pasted into the wrong key).
+HIDE_INPUT = "hide_input"
 #: The largest stored image side: 4096² RGB is 48 MiB per image, already more than a chunk should hold.
 MAX_STORE_RESOLUTION = 4096
 
@@ -33,6 +41,32 @@ class ParamsError(LatentAtlasError, ValueError):
 
 class _Section(BaseModel):
     """Strict: no unknown keys, no coercion (``true`` is not 1, ``"5"`` is not 5), no NaN or infinity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _path_text(value: Any) -> Any:
+    """A path given as a ``pathlib.Path`` (from Python) becomes its string; anything else is left to the str check."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+#: A file or folder path in plugin kwargs: a string in params.yaml, a string or ``os.PathLike`` from Python.
+PathStr = Annotated[str, BeforeValidator(_path_text), Field(min_length=1)]
+
+
+def _tuple_as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+#: ``Annotated[list[float], AsList]``: a list field of plugin kwargs that also takes a tuple from Python (strict
+#: models take only lists).
+AsList = BeforeValidator(_tuple_as_list)
+
+
+class PluginParams(BaseModel):
+    """Base of the params models of generator and labeler plugins (their ``kwargs``), as strict as params.yaml's
+    sections: no unknown keys, no coercion (``"5"`` is not 5, ``true`` is not 1; an int is a valid float), no NaN
+    or infinity. Subclass it and declare the model with ``@plugin(kind, params=Model)``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
@@ -319,21 +353,71 @@ class Params(_Section):
 
 def format_validation_error(source: str, error: pydantic.ValidationError,
                             unknown_key: str = "unknown key (check the spelling; see params.yaml in the repository "
-                                               "for every key)") -> str:
-    """One line per problem of a pydantic validation error: ``<source>: <dotted.key>: <what was expected> (got …)``."""
+                                               "for every key)", prefix: str = "") -> str:
+    """One line per problem of a pydantic validation error: ``<source>: <dotted.key>: <what was expected> (got …)``.
+
+    Args:
+        prefix: the dotted key of what was validated, put before each problem's key (``label.kwargs``).
+    """
     lines = []
     for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        parts = ([prefix] if prefix else []) + [str(part) for part in problem["loc"]]
+        key = ".".join(parts) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = unknown_key
-        elif "input" in problem and not isinstance(problem["input"], dict):
+        elif ("input" in problem and not isinstance(problem["input"], dict)
+              and not (problem.get("ctx") or {}).get(HIDE_INPUT)):
             message += f" (got {problem['input']!r})"
         lines.append(f"{source}: {key}: {message}")
     return "\n".join(lines)
 
 
-def parse_params(raw: dict[str, Any], source: str = "params", method_models: MethodModels | None = None) -> Params:
+def validate_plugin_kwargs(model: type[BaseModel], kwargs: dict[str, Any], plugin: str, source: str,
+                           where: str) -> BaseModel:
+    """The kwargs of ``plugin`` (``"labeler 'http'"``) validated by its params ``model``.
+
+    Raises:
+        ParamsError: one line per problem, ``<source>: <where>.<key>: <what was expected>``.
+    """
+    try:
+        return model.model_validate(kwargs)
+    except pydantic.ValidationError as error:
+        takes = ", ".join(sorted(model.model_fields)) or "no kwargs"
+        raise ParamsError(format_validation_error(source, error, unknown_key=f"unknown key; {plugin} takes {takes}",
+                                                  prefix=where)) from None
+
+
+def plugin_kwargs_problems(params: Params, source: str, plugin_models: PluginModels) -> list[str]:
+    """Every generator and labeler plugin's kwargs (``generator.kwargs``, ``label.kwargs``, each entry of
+    ``label.labelers``) validated by the params model the plugin declares: one line per problem, empty when all
+    validate. A name that is no plugin (unknown, unimportable, undeclared) is left to the stage that builds it, and
+    a plugin without a model is checked against its factory's signature then."""
+    label = params.label
+    entries: list[tuple[str, str, str, dict[str, Any]]] = [
+        ("generator.kwargs", "generator", params.generator.name, params.generator.kwargs)]
+    if label.labelers is None:
+        entries.append(("label.kwargs", "labeler", label.labeler, label.kwargs))
+    else:
+        entries += [(f"label.labelers.{index}.kwargs", "labeler", entry.name, entry.kwargs)
+                    for index, entry in enumerate(label.entries())]
+    problems: list[str] = []
+    for where, kind, name, kwargs in entries:
+        try:
+            model = plugin_models(kind, name)
+        except LookupError:
+            continue
+        if model is None:
+            continue
+        try:
+            validate_plugin_kwargs(model, kwargs, f"{kind} {name!r}", source, where)
+        except ParamsError as error:
+            problems.append(str(error))
+    return problems
+
+
+def parse_params(raw: dict[str, Any], source: str = "params", method_models: MethodModels | None = None,
+                 plugin_models: PluginModels | None = None) -> Params:
     """Validate a params mapping (as read from YAML) into :class:`Params`.
 
     Args:
@@ -341,13 +425,21 @@ def parse_params(raw: dict[str, Any], source: str = "params", method_models: Met
             every ``fit.params.<method>`` of ``fit.methods`` is validated now and typed
             (``params.fit.method_params(name)``); without it, only their presence is checked (enough for a
             stage that fits nothing).
+        plugin_models: how to find a generator's or labeler's params model (``stages.plugins.plugin_params_model``).
+            With it, ``generator.kwargs``, ``label.kwargs`` and the kwargs of every ``label.labelers`` entry are
+            validated now (:func:`plugin_kwargs_problems`); without it, when the plugin is built.
     """
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw, context={METHOD_MODELS: method_models} if method_models else None)
+        params = Params.model_validate(raw, context={METHOD_MODELS: method_models} if method_models else None)
     except pydantic.ValidationError as error:
         raise ParamsError(format_validation_error(source, error)) from None
+    if plugin_models is not None:
+        problems = plugin_kwargs_problems(params, source, plugin_models)
+        if problems:
+            raise ParamsError("\n".join(problems))
+    return params
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -378,14 +470,16 @@ def _read_yaml(path: Path, what: str) -> Any:
     return loaded
 
 
-def load_params(path: str | Path, method_models: MethodModels | None = None) -> Params:
-    """Read and validate ``params.yaml`` (``method_models``: see :func:`parse_params`).
+def load_params(path: str | Path, method_models: MethodModels | None = None,
+                plugin_models: PluginModels | None = None) -> Params:
+    """Read and validate ``params.yaml`` (``method_models``, ``plugin_models``: see :func:`parse_params`).
 
     Raises:
         ParamsError: the file is missing, is not YAML, or a key has the wrong type or value.
     """
     path = Path(path)
-    return parse_params(_read_yaml(path, "params file"), source=str(path), method_models=method_models)
+    return parse_params(_read_yaml(path, "params file"), source=str(path), method_models=method_models,
+                        plugin_models=plugin_models)
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -420,7 +514,8 @@ def flatten_overrides(overrides: dict[str, Any], prefix: str = "") -> list[tuple
 
 
 def load_preset(preset_path: str | Path, params_path: str | Path = "params.yaml",
-                method_models: MethodModels | None = None) -> list[tuple[str, Any]]:
+                method_models: MethodModels | None = None,
+                plugin_models: PluginModels | None = None) -> list[tuple[str, Any]]:
     """Read a preset (a partial params file: only the keys it changes, e.g. ``params/interfacegan-500k.yaml``),
     check that ``params_path`` with the preset applied validates, and return its dotted overrides.
 
@@ -433,5 +528,6 @@ def load_preset(preset_path: str | Path, params_path: str | Path = "params.yaml"
     if not overrides:
         raise ParamsError(f"{preset_path}: the preset changes no key (expected sections such as 'sample:')")
     merged = merge_overrides(_read_yaml_mapping(params_path), overrides)
-    parse_params(merged, source=f"{params_path} + {preset_path}", method_models=method_models)
+    parse_params(merged, source=f"{params_path} + {preset_path}", method_models=method_models,
+                 plugin_models=plugin_models)
     return flatten_overrides(overrides)

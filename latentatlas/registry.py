@@ -8,11 +8,18 @@ A name in ``params.yaml`` is one of:
   ``[project.entry-points."latentatlas.generators"] my-gan = "mypkg.gans:build_my_gan"``);
 - an import path ``package.module:factory`` to a factory marked with :func:`plugin`.
 
-**Trust model.** A params file chooses code to run. The registry only ever *calls* a factory that was declared a
-plugin of that kind (registered, declared as an entry point, or decorated with :func:`plugin`); an import path to
-anything else (``subprocess:getoutput``) is refused before it is called. Importing the named module still runs its
-top-level code: only use params files, presets and ``dvc exp run -S`` overrides from people you trust, as you would
-their Python code.
+**Params.** A plugin may declare a pydantic model of its kwargs (``@plugin("labeler", params=MyParams)``,
+``@REGISTRY.register("name", params=MyParams)``): its kwargs are then validated by that model — when ``params.yaml``
+is loaded (:func:`latentatlas.params.parse_params` with ``plugin_models``) and again by :meth:`Registry.build` — and
+the factory is called with the validated model. A plugin without a model has its kwargs checked against its
+factory's signature.
+
+**Trust model.** A params file chooses code to run. The registry only ever *calls* a factory that was itself declared
+a plugin of that kind (registered, declared as an entry point, or decorated with :func:`plugin`); the mark is read
+from the object's own ``__dict__``, so an unmarked subclass or an instance of a marked class is not a plugin. An
+import path to anything else (``subprocess:getoutput``) is refused before it is called. Importing the named module
+still runs its top-level code: only use params files, presets and ``dvc exp run -S`` overrides from people you trust,
+as you would their Python code.
 """
 
 from __future__ import annotations
@@ -23,29 +30,65 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
+import pydantic
+
 from latentatlas.errors import LatentAtlasError
+from latentatlas.params import validate_plugin_kwargs
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 PLUGIN_MARK = "__latentatlas_plugin__"
+PARAMS_MARK = "__latentatlas_params__"
 
 
 class RegistryError(LatentAtlasError, LookupError):
     """A plugin name that is neither registered nor an importable, declared ``module:factory`` path."""
 
 
-def plugin(kind: str) -> Callable[[F], F]:
+def own_attribute(thing: object, attribute: str) -> Any:
+    """``thing``'s own ``attribute``, read from its own ``__dict__`` (None if absent): never one inherited from its
+    class or a base class, nor one a ``__getattr__`` makes up."""
+    try:
+        own = object.__getattribute__(thing, "__dict__")
+    except AttributeError:
+        return None
+    return own.get(attribute) if isinstance(own, Mapping) else None
+
+
+def declared_kinds(factory: object) -> frozenset[str]:
+    """The plugin kinds ``factory`` itself was declared (by :func:`plugin` or a registry); empty for anything else."""
+    kinds = own_attribute(factory, PLUGIN_MARK)
+    return kinds if isinstance(kinds, frozenset) else frozenset()
+
+
+def declared_params_model(factory: object) -> type[pydantic.BaseModel] | None:
+    """The params model ``factory`` itself declared with :func:`plugin` (None: its kwargs are checked against its
+    signature)."""
+    model = own_attribute(factory, PARAMS_MARK)
+    return model if isinstance(model, type) and issubclass(model, pydantic.BaseModel) else None
+
+
+def plugin(kind: str, params: type[pydantic.BaseModel] | None = None) -> Callable[[F], F]:
     """Declare a factory a latentatlas plugin of ``kind`` (``"generator"``, ``"labeler"`` or ``"method"``), so that
     ``params.yaml`` may name it by import path::
 
         @plugin("generator")
         def build_my_gan(path: str) -> MyGenerator: ...
+
+    With ``params`` (a pydantic model of its kwargs, e.g. a :class:`latentatlas.params.PluginParams`), the kwargs are
+    validated by the model when the params file is loaded, and the factory is called with the validated model::
+
+        @plugin("generator", params=MyGANParams)
+        def build_my_gan(params: MyGANParams) -> MyGenerator: ...
     """
+    if params is not None and not (isinstance(params, type) and issubclass(params, pydantic.BaseModel)):
+        raise TypeError(f"plugin({kind!r}, params=...): expected a pydantic model class, got {params!r}")
 
     def mark(factory: F) -> F:
-        kinds = set(getattr(factory, PLUGIN_MARK, ()))
-        setattr(factory, PLUGIN_MARK, frozenset(kinds | {kind}))
+        setattr(factory, PLUGIN_MARK, declared_kinds(factory) | {kind})
+        if params is not None:
+            setattr(factory, PARAMS_MARK, params)
         return factory
 
     return mark
@@ -65,11 +108,14 @@ class Registry(Generic[T]):
         self.entry_point_group = f"latentatlas.{kind}s"
         self._factories: dict[str, Callable[..., T]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(self, name: str, params: type[pydantic.BaseModel] | None = None
+                 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Register a built-in factory as ``name`` (with ``params``: its kwargs' model, see :func:`plugin`)."""
+
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
                 raise RegistryError(f"{self.kind} {name!r} is registered twice")
-            self._factories[name] = plugin(self.kind)(factory)
+            self._factories[name] = plugin(self.kind, params)(factory)
             return factory
 
         return decorator
@@ -110,7 +156,7 @@ class Registry(Generic[T]):
         factory = getattr(module, attribute, None)
         if factory is None:
             raise RegistryError(f"{self.kind} {name!r}: module {module_name!r} has no attribute {attribute!r}")
-        if self.kind not in getattr(factory, PLUGIN_MARK, ()):
+        if self.kind not in declared_kinds(factory):
             raise RegistryError(f"{self.kind} {name!r}: refused, {module_name}.{attribute} is not declared a "
                                 f"latentatlas {self.kind} plugin; mark the factory with "
                                 f"@latentatlas.registry.plugin({self.kind!r}) or declare it as an entry point in "
@@ -122,13 +168,27 @@ class Registry(Generic[T]):
             raise RegistryError(f"{self.kind} {name!r}: {factory!r} is not callable")
         return factory
 
-    def build(self, name: str, **kwargs: Any) -> T:
-        """``factory(name)(**kwargs)``, after checking the kwargs fit the factory's signature.
+    def params_model(self, name: str) -> type[pydantic.BaseModel] | None:
+        """The params model plugin ``name`` declares, or None (its kwargs are checked against its signature).
+
+        Raises:
+            RegistryError: unknown name (see :meth:`factory`).
+        """
+        return declared_params_model(self.factory(name))
+
+    def build(self, name: str, /, **kwargs: Any) -> T:
+        """The plugin ``name`` built from ``kwargs``: ``factory(params)`` with the kwargs validated by the params
+        model it declares, else ``factory(**kwargs)`` after checking the kwargs fit the factory's signature.
 
         Raises:
             RegistryError: unknown name (see :meth:`factory`), or kwargs the factory does not take.
+            ParamsError: kwargs its params model refuses (``<kind> '<name>': kwargs.<key>: ...``).
         """
         factory = self.factory(name)
+        model = declared_params_model(factory)
+        if model is not None:
+            plugin_name = f"{self.kind} {name!r}"
+            return factory(validate_plugin_kwargs(model, kwargs, plugin_name, source=plugin_name, where="kwargs"))
         try:
             signature = inspect.signature(factory)
         except (TypeError, ValueError):  # a builtin without a signature: let the call speak

@@ -68,10 +68,12 @@ def user_errors() -> Iterator[None]:
 
 
 def read_params(params_path: Path) -> Params:
-    """``params.yaml`` validated once, every listed method's section typed by that method's own model."""
+    """``params.yaml`` validated once, every listed method's section typed by that method's own model, and the
+    generator's and labelers' kwargs validated by their own params models."""
     from stages.plugins.methods import method_params_model
+    from stages.plugins.params import plugin_params_model
 
-    return load_params(params_path, method_models=method_params_model)
+    return load_params(params_path, method_models=method_params_model, plugin_models=plugin_params_model)
 
 
 def _run(stage_name: str, params_path: Path, data_dir: StorePath, engine: str, method: str | None = None,
@@ -357,8 +359,10 @@ def preset_command(preset_path: Path, params_path: Path, dvc_args: tuple[str, ..
     import json
 
     from stages.plugins.methods import method_params_model
+    from stages.plugins.params import plugin_params_model
 
-    overrides = load_preset(preset_path, params_path, method_models=method_params_model)
+    overrides = load_preset(preset_path, params_path, method_models=method_params_model,
+                            plugin_models=plugin_params_model)
     set_args = [arg for key, value in overrides for arg in ("-S", f"{key}={json.dumps(value)}")]
     return ["dvc", "exp", "run", *set_args, *dvc_args]
 

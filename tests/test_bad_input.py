@@ -159,10 +159,17 @@ def test_params_name_only_declared_plugins(tmp_path) -> None:
     # A declared labeler is not a generator either.
     with pytest.raises(RegistryError, match="not declared a latentatlas generator plugin"):
         build_generator(COLOR_LABELER)
-    # Kwargs are checked against the factory before it is called.
+    # Kwargs are checked before the factory is called: by the params model a plugin declares, when params.yaml is
+    # loaded (the built-ins all declare one) ...
     line = _one_error_line(_cli(tmp_path, {"generator": {"name": "dcgan-digiface", "kwargs": {"path": "x.pkl"}}},
                                 "sample"))
-    assert "generator 'dcgan-digiface': kwargs ['path'] do not fit its factory build_dcgan_digiface()" in line
+    assert line.endswith("params.yaml: generator.kwargs.path: unknown key; generator 'dcgan-digiface' takes no kwargs")
+    # ... or, for a plugin without a model, against its factory's signature.
+    from stages.plugins.labelers import build_labeler
+
+    with pytest.raises(RegistryError, match=r"^labeler 'tests\.plugins:build_faulty_labeler': kwargs \['faults'\] do "
+                                            r"not fit its factory build_faulty_labeler\(fault: 'str'\)"):
+        build_labeler("tests.plugins:build_faulty_labeler", faults="nan")
 
 
 def test_a_bug_keeps_its_traceback_and_debug_shows_user_errors(tmp_path, monkeypatch) -> None:

@@ -287,11 +287,11 @@ def test_a_stylegan_file_given_as_biggan_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kwargs, match", [
     ({}, "exactly one of class_index"),
     ({"class_index": 10}, r"class_index 10 is not a class of this model: expected an integer in 0\.\.9"),
-    ({"class_index": -1}, "class_index -1"),
+    ({"class_index": -1}, r"kwargs\.class_index: Input should be greater than or equal to 0 \(got -1\)"),
     ({"class_index": 1, "class_onehot": [1.0] + [0.0] * 9}, "exactly one of class_index"),
     ({"class_onehot": [1.0, 0.0]}, "class_onehot must be a list of 10 finite numbers"),
-    ({"class_index": 2, "truncation": 0.0}, r"truncation must be a number in \(0, 1\]"),
-    ({"class_index": 2, "truncation": 1.5}, r"truncation must be a number in \(0, 1\]"),
+    ({"class_index": 2, "truncation": 0.0}, r"kwargs\.truncation: Input should be greater than 0"),
+    ({"class_index": 2, "truncation": 1.5}, r"kwargs\.truncation: Input should be less than or equal to 1"),
 ])
 def test_bad_class_or_truncation_is_one_line(kwargs: dict, match: str) -> None:
     with pytest.raises(ParamsError, match=match) as error:

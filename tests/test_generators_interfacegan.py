@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from latentatlas.params import ParamsError
-from latentatlas.registry import RegistryError
 from stages.plugins.generators import FactorizableGenerator, Generator, build_generator
 from stages.plugins.generators.base import GeneratorFileError
 from stages.plugins.generators.pggan import PGGANArchitecture, PGGANGenerator, PGGANNet, pixel_norm, sphere_normalize
@@ -400,7 +399,7 @@ def test_a_code_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
 
 @needs_pggan
 def test_a_class_for_an_unconditional_model_is_refused(pggan: PGGANGenerator) -> None:
-    with pytest.raises(RegistryError) as error:
+    with pytest.raises(ParamsError, match="kwargs.class_index: unknown key; generator 'pggan' takes path") as error:
         build_generator("pggan", path=str(PGGAN_DIR / "pggan_fixture.pth"), class_index=3)
     one_line_naming(error, "class_index")
     with pytest.raises(ValueError, match=r"shape \(N, 32\)"):

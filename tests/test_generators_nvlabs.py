@@ -21,6 +21,7 @@ import pytest
 import torch
 from torch import nn
 
+from latentatlas.params import ParamsError
 from stages.plugins.generators import build_generator
 from stages.plugins.generators.base import GeneratorFileError
 from stages.plugins.generators.nvlabs_pickle import RecordedModule, read_nvlabs_snapshot
@@ -203,7 +204,7 @@ def test_noise_modes() -> None:
         assert (const - quiet).abs().max() > 1e-3  # the fixture's noise strengths are non-zero
         assert torch.equal(build_generator("stylegan3", path=str(SG3)).synthesize(z),
                            build_generator("stylegan3", path=str(SG3), noise_mode="none").synthesize(z))
-    with pytest.raises(GeneratorFileError, match="noise_mode.*'random' is refused"):
+    with pytest.raises(ParamsError, match="kwargs.noise_mode: .*'random' is refused"):
         build_generator("stylegan2", path=str(SG2), noise_mode="random")
 
 
@@ -445,7 +446,7 @@ def test_class_arguments_are_checked() -> None:
         build_generator("stylegan2", path=str(SG2_COND))
     with pytest.raises(GeneratorFileError, match="class_index must be an integer in 0..4, got 5"):
         build_generator("stylegan2", path=str(SG2_COND), class_index=5)
-    with pytest.raises(GeneratorFileError, match="class_index must be an integer in 0..4, got True"):
+    with pytest.raises(ParamsError, match=r"kwargs\.class_index: Input should be a valid integer \(got True\)"):
         build_generator("stylegan2", path=str(SG2_COND), class_index=True)
     with pytest.raises(GeneratorFileError, match="class_onehot must be a list of 5 finite numbers"):
         build_generator("stylegan2", path=str(SG2_COND), class_onehot=[1, 0])
@@ -453,7 +454,7 @@ def test_class_arguments_are_checked() -> None:
         build_generator("stylegan2", path=str(SG2_COND), class_index=1, class_onehot=[0, 1, 0, 0, 0])
     with pytest.raises(GeneratorFileError, match="unconditional \\(c_dim 0\\); remove class_index"):
         build_generator("stylegan3", path=str(SG3), class_index=0)
-    with pytest.raises(GeneratorFileError, match="truncation_psi must be a finite number"):
+    with pytest.raises(ParamsError, match=r"kwargs\.truncation_psi: Input should be a finite number"):
         build_generator("stylegan2", path=str(SG2), truncation_psi=float("nan"))
 
 

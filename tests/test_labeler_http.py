@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from PIL import Image
 from tests.conftest import REPO_ROOT, make_params
 from tests.plugins import ColorStatsLabeler, FaultyLabeler
 from latentatlas.errors import LatentAtlasError
+from latentatlas.params import ParamsError
 from pipeline.cli import main
 from stages.runtime.chunked import run_stage
 from stages.label import LabelStage
@@ -90,6 +92,37 @@ def mean_colours(image_bytes: bytes) -> dict[str, float]:
     """What the server computes: the mean of each RGB channel of the decoded image, in 0 … 255."""
     pixels = np.asarray(Image.open(io.BytesIO(image_bytes)).convert("RGB"), dtype=np.float64)
     return dict(zip(ATTRIBUTES, pixels.reshape(-1, 3).mean(axis=0).tolist()))
+
+
+def echoed_forms(credentials: str) -> dict[str, str]:
+    """The ways the test server writes back the credentials header it got (``Bearer <secret>``): JSON with ``\\/``
+    escaping, every character ``\\u``-escaped, URL-encoded, base64 (standard, of the whole header line; URL-safe, of
+    the value)."""
+    return {"json": json.dumps({"error": f"bad credentials {credentials}"}).replace("/", "\\/"),
+            "unicode": '{"error": "' + "".join(f"\\u{ord(char):04x}" for char in credentials) + '"}',
+            "url": f"denied: /login?next=%2F&credentials={urllib.parse.quote_plus(credentials)}",
+            "base64": f"bad header {base64.b64encode(f'Authorization: {credentials}'.encode()).decode()}",
+            "base64url": f"token {base64.urlsafe_b64encode(credentials.encode()).decode()}"}
+
+
+def secret_forms(secret: str) -> list[str]:
+    """What must never be found where the secret may not go: the secret raw and in every form :func:`echoed_forms`
+    writes it in (of each base64 form, its middle third, which encodes the secret's bytes alone)."""
+    credentials = f"Bearer {secret}"
+    forms = [secret, json.dumps(secret)[1:-1].replace("/", "\\/"), "".join(f"\\u{ord(char):04x}" for char in secret),
+             urllib.parse.quote_plus(secret), urllib.parse.quote(secret, safe="")]
+    for encoded in (base64.b64encode(f"Authorization: {credentials}".encode()).decode(),
+                    base64.urlsafe_b64encode(credentials.encode()).decode(),
+                    base64.b64encode(secret.encode()).decode()):
+        forms.append(encoded[len(encoded) // 3:2 * len(encoded) // 3])
+    return forms
+
+
+def assert_no_secret(text: str | bytes, secret: str, where: str) -> None:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    for form in secret_forms(secret):
+        assert form not in text, f"{where} holds the secret as {form!r}"
 
 
 class LabelServer:
@@ -191,18 +224,34 @@ class LabelServer:
             record.outcome = "404"
             self._send(request, 404, b"<html>no such endpoint</html>")
             return
+        credentials = request.headers.get(plan.auth_header) or ""  # what a careless API echoes back
+        if fault.startswith("echo-error-"):
+            record.outcome = "404"
+            self._send(request, 404, echoed_forms(credentials)[fault.removeprefix("echo-error-")].encode())
+            return
         results = []
         for image_id, image_bytes in reversed(images):  # any order: the client matches by id
             scores = mean_colours(image_bytes)
-            if fault == "missing-field":
+            if fault in ("missing-field", "echo-key"):
                 scores.pop("blue")
-            results.append({"id": image_id, "scores": scores})
+            result = {"id": image_id, "scores": scores}
+            if fault == "echo-score":
+                scores["red"] = credentials
+            elif fault == "echo-key":
+                result[credentials] = 1.0
+            elif fault == "echo-headers":
+                result["request_headers"] = dict(request.headers.items())
+                result["echoed"] = echoed_forms(credentials)
+            results.append(result)
         if fault == "slow":  # answered after the client's timeout: never counts as delivered
             record.outcome = "slow"
             time.sleep(plan.slow_seconds)
             self._send(request, 200, json.dumps({"results": results}).encode())
             return
-        delivered = self._send(request, 200, json.dumps({"results": results}).encode())
+        answer = json.dumps({"results": results})
+        if fault == "echo-headers":
+            answer = answer.replace("/", "\\/")  # JSON with "\/" escaping, as PHP's json_encode writes it
+        delivered = self._send(request, 200, answer.encode())
         record.outcome = "ok" if delivered else "undelivered"
 
     @staticmethod
@@ -426,6 +475,67 @@ def test_auth_rejected_stops_at_once_and_the_secret_never_leaks(server: LabelSer
     assert "environment variable LABEL_API_TOKEN is not set" in one_line(unset)
 
 
+#: A secret with characters servers escape and encode ("/", "+", "=", "~").
+ECHOED_SECRET = "sk-live/9f8e+7d6c=5b4a~x/do-not-leak-2"
+
+
+def test_an_echoing_server_never_gets_the_secret_into_messages_logs_or_the_cache(
+        server: LabelServer, tiny_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The server echoes the credentials header it got — as a score, as a result key, in error pages (JSON with
+    ``\\/`` escaping, ``\\u`` escapes, URL-encoded, base64) and with every request header in its results: no form of
+    the secret reaches an error message, the CLI's output, a log record or a file in the answer cache."""
+    caplog.set_level(logging.DEBUG)
+    server.plan.token = ECHOED_SECRET
+    monkeypatch.setenv("LABEL_API_TOKEN", ECHOED_SECRET)
+    batch = uint8_to_images(random_images(2, seed=6))
+    messages: list[str] = []
+
+    def fails(fault: str, expected: str) -> None:
+        server.plan.always = fault
+        labeler = http_labeler(server, tmp_path / "cache" / fault, auth_env="LABEL_API_TOKEN", retries=0)
+        with pytest.raises(HttpLabelerError) as error:
+            labeler.score(batch)
+        messages.append(one_line(error))
+        assert expected in messages[-1], messages[-1]
+
+    fails("echo-score", "the answer's field 'scores.red' for attribute 'red' is 'Bearer ***', expected a number")
+    fails("echo-key", "its fields: ['Bearer ***', 'id', 'scores']")
+    for form in ("json", "unicode", "url", "base64", "base64url"):  # the echo is quoted, masked
+        fails(f"echo-error-{form}", "answered HTTP 404 (")
+        assert "***" in messages[-1], messages[-1]
+    # Every request header echoed in each result (JSON with "\\/" escaping): scored, cached, masked.
+    server.plan.always = "echo-headers"
+    pixels = random_images(3, seed=7)
+    labeler = http_labeler(server, tmp_path / "cache" / "headers", auth_env="LABEL_API_TOKEN")
+    np.testing.assert_allclose(labeler.score(uint8_to_images(pixels)).numpy(), expected_scores(pixels), rtol=1e-6)
+    cached = [json.loads(path.read_bytes()) for path in (tmp_path / "cache" / "headers").rglob("*.json")]
+    assert len(cached) == 3 and all(record["result"]["request_headers"]["Authorization"] == "Bearer ***"
+                                    for record in cached)
+    assert all(set(record["result"]["echoed"]) == {"json", "unicode", "url", "base64", "base64url"}
+               for record in cached)
+    # Through the CLI, as a user (or Prefect's state of a failed task) sees the error.
+    data_dir = _copy_run(tiny_images, tmp_path)
+    params_path = tmp_path / "params.yaml"
+    server.plan.always = "echo-score"
+    params_path.write_text(yaml.safe_dump({
+        "sample": {"n_samples": 24, "chunk_size": 8, "seed": 7}, "synthesize": {"batch_size": 64, "device": "cpu"},
+        "label": {**_label_section(server.url, tmp_path / "cache" / "cli", auth_env="LABEL_API_TOKEN"),
+                  "device": "cpu", "contact_sheet_samples": 4}}))
+    result = CliRunner().invoke(main, ["label", "--params", str(params_path), "--data-dir", str(data_dir),
+                                       "--engine", "local"])
+    assert result.exit_code == 1 and "is 'Bearer ***', expected a number" in result.output, result.output
+    messages.append(result.output)
+
+    for text in messages:
+        assert_no_secret(text, ECHOED_SECRET, f"message {text!r}")
+    assert_no_secret(caplog.text, ECHOED_SECRET, "the log")
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any("cache" in path.parts for path in files)
+    for path in files:
+        assert_no_secret(path.read_bytes(), ECHOED_SECRET, str(path))
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 
@@ -465,17 +575,27 @@ def test_bad_input_is_one_line(server: LabelServer, tmp_path: Path) -> None:
     np.testing.assert_allclose(partial, expected_scores(random_images(2, seed=5))[:, :2], rtol=1e-6)
     assert server.requests() == requests
 
-    for kwargs, expected in [({"url": "ftp://host/x"}, "url: expected an http:// or https:// URL"),
-                             ({"attributes": []}, "attributes: expected a non-empty list"),
+    # Bad kwargs: refused by the labeler's params model, reported by the params formatter (one line each).
+    for kwargs, expected in [({"url": "ftp://host/x"}, r"kwargs\.url: expected an http:// or https:// URL"),
+                             ({"attributes": []}, r"kwargs\.attributes: expected a non-empty list"),
                              ({"attributes": ["a", "a"]}, r"names \['a'\] are given more than once"),
-                             ({"request_format": "xml"}, r"request_format: expected one of \['json', 'multipart'\]"),
-                             ({"batch_size": 0}, "batch_size: expected a positive value"),
-                             ({"retries": -1}, "retries: expected a non-negative value"),
-                             ({"scores": {"smile": "x"}}, "scores: expected attribute"),
-                             ({"max_requests": 2.5}, "max_requests: expected an integer")]:
-        with pytest.raises(HttpLabelerError) as error:
+                             ({"request_format": "xml"}, r"kwargs\.request_format: Input should be 'json' or "
+                                                         r"'multipart' \(got 'xml'\)"),
+                             ({"batch_size": 0}, r"kwargs\.batch_size: Input should be greater than 0 \(got 0\)"),
+                             ({"retries": -1}, r"kwargs\.retries: Input should be greater than or equal to 0"),
+                             ({"timeout": 0}, r"^labeler 'http': kwargs\.timeout: Input should be greater than 0"),
+                             ({"scores": {"smile": "x"}}, r"kwargs\.scores: expected attribute"),
+                             ({"max_requests": 2.5}, r"kwargs\.max_requests: Input should be a valid integer"),
+                             ({"timeuot": 5}, r"kwargs\.timeuot: unknown key; labeler 'http' takes .*timeout")]:
+        with pytest.raises(ParamsError) as error:
             http_labeler(server, cache, **kwargs)
         assert re.search(expected, one_line(error)), f"{kwargs}: {error.value}"
+    # A secret pasted into auth_env (instead of its variable's name) is refused without being quoted.
+    for pasted in (SECRET, 4242424242424242):
+        with pytest.raises(ParamsError) as error:
+            http_labeler(server, cache, auth_env=pasted)
+        assert "auth_env: expected the NAME of an environment variable" in one_line(error)
+        assert str(pasted) not in str(error.value)
 
 
 # ----------------------------------------------------------------------------------- through the label stage

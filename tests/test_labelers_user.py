@@ -18,7 +18,7 @@ from torch import nn
 from tests.conftest import COLOR_LABELER, make_params, run_spine, tree_digest
 from latentatlas import dataset
 from latentatlas.errors import LatentAtlasError
-from latentatlas.params import LabelParams, parse_params
+from latentatlas.params import LabelParams, ParamsError, parse_params
 from stages.runtime.chunked import run_stage
 from stages.label import LabelStage
 from stages.plugins.labelers import LabelerError, LabelerSuite, build_labeler, labeler_for
@@ -74,7 +74,8 @@ def images(n: int = 5, height: int = 40, width: int = 40, seed: int = 0) -> torc
 def test_torchscript_with_resize_crop_bgr_255_and_softmax(tmp_path: Path) -> None:
     network = SmallConvNet().eval()
     path = script(network, tmp_path / "net.pt")
-    kwargs = {"torchscript": str(path), "outputs": ["a", "b", "c", "d"], "resize": 36, "crop": 32,
+    kwargs = {"torchscript": str(path), "allow_code_execution": True, "outputs": ["a", "b", "c", "d"], "resize": 36,
+              "crop": 32,
               "input_range": [0, 255], "channel_order": "BGR", "mean": [100.0, 110.0, 120.0],
               "std": [50.0, 60.0, 70.0], "activation": "softmax"}
     labeler = build_labeler("torch-classifier", **kwargs)
@@ -103,8 +104,9 @@ def test_preprocessing_variants_match_a_hand_computation(tmp_path: Path, input_r
     head = ChannelHead(2)
     path = script(head, tmp_path / "head.pt")
     mean, std = [0.1, 0.2, 0.3], [0.5, 0.25, 2.0]
-    labeler = build_labeler("torch-classifier", torchscript=str(path), outputs=["x", "y"], input_range=input_range,
-                            channel_order=channel_order, mean=mean, std=std, activation=activation)
+    labeler = build_labeler("torch-classifier", torchscript=str(path), allow_code_execution=True, outputs=["x", "y"],
+                            input_range=input_range, channel_order=channel_order, mean=mean, std=std,
+                            activation=activation)
     batch = images(4, 20, 20, seed=2)
     channel_means = batch.mean(dim=(2, 3))                                    # (N, 3) in [-1, 1], RGB
     mapped = low + (channel_means + 1) / 2 * (high - low)
@@ -143,7 +145,7 @@ def test_state_dict_with_celeba40_preset(tmp_path: Path) -> None:
 
 def test_fingerprint_follows_the_file_and_every_setting(tmp_path: Path) -> None:
     path = script(ChannelHead(2), tmp_path / "head.pt")
-    base = {"torchscript": str(path), "outputs": ["x", "y"]}
+    base = {"torchscript": str(path), "allow_code_execution": True, "outputs": ["x", "y"]}
     reference = build_labeler("torch-classifier", **base).fingerprint
     assert build_labeler("torch-classifier", **base).fingerprint == reference
     changes = [{"resize": 32}, {"crop": 16}, {"input_range": [0, 255]}, {"channel_order": "BGR"},
@@ -158,14 +160,74 @@ def test_fingerprint_follows_the_file_and_every_setting(tmp_path: Path) -> None:
 def test_composes_with_another_labeler_through_label_labelers(tmp_path: Path) -> None:
     path = script(ChannelHead(2), tmp_path / "head.pt")
     section = parse_params({"label": {"labelers": [COLOR_LABELER, {"name": "torch-classifier", "kwargs": {
-        "torchscript": str(path), "outputs": ["p", "q"]}}]}}).label
+        "torchscript": str(path), "allow_code_execution": True, "outputs": ["p", "q"]}}]}}).label
     suite = labeler_for(section)
     assert isinstance(suite, LabelerSuite)
     assert suite.attributes == ("red", "green", "blue", "brightness", "p", "q")
     batch = images(3, 24, 24)
-    alone = build_labeler("torch-classifier", torchscript=str(path), outputs=["p", "q"])
+    alone = build_labeler("torch-classifier", torchscript=str(path), allow_code_execution=True, outputs=["p", "q"])
     torch.testing.assert_close(suite.score(batch), torch.cat([ColorStatsLabeler().score(batch), alone.score(batch)],
                                                              dim=1))
+
+
+class FileWritingHead(nn.Module):
+    """A TorchScript-able classifier whose ``__setstate__`` — run by ``torch.jit.load`` — writes ``AAAA`` to the file
+    ``target`` (through ``torch.from_file(..., shared=True)``, which creates it): what a hostile TorchScript file can
+    do the moment it is opened."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+        self.weight = torch.ones(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)) @ self.weight.t()
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, torch.Tensor, bool]:
+        return self.target, self.weight, self.training
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, torch.Tensor, bool]) -> None:
+        self.target = state[0]
+        written = torch.from_file(self.target, shared=True, size=4, dtype=torch.uint8)
+        written.fill_(65)
+        self.weight = state[1] + written.sum().float() * 0  # uses the write, so the compiler keeps it
+        self.training = state[2]
+
+
+def test_torchscript_runs_code_so_it_is_refused_without_allow_code_execution(tmp_path: Path) -> None:
+    """A TorchScript file is a program: without ``allow_code_execution: true`` it is refused before it is opened —
+    when the labeler is built, when params.yaml is loaded and through the CLI — and its code does not run."""
+    from click.testing import CliRunner
+    import yaml
+
+    from pipeline.cli import main
+    from stages.plugins.params import plugin_params_model
+
+    marker = tmp_path / "written-by-the-torchscript-file"
+    path = script(FileWritingHead(str(marker)), tmp_path / "hostile.pt")
+    assert not marker.exists()
+    kwargs = {"torchscript": str(path), "outputs": ["a", "b"], "resize": [16, 16]}
+    with pytest.raises(ParamsError, match="torchscript: refused without allow_code_execution: true; a TorchScript "
+                                          "file is a program, not weights") as caught:
+        build_labeler("torch-classifier", **kwargs)
+    _one_line(caught)
+    for label in ({"labeler": "torch-classifier", "kwargs": kwargs},
+                  {"labelers": [COLOR_LABELER, {"name": "torch-classifier", "kwargs": kwargs}]}):
+        with pytest.raises(ParamsError, match=r"^params\.yaml: label\.(labelers\.1\.)?kwargs: torchscript: refused "
+                                              r"without allow_code_execution: true"):
+            parse_params({"label": label}, source="params.yaml", plugin_models=plugin_params_model)
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump({"label": {"labeler": "torch-classifier", "kwargs": kwargs}}))
+    result = CliRunner().invoke(main, ["label", "--params", str(params_path), "--data-dir", str(tmp_path / "data"),
+                                       "--engine", "local"])
+    assert result.exit_code == 1 and "refused without allow_code_execution: true" in result.output, result.output
+    assert not marker.exists()  # the file's code never ran
+    # Opted in, the file is loaded — and its code runs: the refusal above is what kept the file unwritten.
+    labeler = build_labeler("torch-classifier", **kwargs, allow_code_execution=True)
+    assert marker.read_bytes() == b"AAAA"
+    assert labeler.score(images(2, 16, 16)).shape == (2, 2)
 
 
 def _one_line(error: pytest.ExceptionInfo) -> str:
@@ -179,12 +241,14 @@ def test_torch_classifier_bad_input_is_one_line(tmp_path: Path) -> None:
     network = torchvision.models.resnet18(weights=None, num_classes=5)
     torch.save(network.state_dict(), tmp_path / "five.pth")
     (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage" * 10)
-    cases = [
+    code = {"allow_code_execution": True}
+    # What only the files can tell: LabelerError, one line, when the labeler is built.
+    file_cases = [
         ({"architecture": "resnet18", "weights": str(tmp_path / "five.pth"), "outputs": ["a", "b", "c"]},
          "output layer has 5 outputs, but outputs names 3"),
-        ({"torchscript": str(head), "outputs": ["a", "b"], "crop": 8}, r"returns \(1, 3\) .* outputs names 2"),
-        ({"torchscript": str(tmp_path / "absent.pt"), "outputs": ["a"]}, "file .*absent.pt not found"),
-        ({"torchscript": str(tmp_path / "corrupt.pt"), "outputs": ["a"]}, "not a TorchScript file"),
+        ({"torchscript": str(head), **code, "outputs": ["a", "b"], "crop": 8}, r"returns \(1, 3\) .* outputs names 2"),
+        ({"torchscript": str(tmp_path / "absent.pt"), **code, "outputs": ["a"]}, "file .*absent.pt not found"),
+        ({"torchscript": str(tmp_path / "corrupt.pt"), **code, "outputs": ["a"]}, "not a TorchScript file"),
         ({"architecture": "resnet18", "weights": str(tmp_path / "corrupt.pt"), "outputs": ["a"]},
          r"cannot be read with torch.load\(weights_only=True\)"),
         ({"checkpoint": str(tmp_path / "five.pth")}, "expected a 'latentatlas-classifier/1' file"),
@@ -192,29 +256,54 @@ def test_torch_classifier_bad_input_is_one_line(tmp_path: Path) -> None:
          r"architecture 'resnet19' is not a torchvision classification model; expected e.g. \['resnet101'"),
         ({"architecture": "resnet34", "weights": str(tmp_path / "five.pth"), "outputs": list("abcde")},
          "do not fit architecture 'resnet34': missing keys"),
-        ({"architecture": "resnet18", "outputs": ["a"]}, "needs weights"),
-        ({"outputs": ["a"]}, "give exactly one of torchscript"),
-        ({"torchscript": str(head), "checkpoint": str(head), "outputs": ["a"]}, "got \\['torchscript', 'checkpoint'\\]"),
-        ({"torchscript": str(head), "outputs": "celeba41"}, "'celeba41' is no preset"),
-        ({"torchscript": str(head), "outputs": ["a", "a", "b"]}, r"names \['a'\] are given more than once"),
-        ({"torchscript": str(head), "outputs": ["a", "b", "c"], "input_range": [1, 0]}, "input_range: expected"),
-        ({"torchscript": str(head), "outputs": ["a", "b", "c"], "mean": [0.5, 0.5]}, "mean: expected three"),
-        ({"torchscript": str(head), "outputs": ["a", "b", "c"], "std": [1, 0, 1]}, "std: expected positive"),
-        ({"torchscript": str(head), "outputs": ["a", "b", "c"], "channel_order": "GBR"}, "channel_order"),
-        ({"torchscript": str(head), "outputs": ["a", "b", "c"], "activation": "relu"}, "activation: expected"),
-        ({"torchscript": str(head), "outputs": ["a", "b", "c"], "resize": 0}, "resize: expected a positive"),
     ]
-    for kwargs, match in cases:
+    for kwargs, match in file_cases:
         with pytest.raises(LabelerError, match=match) as caught:
             build_labeler("torch-classifier", **kwargs)
         _one_line(caught)
+    # What the kwargs alone tell: refused by the labeler's params model (before any file is opened), reported by the
+    # params formatter; the same lines come when params.yaml is loaded (test_plugin_params.py).
+    params_cases = [
+        ({"architecture": "resnet18", "outputs": ["a"]}, "^labeler 'torch-classifier': kwargs: architecture "
+                                                         "'resnet18' needs weights"),
+        ({"outputs": ["a"]}, "kwargs: give exactly one of torchscript"),
+        ({"torchscript": str(head), **code, "checkpoint": str(head), "outputs": ["a"]},
+         "got \\['torchscript', 'checkpoint'\\]"),
+        ({"torchscript": str(head), "outputs": ["a"]}, "kwargs: torchscript: refused without allow_code_execution: "
+                                                       "true; a TorchScript file is a program"),
+        ({"weights": str(tmp_path / "five.pth"), "checkpoint": str(head)}, "weights: a state dict needs architecture"),
+        ({"torchscript": str(head), **code, "outputs": "celeba41"}, "kwargs.outputs: 'celeba41' is no preset"),
+        ({"torchscript": str(head), **code, "outputs": ["a", "a", "b"]},
+         r"kwargs.outputs: names \['a'\] are given more than once"),
+        ({"torchscript": str(head), **code, "outputs": ["a", "b", "c"], "input_range": [1, 0]},
+         r"kwargs.input_range: expected \[low, high\] with low < high"),
+        ({"torchscript": str(head), **code, "outputs": ["a", "b", "c"], "mean": [0.5, 0.5]},
+         "kwargs.mean: expected three"),
+        ({"torchscript": str(head), **code, "outputs": ["a", "b", "c"], "std": [1, 0, 1]},
+         "kwargs.std: expected positive"),
+        ({"torchscript": str(head), **code, "outputs": ["a", "b", "c"], "channel_order": "GBR"},
+         r"kwargs.channel_order: expected one of \['RGB', 'BGR'\] \(got 'GBR'\)"),
+        ({"torchscript": str(head), **code, "outputs": ["a", "b", "c"], "activation": "relu"},
+         "kwargs.activation: Input should be 'sigmoid', 'softmax' or 'none'"),
+        ({"torchscript": str(head), **code, "outputs": ["a", "b", "c"], "resize": 0},
+         r"kwargs.resize: expected a positive size \(got 0\)"),
+        ({"torchscript": str(head), **code, "outputs": ["a", "b", "c"], "allow_code_execution": "yes"},
+         "kwargs.allow_code_execution: Input should be a valid boolean"),
+        ({"torchscript": str(head), **code, "outputs": ["a", "b", "c"], "weight": "x.pt"},
+         "kwargs.weight: unknown key; labeler 'torch-classifier' takes .*weights"),
+    ]
+    for kwargs, match in params_cases:
+        with pytest.raises(ParamsError, match=match) as caught:
+            build_labeler("torch-classifier", **kwargs)
+        _one_line(caught)
     # Without a fixed input size the count is checked on the first batch, as one line too.
-    unchecked = build_labeler("torch-classifier", torchscript=str(head), outputs=["a", "b"])
+    unchecked = build_labeler("torch-classifier", torchscript=str(head), **code, outputs=["a", "b"])
     with pytest.raises(LabelerError, match=r"returns \(2, 3\) for 2 images") as caught:
         unchecked.score(images(2, 20, 20))
     _one_line(caught)
     with pytest.raises(LabelerError, match="crop 48×48 is larger than") as caught:
-        build_labeler("torch-classifier", torchscript=str(head), outputs=["a", "b", "c"], crop=48).score(images(1))
+        build_labeler("torch-classifier", torchscript=str(head), **code, outputs=["a", "b", "c"],
+                      crop=48).score(images(1))
     _one_line(caught)
 
 
@@ -275,7 +364,8 @@ def test_table_composes_with_image_labelers_in_the_label_stage(run_copy: Path, t
     relabel(run_copy, {"labelers": [
         {"name": "table", "kwargs": {"path": str(tmp_path / "labels.csv"), "columns": ["age"]}},
         COLOR_LABELER,
-        {"name": "torch-classifier", "kwargs": {"torchscript": str(path), "outputs": ["p", "q"]}}]})
+        {"name": "torch-classifier", "kwargs": {"torchscript": str(path), "allow_code_execution": True,
+                                                "outputs": ["p", "q"]}}]})
     with dataset.open(run_copy) as data:
         stored = data.labels_frame()
         stored_images = data.images_store.arrays["images"][:]
@@ -324,6 +414,7 @@ def test_table_bad_input_is_one_line_and_the_store_is_intact(run_copy: Path, tmp
     script(ChannelHead(3), tmp_path / "three.pt")
     with pytest.raises(LabelerError, match=r"returns \(1, 3\) .* outputs names 2") as caught:  # through the stage too
         relabel(run_copy, {"labeler": "torch-classifier", "kwargs": {"torchscript": str(tmp_path / "three.pt"),
+                                                                     "allow_code_execution": True,
                                                                      "outputs": ["a", "b"], "resize": [32, 32]}})
     _one_line(caught)
     assert tree_digest(run_copy) == before  # nothing was wiped or rewritten

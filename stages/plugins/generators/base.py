@@ -6,7 +6,7 @@ them (the registry loads a built-in's module when its name is first used).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -84,7 +84,7 @@ GENERATORS: Registry[Generator] = Registry("generator", builtins={
 })
 
 
-def build_generator(name: str, **kwargs) -> Generator:
+def build_generator(name: str, /, **kwargs: Any) -> Generator:
     """Build the generator registered (or importable) as ``name``, checking it meets the protocol."""
     generator = GENERATORS.build(name, **kwargs)
     missing = [attr for attr in ("z_dim", "latent_spaces", "resolution", "fingerprint", "synthesize", "map", "to")

@@ -43,13 +43,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from pydantic import Field
 
-from latentatlas.params import ParamsError
+from latentatlas.params import AsList, ParamsError, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.state_dicts import check_against_module, existing_file, file_fingerprint, load_state_dict
 
@@ -484,26 +485,34 @@ def class_vector_for(config: BigGANConfig, class_index: int | None, class_onehot
     return torch.tensor([list(map(float, class_onehot))], dtype=torch.float32)
 
 
-@GENERATORS.register("biggan")
-def build_biggan(path: str, class_index: int | None = None, class_onehot: list[float] | None = None,
-                 truncation: float = 0.4) -> BigGANGenerator:
+class BigGANParams(PluginParams):
+    """``generator.kwargs`` of ``biggan``: the model and exactly one of ``class_index`` / ``class_onehot`` (checked
+    against the model's classes when it is read)."""
+
+    path: PathStr = Field(description=f"the folder with {WEIGHTS_NAME} + {CONFIG_NAME}, or the .bin with its "
+                                      f"config beside it")
+    class_index: int | None = Field(None, ge=0, description="the class (an ImageNet index 0..999 for the released "
+                                                            "models)")
+    class_onehot: Annotated[list[float], AsList] | None = Field(None, min_length=1,
+                                                                description="a (one-hot or mixed) weight per class")
+    truncation: float = Field(0.4, gt=0, le=1, description="t ∈ (0, 1]: noise ~ t · TruncNormal(-2, 2) and the BN "
+                                                           "statistics of t")
+
+
+@GENERATORS.register("biggan", params=BigGANParams)
+def build_biggan(params: BigGANParams) -> BigGANGenerator:
     """A BigGAN-deep from a pytorch-pretrained-biggan folder, for one class, at one truncation.
 
-    Args:
-        path: the folder with ``pytorch_model.bin`` + ``config.json``, or the ``.bin`` with its config beside it.
-        class_index: the class (an ImageNet index 0..999 for the released models); or
-        class_onehot: a (one-hot or mixed) weight per class.
-        truncation: t ∈ (0, 1]: noise ~ t · TruncNormal(-2, 2) and the BN statistics of t (0.4 as in the package's
-            README example; 1 = no truncation of the BN statistics, noise still bounded by 2).
+    ``params.truncation`` t: noise ~ t · TruncNormal(-2, 2) and the BN statistics of t (0.4 as in the package's
+    README example; 1 = no truncation of the BN statistics, noise still bounded by 2).
 
     Raises:
         GeneratorFileError: missing / unreadable files, or weights that do not fit ``config.json``.
-        ParamsError: no class, a class out of range, or a truncation outside (0, 1].
+        ParamsError: no class, both kinds, or a class out of the model's range.
     """
-    if isinstance(truncation, bool) or not isinstance(truncation, (int, float)) or not 0 < truncation <= 1:
-        raise ParamsError(f"biggan: truncation must be a number in (0, 1], got {truncation!r}")
-    net, weights_path, config_path = load_biggan(path)
-    class_vector = class_vector_for(net.config, class_index, class_onehot, config_path)
+    net, weights_path, config_path = load_biggan(params.path)
+    class_index, truncation = params.class_index, params.truncation
+    class_vector = class_vector_for(net.config, class_index, params.class_onehot, config_path)
     settings = {"class": class_vector.flatten().tolist() if class_index is None else class_index,
                 "truncation": float(truncation)}
     return BigGANGenerator(net, "biggan", fingerprint=file_fingerprint("biggan", [weights_path, config_path],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from latentatlas.params import PluginParams
 from stages.plugins.generators.base import GENERATORS
 from stages.runtime.weights import WEIGHTS, WeightsError, weights_path
 
@@ -90,8 +91,12 @@ class DCGANGenerator:
         return self.net(latents.to(self.device))
 
 
-@GENERATORS.register("dcgan-digiface")
-def build_dcgan_digiface() -> DCGANGenerator:
+class DCGANDigifaceParams(PluginParams):
+    """``dcgan-digiface`` takes no kwargs: its weights are the pinned ``gan-face-generate`` package's."""
+
+
+@GENERATORS.register("dcgan-digiface", params=DCGANDigifaceParams)
+def build_dcgan_digiface(params: DCGANDigifaceParams) -> DCGANGenerator:
     """The 64×64 face DCGAN (z ∈ R^100) trained on DigiFace-1M, from the ``gan-face-generate`` package."""
     path = weights_path("dcgan-digiface")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -20,17 +20,19 @@ The FIR filters are Kaiser-windowed sinc (or jinc) designs; the file's stored fi
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from torch import nn
+from pydantic import Field, field_validator
 
+from latentatlas.params import AsList, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_snapshot
 from stages.plugins.generators.nvlabs_common import (LRELU_GAIN, LRELU_SLOPE, EqualizedLinear, MappingNetwork,
                                                StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
-                                               bias_lrelu_clamp, check_noise_mode, compute_dtype, label_vector,
+                                               NOISE_MODES, bias_lrelu_clamp, compute_dtype, label_vector,
                                                split_kwargs, upfirdn2d)
 
 IMPLEMENTATION = "latentatlas-stylegan3-v1"
@@ -336,24 +338,33 @@ def build_stylegan3_net(snapshot: NVlabsSnapshot) -> StyleGANNet:
                                   RECORDED_ATTRIBUTES)
 
 
-@GENERATORS.register("stylegan3")
-def build_stylegan3(path: str, truncation_psi: float = 1.0, noise_mode: str = "const", class_index: int | None = None,
-                    class_onehot: list[float] | None = None) -> StyleGANGenerator:
-    """A StyleGAN3 (-T or -R) generator from an NVlabs snapshot pickle (its ``G_ema``), read as data.
+class StyleGAN3Params(PluginParams):
+    """``generator.kwargs`` of ``stylegan3``: ``class_index`` / ``class_onehot`` are checked against the file's c_dim
+    when it is read."""
 
-    Args:
-        path: the ``.pkl`` (``~`` expanded).
-        truncation_psi: ψ of the truncation trick towards the file's ``w_avg`` (1: none).
-        noise_mode: ``'const'`` or ``'none'`` (StyleGAN3 has no noise inputs: both give the same images).
-        class_index: the class (0..c_dim−1) a class-conditional file generates; or
-        class_onehot: its label vector (c_dim numbers).
-    """
-    snapshot = read_nvlabs_snapshot(path)
+    path: PathStr = Field(description="the .pkl (~ expanded)")
+    truncation_psi: float = Field(1.0, description="ψ of the truncation trick towards the file's w_avg (1: none)")
+    noise_mode: str = Field("const", description="'const' (the file's fixed noise images) or 'none'")
+    class_index: int | None = Field(None, ge=0, description="the class (0..c_dim−1) a class-conditional file "
+                                                            "generates")
+    class_onehot: Annotated[list[float], AsList] | None = Field(None, min_length=1, description="or its label "
+                                                                                               "vector (c_dim numbers)")
+
+    @field_validator("noise_mode")
+    @classmethod
+    def _deterministic_noise(cls, noise_mode: str) -> str:
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"expected one of {list(NOISE_MODES)} ('random' is refused: images must be a function "
+                             f"of the latents, for resumable chunks and re-synthesis)")
+        return noise_mode
+
+
+@GENERATORS.register("stylegan3", params=StyleGAN3Params)
+def build_stylegan3(params: StyleGAN3Params) -> StyleGANGenerator:
+    """A StyleGAN3 (-T or -R) generator from an NVlabs snapshot pickle (its ``G_ema``), read as data."""
+    snapshot = read_nvlabs_snapshot(params.path)
     source = str(snapshot.path)
-    noise_mode = check_noise_mode(noise_mode, source)
-    if isinstance(truncation_psi, bool) or not isinstance(truncation_psi, (int, float)) \
-            or not math.isfinite(truncation_psi):
-        raise GeneratorFileError(f"{source}: truncation_psi must be a finite number, got {truncation_psi!r}")
     net = build_stylegan3_net(snapshot)
-    label = label_vector(net.mapping.c_dim, class_index, class_onehot, source)
-    return StyleGANGenerator(net, "stylegan3", snapshot.sha256, truncation_psi, noise_mode, label, IMPLEMENTATION)
+    label = label_vector(net.mapping.c_dim, params.class_index, params.class_onehot, source)
+    return StyleGANGenerator(net, "stylegan3", snapshot.sha256, params.truncation_psi, params.noise_mode, label,
+                             IMPLEMENTATION)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentatlas.params import PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.state_dicts import (check_against_module, existing_file, file_fingerprint, load_state_dict,
                                            progressive_block_channels, require_keys)
@@ -257,9 +258,15 @@ def load_pggan(path: str | Path) -> tuple[PGGANNet, Path]:
     return net, resolved
 
 
-@GENERATORS.register("pggan")
-def build_pggan(path: str) -> PGGANGenerator:
-    """A PGGAN from an InterFaceGAN ``.pth`` state dict (``pggan_celebahq.pth``, ...); resolution, latent size and
-    channels come from the file."""
-    net, resolved = load_pggan(path)
+class PGGANParams(PluginParams):
+    """``generator.kwargs`` of ``pggan``."""
+
+    path: PathStr
+
+
+@GENERATORS.register("pggan", params=PGGANParams)
+def build_pggan(params: PGGANParams) -> PGGANGenerator:
+    """A PGGAN from an InterFaceGAN ``.pth`` state dict (``pggan_celebahq.pth``, ...; ``params.path``, ``~``
+    expanded); resolution, latent size and channels come from the file."""
+    net, resolved = load_pggan(params.path)
     return PGGANGenerator(net, "pggan", fingerprint=file_fingerprint("pggan", [resolved], {}))

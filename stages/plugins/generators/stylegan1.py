@@ -51,8 +51,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from pydantic import Field
 
-from latentatlas.params import ParamsError
+from latentatlas.params import ParamsError, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.pggan import pixel_norm, sphere_normalize
 from stages.plugins.generators.state_dicts import (check_against_module, existing_file, file_fingerprint, load_state_dict,
@@ -436,26 +437,26 @@ def load_stylegan(path: str | Path) -> tuple[StyleGANNet, Path]:
     return net, resolved
 
 
-@GENERATORS.register("stylegan")
-def build_stylegan(path: str, truncation_psi: float = DEFAULT_TRUNCATION_PSI,
-                   truncation_layers: int = DEFAULT_TRUNCATION_LAYERS) -> StyleGANGenerator:
-    """A StyleGAN v1 from an InterFaceGAN ``.pth`` state dict (``stylegan_ffhq.pth``, ...); sizes come from the file.
+class StyleGANParams(PluginParams):
+    """``generator.kwargs`` of ``stylegan`` (v1, an InterFaceGAN state dict)."""
 
-    Args:
-        path: the ``.pth`` file (``~`` expanded).
-        truncation_psi: ψ, the pull towards w_avg (1 disables truncation; usually in (0, 1]); InterFaceGAN's 0.7.
-        truncation_layers: how many of the first W+ layers are truncated (InterFaceGAN's default 8; 0 disables).
+    path: PathStr = Field(description="the .pth file (~ expanded)")
+    truncation_psi: float = Field(DEFAULT_TRUNCATION_PSI, description="ψ, the pull towards w_avg (1 disables "
+                                                                      "truncation; InterFaceGAN's 0.7)")
+    truncation_layers: int = Field(DEFAULT_TRUNCATION_LAYERS, ge=0, description="how many of the first W+ layers "
+                                                                               "are truncated (0 disables)")
+
+
+@GENERATORS.register("stylegan", params=StyleGANParams)
+def build_stylegan(params: StyleGANParams) -> StyleGANGenerator:
+    """A StyleGAN v1 from an InterFaceGAN ``.pth`` state dict (``stylegan_ffhq.pth``, ...); sizes come from the file.
 
     Raises:
         GeneratorFileError: the file is missing, unreadable or not an InterFaceGAN StyleGAN state dict.
-        ParamsError: a truncation setting that is not a number / a count, or ψ = 0 on only some layers.
+        ParamsError: ψ = 0 on only some layers.
     """
-    if isinstance(truncation_psi, bool) or not isinstance(truncation_psi, (int, float)) \
-            or not math.isfinite(truncation_psi):
-        raise ParamsError(f"stylegan: truncation_psi must be a finite number, got {truncation_psi!r}")
-    if isinstance(truncation_layers, bool) or not isinstance(truncation_layers, int) or truncation_layers < 0:
-        raise ParamsError(f"stylegan: truncation_layers must be an integer >= 0, got {truncation_layers!r}")
-    net, resolved = load_stylegan(path)
+    truncation_psi, truncation_layers = params.truncation_psi, params.truncation_layers
+    net, resolved = load_stylegan(params.path)
     if truncation_psi == 0 and 0 < truncation_layers < net.architecture.num_ws:
         raise ParamsError(f"stylegan: truncation_psi 0 with truncation_layers {truncation_layers} < num_ws "
                                  f"{net.architecture.num_ws} leaves no w that determines the image; use psi > 0 or "

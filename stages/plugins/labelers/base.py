@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -226,7 +226,7 @@ LABELERS: Registry[Labeler] = Registry("labeler", builtins={"faces": "stages.plu
                                                             "http": "stages.plugins.labelers.http"})
 
 
-def build_labeler(name: str, **kwargs) -> Labeler:
+def build_labeler(name: str, /, **kwargs: Any) -> Labeler:
     """Build the labeler registered (or importable) as ``name``, checking it meets the protocol."""
     labeler = LABELERS.build(name, **kwargs)
     missing = [attr for attr in ("attributes", "fingerprint", "score", "to") if not hasattr(labeler, attr)]

@@ -1,4 +1,4 @@
-"""``http``: an HTTP labeling API as a labeler (your own model behind a small service, or a cloud vision API).
+r"""``http``: an HTTP labeling API as a labeler (your own model behind a small service, or a cloud vision API).
 
 Minimal params (the default wire format below, sane defaults for everything else)::
 
@@ -28,7 +28,11 @@ inside each item, e.g. ``image.content``), ``id_key`` (``null``: no ids, results
 **Auth.** ``auth_env: LABEL_API_TOKEN`` names the environment variable holding the secret (read in each process when
 it first sends a request; never stored in params, fingerprints, the answer cache, logs or messages), sent as
 ``<auth_header>: <auth_scheme> <secret>`` (default ``Authorization: Bearer …``; ``auth_scheme: null`` sends the bare
-secret, e.g. ``auth_header: X-Api-Key``). Keep secrets out of ``url``.
+secret, e.g. ``auth_header: X-Api-Key``). Keep secrets out of ``url``. A server may echo the secret back (in an error
+page, a result field, a result key, echoed headers): everything it sends is masked (:class:`Secret`) before it is
+quoted in a message or a log, or written to the answer cache — the secret raw, JSON- or backslash-escaped
+(``\/``, ``\u002f``), URL-encoded (``%2F``, once or twice) or base64-encoded (standard or URL-safe, inside a longer
+encoded string too) becomes ``***``.
 
 **Never pays twice: the answer cache.** Each image's answer is written (atomically, one small JSON file) under
 ``cache_dir/answers/`` as soon as its request returns, before the scores go back to the label stage — so before its
@@ -48,8 +52,9 @@ with one line saying how far it got (:class:`RequestBudgetExhausted`); finished 
 ``rate_limit`` caps requests per second per process, ``concurrency`` the requests in flight per process (with Dask
 workers, each worker process has its own).
 
-**Processes.** The labeler's configuration is plain data (it pickles to Dask workers); the HTTP client, its thread
-pool, the rate limiter and the request counter are built lazily in each process on first use.
+**Processes.** The labeler's configuration (:class:`HttpLabelerParams`, the validated kwargs) is plain data (it
+pickles to Dask workers); the HTTP client, its thread pool, the rate limiter and the request counter are built lazily
+in each process on first use.
 """
 
 from __future__ import annotations
@@ -60,24 +65,27 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import random
+import re
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from latentatlas.atomic import atomic_write_bytes
+from latentatlas.params import HIDE_INPUT, PathStr, PluginParams
 from stages.plugins.labelers.base import LABELERS, LabelerError, check_images
 
 LABELER_NAME = "http"
@@ -86,8 +94,10 @@ WIRE_VERSION = "http-labeler-v1"
 #: The format tag of the answer cache's files.
 CACHE_FORMAT = "latentatlas-http-answer/1"
 DEFAULT_CACHE_DIR = ".cache/http-labels"
-REQUEST_FORMATS = ("json", "multipart")
-IMAGE_FORMATS = ("png", "jpeg")
+RequestFormat = Literal["json", "multipart"]
+ImageFormat = Literal["png", "jpeg"]
+REQUEST_FORMATS: tuple[str, ...] = get_args(RequestFormat)
+IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 #: Statuses retried with backoff (besides timeouts and dropped connections).
 RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
@@ -114,39 +124,86 @@ def _fail(message: str) -> HttpLabelerError:
     return HttpLabelerError(f"labeler {LABELER_NAME!r}: {message}")
 
 
-@dataclass(frozen=True)
-class HttpLabelerConfig:
-    """Everything the labeler is configured with: plain data, picklable, never the secret (only its variable's name).
+def _version_text(value: Any) -> Any:
+    """``version: 2`` in YAML is the version "2" (as ``str(version)`` always made it)."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
-    See the module docstring for what each field does.
-    """
 
-    url: str
-    attributes: tuple[str, ...]
-    request_format: str = "json"
-    image_format: str = "png"
-    jpeg_quality: int = 95
-    images_key: str = "images"
-    image_key: str = "png"
-    id_key: str | None = "id"
-    extra_body: Mapping[str, Any] = field(default_factory=dict)
-    results_key: str = "results"
-    scores: Mapping[str, str] = field(default_factory=dict)
-    version: str = ""
-    auth_env: str | None = None
-    auth_header: str = "Authorization"
+def _empty_if_null(value: Any) -> Any:
+    return {} if value is None else value
+
+
+class HttpLabelerParams(PluginParams):
+    """``label.kwargs`` of ``http``, validated, and (resolved by :func:`build_http_labeler`: ``cache_dir`` absolute,
+    ``image_key`` filled in) the labeler's whole configuration: plain data, picklable, never the secret (only its
+    variable's name). See the module docstring for what each field does."""
+
+    url: str = Field(description="the labeling endpoint, http:// or https://")
+    attributes: tuple[str, ...] = Field(description="the attribute names, one score column each")
+    scores: Annotated[dict[str, str], BeforeValidator(_empty_if_null)] = Field(
+        default_factory=dict, description="attribute → dotted path of its score in a result (default scores.<name>)")
+    request_format: RequestFormat = "json"
+    image_format: ImageFormat = "png"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    images_key: str = Field("images", min_length=1)
+    image_key: str | None = Field(None, description="dotted path of the image inside each item (default: the "
+                                                    "image format)")
+    id_key: str | None = Field("id", min_length=1, description="null: no ids, results matched by position")
+    extra_body: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = Field(
+        default_factory=dict, description="more top-level fields sent with every request")
+    results_key: str = Field("results", min_length=1)
+    version: Annotated[str, BeforeValidator(_version_text)] = Field("", description="bump when the model behind "
+                                                                                   "the URL changes")
+    auth_env: str | None = Field(None, description="the NAME of the environment variable holding the secret")
+    auth_header: str = Field("Authorization", min_length=1)
     auth_scheme: str | None = "Bearer"
-    batch_size: int = 16
-    concurrency: int = 4
-    rate_limit: float | None = None
-    timeout: float = 30.0
-    retries: int = 5
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    max_retry_after: float = 120.0
-    max_requests: int | None = None
-    cache_dir: str = DEFAULT_CACHE_DIR
+    batch_size: int = Field(16, gt=0, description="images per request")
+    concurrency: int = Field(4, gt=0, description="requests in flight per process")
+    rate_limit: float | None = Field(None, gt=0, description="requests per second per process (null: no cap)")
+    timeout: float = Field(30.0, gt=0, description="seconds per request")
+    retries: int = Field(5, ge=0)
+    backoff_base: float = Field(0.5, ge=0)
+    backoff_max: float = Field(30.0, ge=0)
+    max_retry_after: float = Field(120.0, ge=0)
+    max_requests: int | None = Field(None, gt=0, description="requests per process before the run stops")
+    cache_dir: PathStr = DEFAULT_CACHE_DIR
     retry_failed: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return url
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _attribute_names(cls, attributes: Any) -> Any:
+        if (not isinstance(attributes, (list, tuple)) or not attributes
+                or not all(isinstance(name, str) and name for name in attributes)):
+            raise ValueError("expected a non-empty list of attribute names")
+        repeated = sorted({name for name in attributes if list(attributes).count(name) > 1})
+        if repeated:
+            raise ValueError(f"names {repeated} are given more than once")
+        return tuple(attributes)
+
+    @field_validator("scores")
+    @classmethod
+    def _score_paths(cls, scores: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        attributes = info.data.get("attributes")
+        if attributes is not None and (set(scores) - set(attributes) or not all(scores.values())):
+            raise ValueError(f"expected attribute → dotted field path for attributes in {list(attributes)}")
+        return scores
+
+    @field_validator("auth_env", mode="before")
+    @classmethod
+    def _variable_name(cls, auth_env: Any) -> Any:
+        if auth_env is not None and (not isinstance(auth_env, str) or not auth_env.replace("_", "").isalnum()):
+            raise PydanticCustomError(  # the value is never quoted: it may be the secret itself, pasted here
+                "env_var_name", "expected the NAME of an environment variable (e.g. LABEL_API_TOKEN), got a {kind} "
+                "that is not one (the secret itself never goes in params)",
+                {"kind": type(auth_env).__name__, HIDE_INPUT: True})
+        return auth_env
 
     def request_shape(self) -> dict[str, Any]:
         """What decides the answer an image gets: part of every cache key and of the fingerprint."""
@@ -164,11 +221,85 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _one_line(text: str, secret: str | None) -> str:
-    """``text`` on one line, at most :data:`QUOTED_CHARS` characters, with the secret (if any) blanked out."""
-    if secret:
-        text = text.replace(secret, "***")
-    text = " ".join(text.split())
+#: What a masked secret reads as.
+MASK = "***"
+
+
+def _hex_digits(value: int, width: int) -> str:
+    """A regex for ``value`` in hex, zero-padded to ``width`` digits, in either case (0x2f, 2 → ``2[fF]``)."""
+    return "".join(f"[{digit}{digit.upper()}]" if digit.isalpha() else digit for digit in f"{value:0{width}x}")
+
+
+def _written_forms(char: str) -> str:
+    r"""A regex for one character as a server may write it back: raw, behind any backslashes (JSON's ``\/``, an
+    escaped quote), as a JSON or Python escape (``\u002f``, ``\x2f``, ``\U0000002f``), URL-encoded (``%2F`` or
+    ``%2f``, also encoded twice: ``%252F``; ``+`` for a space), or as an HTML character reference (``&#47;``)."""
+    code = ord(char)
+    units = [code] if code < 0x10000 else [0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)]
+    forms = [r"\\*" + re.escape(char), "".join(r"\\+u" + _hex_digits(unit, 4) for unit in units),
+             r"\\+U" + _hex_digits(code, 8), "".join("%(?:25)*" + _hex_digits(byte, 2) for byte in char.encode()),
+             f"&#0*{code};", "&#[xX]0*" + _hex_digits(code, 1) + ";"]
+    if code < 0x100:
+        forms.append(r"\\+x" + _hex_digits(code, 2))
+    if char == " ":
+        forms.append(r"\+")
+    return "(?:" + "|".join(forms) + ")"
+
+
+def _base64_cores(secret: bytes) -> list[str]:
+    """The base64 characters (standard and URL-safe alphabets) that encode only bytes of ``secret``, at each of the
+    three byte offsets it may start at inside a longer encoded string (e.g. base64 of ``Bearer <secret>``)."""
+    cores = []
+    for offset in range(3):
+        first, end = -(-8 * offset // 6), 8 * (offset + len(secret)) // 6  # characters wholly inside the secret
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            core = encode(bytes(offset) + secret).decode("ascii")[first:end]
+            if len(core) >= 4 and core not in cores:
+                cores.append(core)
+    return cores
+
+
+class Secret:
+    """The API secret this process sends (or none), and its mask: :meth:`mask` turns every form of it a server may
+    echo back into ``***`` — raw, escaped, URL-encoded (see :func:`_written_forms`) or base64-encoded
+    (:func:`_base64_cores`). Built per process from the environment, never pickled, never shown by ``repr``."""
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value or None
+        self._pattern = None if self.value is None else re.compile("|".join(
+            "".join(_written_forms(char) for char in text)
+            for text in [self.value, *_base64_cores(self.value.encode())]))
+
+    def __repr__(self) -> str:
+        return f"Secret({'***' if self.value else None})"
+
+    def mask(self, text: str) -> str:
+        """``text`` with every form of the secret replaced by ``***``."""
+        return text if self._pattern is None else self._pattern.sub(MASK, text)
+
+    def mask_data(self, value: Any) -> Any:
+        """A JSON value (a server's answer) with :meth:`mask` applied to every string, mapping keys included, and
+        a number that is the secret (a numeric key, echoed as a JSON number) replaced by ``***``."""
+        if self._pattern is None:
+            return value
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, Mapping):
+            return {self.mask(key) if isinstance(key, str) else key: self.mask_data(item)
+                    for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.mask_data(item) for item in value]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and json.dumps(value) == self.value:
+            return MASK
+        return value
+
+
+NO_SECRET = Secret(None)
+
+
+def _one_line(text: str, secret: Secret) -> str:
+    """``text`` on one line, at most :data:`QUOTED_CHARS` characters, with the secret (in any form) masked."""
+    text = " ".join(secret.mask(text).split())
     return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "…"
 
 
@@ -326,7 +457,7 @@ class ProcessRuntime:
     """What one process builds on first use and never pickles: the HTTP client, the thread pool, the rate limiter,
     the request counter, a random source for jitter, and the count of images answered in this process."""
 
-    def __init__(self, config: HttpLabelerConfig) -> None:
+    def __init__(self, config: HttpLabelerParams) -> None:
         import httpx
 
         self.pid = os.getpid()
@@ -391,7 +522,7 @@ class HttpLabeler:
     #: The label stage's finiteness check lets NaN through for this labeler's columns (failed images).
     missing_scores_allowed = True
 
-    def __init__(self, config: HttpLabelerConfig) -> None:
+    def __init__(self, config: HttpLabelerParams) -> None:
         self.config = config
         self.attributes = tuple(config.attributes)
         described = {**config.request_shape(), "scores": {a: config.score_path(a) for a in self.attributes},
@@ -401,6 +532,7 @@ class HttpLabeler:
         self.device = torch.device("cpu")
         self._runtime: ProcessRuntime | None = None
         self._runtime_lock = threading.Lock()
+        self._known_secret: Secret | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Plain configuration only: the client, pool and counters are rebuilt in the receiving process."""
@@ -435,14 +567,24 @@ class HttpLabeler:
                 self._runtime = ProcessRuntime(self.config)
             return self._runtime
 
-    def _secret(self) -> str | None:
+    def _secret(self, required: bool = True) -> Secret:
+        """The secret in ``auth_env`` in this process (with its mask), or :data:`NO_SECRET` without ``auth_env``.
+
+        Raises:
+            HttpLabelerError: ``auth_env`` is set but not the variable (unless not ``required``: then no secret).
+        """
         if self.config.auth_env is None:
-            return None
-        secret = os.environ.get(self.config.auth_env)
-        if not secret:
+            return NO_SECRET
+        value = os.environ.get(self.config.auth_env)
+        if not value:
+            if not required:
+                return NO_SECRET
             raise _fail(f"auth_env: the environment variable {self.config.auth_env} is not set (or empty) in this "
                         f"process; export it where the label stage and its workers run")
-        return secret
+        known = self._known_secret
+        if known is None or known.value != value:  # built once per value: compiling the mask takes a moment
+            known = self._known_secret = Secret(value)
+        return known
 
     # ------------------------------------------------------------------------------------------------ scoring
 
@@ -478,20 +620,21 @@ class HttpLabeler:
             known.update(self._ask(list(pending.values())))
         scores = np.full((len(image_ids), len(self.attributes)), np.nan, dtype=np.float32)
         failed = 0
+        secret = self._secret(required=False)  # masks what a message quotes (from an older cache, too)
         for row, image_id in enumerate(image_ids):
             answer = known[image_id]
             if answer.reason is not None:
                 failed += 1
                 continue
-            scores[row] = self._scores_of(answer)
+            scores[row] = self._scores_of(answer, secret)
         if failed:
             warnings.warn(f"labeler {LABELER_NAME!r}: {failed} of {len(image_ids)} images have no scores (NaN): their "
                           f"requests failed after {self.config.retries} retries; reasons in "
                           f"{self.cache.root / 'failed'}; set retry_failed: true to ask for them again", stacklevel=2)
         return torch.from_numpy(scores).to(self.device)
 
-    def _scores_of(self, answer: CachedAnswer) -> np.ndarray:
-        """One cached result → (A,) float32, following the ``scores`` mapping.
+    def _scores_of(self, answer: CachedAnswer, secret: Secret) -> np.ndarray:
+        """One cached result → (A,) float32, following the ``scores`` mapping (``secret`` is masked in messages).
 
         Raises:
             HttpLabelerError: a mapped field missing, or not a number.
@@ -505,7 +648,8 @@ class HttpLabeler:
                 result = answer.result
                 fields = sorted(map(str, result))[:8] if isinstance(result, Mapping) else type(result).__name__
                 raise _fail(f"the answer for an image has no field {path!r} for attribute {attribute!r} (no "
-                            f"{missing.args[0]!r}; its fields: {fields}); fix kwargs scores:/attributes:, or delete "
+                            f"{_one_line(repr(missing.args[0]), secret)}; its fields: "
+                            f"{_one_line(str(fields), secret)}); fix kwargs scores:/attributes:, or delete "
                             f"{answer.path} to ask again") from None
             if value is None:
                 values[column] = np.nan
@@ -513,7 +657,7 @@ class HttpLabeler:
                 values[column] = float(value)
             else:
                 raise _fail(f"the answer's field {path!r} for attribute {attribute!r} is "
-                            f"{_one_line(repr(value), None)}, expected a number or null (in {answer.path})")
+                            f"{_one_line(repr(value), secret)}, expected a number or null (in {answer.path})")
         return values
 
     def _ask(self, pending: list[PendingImage]) -> dict[str, CachedAnswer]:
@@ -541,7 +685,7 @@ class HttpLabeler:
             answers.update(future.result())
         return answers
 
-    def _run_batch(self, runtime: ProcessRuntime, batch: list[PendingImage], secret: str | None,
+    def _run_batch(self, runtime: ProcessRuntime, batch: list[PendingImage], secret: Secret,
                    stop: threading.Event) -> dict[str, CachedAnswer]:
         """Send one batch (with retries), cache what came back, and return it by image id. Any error sets ``stop``
         at once, so no other batch of the call sends a new request."""
@@ -577,7 +721,7 @@ class HttpLabeler:
                 f"{self.cache.count_answers()} answers are cached in {self.cache.root}; finished chunks are kept — "
                 f"raise or remove max_requests and rerun to go on (answered images are not requested again)")
 
-    def _send_with_retries(self, runtime: ProcessRuntime, batch: list[PendingImage], secret: str | None,
+    def _send_with_retries(self, runtime: ProcessRuntime, batch: list[PendingImage], secret: Secret,
                            stop: threading.Event) -> BatchOutcome:
         """Send ``batch`` until it is answered, retrying transient failures with exponential backoff and jitter
         (or the server's ``Retry-After``).
@@ -629,7 +773,7 @@ class HttpLabeler:
         return ceiling / 2 + runtime.random.uniform(0, ceiling / 2)
 
     def _send_once(self, runtime: ProcessRuntime, batch: list[PendingImage],
-                   secret: str | None) -> dict[str, Any]:
+                   secret: Secret) -> dict[str, Any]:
         """One request for ``batch`` → the raw result of each image, by image id.
 
         Raises:
@@ -641,8 +785,12 @@ class HttpLabeler:
 
         config = self.config
         headers = {"Accept": "application/json"}
-        if secret is not None:
-            headers[config.auth_header] = secret if not config.auth_scheme else f"{config.auth_scheme} {secret}"
+        if secret.value is not None:
+            headers[config.auth_header] = (secret.value if not config.auth_scheme
+                                           else f"{config.auth_scheme} {secret.value}")
+        # Problems are raised after their except blocks: an httpx error holds the request (and its headers), and a
+        # JSON error the raw answer; neither may ride along as an exception's __context__.
+        problem: Transient | None = None
         try:
             if config.request_format == "json":
                 response = runtime.client.post(config.url, content=self._json_body(batch).encode(),
@@ -654,17 +802,17 @@ class HttpLabeler:
                         for key, value in config.extra_body.items()}
                 response = runtime.client.post(config.url, files=files, data=data, headers=headers)
         except httpx.ConnectTimeout:
-            raise Transient(f"no connection within timeout = {config.timeout:g} s", unreachable=True) from None
+            problem = Transient(f"no connection within timeout = {config.timeout:g} s", unreachable=True)
         except httpx.TimeoutException:
-            raise Transient(f"no answer within timeout = {config.timeout:g} s") from None
+            problem = Transient(f"no answer within timeout = {config.timeout:g} s")
         except httpx.ConnectError as error:
-            raise Transient(f"connection failed ({_one_line(str(error), secret) or 'refused'})",
-                            unreachable=True) from None
+            problem = Transient(f"connection failed ({_one_line(str(error), secret) or 'refused'})", unreachable=True)
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as error:
-            raise Transient(f"connection dropped ({_one_line(str(error), secret) or type(error).__name__})") from None
+            problem = Transient(f"connection dropped ({_one_line(str(error), secret) or type(error).__name__})")
         except httpx.TransportError as error:
-            raise Transient(f"transport error {type(error).__name__} "
-                            f"({_one_line(str(error), secret)})") from None
+            problem = Transient(f"transport error {type(error).__name__} ({_one_line(str(error), secret)})")
+        if problem is not None:
+            raise problem
         status = response.status_code
         if status in AUTH_STATUSES:
             raise AuthRejected(f"labeler {LABELER_NAME!r}: {config.url} rejected the credentials (HTTP {status}: "
@@ -680,8 +828,11 @@ class HttpLabeler:
         try:
             answer = json.loads(response.content)
         except ValueError as error:
-            raise Transient(f"malformed JSON: {_one_line(str(error), secret)}", malformed=True) from None
-        return self._results_by_id(answer, batch, secret)
+            problem = Transient(f"malformed JSON: {_one_line(str(error), secret)}", malformed=True)
+        if problem is not None:
+            raise problem
+        # Everything the server sent is masked before anything quotes or caches it (a server may echo the secret).
+        return self._results_by_id(secret.mask_data(answer), batch, secret)
 
     def _json_body(self, batch: list[PendingImage]) -> str:
         items = []
@@ -693,7 +844,7 @@ class HttpLabeler:
             items.append(item)
         return json.dumps({**dict(self.config.extra_body), self.config.images_key: items})
 
-    def _results_by_id(self, answer: Any, batch: list[PendingImage], secret: str | None) -> dict[str, Any]:
+    def _results_by_id(self, answer: Any, batch: list[PendingImage], secret: Secret) -> dict[str, Any]:
         """The result of each image of ``batch`` in ``answer``, matched by ``id_key`` or by position.
 
         Raises:
@@ -743,75 +894,17 @@ class _PartialAnswer(HttpLabelerError):
         self.found = found
 
 
-def _positive(name: str, value: Any, kind: type = float, allow_zero: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise _fail(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise _fail(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} value, got {value!r}")
-    return kind(value)
-
-
-@LABELERS.register(LABELER_NAME)
-def build_http_labeler(url: str, attributes: Sequence[str], scores: Mapping[str, str] | None = None,
-                       request_format: str = "json", image_format: str = "png", jpeg_quality: int = 95,
-                       images_key: str = "images", image_key: str | None = None, id_key: str | None = "id",
-                       extra_body: Mapping[str, Any] | None = None, results_key: str = "results",
-                       version: str = "", auth_env: str | None = None, auth_header: str = "Authorization",
-                       auth_scheme: str | None = "Bearer", batch_size: int = 16, concurrency: int = 4,
-                       rate_limit: float | None = None, timeout: float = 30.0, retries: int = 5,
-                       backoff_base: float = 0.5, backoff_max: float = 30.0, max_retry_after: float = 120.0,
-                       max_requests: int | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
-                       retry_failed: bool = False) -> HttpLabeler:
-    """The ``http`` labeler from ``params.yaml: label.kwargs`` (see the module docstring). ``cache_dir`` is resolved
+@LABELERS.register(LABELER_NAME, params=HttpLabelerParams)
+def build_http_labeler(params: HttpLabelerParams) -> HttpLabeler:
+    """The ``http`` labeler from validated ``label.kwargs`` (see the module docstring). ``cache_dir`` is resolved
     against the working directory now, so worker processes share it.
 
     Raises:
-        HttpLabelerError: a bad kwarg (one line), or ``auth_env`` naming a variable that is not set.
+        HttpLabelerError: ``auth_env`` names a variable that is not set.
     """
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise _fail(f"url: expected an http:// or https:// URL, got {url!r}")
-    if isinstance(attributes, str) or not isinstance(attributes, Sequence) or not attributes \
-            or not all(isinstance(name, str) and name for name in attributes):
-        raise _fail(f"attributes: expected a non-empty list of attribute names, got {attributes!r}")
-    repeated = sorted({name for name in attributes if list(attributes).count(name) > 1})
-    if repeated:
-        raise _fail(f"attributes: names {repeated} are given more than once")
-    scores = dict(scores or {})
-    unknown = sorted(set(scores) - set(attributes))
-    if unknown or not all(isinstance(path, str) and path for path in scores.values()):
-        raise _fail(f"scores: expected attribute → dotted field path for attributes in {list(attributes)}, got "
-                    f"{scores!r}")
-    if request_format not in REQUEST_FORMATS:
-        raise _fail(f"request_format: expected one of {list(REQUEST_FORMATS)}, got {request_format!r}")
-    if image_format not in IMAGE_FORMATS:
-        raise _fail(f"image_format: expected one of {list(IMAGE_FORMATS)}, got {image_format!r}")
-    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 100:
-        raise _fail(f"jpeg_quality: expected an integer 1 … 100, got {jpeg_quality!r}")
-    for key_name, key_value in (("images_key", images_key), ("results_key", results_key),
-                                ("auth_header", auth_header)):
-        if not isinstance(key_value, str) or not key_value:
-            raise _fail(f"{key_name}: expected a non-empty string, got {key_value!r}")
-    if id_key is not None and (not isinstance(id_key, str) or not id_key):
-        raise _fail(f"id_key: expected a field name or null (match results by position), got {id_key!r}")
-    if extra_body is not None and not isinstance(extra_body, Mapping):
-        raise _fail(f"extra_body: expected a mapping of fields sent with every request, got {extra_body!r}")
-    if auth_env is not None and (not isinstance(auth_env, str) or not auth_env.replace("_", "").isalnum()):
-        raise _fail(f"auth_env: expected the NAME of an environment variable (e.g. LABEL_API_TOKEN), got a "
-                    f"{type(auth_env).__name__} that is not one (the secret itself never goes in params)")
-    if max_requests is not None:
-        max_requests = _positive("max_requests", max_requests, int)
-    config = HttpLabelerConfig(
-        url=url, attributes=tuple(attributes), request_format=request_format, image_format=image_format,
-        jpeg_quality=jpeg_quality, images_key=images_key, image_key=image_key or image_format, id_key=id_key,
-        extra_body=dict(extra_body or {}), results_key=results_key, scores=scores, version=str(version),
-        auth_env=auth_env, auth_header=auth_header, auth_scheme=auth_scheme or None,
-        batch_size=_positive("batch_size", batch_size, int), concurrency=_positive("concurrency", concurrency, int),
-        rate_limit=None if rate_limit is None else _positive("rate_limit", rate_limit),
-        timeout=_positive("timeout", timeout), retries=_positive("retries", retries, int, allow_zero=True),
-        backoff_base=_positive("backoff_base", backoff_base, allow_zero=True),
-        backoff_max=_positive("backoff_max", backoff_max, allow_zero=True),
-        max_retry_after=_positive("max_retry_after", max_retry_after, allow_zero=True), max_requests=max_requests,
-        cache_dir=str(Path(cache_dir).expanduser().resolve()), retry_failed=bool(retry_failed))
+    config = params.model_copy(update={"cache_dir": str(Path(params.cache_dir).expanduser().resolve()),
+                                       "image_key": params.image_key or params.image_format,
+                                       "auth_scheme": params.auth_scheme or None})
     labeler = HttpLabeler(config)
     labeler._secret()  # an unset auth_env fails now, before the stage writes anything
     return labeler

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from pydantic import Field, field_validator
 
+from latentatlas.params import AsList, PathStr, PluginParams
 from stages.plugins.labelers.base import LABELERS, LabelerError, file_sha256
 
 LABELER_NAME = "table"
-FORMATS = ("auto", "parquet", "csv")
+TableFormat = Literal["auto", "parquet", "csv"]
+FORMATS: tuple[str, ...] = get_args(TableFormat)
 #: How many offending ids an error message shows.
 SHOWN_IDS = 5
 
@@ -128,20 +132,39 @@ class TableLabeler:
                            f"an image labeler in label.labelers and evaluate that labeler's attributes")
 
 
-@LABELERS.register(LABELER_NAME)
-def build_table_labeler(path: str, columns: list[str] | None = None, id_column: str = "sample_id",
-                        format: str = "auto") -> TableLabeler:  # noqa: A002 (the params key a user writes)
-    """The ``table`` labeler: ``path`` (Parquet or CSV), ``columns`` to read (None: every column but the ids),
+class TableLabelerParams(PluginParams):
+    """``label.kwargs`` of ``table``."""
+
+    path: PathStr = Field(description="the table: Parquet (.parquet, .pq) or CSV")
+    columns: Annotated[list[str], AsList] | None = Field(None, min_length=1, description="the label columns to read "
+                                                                                         "(null: every column but "
+                                                                                         "the ids)")
+    id_column: str = Field("sample_id", min_length=1, description="the column holding the sample ids")
+    format: TableFormat = Field("auto", description="auto: by the file's suffix")
+
+    @field_validator("columns")
+    @classmethod
+    def _distinct_names(cls, columns: list[str] | None) -> list[str] | None:
+        if columns is not None:
+            if not all(columns):
+                raise ValueError("expected non-empty column names")
+            repeated = sorted({column for column in columns if columns.count(column) > 1})
+            if repeated:
+                raise ValueError(f"{repeated} are named more than once")
+        return columns
+
+
+@LABELERS.register(LABELER_NAME, params=TableLabelerParams)
+def build_table_labeler(params: TableLabelerParams) -> TableLabeler:
+    """The ``table`` labeler: ``params.path`` (Parquet or CSV), its ``columns`` (None: every column but the ids),
     ``id_column`` holding the sample ids, ``format`` auto | parquet | csv.
 
     Raises:
         LabelerError: a missing/unreadable file, no id column, ids that are not integers or repeat, ``columns``
             naming absent columns, non-numeric or missing values — each in one line.
     """
-    if not isinstance(path, (str, Path)) or not str(path):
-        raise LabelerError(f"labeler {LABELER_NAME!r}: path: expected the table's file path, got {path!r}")
-    file = Path(path)
-    frame = read_table(file, format)
+    file, columns, id_column = Path(params.path), params.columns, params.id_column
+    frame = read_table(file, params.format)
     frame.columns = [str(column) for column in frame.columns]
     if id_column not in frame.columns:
         raise _fail(file, f"no {id_column!r} column (columns: {list(frame.columns)[:10]}); name the id column "
@@ -161,13 +184,7 @@ def build_table_labeler(path: str, columns: list[str] | None = None, id_column: 
     if columns is None:
         chosen = available
     else:
-        if (not isinstance(columns, list) or not columns
-                or not all(isinstance(column, str) and column for column in columns)):
-            raise _fail(file, f"columns: expected a non-empty list of column names, got {columns!r}")
-        repeated_names = sorted({column for column in columns if columns.count(column) > 1})
         absent = [column for column in columns if column not in available]
-        if repeated_names:
-            raise _fail(file, f"columns: {repeated_names} are named more than once")
         if absent:
             raise _fail(file, f"columns: {absent} are not in the table (it has {available[:20]})")
         chosen = list(columns)

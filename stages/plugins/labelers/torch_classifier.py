@@ -1,13 +1,20 @@
-"""``torch-classifier``: any image classifier checkpoint as a labeler, without code.
+"""``torch-classifier``: an image classifier checkpoint as a labeler.
 
 Three ways to give the network (exactly one):
 
-- ``torchscript: model.pt`` — a TorchScript file (``torch.jit.save``), loaded with ``torch.jit.load``;
 - ``architecture: resnet18`` + ``weights: state_dict.pt`` — a torchvision classification architecture, built with
   ``weights=None`` (nothing is downloaded) and its output layer sized to the number of ``outputs``, then the state
-  dict loaded with ``torch.load(..., weights_only=True)``;
+  dict loaded with ``torch.load(..., weights_only=True)`` (tensors only: the file holds no code that runs);
 - ``checkpoint: model.pt`` — what ``latentatlas train-labeler`` writes: one ``weights_only`` file holding the
-  architecture, the state dict, the output names and the preprocessing the network was trained with.
+  architecture, the state dict, the output names and the preprocessing the network was trained with;
+- ``torchscript: model.pt`` + ``allow_code_execution: true`` — a TorchScript file (``torch.jit.save``), loaded with
+  ``torch.jit.load``. **A TorchScript file is a program, not weights**: loading it runs its ``__setstate__``
+  methods, and every batch runs its ``forward``, with your permissions — it can read and write your files (e.g.
+  through ``torch.from_file``). It is refused unless ``allow_code_execution: true`` says you trust the file as you
+  would Python code.
+
+The kwargs are validated by :class:`TorchClassifierParams` (when params.yaml is loaded, and again when the labeler is
+built), so a TorchScript file without the opt-in is never opened.
 
 Output names: ``outputs: [smiling, male]`` (one per network output, in order) or ``outputs: celeba40`` (CelebA's 40
 attributes in their official order). A checkpoint from ``train-labeler`` carries its names; ``outputs`` may rename
@@ -34,12 +41,15 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+import pydantic
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from latentatlas.params import PathStr, PluginParams, format_validation_error
 from stages.plugins.labelers.base import LABELERS, LabelerError, TorchLabeler, file_sha256, run_in_chunks
 
 #: CelebA's 40 binary attributes, in the order of ``list_attr_celeba.txt``.
@@ -56,9 +66,12 @@ OUTPUT_PRESETS: dict[str, tuple[str, ...]] = {"celeba40": CELEBA40}
 CHECKPOINT_FORMAT = "latentatlas-classifier/1"
 #: Bumped whenever the preprocessing code below changes what a network sees.
 PREPROCESSING_VERSION = "torch-classifier-v1"
-ACTIVATIONS = ("sigmoid", "softmax", "none")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
-CHANNEL_ORDERS = ("RGB", "BGR")
+Activation = Literal["sigmoid", "softmax", "none"]
+Interpolation = Literal["bilinear", "bicubic", "nearest", "area"]
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
+ChannelOrder = Literal["RGB", "BGR"]
+CHANNEL_ORDERS: tuple[str, ...] = get_args(ChannelOrder)
 LABELER_NAME = "torch-classifier"
 
 
@@ -66,27 +79,110 @@ def _fail(message: str) -> LabelerError:
     return LabelerError(f"labeler {LABELER_NAME!r}: {message}")
 
 
-def _size_pair(value: Any, key: str, allow_int: bool) -> tuple[int, int] | int | None:
-    """``null``, a positive int (when ``allow_int``) or ``[h, w]`` of positive ints."""
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _size_pair(value: Any, allow_int: bool) -> tuple[int, int] | int | None:
+    """``null``, a positive int (kept when ``allow_int``, else ``(n, n)``) or ``[h, w]`` of positive ints.
+
+    Raises:
+        ValueError: anything else.
+    """
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         if value <= 0:
-            raise _fail(f"{key}: expected a positive size, got {value}")
+            raise ValueError("expected a positive size")
         return value if allow_int else (value, value)
     if (isinstance(value, (list, tuple)) and len(value) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
         return int(value[0]), int(value[1])
-    raise _fail(f"{key}: expected a positive int or [height, width], got {value!r}")
+    raise ValueError("expected a positive int or [height, width] of positive ints")
 
 
-def _triple(value: Any, key: str, positive: bool = False) -> tuple[float, float, float]:
-    if (not isinstance(value, (list, tuple)) or len(value) != 3
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
-        raise _fail(f"{key}: expected three finite numbers (one per channel, R G B), got {value!r}")
+def _triple(value: Any, positive: bool) -> tuple[float, float, float] | None:
+    """``null`` or three finite numbers (positive ones when ``positive``) as floats.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_number(v) for v in value):
+        raise ValueError("expected three finite numbers (one per channel, R G B)")
     if positive and min(value) <= 0:
-        raise _fail(f"{key}: expected positive values, got {value!r}")
+        raise ValueError("expected positive values")
     return float(value[0]), float(value[1]), float(value[2])
+
+
+def _output_names(outputs: Any) -> tuple[str, ...] | None:
+    """``outputs`` as a tuple of names (a preset name expanded): non-empty, distinct strings; None stays None.
+
+    Raises:
+        ValueError: an unknown preset, an empty or non-string name, or a repeated one.
+    """
+    if outputs is None:
+        return None
+    if isinstance(outputs, str):
+        if outputs not in OUTPUT_PRESETS:
+            raise ValueError(f"{outputs!r} is no preset (presets: {sorted(OUTPUT_PRESETS)}); give a list of names, "
+                             f"one per network output")
+        return OUTPUT_PRESETS[outputs]
+    if not (isinstance(outputs, (list, tuple)) and outputs and all(isinstance(n, str) and n for n in outputs)):
+        raise ValueError(f"expected a preset name {sorted(OUTPUT_PRESETS)} or a non-empty list of names")
+    names = tuple(outputs)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"names {repeated} are given more than once")
+    return names
+
+
+class PreprocessingSettings(PluginParams):
+    """The preprocessing keys (see the module docstring), each checked and normalised (``[h, w]`` → a tuple,
+    ``bgr`` → ``BGR``); null keeps the default, or for a checkpoint what its network was trained with."""
+
+    resize: int | tuple[int, int] | None = Field(None, description="int: shorter side; [h, w]: exactly")
+    crop: tuple[int, int] | None = Field(None, description="int or [h, w]: the centred crop")
+    input_range: tuple[float, float] | None = Field(None, description="[-1, 1] → [low, high], linear")
+    channel_order: ChannelOrder | None = Field(None, description="RGB or BGR (channels reversed)")
+    mean: tuple[float, float, float] | None = Field(None, description="per channel, in input_range units")
+    std: tuple[float, float, float] | None = Field(None, description="per channel, positive")
+    interpolation: Interpolation | None = Field(None, description="of resize")
+
+    @field_validator("resize", "crop", mode="before")
+    @classmethod
+    def _size(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        return _size_pair(value, allow_int=info.field_name == "resize")
+
+    @field_validator("input_range", mode="before")
+    @classmethod
+    def _range(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(v) for v in value)
+                and value[0] < value[1]):
+            raise ValueError("expected [low, high] with low < high, e.g. [0, 1], [0, 255] or [-1, 1]")
+        return float(value[0]), float(value[1])
+
+    @field_validator("channel_order", mode="before")
+    @classmethod
+    def _order(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or value.upper() not in CHANNEL_ORDERS:
+            raise ValueError(f"expected one of {list(CHANNEL_ORDERS)}")
+        return value.upper()
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _per_channel(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        return _triple(value, positive=info.field_name == "std")
+
+    def applied_to(self, base: "Preprocessing") -> "Preprocessing":
+        """``base`` with every setting given here (not null) replacing its own."""
+        return replace(base, **{key: getattr(self, key) for key in PreprocessingSettings.model_fields
+                                if getattr(self, key) is not None})
 
 
 @dataclass(frozen=True)
@@ -102,42 +198,22 @@ class Preprocessing:
     interpolation: str = "bilinear"
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], base: "Preprocessing | None" = None) -> "Preprocessing":
-        """``base`` (defaults if None) with the non-None ``settings`` applied, each checked.
+    def from_settings(cls, settings: Mapping[str, Any], base: "Preprocessing | None" = None,
+                      source: str = "preprocessing") -> "Preprocessing":
+        """``base`` (defaults if None) with the non-None ``settings`` applied, each checked
+        (:class:`PreprocessingSettings`).
 
         Raises:
-            LabelerError: an unknown key or a value of the wrong kind, naming it.
+            LabelerError: an unknown key or a value of the wrong kind, one line each, naming ``source`` and the key.
         """
-        base = base or cls()
-        unknown = sorted(set(settings) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise _fail(f"unknown preprocessing settings {unknown}; expected {sorted(cls.__dataclass_fields__)}")
-        changes: dict[str, Any] = {}
-        for key, value in settings.items():
-            if value is None:
-                continue
-            if key == "resize":
-                changes[key] = _size_pair(value, key, allow_int=True)
-            elif key == "crop":
-                changes[key] = _size_pair(value, key, allow_int=False)
-            elif key == "input_range":
-                if (not isinstance(value, (list, tuple)) or len(value) != 2
-                        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                   for v in value) or not value[0] < value[1]):
-                    raise _fail(f"input_range: expected [low, high] with low < high, e.g. [0, 1], [0, 255] or "
-                                f"[-1, 1], got {value!r}")
-                changes[key] = (float(value[0]), float(value[1]))
-            elif key == "channel_order":
-                if not isinstance(value, str) or value.upper() not in CHANNEL_ORDERS:
-                    raise _fail(f"channel_order: expected one of {list(CHANNEL_ORDERS)}, got {value!r}")
-                changes[key] = value.upper()
-            elif key in ("mean", "std"):
-                changes[key] = _triple(value, key, positive=key == "std")
-            elif key == "interpolation":
-                if value not in INTERPOLATIONS:
-                    raise _fail(f"interpolation: expected one of {list(INTERPOLATIONS)}, got {value!r}")
-                changes[key] = value
-        return replace(base, **changes)
+        try:
+            checked = PreprocessingSettings.model_validate(dict(settings))
+        except pydantic.ValidationError as error:
+            raise LabelerError(format_validation_error(
+                f"labeler {LABELER_NAME!r}: {source}", error,
+                unknown_key=f"unknown preprocessing setting; expected {sorted(PreprocessingSettings.model_fields)}"
+            )) from None
+        return checked.applied_to(base or cls())
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready settings (lists for tuples), as stored in checkpoints and fingerprints."""
@@ -182,37 +258,23 @@ class Preprocessing:
         return ((x - mean) / std).contiguous()
 
 
-def _existing_file(value: Any, key: str) -> Path:
-    if not isinstance(value, (str, Path)) or not str(value):
-        raise _fail(f"{key}: expected a file path, got {value!r}")
+def _existing_file(value: str, key: str) -> Path:
     path = Path(value)
     if not path.is_file():
         raise _fail(f"{key}: file {path} not found")
     return path
 
 
-def resolve_outputs(outputs: str | Sequence[str] | None, count: int | None = None) -> tuple[str, ...] | None:
+def resolve_outputs(outputs: str | Sequence[str] | None) -> tuple[str, ...] | None:
     """``outputs`` as a tuple of names (a preset name expanded), checked: non-empty, distinct strings.
 
     Raises:
-        LabelerError: an unknown preset, a non-string or repeated name, or (with ``count``) another count.
+        LabelerError: an unknown preset, a non-string or repeated name.
     """
-    if outputs is None:
-        return None
-    if isinstance(outputs, str):
-        if outputs not in OUTPUT_PRESETS:
-            raise _fail(f"outputs: {outputs!r} is no preset (presets: {sorted(OUTPUT_PRESETS)}); give a list of "
-                        f"names, one per network output")
-        names = OUTPUT_PRESETS[outputs]
-    elif isinstance(outputs, (list, tuple)) and outputs and all(isinstance(name, str) and name for name in outputs):
-        names = tuple(outputs)
-    else:
-        raise _fail(f"outputs: expected a preset name {sorted(OUTPUT_PRESETS)} or a non-empty list of names, "
-                    f"got {outputs!r}")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise _fail(f"outputs: names {repeated} are given more than once")
-    return names
+    try:
+        return _output_names(outputs)
+    except ValueError as error:
+        raise _fail(f"outputs: {error}") from None
 
 
 def classification_architectures() -> list[str]:
@@ -370,59 +432,90 @@ def read_training_checkpoint(path: Path) -> dict[str, Any]:
     return dict(payload)
 
 
-@LABELERS.register(LABELER_NAME)
-def build_torch_classifier(outputs: str | list[str] | None = None, torchscript: str | None = None,
-                           architecture: str | None = None, weights: str | None = None,
-                           checkpoint: str | None = None, resize: int | list[int] | None = None,
-                           crop: int | list[int] | None = None, input_range: list[float] | None = None,
-                           channel_order: str | None = None, mean: list[float] | None = None,
-                           std: list[float] | None = None, interpolation: str | None = None,
-                           activation: str | None = None) -> TorchClassifierLabeler:
-    """The ``torch-classifier`` labeler from ``params.yaml: label.kwargs`` (see the module docstring).
+#: Why a TorchScript file needs ``allow_code_execution: true``.
+TORCHSCRIPT_RUNS_CODE = (
+    "a TorchScript file is a program, not weights: torch.jit.load runs its code (its __setstate__ when the file is "
+    "loaded, its forward on every batch) with your permissions, and that code can read and write your files; set "
+    "allow_code_execution: true only for a file you trust as you would Python code, or give architecture + weights "
+    "or checkpoint (tensors only, read with weights_only=True)")
+
+
+class TorchClassifierParams(PreprocessingSettings):
+    """``label.kwargs`` of ``torch-classifier`` (see the module docstring): exactly one network source, the output
+    names, the preprocessing settings (:class:`PreprocessingSettings`) and the activation."""
+
+    outputs: tuple[str, ...] | None = Field(None, description="one name per network output, or a preset "
+                                                              "(celeba40); a checkpoint carries its own")
+    torchscript: PathStr | None = Field(None, description="a TorchScript file: runs code, needs "
+                                                          "allow_code_execution: true")
+    architecture: str | None = Field(None, min_length=1, description="a torchvision classification model name")
+    weights: PathStr | None = Field(None, description="its state dict (torch.load with weights_only=True)")
+    checkpoint: PathStr | None = Field(None, description="a file written by latentatlas train-labeler")
+    activation: Activation | None = Field(None, description="default: sigmoid, or the checkpoint's")
+    allow_code_execution: bool = Field(False, description="load a TorchScript file, which runs its code")
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _names(cls, outputs: Any) -> tuple[str, ...] | None:
+        return _output_names(outputs)
+
+    @model_validator(mode="after")
+    def _one_network(self) -> "TorchClassifierParams":
+        sources = [key for key in ("torchscript", "architecture", "checkpoint") if getattr(self, key) is not None]
+        if len(sources) != 1:
+            raise ValueError(f"give exactly one of torchscript: FILE, architecture: NAME (+ weights: FILE) or "
+                             f"checkpoint: FILE; got {sources or 'none'}")
+        if self.weights is not None and self.architecture is None:
+            raise ValueError("weights: a state dict needs architecture: (e.g. resnet18) to build the network")
+        if self.architecture is not None and self.weights is None:
+            raise ValueError(f"architecture {self.architecture!r} needs weights: FILE (a state dict); random weights "
+                             f"label nothing")
+        if self.checkpoint is None and self.outputs is None:
+            raise ValueError("outputs: name the network's outputs (a list, one per output, or the preset "
+                             "'celeba40')")
+        if self.torchscript is not None and not self.allow_code_execution:
+            raise ValueError(f"torchscript: refused without allow_code_execution: true; {TORCHSCRIPT_RUNS_CODE}")
+        return self
+
+
+@LABELERS.register(LABELER_NAME, params=TorchClassifierParams)
+def build_torch_classifier(params: TorchClassifierParams) -> TorchClassifierLabeler:
+    """The ``torch-classifier`` labeler from validated ``label.kwargs`` (see the module docstring).
 
     Raises:
-        LabelerError: not exactly one network source, a missing or unreadable file, an unknown architecture, an
-            output count other than the names given, or a bad preprocessing value — each in one line.
+        LabelerError: a missing or unreadable file, an unknown architecture, an output count other than the names
+            given, or a checkpoint whose contents do not fit — each in one line.
     """
-    sources = [key for key, value in (("torchscript", torchscript), ("architecture", architecture),
-                                      ("checkpoint", checkpoint)) if value is not None]
-    if len(sources) != 1:
-        raise _fail(f"give exactly one of torchscript: FILE, architecture: NAME (+ weights: FILE) or checkpoint: "
-                    f"FILE; got {sources or 'none'}")
-    if weights is not None and architecture is None:
-        raise _fail("weights: a state dict needs architecture: (e.g. resnet18) to build the network")
-    settings = {"resize": resize, "crop": crop, "input_range": input_range, "channel_order": channel_order,
-                "mean": mean, "std": std, "interpolation": interpolation}
-    names = resolve_outputs(outputs)
-
-    if checkpoint is not None:
-        path = _existing_file(checkpoint, "checkpoint")
+    names = params.outputs
+    if params.checkpoint is not None:
+        path = _existing_file(params.checkpoint, "checkpoint")
         payload = read_training_checkpoint(path)
         stored = resolve_outputs(list(payload["outputs"]))
         if names is not None and len(names) != len(stored):
             raise _fail(f"outputs: names {len(names)} columns, but checkpoint {path} has {len(stored)} outputs "
                         f"({list(stored)[:5]}{' …' if len(stored) > 5 else ''})")
-        base = Preprocessing.from_settings(payload["preprocessing"])
+        base = Preprocessing.from_settings(payload["preprocessing"], source=f"checkpoint {path}: preprocessing")
         network = load_state_dict_into(build_architecture(str(payload["architecture"]), len(stored)),
                                        payload["state_dict"], path, str(payload["architecture"]))
-        return TorchClassifierLabeler(network, names or stored, Preprocessing.from_settings(settings, base),
-                                      activation or str(payload["activation"]), f"checkpoint@{file_sha256(path)}")
+        return TorchClassifierLabeler(network, names or stored, params.applied_to(base),
+                                      params.activation or str(payload["activation"]),
+                                      f"checkpoint@{file_sha256(path)}")
 
-    if names is None:
-        raise _fail("outputs: name the network's outputs (a list, one per output, or the preset 'celeba40')")
-    preprocessing = Preprocessing.from_settings(settings)
-    activation = activation or "sigmoid"
-    if architecture is not None:
-        if weights is None:
-            raise _fail(f"architecture {architecture!r} needs weights: FILE (a state dict); random weights label "
-                        f"nothing")
-        path = _existing_file(weights, "weights")
-        network = build_architecture(architecture, len(names))
-        load_state_dict_into(network, _torch_load(path, "weights"), path, architecture)
+    assert names is not None  # the model requires outputs without a checkpoint
+    preprocessing = params.applied_to(Preprocessing())
+    activation = params.activation or "sigmoid"
+    if params.architecture is not None:
+        assert params.weights is not None  # the model requires weights with an architecture
+        path = _existing_file(params.weights, "weights")
+        network = build_architecture(params.architecture, len(names))
+        load_state_dict_into(network, _torch_load(path, "weights"), path, params.architecture)
         return TorchClassifierLabeler(network, names, preprocessing, activation,
-                                      f"{architecture}@{file_sha256(path)}")
+                                      f"{params.architecture}@{file_sha256(path)}")
 
-    path = _existing_file(torchscript, "torchscript")
+    assert params.torchscript is not None  # the model requires exactly one source
+    if not params.allow_code_execution:  # the model refuses it too; also when built without validation
+        raise _fail(f"torchscript: refused without allow_code_execution: true; {TORCHSCRIPT_RUNS_CODE}")
+    path = _existing_file(params.torchscript, "torchscript")
     network = _load_torchscript(path).eval()
     labeler = TorchClassifierLabeler(network, names, preprocessing, activation, f"torchscript@{file_sha256(path)}")
     size = preprocessing.output_size()
