@@ -6,6 +6,7 @@ In an object store (a remote :class:`upath.UPath`, see :mod:`latentatlas.locatio
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -41,6 +42,22 @@ def atomic_write_bytes(path: Path | UPath, payload: bytes) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     fsync_folder(path.parent)
+
+
+def remove_temp_files(path: Path | UPath) -> list[Path]:
+    """Delete the temp files that killed writers of ``path`` (:func:`atomic_write_bytes`, SIGKILLed between the
+    temp file and the rename) left beside it: ``.<name>.<random>.tmp``. Returns the files deleted.
+
+    Call it only where no other process writes ``path`` now (under the lock of the stage that owns it): a live
+    writer's temp file would go too. Object stores have none (a put is atomic).
+    """
+    if is_remote(path):
+        return []
+    path = Path(path)
+    leftovers = [leftover for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if leftover.is_file()]
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
 
 
 def fsync_folder(folder: Path) -> None:

@@ -97,6 +97,7 @@ WRONG_SIZE = "wrong size"
 DAMAGED = "damaged"
 OTHER_UPSTREAM = "computed from other upstream chunks"
 FOREIGN_RECORD = "record of another store"
+MISPLACED_RECORD = "record of another chunk"  # this store's record, of another chunk: files moved or swapped
 BAD_RECORD = "unreadable record"
 GAP_KINDS = frozenset({NOT_WRITTEN, UNRECORDED})
 

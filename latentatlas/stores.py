@@ -8,8 +8,12 @@ Every store carries a :class:`StoreInfo` (what produced it, as a fingerprint) an
    record; readers check each chunk against its record by default (``verify=False`` skips the checksum), so a
    missing chunk never reads as zeros and a damaged one is never used. A stage rerun recomputes exactly the chunks
    that are missing, damaged, unrecorded or computed from other upstream chunks.
-2. **Fingerprints.** :func:`prepare_store` reopens a store only when its fingerprint equals the one asked for; a
-   store made by other params/models/upstream data is wiped and rebuilt (said loudly), never silently reused.
+2. **Fingerprints.** :meth:`ChunkedStore.prepare` reopens a store only when its fingerprint equals the one asked
+   for; a store made by other params/models/upstream data is wiped and rebuilt (said loudly), never silently reused.
+   So is a store of ours (its chunk records say so) whose metadata is lost (:class:`LostMetadataError`); a folder
+   that is not ours is left alone. A store computed from an upstream store that has been rebuilt since is *stale*
+   (:func:`inspect_store`): its chunks are not compared with the new upstream's one by one (their chunking may
+   differ).
 3. **Atomic creation and wipe.** A store is created in a hidden sibling folder and renamed into place, and a stale
    one is renamed away before it is deleted: the path holds a whole, initialised store or nothing.
 4. **One writer, no writer under a reader.** :func:`store_lock` takes an exclusive ``flock`` on a sibling lock
@@ -48,10 +52,11 @@ from zarr.storage import FsspecStore, LocalStore
 
 from latentatlas.locations import StorePath, is_remote, store_path, zarr_storage_options
 from latentatlas.atomic import atomic_write_bytes, atomic_write_json, fsync_folder
-from latentatlas.chunk_records import (BAD_RECORD, DAMAGED, FOREIGN_RECORD, GAP_KINDS, MISSING, NOT_WRITTEN,
-                                       OTHER_UPSTREAM, RECORDS_DIR, UNRECORDED, WRONG_SIZE, ChecksummingZarrStore,
-                                       ChunkProblem, ChunkRecord, crc32c_hex, upstream_mismatch)
+from latentatlas.chunk_records import (BAD_RECORD, DAMAGED, FOREIGN_RECORD, GAP_KINDS, MISPLACED_RECORD, MISSING,
+                                       NOT_WRITTEN, OTHER_UPSTREAM, RECORDS_DIR, UNRECORDED, WRONG_SIZE,
+                                       ChecksummingZarrStore, ChunkProblem, ChunkRecord, crc32c_hex, upstream_mismatch)
 from latentatlas.errors import LatentAtlasError
+from latentatlas.layout import IMAGES_STORE, LABELS_STORE, LATENTS_STORE
 
 STORE_FORMAT = "latentatlas/1"
 ATTRS_KEY = "latentatlas"
@@ -67,8 +72,29 @@ class StoreLockedError(StoreError):
     """Another run is writing this store (or, for a writer, reading it)."""
 
 
+class LostMetadataError(StoreError):
+    """A store of ours (its chunk records say so) whose metadata is missing or unreadable. It cannot be read, and
+    the stage that writes it rebuilds it (:meth:`ChunkedStore.prepare` wipes it, loudly, as it is ours).
+
+    Attributes:
+        detail: what is lost (``its zarr.json is missing``).
+    """
+
+    def __init__(self, path: StorePath, detail: str, kind: str | None = None) -> None:
+        self.detail = detail
+        super().__init__(f"{path} lost its metadata ({detail}); {rebuild_hint(path, kind)}")
+
+
 #: The stage that writes each kind of store: what to rerun when one of its chunks is bad.
 PRODUCING_STAGE = {"latents": "sample", "images": "synthesize", "labels": "label", "evaluation": "evaluate"}
+#: The same by the store's name in a data dir, for a store whose metadata (and so its kind) is lost.
+PRODUCING_STAGE_BY_NAME = {LATENTS_STORE: "sample", IMAGES_STORE: "synthesize", LABELS_STORE: "label"}
+
+
+def rebuild_hint(path: StorePath, kind: str | None = None) -> str:
+    """What to run to rebuild the store at ``path`` (of ``kind``, when known)."""
+    stage = PRODUCING_STAGE.get(kind or "") or PRODUCING_STAGE_BY_NAME.get(store_path(path).name)
+    return f"rerun `latentatlas {stage}` to rebuild it" if stage else "rerun the stage that writes it to rebuild it"
 
 _OS_ERROR_ADVICE = {
     errno.ENOSPC: "the disk is full: free some space and rerun (finished chunks are kept)",
@@ -142,9 +168,10 @@ class StoreInfo:
             info = cls(kind=raw["kind"], inputs=raw["inputs"], n_samples=raw["n_samples"],
                        chunk_size=raw["chunk_size"], details=raw.get("details", {}), complete=raw["complete"])
         except (KeyError, TypeError) as error:
-            raise StoreError(f"{where}: corrupted store metadata (missing {error})") from None
+            raise LostMetadataError(where.parent, f"{where.name} is corrupted: missing {error}") from None
         if info.fingerprint != raw.get("fingerprint"):
-            raise StoreError(f"{where}: corrupted store metadata (its fingerprint does not match its inputs)")
+            raise LostMetadataError(where.parent, f"{where.name} is corrupted: its fingerprint does not match its "
+                                                  f"inputs", info.kind)
         return info
 
 
@@ -164,7 +191,7 @@ def store_lock(path: StorePath, lock_dir: Path | None = None) -> Iterator[None]:
                       stacklevel=3)
         yield
         return
-    _check_data_dir(path.parent)
+    check_data_dir(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if lock_dir is not None:
@@ -186,13 +213,17 @@ def store_lock(path: StorePath, lock_dir: Path | None = None) -> Iterator[None]:
                     from None
             raise StoreLockedError(f"{path} is being written by another run (pid {holder} holds {lock_path}); "
                                    f"wait for it to finish or stop it") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:  # the holder's pid, for the message of a run refused meanwhile
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        except OSError as error:
+            raise os_error(error, f"{path}: cannot write its lock file") from None
         yield
     finally:
-        handle.close()  # closing releases the flock
+        with contextlib.suppress(OSError):  # a pid left unflushed by a full disk: nothing to keep
+            handle.close()  # closing releases the flock
 
 
 @contextlib.contextmanager
@@ -212,7 +243,7 @@ def store_read_lock(path: StorePath) -> Iterator[None]:
     if is_remote(path):
         yield
         return
-    _check_data_dir(path.parent)
+    check_data_dir(path.parent)
     lock_path = _lock_path(path, None)
     try:
         handle = open(lock_path, "a+")
@@ -246,8 +277,12 @@ def _lock_path(path: Path, lock_dir: Path | None) -> Path:
     return path.parent / f".{path.name}.lock" if lock_dir is None else Path(lock_dir) / f"{path.name}.lock"
 
 
-def _check_data_dir(folder: Path) -> None:
-    """Raises: StoreError: ``folder`` (or a folder above it) is a file."""
+def check_data_dir(folder: StorePath) -> None:
+    """Raises: StoreError: ``folder`` (or a folder above it) is a file (local paths; object stores have no files in
+    the way of folders)."""
+    if is_remote(folder):
+        return
+    folder = Path(folder)
     for candidate in (folder, *folder.parents):
         if candidate.exists():
             if not candidate.is_dir():
@@ -294,30 +329,43 @@ def _read_info(path: StorePath) -> StoreInfo | _HalfMade | None:
         if not meta_file.is_file():
             if not any(path.iterdir()):
                 return None  # an empty folder (e.g. made by hand or by a tool): nothing to lose
-            if any(path.glob(f"*/{RECORDS_DIR}")):
-                raise StoreError(f"{path}: its zarr.json is missing (this latentatlas store lost its metadata); "
-                                 f"remove {path} and rerun the stage that writes it to rebuild it")
+            if _has_records(path):
+                raise LostMetadataError(path, "its zarr.json is missing; its chunk records show it is ours")
             raise StoreError(f"{path}: not a Zarr store (no zarr.json); it is not ours, so it is left alone — "
                              f"remove it or pick another path")
         try:
-            attributes = json.loads(meta_file.read_text()).get("attributes", {})
-        except json.JSONDecodeError as error:
+            raw = json.loads(meta_file.read_text())
+            attributes = raw.get("attributes", {}) if isinstance(raw, dict) else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            if _has_records(path):
+                raise LostMetadataError(path, f"its zarr.json is corrupted: {error}") from None
             raise StoreError(f"{meta_file}: corrupted store metadata ({error}); remove {path} to rebuild") from None
     else:
         meta_file = path / PARQUET_INFO_FILE
         if not meta_file.is_file():
             if not any(path.iterdir()):
                 return None
+            if _has_records(path):
+                raise LostMetadataError(path, f"its {PARQUET_INFO_FILE} is missing; its chunk records show it is "
+                                              f"ours")
             raise StoreError(f"{path}: not a latentatlas Parquet store (no {PARQUET_INFO_FILE}); it is not ours, "
                              f"so it is left alone — remove it or pick another path")
         try:
             attributes = {ATTRS_KEY: json.loads(meta_file.read_text())}
-        except json.JSONDecodeError as error:
-            raise StoreError(f"{meta_file}: corrupted store metadata ({error}); remove {path} to rebuild") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise LostMetadataError(path, f"its {PARQUET_INFO_FILE} is corrupted: {error}") from None
     if ATTRS_KEY not in attributes:
         raise StoreError(f"{meta_file}: a Zarr store without latentatlas metadata (a foreign store); it is left "
                          f"alone — remove it or pick another path")
     return StoreInfo.from_json(attributes[ATTRS_KEY], meta_file)
+
+
+def _has_records(path: StorePath) -> bool:
+    """Whether ``path`` holds chunk records (``_records/`` of a Parquet store, ``<array>/_records/`` of a Zarr one):
+    the mark of a latentatlas store, even one whose metadata is gone."""
+    if (path / RECORDS_DIR).is_dir():
+        return True
+    return any(child.is_dir() and (child / RECORDS_DIR).is_dir() for child in path.iterdir())
 
 
 def _remove_tree(path: StorePath) -> None:
@@ -480,10 +528,16 @@ class ChunkedStore(abc.ABC):
             if size is None:
                 return problem(NOT_WRITTEN, "no file, no record")
             return problem(UNRECORDED, "the file has no record (a run stopped between writing it and recording it)")
-        if record.store != self.info.fingerprint or record.chunk != index or record.file != key:
+        if record.store != self.info.fingerprint:
             return problem(FOREIGN_RECORD, f"the record belongs to chunk {record.chunk} ({record.file}) of store "
                                            f"{record.store}, this store is {self.info.fingerprint} (the store was "
                                            f"rebuilt or replaced since it was opened, or files were copied in)")
+        if record.chunk != index or record.file != key:
+            if size == record.size and (data is None or crc32c_hex(data) == record.crc32c):
+                return problem(MISPLACED_RECORD, f"the file and its record are chunk {record.chunk}'s ({record.file}) "
+                                                 f"of this store: chunk files were moved or swapped")
+            return problem(MISPLACED_RECORD, f"its record is chunk {record.chunk}'s ({record.file}) of this store: "
+                                             f"records were moved or swapped")
         if size is None:
             return problem(MISSING, f"the file is gone; its record says {record.size} bytes")
         if size != record.size:
@@ -493,7 +547,8 @@ class ChunkedStore(abc.ABC):
         return None
 
     def check_chunk(self, index: int, deep: bool = True, upstream: Mapping[str, "ChunkedStore"] | None = None,
-                    lineage: bool = True) -> list[ChunkProblem]:
+                    lineage: bool = True, _siblings: dict[str, "ChunkedStore | StoreError"] | None = None
+                    ) -> list[ChunkProblem]:
         """The problems of chunk ``index`` (empty: it is done and matches its records).
 
         Args:
@@ -503,6 +558,7 @@ class ChunkedStore(abc.ABC):
             lineage: check the upstream at all (False: only the chunk's own files).
         """
         problems = []
+        siblings = {} if _siblings is None else _siblings
         for key in self.chunk_files(index):
             try:
                 record = self.read_record(key)
@@ -513,22 +569,40 @@ class ChunkedStore(abc.ABC):
             size = None if deep else self._file_size(key)
             found = self.check_file(index, key, record, data, size, deep)
             if found is None and record is not None and lineage:
-                found = self._check_upstream(index, key, record, upstream)
+                found = self._check_upstream(index, key, record, upstream, siblings)
             if found is not None:
                 problems.append(found)
         return problems
 
     def _check_upstream(self, index: int, key: str, record: ChunkRecord,
-                        upstream: Mapping[str, "ChunkedStore"] | None) -> ChunkProblem | None:
+                        upstream: Mapping[str, "ChunkedStore"] | None,
+                        siblings: dict[str, "ChunkedStore | StoreError"]) -> ChunkProblem | None:
+        """Whether ``record``'s upstream is what ``upstream`` holds now for chunk ``index`` (None: the sibling
+        stores the record names, opened once into ``siblings``)."""
         if upstream is None:
             upstream = {}
             for name in record.upstream:
-                try:
-                    upstream[name] = open_store(self.path.parent / name)
-                except StoreError as error:
+                if name not in siblings:
+                    try:
+                        siblings[name] = open_store(self.path.parent / name)
+                    except StoreError as error:
+                        siblings[name] = error
+                if isinstance(siblings[name], StoreError):
                     return ChunkProblem(str(self.path), index, key, OTHER_UPSTREAM,
-                                        f"its upstream {name} cannot be opened ({error})")
-        expected = {name: store.lineage(index) for name, store in upstream.items()}
+                                        f"its upstream {name} cannot be opened ({siblings[name]})")
+                upstream[name] = siblings[name]  # type: ignore[assignment]
+        expected = {}
+        for name, store in upstream.items():
+            recorded = record.upstream.get(name) or {}
+            if recorded.get("fingerprint") != store.info.fingerprint:
+                # Another upstream store (rebuilt since, perhaps with another chunking): its chunk ``index`` is no
+                # lineage of this one, and may not even exist.
+                expected[name] = {"fingerprint": store.info.fingerprint}
+            elif index >= store.info.n_chunks:
+                return ChunkProblem(str(self.path), index, key, OTHER_UPSTREAM,
+                                    f"its upstream {name} has only {store.info.n_chunks} chunks")
+            else:
+                expected[name] = store.lineage(index)
         difference = upstream_mismatch(record.upstream, expected)
         if difference is None:
             return None
@@ -537,8 +611,23 @@ class ChunkedStore(abc.ABC):
     def check_chunks(self, deep: bool = True, upstream: Mapping[str, "ChunkedStore"] | None = None,
                      lineage: bool = True) -> list[ChunkProblem]:
         """The problems of every chunk, in chunk order (see :meth:`check_chunk`)."""
+        siblings: dict[str, ChunkedStore | StoreError] = {}
         return [problem for index in range(self.info.n_chunks)
-                for problem in self.check_chunk(index, deep, upstream, lineage)]
+                for problem in self.check_chunk(index, deep, upstream, lineage, siblings)]
+
+    def recorded_upstream(self) -> dict[str, set[str]]:
+        """The upstream stores this store's chunks were computed from, by name, each with the fingerprints its
+        records name (normally one: every chunk computed from the same upstream store)."""
+        recorded: dict[str, set[str]] = {}
+        for index in range(self.info.n_chunks):
+            for key in self.chunk_files(index):
+                try:
+                    record = self.read_record(key)
+                except StoreError:
+                    continue
+                for name, lineage in (record.upstream if record is not None else {}).items():
+                    recorded.setdefault(name, set()).add(str((lineage or {}).get("fingerprint")))
+        return recorded
 
     def require_chunk(self, index: int, upstream: Mapping[str, "ChunkedStore"] | None = None) -> None:
         """Check chunk ``index``'s records, file sizes and lineage (no checksum: reads do that).
@@ -605,6 +694,8 @@ class ChunkedStore(abc.ABC):
         """Open the store at ``path`` for writing ``info``'s contents: resume it if its fingerprint matches,
         else wipe and create it. Call under :func:`store_lock`.
 
+        A store of ours that lost its metadata (:class:`LostMetadataError`) is rebuilt too, said loudly.
+
         Raises:
             StoreError: ``path`` holds something that is not a latentatlas store (left untouched), or the store
                 cannot be created (no space, no permission: one line naming the path).
@@ -612,7 +703,14 @@ class ChunkedStore(abc.ABC):
         path = store_path(path)
         try:
             _clean_leftovers(path)
-            existing = _read_info(path)
+            try:
+                existing = _read_info(path)
+                if isinstance(existing, StoreInfo) and existing.fingerprint == info.fingerprint:
+                    cls.open(path, expected_kind=info.kind)  # the metadata of its arrays too
+            except LostMetadataError as error:
+                warnings.warn(f"{path} lost its metadata ({error.detail}): rebuilding it", stacklevel=2)
+                _remove_tree(path)
+                existing = None
             if existing is HALF_MADE:
                 warnings.warn(f"{path}: a run stopped while creating or wiping this store; rebuilding it",
                               stacklevel=2)
@@ -702,8 +800,7 @@ class ZarrChunkStore(ChunkedStore):
             self.arrays = {name: self.group[name].with_config({"write_empty_chunks": True})
                            for name in self._array_names}
         except (KeyError, FileNotFoundError) as error:
-            raise StoreError(f"{self.path}: array metadata {error} is missing (the store is damaged); remove "
-                             f"{self.path} and {self.stage_hint()}") from None
+            raise LostMetadataError(self.path, f"the zarr.json of its array {error} is missing", info.kind) from None
 
     @classmethod
     def _create(cls, path: StorePath, info: StoreInfo, arrays: Mapping[str, ArraySpec] | None = None) -> None:
@@ -891,20 +988,37 @@ class ParquetChunkStore(ChunkedStore):
 
 @dataclass(frozen=True)
 class StoreReport:
-    """What :func:`inspect_store` found: the store (None when it cannot be opened, then ``error`` says why), its
-    bad chunks, and how many chunks are done."""
+    """What :func:`inspect_store` found.
+
+    Attributes:
+        store: the store; None when there is none (``exists`` False) or it cannot be opened (``error`` says why).
+        problems: its bad chunks (their own files, and their lineage unless the store is stale).
+        done: chunks whose files match their records.
+        inputs: the upstream stores its chunks were computed from, by name (``latents.zarr``).
+        stale: why the store as a whole was computed from other inputs than the ones there now (one line each):
+            an input was rebuilt since (other params, another chunking).
+        unchecked: why its lineage could not be checked (an input cannot be opened).
+    """
 
     path: StorePath
     store: ChunkedStore | None
     error: str | None = None
     problems: tuple[ChunkProblem, ...] = ()
     done: int = 0
+    exists: bool = True
+    inputs: tuple[str, ...] = ()
+    stale: tuple[str, ...] = ()
+    unchecked: tuple[str, ...] = ()
 
     @property
     def state(self) -> str:
-        """``complete`` | ``incomplete`` (a run has not finished) | ``damaged`` (bad chunks) | ``absent``."""
+        """``complete`` | ``incomplete`` (a run has not finished) | ``damaged`` (bad chunks) | ``stale`` (computed
+        from an input that has been rebuilt since) | ``absent`` (no store) | ``unreadable`` (foreign, or its
+        metadata is lost)."""
         if self.store is None:
-            return "absent"
+            return "unreadable" if self.exists else "absent"
+        if self.stale:
+            return "stale"
         damage = [p for p in self.problems if p.kind not in GAP_KINDS or self.store.info.complete]
         if damage:
             return "damaged"
@@ -920,11 +1034,33 @@ class StoreReport:
 
 def inspect_store(path: StorePath, deep: bool = True) -> StoreReport:
     """Open the store at ``path`` and check every chunk against its record and its upstream (the sibling stores
-    its records name); ``deep`` compares checksums (reads everything), else sizes only. Never raises StoreError."""
+    its records name); ``deep`` compares checksums (reads everything), else sizes only. Never raises StoreError.
+
+    A store whose records name an input store by a fingerprint that input no longer has (it was rebuilt since:
+    other params, another chunk count) is *stale* as a whole: its chunks are not compared with that input's chunks
+    one by one (they need not even exist there)."""
+    path = store_path(path)
     try:
+        if _read_info(path) is None:
+            return StoreReport(path, None, error=f"{path}: no store here; run the stage that produces it first "
+                                                 f"(e.g. `dvc repro`)", exists=False)
         store = open_store(path)
-        problems = store.check_chunks(deep=deep)
+        recorded = store.recorded_upstream()
+        inputs: dict[str, ChunkedStore] = {}
+        stale, unchecked = [], []
+        for name, fingerprints in sorted(recorded.items()):
+            try:
+                inputs[name] = open_store(path.parent / name)
+            except StoreError:
+                unchecked.append(f"its lineage is not checked: its input {name} cannot be opened")
+                continue
+            if inputs[name].info.fingerprint not in fingerprints:
+                stale.append(f"computed from {name} {', '.join(sorted(fingerprints))}, which has been rebuilt since "
+                             f"(now {inputs[name].info.fingerprint}: other params or chunking)")
+        lineage = not stale and not unchecked
+        problems = store.check_chunks(deep=deep, upstream=inputs if lineage else None, lineage=lineage)
     except StoreError as error:
-        return StoreReport(store_path(path), None, error=str(error))
+        return StoreReport(path, None, error=str(error))
     bad_indices = {problem.index for problem in problems}
-    return StoreReport(store.path, store, problems=tuple(problems), done=store.info.n_chunks - len(bad_indices))
+    return StoreReport(store.path, store, problems=tuple(problems), done=store.info.n_chunks - len(bad_indices),
+                       inputs=tuple(sorted(recorded)), stale=tuple(stale), unchecked=tuple(unchecked))

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 import click
 
 from latentatlas.errors import LatentAtlasError
-from latentatlas.layout import IMAGES_STORE, LABELS_STORE, LATENTS_STORE, OutputLayout
+from latentatlas.layout import OutputLayout
 from latentatlas.locations import LocationError, StorePath, store_path
 from latentatlas.params import Params, ParamsError, load_params, load_preset
 from pipeline.settings import apply_defaults
 
 if TYPE_CHECKING:
-    from latentatlas.stores import StoreReport
+    from latentatlas.store_status import DataDirStatus
 
 params_option = click.option("--params", "params_path", type=click.Path(path_type=Path), default="params.yaml",
                              show_default=True, help="params file")
@@ -474,9 +474,12 @@ def _port_is_free(port: int) -> bool:
 @click.option("--quick", is_flag=True, help="check presence and sizes only, not checksums (reads no chunk data)")
 def status(data_dir: Path, quick: bool) -> None:
     """Show each store's state: chunks done, complete or not, fingerprint, and every bad chunk (missing, damaged,
-    wrong size, computed from other upstream chunks). Reads every chunk to check its checksum unless --quick."""
+    wrong size, computed from other upstream chunks) or stale store, with the stage to rerun; exit 1 when a store
+    is damaged, stale or unreadable. Reads every chunk to check its checksum unless --quick."""
     with user_errors():
-        _print_store_reports(data_dir, deep=not quick)
+        found = _print_data_dir_status(data_dir, deep=not quick)
+        if found.needing_repair:
+            raise click.ClickException(found.repair_message())
 
 
 @main.command()
@@ -485,34 +488,18 @@ def verify(data_dir: Path) -> None:
     """Check every chunk of every store against its record (size, CRC32C) and its upstream chunks; exit 1 naming
     each bad chunk and the stage to rerun, 0 when every store is complete and sound."""
     with user_errors():
-        reports = _print_store_reports(data_dir, deep=True)
-        if any(report.state != "complete" for report in reports):
+        if not _print_data_dir_status(data_dir, deep=True).all_complete:
             raise click.ClickException(f"{data_dir}: not every store is complete and sound (see above); rerun the "
                                        f"stages named (or `dvc repro`): they recompute exactly the bad chunks")
 
 
-def _print_store_reports(data_dir: StorePath, deep: bool) -> list["StoreReport"]:
-    """One line per store (state, chunks done, N, fingerprint) and one indented line per bad chunk."""
-    from latentatlas.stores import PRODUCING_STAGE, inspect_store
+def _print_data_dir_status(data_dir: StorePath, deep: bool) -> "DataDirStatus":
+    from latentatlas.store_status import data_dir_status
 
-    reports = []
-    for name in (LATENTS_STORE, IMAGES_STORE, LABELS_STORE):
-        report = inspect_store(data_dir / name, deep=deep)
-        reports.append(report)
-        if report.store is None:
-            click.echo(f"{name:14s} {report.error}")
-            continue
-        info = report.store.info
-        click.echo(f"{name:14s} {report.state:10s} {report.done}/{info.n_chunks} chunks  N={info.n_samples}  "
-                   f"fingerprint={info.fingerprint}")
-        bad = report.bad
-        for problem in bad[:20]:
-            click.echo(f"    {problem}")
-        if len(bad) > 20:
-            click.echo(f"    … and {len(bad) - 20} more")
-        if bad:
-            click.echo(f"    → rerun `latentatlas {PRODUCING_STAGE[info.kind]}` to recompute them")
-    return reports
+    found = data_dir_status(data_dir, deep=deep)
+    for line in found.lines():
+        click.echo(line)
+    return found
 
 
 @main.group()

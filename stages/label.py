@@ -17,12 +17,13 @@ import torch
 from latentatlas.layout import CONTACT_SHEET, IMAGES_STORE, LABELS_STORE, LATENTS_STORE
 from latentatlas.params import Params
 from latentatlas.stores import ParquetChunkStore, StoreInfo, ZarrChunkStore
-from stages.runtime.chunked import ChunkedStage
+from stages.runtime.chunked import ChunkedStage, MemoryNeed
 from stages.reporting.contact_sheet import render_contact_sheet, write_contact_sheet
 from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
 from stages.plugins.labelers.scoring import check_sample_ids, score_samples
 from stages.plugins.generators import Generator, generator_for
 from stages.plugins.labelers import Labeler, labeler_for
+from stages.plugins.labelers.base import labeler_members, reads_sample_ids
 from stages.plugins.generators.synthesis import ImageSynthesizer, images_to_uint8, uint8_to_images
 
 
@@ -41,6 +42,8 @@ class LabelStage(ChunkedStage):
             self.latents: ZarrChunkStore = self._open_input(ZarrChunkStore, self.data_dir / LATENTS_STORE,
                                                             "latents")
             self.synthesizer = ImageSynthesizer(generator_for(params.generator, generator), params.synthesize)
+        else:  # the images were made from the latents: no sample rerun may change them while these are labeled
+            self._read_lock(self.data_dir / LATENTS_STORE)
         self.device = resolve_device(params.label.device)
         self.labeler = labeler_for(params.label, labeler).to(self.device)
         self.attributes = list(self.labeler.attributes)
@@ -51,11 +54,37 @@ class LabelStage(ChunkedStage):
         info = StoreInfo("labels", inputs, self.images.info.n_samples, self.images.info.chunk_size,
                          details={"attributes": self.attributes, "labeler": params.label.labeler})
         path = self.data_dir / LABELS_STORE
-        self.store: ParquetChunkStore = self._open_output(ParquetChunkStore, path, info)
+        self.store: ParquetChunkStore = self._open_output(ParquetChunkStore, path, info,
+                                                          memory=self._memory_needs(info))
         self.schema = pa.schema([("sample_id", pa.int64())] + [(name, pa.float32()) for name in self.attributes],
                                 metadata={"latentatlas.labeler": params.label.labeler,
                                           "latentatlas.labeler_fingerprint": self.labeler.fingerprint,
                                           "latentatlas.store_fingerprint": info.fingerprint})
+
+    def _memory_needs(self, info: StoreInfo) -> tuple[list[MemoryNeed], str]:
+        """The buffers one chunk needs at once (:func:`stages.runtime.chunked.check_memory`) and the params that size them:
+        the chunk's images (read from the store, or synthesized again) as float on the device, and the labeler's
+        batch; none when every labeler looks its scores up by sample id."""
+        if all(reads_sample_ids(member) for member in labeler_members(self.labeler)):
+            return [], "sample.chunk_size"
+        rows = min(info.chunk_size, info.n_samples)
+        side = int(self.images.info.details["resolution"])  # what the images store holds, or would
+        float_image = (3, side, side)
+        device = str(self.device)
+        if self.synthesizer is None:
+            needs = [MemoryNeed(f"{IMAGES_STORE} chunk", info.chunk_size, (side, side, 3), "uint8")]
+            keys = "sample.chunk_size or label.batch_size"
+        else:
+            synthesizer_device = str(self.synthesizer.device)
+            z_shape = tuple(self.latents.arrays["z"].shape[1:])
+            needs = [MemoryNeed(f"{LATENTS_STORE} chunk", info.chunk_size, z_shape, "float32"),
+                     *self.synthesizer.memory_needs(rows),
+                     MemoryNeed("the chunk's synthesized batches", rows, float_image, "float32", synthesizer_device)]
+            keys = "sample.chunk_size, label.batch_size, synthesize.batch_size or synthesize.store_resolution"
+        needs += [MemoryNeed("the chunk's float images", rows, float_image, "float32", device),
+                  MemoryNeed("labeler batch", min(self.params.label.batch_size, rows), float_image, "float32",
+                             device)]
+        return needs, keys
 
     def images_for_chunk(self, index: int, limit: int | None = None) -> torch.Tensor:
         """(n, 3, R, R) float images in [-1, 1] of chunk ``index`` (its first ``limit`` rows), on the device."""
@@ -77,7 +106,18 @@ class LabelStage(ChunkedStage):
                                upstream=self.upstream_of(index))
 
     def finish(self) -> None:
+        """Write the contact sheet, then mark the store complete: labels whose sheet could not be written (a full
+        disk) stay incomplete, and the rerun writes it."""
+        if not self.attached and not self.store.pending_chunks():
+            self.write_contact_sheet()
         super().finish()
+
+    def write_contact_sheet(self) -> None:
+        """``contact_sheet.png``: the first samples of chunk 0 with their labels.
+
+        Raises:
+            StoreError: it cannot be written (no space, no permission), in one line.
+        """
         n_sheet = min(self.params.label.contact_sheet_samples, self.store.info.chunk_size, self.store.info.n_samples)
         if n_sheet == 0:
             return
@@ -86,4 +126,4 @@ class LabelStage(ChunkedStage):
         scores = np.stack([table.column(name).to_numpy() for name in self.attributes], axis=1)
         sheet = render_contact_sheet(images_to_uint8(images), table.column("sample_id").to_pylist(),
                                      self.attributes, scores)
-        write_contact_sheet(self.data_dir / CONTACT_SHEET, sheet)
+        write_contact_sheet(self.data_dir / CONTACT_SHEET, sheet, what="the contact sheet")

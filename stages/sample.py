@@ -16,7 +16,7 @@ import torch
 from latentatlas.layout import LATENTS_STORE
 from latentatlas.params import Params
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
-from stages.runtime.chunked import ChunkedStage
+from stages.runtime.chunked import ChunkedStage, MemoryNeed
 from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
 from stages.latent.streams import sample_latents_z
 from stages.plugins.generators import Generator, generator_for
@@ -48,7 +48,19 @@ class SampleStage(ChunkedStage):
                 arrays[space] = ArraySpec((probe[space].shape[1],), "float32", ("sample", f"{space}_dim"))
         info = StoreInfo("latents", inputs, params.sample.n_samples, params.sample.chunk_size,
                          details={"spaces": ["z", *self.extra_spaces]})
-        self.store: ZarrChunkStore = self._open_output(ZarrChunkStore, path, info, arrays=arrays)
+        rows = min(info.chunk_size, info.n_samples)
+        # Zarr holds a whole chunk (chunk_size rows, even past N) of each array while it encodes it.
+        needs = [MemoryNeed(f"{LATENTS_STORE} chunk" + (f" ({space})" if len(arrays) > 1 else ""), info.chunk_size,
+                            spec.tail_shape, spec.dtype) for space, spec in arrays.items()]
+        needs += [MemoryNeed(f"the chunk's {space}", rows, spec.tail_shape, spec.dtype)
+                  for space, spec in arrays.items()]
+        needs += [MemoryNeed(f"the chunk's {space} as mapped", rows, arrays[space].tail_shape, "float32",
+                             str(self.device)) for space in self.extra_spaces]
+        keys = "sample.chunk_size"
+        if info.chunk_size > info.n_samples:
+            keys += f" (above sample.n_samples, {info.n_samples}, it only pads the one chunk)"
+        self.store: ZarrChunkStore = self._open_output(ZarrChunkStore, path, info, arrays=arrays,
+                                                       memory=(needs, keys))
 
     def run_chunk(self, index: int) -> None:
         latents_z = sample_latents_z(self.params.sample.seed, index, self.chunk_length(index), self.generator.z_dim)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from latentatlas.layout import IMAGES_STORE, LATENTS_STORE
 from latentatlas.params import Params, SynthesizeParams
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
-from stages.runtime.chunked import ChunkedStage
+from stages.runtime.chunked import ChunkedStage, MemoryNeed
 from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
 from stages.plugins.generators.synthesis import ImageSynthesizer
 from stages.plugins.generators import Generator, generator_for
@@ -43,8 +43,18 @@ class SynthesizeStage(ChunkedStage):
                          details={"images_kept": self.keep_images, "resolution": resolution,
                                   "generator": params.generator.name})
         path = self.data_dir / IMAGES_STORE
-        self.store: ZarrChunkStore = self._open_output(ZarrChunkStore, path, info,
-                                                       arrays=arrays if self.keep_images else {})
+        needs: list[MemoryNeed] = []
+        if self.keep_images:  # else no chunk is computed here (the label stage synthesizes them)
+            rows = min(latents_info.chunk_size, latents_info.n_samples)
+            z_shape = tuple(self.latents.arrays["z"].shape[1:])
+            needs = [MemoryNeed(f"{LATENTS_STORE} chunk", latents_info.chunk_size, z_shape, "float32"),
+                     MemoryNeed("the chunk's pixels", rows, arrays["images"].tail_shape, "uint8"),
+                     MemoryNeed(f"{IMAGES_STORE} chunk", latents_info.chunk_size, arrays["images"].tail_shape,
+                                "uint8"),
+                     *self.synthesizer.memory_needs(rows)]
+        self.store: ZarrChunkStore = self._open_output(
+            ZarrChunkStore, path, info, arrays=arrays if self.keep_images else {},
+            memory=(needs, "sample.chunk_size, synthesize.batch_size or synthesize.store_resolution"))
 
     def run_chunk(self, index: int) -> None:
         self.store.write_chunk(index, {"images": self.synthesizer.uint8(self.latents.read_chunk("z", index))},

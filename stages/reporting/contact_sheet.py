@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from latentatlas.atomic import atomic_write_bytes
+from latentatlas.atomic import atomic_write_bytes, remove_temp_files
+from latentatlas.stores import os_error
 
 _CELL = 128  # images are upscaled (nearest) to this side so 64 px faces are legible
 _LINE = 11
@@ -35,10 +36,21 @@ def render_contact_sheet(pixels: np.ndarray, sample_ids: Sequence[int], attribut
     return sheet
 
 
-def write_contact_sheet(path: Path, sheet: Image.Image) -> None:
+def write_contact_sheet(path: Path, sheet: Image.Image, what: str = "the image") -> None:
+    """Write ``sheet`` as a PNG at ``path`` atomically, first deleting the temp files a killed writer of ``path``
+    left beside it. Call it where no other run writes ``path`` (under the lock of the stage that owns it).
+
+    Raises:
+        StoreError: the write failed (no space, no permission): one line naming ``path`` and ``what`` it is;
+            ``path`` is then as it was and no temp file is left.
+    """
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    try:
+        remove_temp_files(path)
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as error:
+        raise os_error(error, f"{path}: cannot write {what}") from None
 
 
 def render_traversal_grid(pixels: np.ndarray, alphas: Sequence[float], target_scores: np.ndarray,

@@ -21,27 +21,134 @@ no lock: its driver holds them). Every chunk it writes records the input chunks 
 match their records (missing, damaged, wrong size) or that were computed from other input chunks than the current
 ones, so a rerun recomputes exactly those.
 How stages travel to workers and are placed on devices is orchestration: see ``pipeline/placement.py``.
+
+**Sizes against memory.** Before a driver prepares its output store (which may wipe an old one), it checks that the
+buffers one chunk needs at once (:class:`MemoryNeed`: the Zarr chunk, the chunk's images, a model's batch) fit in
+**half of the memory available now** on each device they live on (host RAM, or the GPU's free memory); the other
+half is left for what is not counted (models' activations, codec copies, other processes). A chunk that does not
+fit is refused in one line naming each buffer, the sum, the allowance and the params to lower
+(:class:`MemoryBudgetError`), and nothing is wiped.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import math
+import os
 import socket
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+
 from latentatlas.locations import StorePath, store_path
-from latentatlas.params import Params
+from latentatlas.params import Params, ParamsError
 from latentatlas.chunk_records import GAP_KINDS
 from latentatlas.stores import ChunkedStore, StoreError, StoreInfo, store_lock, store_read_lock
 
 
 class StageAttachError(StoreError):
     """A worker cannot attach to the store the driver prepared (missing, replaced, or computed differently)."""
+
+
+class MemoryBudgetError(ParamsError):
+    """The buffers one chunk needs do not fit in the memory a chunk may use (see the module docstring)."""
+
+
+#: The share of the memory available now that one chunk's counted buffers may use.
+MEMORY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """One buffer a stage holds while it computes a chunk: ``count`` items of ``item_shape`` ``dtype``, on
+    ``device``, e.g. the Zarr chunk of latents: (chunk_size, z_dim) float32 on the host."""
+
+    what: str
+    count: int
+    item_shape: tuple[int, ...]
+    dtype: str
+    device: str = "cpu"
+
+    @property
+    def n_bytes(self) -> int:
+        return self.count * math.prod(self.item_shape) * np.dtype(self.dtype).itemsize
+
+    def __str__(self) -> str:
+        shape = "×".join(str(side) for side in self.item_shape)
+        return f"{self.what}: {self.count} × {shape} {self.dtype} = {format_bytes(self.n_bytes)}"
+
+
+def format_bytes(n_bytes: float) -> str:
+    """``1.5 GiB``, ``75.0 MiB``, ``12.0 KiB``, ``512 B``."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.1f} {unit}"
+    return f"{int(n_bytes)} B"
+
+
+def host_memory_available() -> int:
+    """Bytes of RAM this process can still get now: the kernel's MemAvailable, capped by the cgroup's limit (a
+    container's ``memory.max`` less its usage) where there is one."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:  # not Linux: free pages
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        if limit != "max":
+            available = min(available, max(int(limit) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def device_memory_available(device: str) -> int:
+    """Bytes free now on ``device`` (``cpu``: the host's, see :func:`host_memory_available`; ``cuda:<k>``: the
+    GPU's free memory)."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    return host_memory_available()
+
+
+def check_memory(stage: str, needs: Sequence[MemoryNeed], keys: str) -> None:
+    """Check that the buffers one chunk of ``stage`` needs fit, device by device, in :data:`MEMORY_SHARE` of the
+    memory available there now.
+
+    Args:
+        keys: the params that size these buffers, as the error names them (``sample.chunk_size``).
+
+    Raises:
+        MemoryBudgetError: one line: each buffer, the sum, the allowance and ``keys``.
+    """
+    by_device: dict[str, list[MemoryNeed]] = {}
+    for need in needs:
+        device = "cpu" if need.device in ("cpu", "mps") else need.device
+        by_device.setdefault(device, []).append(need)
+    for device, device_needs in by_device.items():
+        total = sum(need.n_bytes for need in device_needs)
+        available = device_memory_available(device)
+        allowed = int(available * MEMORY_SHARE)
+        if total > allowed:
+            where = "host memory" if device == "cpu" else f"{device} memory"
+            raise MemoryBudgetError(
+                f"{stage}: one chunk needs {format_bytes(total)} of {where} ({'; '.join(map(str, device_needs))}), "
+                f"more than the {format_bytes(allowed)} a chunk may use (half of the {format_bytes(available)} "
+                f"available now); lower {keys}")
 
 
 class ChunkedStage(abc.ABC):
@@ -75,6 +182,12 @@ class ChunkedStage(abc.ABC):
     def _lock(self, path: Path) -> None:
         self._exit_stack.enter_context(store_lock(path))
 
+    def _read_lock(self, path: StorePath) -> None:
+        """Driver: hold ``path`` read-locked until the stage closes (an upstream store this stage's output depends
+        on without reading it chunk by chunk, e.g. the latents of the images it labels)."""
+        if not self.attached:
+            self._exit_stack.enter_context(store_read_lock(path))
+
     def _open_input(self, store_cls: type[ChunkedStore], path: StorePath, kind: str,
                     lineage: bool = True) -> ChunkedStore:
         """Read-lock (driver only) and open the complete input store at ``path``; with ``lineage``, chunk i of the
@@ -96,17 +209,22 @@ class ChunkedStage(abc.ABC):
         return {name: store.lineage(index) for name, store in self.lineage_inputs.items()}
 
     def _open_output(self, store_cls: type[ChunkedStore], path: Path, info: StoreInfo,
-                     **layout: Any) -> ChunkedStore:
-        """Driver: lock the output store and prepare it (resume, or wipe and create on a fingerprint change).
-        Attached worker: open it as it is, and check it is the driver's store and the one this worker's inputs
-        describe.
+                     memory: tuple[Sequence[MemoryNeed], str] | None = None, **layout: Any) -> ChunkedStore:
+        """Driver: check ``memory`` (the buffers one chunk needs, and the params that size them: see
+        :func:`check_memory`), then lock the output store and prepare it (resume, or wipe and create on a
+        fingerprint change). Attached worker: open it as it is, and check it is the driver's store and the one this
+        worker's inputs describe (its driver checked the sizes).
 
         Raises:
+            MemoryBudgetError: (driver) one chunk would not fit in memory; nothing is locked or wiped.
             StageAttachError: (attached) the store is missing, is not the one the driver prepared (replaced since),
                 or this worker's inputs give another fingerprint (other model weights, package versions or device
                 type than the driver's).
         """
         if self.driver_fingerprint is None:
+            if memory is not None:  # before the lock and the prepare: a run that cannot start wipes nothing
+                needs, keys = memory
+                check_memory(self.name, needs, keys)
             self._lock(path)
             return store_cls.prepare(path, info, **layout)
         host = socket.gethostname()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from latentatlas.params import SynthesizeParams
 from stages.plugins.generators import Generator
+from stages.runtime.chunked import MemoryNeed
 from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
 
 
@@ -62,6 +63,18 @@ class ImageSynthesizer:
         for start, images in self.batches(latents, space):
             pixels[start:start + images.shape[0]] = images_to_uint8(images)
         return pixels
+
+    def memory_needs(self, n_latents: int) -> list[MemoryNeed]:
+        """The buffers on the device while ``n_latents`` latents are synthesized batch by batch: the generator's
+        float output of one batch, and that batch resized to the stored resolution (its activations come on
+        top)."""
+        batch = min(self.batch_size, n_latents)
+        native = self.generator.resolution
+        needs = [MemoryNeed("generator batch", batch, (3, native, native), "float32", str(self.device))]
+        if native != self.resolution:
+            needs.append(MemoryNeed("resized batch", batch, (3, self.resolution, self.resolution), "float32",
+                                    str(self.device)))
+        return needs
 
     def fingerprint_inputs(self) -> dict:
         return {"generator": self.generator.fingerprint, "resolution": self.resolution,
