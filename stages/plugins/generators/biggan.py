@@ -53,6 +53,7 @@ from pydantic import Field
 from latentatlas.params import AsList, ParamsError, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.state_dicts import check_against_module, existing_file, file_fingerprint, load_state_dict
+from stages.plugins.generators.weight_files import bounded_repr, bounded_text, build_on_meta, materialize
 
 WEIGHTS_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
@@ -258,8 +259,8 @@ class BigGANConfig:
         """
         try:
             raw: Any = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise GeneratorFileError(f"{path}: not readable JSON ({' '.join(str(error).split())}); expected the "
+        except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON, bad UTF-8, 5000-digit ints
+            raise GeneratorFileError(f"{path}: not readable JSON ({bounded_text(str(error))}); expected the "
                                      f"{CONFIG_NAME} of {EXPECTED_FOLDER}") from None
         if not isinstance(raw, dict):
             raise GeneratorFileError(f"{path}: holds a JSON {type(raw).__name__}, expected an object (BigGANConfig)")
@@ -267,8 +268,8 @@ class BigGANConfig:
         def integer(key: str, minimum: int) -> int:
             value = raw.get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise GeneratorFileError(f"{path}: {key!r} is {value!r}, expected an integer >= {minimum} "
-                                         f"(a BigGANConfig)")
+                raise GeneratorFileError(f"{path}: {key!r} is {bounded_repr(value)}, expected an integer >= "
+                                         f"{minimum} (a BigGANConfig)")
             return value
 
         layers = raw.get("layers")
@@ -276,19 +277,20 @@ class BigGANConfig:
                 isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], bool)
                 and all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in entry[1:])
                 for entry in layers):
-            raise GeneratorFileError(f"{path}: 'layers' is {layers!r}, expected a list of [upsample, in, out] "
-                                     f"(a BigGANConfig)")
+            raise GeneratorFileError(f"{path}: 'layers' is {bounded_repr(layers)}, expected a list of [upsample, in, "
+                                     f"out] (a BigGANConfig)")
         for index, (_, size_in, size_out) in enumerate(layers):
             previous_out = layers[index - 1][2] if index else 16
-            if size_in != previous_out or size_out not in (size_in, size_in / 2):
-                raise GeneratorFileError(f"{path}: layers[{index}] = {layers[index]!r} does not chain (in must be "
-                                         f"the previous out, 16 for the first; out = in or in / 2)")
+            if size_in != previous_out or size_out not in (size_in, size_in // 2) or size_out * 2 < size_in:
+                raise GeneratorFileError(f"{path}: layers[{index}] = {bounded_repr(layers[index])} does not chain (in "
+                                         f"must be the previous out, 16 for the first; out = in or in / 2)")
         if layers[-1][2] != 1:
-            raise GeneratorFileError(f"{path}: the last 'layers' entry {layers[-1]!r} must end at 1 (channel_width "
-                                     f"channels, the final BatchNorm's width)")
+            raise GeneratorFileError(f"{path}: the last 'layers' entry {bounded_repr(layers[-1])} must end at 1 "
+                                     f"(channel_width channels, the final BatchNorm's width)")
         eps = raw.get("eps")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-            raise GeneratorFileError(f"{path}: 'eps' is {eps!r}, expected a positive number (a BigGANConfig)")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
+            raise GeneratorFileError(f"{path}: 'eps' is {bounded_repr(eps)}, expected a positive number (a "
+                                     f"BigGANConfig)")
         config = cls(output_dim=integer("output_dim", 4), z_dim=integer("z_dim", 1),
                      channel_width=integer("channel_width", 1), num_classes=integer("num_classes", 1),
                      layers=tuple((bool(up), int(size_in), int(size_out)) for up, size_in, size_out in layers),
@@ -452,11 +454,38 @@ def load_biggan(path: str | Path) -> tuple[BigGANNet, Path, Path]:
     weights_path, config_path = model_files(path)
     config = BigGANConfig.from_json(config_path)
     state = load_state_dict(weights_path, EXPECTED_FOLDER)
-    net = BigGANNet(config)
+    bound_config(config, state, config_path, weights_path)
+    try:  # on the meta device: the config's sizes cost no memory until they match the weights' shapes
+        net = build_on_meta(lambda: BigGANNet(config))
+    except (ValueError, RuntimeError) as error:
+        raise GeneratorFileError(f"{config_path}: does not describe a BigGAN-deep network "
+                                 f"({bounded_text(str(error))})") from None
     check_against_module(state, net, weights_path, f"the BigGAN-deep model that {config_path} describes")
-    net.load_state_dict(state, strict=True)
+    materialize(net, state)
     net.refresh()
     return net, weights_path, config_path
+
+
+def bound_config(config: BigGANConfig, state: dict[str, torch.Tensor], config_path: Path, weights_path: Path) -> None:
+    """Bound ``config.json``'s sizes by the weights file's own tensors before a network is built from them: every
+    size (and each block's width, channel_width × its multiplier) by the number of weights the tensors hold, the
+    number of blocks by the number of tensors (each block has many).
+
+    Raises:
+        GeneratorFileError: the first size out of bounds, naming it and the bound.
+    """
+    weights = sum(tensor.numel() for tensor in state.values())
+    sizes = {"z_dim": config.z_dim, "num_classes": config.num_classes, "channel_width": config.channel_width,
+             "n_stats": config.n_stats, "output_dim": config.output_dim,
+             "channel_width × the widest 'layers' entry": config.channel_width * max(
+                 max(size_in, size_out) for _, size_in, size_out in config.layers) * 16}
+    for name, value in sizes.items():
+        if value > weights:
+            raise GeneratorFileError(f"{config_path}: refused: {name} is {value:,}, more than the {weights:,} weights "
+                                     f"{weights_path.name} holds: a size may not exceed the weights' count")
+    if len(config.layers) > len(state):
+        raise GeneratorFileError(f"{config_path}: refused: 'layers' has {len(config.layers):,} entries, more than the "
+                                 f"{len(state):,} tensors {weights_path.name} holds")
 
 
 def class_vector_for(config: BigGANConfig, class_index: int | None, class_onehot: list[float] | None,

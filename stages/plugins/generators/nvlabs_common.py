@@ -21,6 +21,7 @@ from torch import nn
 
 from stages.plugins.generators.base import GeneratorFileError
 from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, RecordedModule
+from stages.plugins.generators.weight_files import bounded_repr, bounded_text, build_on_meta, materialize
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)  # keeps the activations' second moment through a leaky ReLU of slope 0.2
@@ -214,19 +215,6 @@ def label_vector(c_dim: int, class_index: int | None, class_onehot: Sequence[flo
     return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
-def check_noise_mode(noise_mode: str, source: str) -> str:
-    """``noise_mode`` if it is deterministic ('const': the file's fixed noise images; 'none': no noise).
-
-    'random' (fresh noise per call) is refused: the pipeline stores latents, resumes by chunk and re-synthesises
-    images in other stages, so an image must be a function of its latent alone.
-    """
-    if noise_mode not in NOISE_MODES:
-        raise GeneratorFileError(f"{source}: noise_mode must be one of {list(NOISE_MODES)}, got {noise_mode!r} "
-                                 f"('random' is refused: images must be a function of the latents, for resumable "
-                                 f"chunks and re-synthesis)")
-    return noise_mode
-
-
 def split_kwargs(kwargs: Mapping[str, Any], known: Mapping[str, Any], ignored: Iterable[str], source: str,
                  what: str) -> dict[str, Any]:
     """``known`` defaults overridden by ``kwargs``; keys in ``ignored`` (training-only) dropped.
@@ -237,12 +225,82 @@ def split_kwargs(kwargs: Mapping[str, Any], known: Mapping[str, Any], ignored: I
     unknown = sorted(set(kwargs) - set(known) - set(ignored))
     if unknown:
         raise GeneratorFileError(f"{source}: {what} records constructor arguments this loader does not implement: "
-                                 f"{unknown}")
+                                 f"{bounded_repr(unknown)}")
     return {**known, **{key: value for key, value in kwargs.items() if key in known}}
 
 
+#: G_ema's top-level constructor arguments, all sizes.
+GENERATOR_SIZES = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+#: Recorded numbers that set no tensor size by themselves: caps and divisors of the channel counts, the clamp.
+UNBOUNDED_NUMBERS = ("channel_base", "channel_max", "conv_clamp")
+
+
+def generator_arguments(snapshot: NVlabsSnapshot) -> tuple[dict[str, int], dict[str, Any], dict[str, Any]]:
+    """G_ema's recorded constructor arguments: the sizes of :data:`GENERATOR_SIZES` as ints, the mapping
+    arguments, and the synthesis arguments (nested in ``synthesis_kwargs`` as StyleGAN2-ADA records them, or flat
+    as the stylegan3 repository does).
+
+    Raises:
+        GeneratorFileError: a size that is missing or not an integer, or argument groups that are not mappings.
+    """
+    source = snapshot.path
+    kwargs = dict(snapshot.kwargs)
+    sizes: dict[str, int] = {}
+    for name in GENERATOR_SIZES:
+        if name not in kwargs:
+            raise GeneratorFileError(f"{source}: G_ema's recorded arguments lack {name!r}")
+        value = kwargs.pop(name)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise GeneratorFileError(f"{source}: G_ema's recorded {name} is {bounded_repr(value)}, expected an "
+                                     f"integer")
+        sizes[name] = int(value)
+    groups: dict[str, dict[str, Any]] = {}
+    for name in ("mapping_kwargs", "synthesis_kwargs"):
+        value = kwargs.pop(name, None)
+        value = {} if value is None else value
+        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+            raise GeneratorFileError(f"{source}: G_ema's recorded {name} is {bounded_repr(value)}, expected a "
+                                     f"mapping of argument names")
+        groups[name] = dict(value)
+    return sizes, groups["mapping_kwargs"], {**groups["synthesis_kwargs"], **kwargs}
+
+
+def bound_recorded_arguments(snapshot: NVlabsSnapshot, arguments: Mapping[str, Any],
+                             layer_counts: Mapping[str, Any]) -> None:
+    """Bound the recorded arguments by G_ema's own tensors before any network is built from them: every integer
+    (but :data:`UNBOUNDED_NUMBERS`) by the number of weights the tensors hold, as each is a size of some tensor;
+    each layer count by the number of tensors, as each layer has at least one; every float finite.
+
+    Raises:
+        GeneratorFileError: the first argument out of bounds, naming it and the bound.
+    """
+    source = snapshot.path
+    weights = sum(tensor.numel() for tensor in snapshot.tensors.values())
+    for name, value in arguments.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values[:weights + 1]:
+            if isinstance(item, (bool, np.bool_)) or item is None or isinstance(item, str):
+                continue
+            if isinstance(item, (float, np.floating)) and not math.isfinite(item):
+                raise GeneratorFileError(f"{source}: refused: G_ema's recorded {name} is {bounded_repr(value)}, "
+                                         f"not a finite number")
+            if isinstance(item, (int, np.integer)) and name not in UNBOUNDED_NUMBERS and not 0 <= item <= weights:
+                raise GeneratorFileError(f"{source}: refused: G_ema's recorded {name} is {bounded_repr(value)}, "
+                                         f"outside 0..{weights:,}: a recorded size may not exceed the number of "
+                                         f"weights G_ema's tensors hold")
+        if len(values) > weights:
+            raise GeneratorFileError(f"{source}: refused: G_ema's recorded {name} has {len(values):,} entries, more "
+                                     f"than the {weights:,} weights G_ema's tensors hold")
+    tensors = len(snapshot.tensors)
+    for name, count in layer_counts.items():
+        if isinstance(count, (int, np.integer)) and not isinstance(count, bool) and count > tensors:
+            raise GeneratorFileError(f"{source}: refused: G_ema's recorded {name} is {count:,}, more layers than "
+                                     f"the {tensors:,} tensors G_ema holds (each layer has at least one)")
+
+
 def load_recorded_tensors(net: nn.Module, snapshot: NVlabsSnapshot, expected: str) -> None:
-    """Copy the snapshot's G_ema tensors into ``net`` by name, requiring the same names and shapes.
+    """Copy the snapshot's G_ema tensors into ``net`` (built on the meta device: names and shapes, no memory) by
+    name, requiring the same names and shapes first; ``net`` gets memory only then.
 
     Raises:
         GeneratorFileError: a missing or extra tensor, or one of another shape (the file is not what the recorded
@@ -253,31 +311,31 @@ def load_recorded_tensors(net: nn.Module, snapshot: NVlabsSnapshot, expected: st
     missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     if missing or extra:
         raise GeneratorFileError(f"{snapshot.path}: G_ema's tensors do not match a {expected} built from its recorded "
-                                 f"arguments: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
-                                 f"{extra[:5]}{'...' if len(extra) > 5 else ''}")
+                                 f"arguments: missing {bounded_repr(missing[:5])}{'...' if len(missing) > 5 else ''}, "
+                                 f"unexpected {bounded_repr(extra[:5])}{'...' if len(extra) > 5 else ''}")
     wrong = [f"{name} {tuple(theirs[name].shape)} vs {tuple(ours[name].shape)}" for name in ours
              if theirs[name].shape != ours[name].shape]
     if wrong:
         raise GeneratorFileError(f"{snapshot.path}: G_ema's tensor shapes differ from a {expected} built from its "
-                                 f"recorded arguments: {wrong[:3]}")
-    net.load_state_dict({name: tensor.to(torch.float32) for name, tensor in theirs.items()}, strict=True)
+                                 f"recorded arguments: {bounded_repr(wrong[:3], 300)}")
+    materialize(net, theirs)
 
 
 def assemble_from_snapshot(snapshot: NVlabsSnapshot, source: str, family: str, mapping: Any, synthesis: Any,
                            recorded_attributes: Sequence[str]) -> StyleGANNet:
     """Build ``StyleGANNet(mapping(), synthesis())`` from the recorded arguments (the two zero-argument callables
-    construct the project's modules), load G_ema's tensors into it and check its recorded per-layer attributes.
+    construct the project's modules) on the meta device, load G_ema's tensors into it once their names and shapes
+    match, and check its recorded per-layer attributes. Call :func:`bound_recorded_arguments` first.
 
     Raises:
         GeneratorFileError: the recorded arguments do not describe a ``family`` network, or its tensors or
             attributes do not fit the one they describe.
     """
-    try:
-        synthesis_net, mapping_net = synthesis(), mapping()
-    except (TypeError, ValueError) as error:
-        raise GeneratorFileError(f"{source}: G_ema's recorded arguments do not describe a {family} ({error})"
-                                 ) from None
-    net = StyleGANNet(mapping_net, synthesis_net)
+    try:  # on the meta device: sizes from the file's records cost no memory until they match its tensors
+        net = build_on_meta(lambda: StyleGANNet(mapping(), synthesis()))
+    except (TypeError, ValueError, ArithmeticError, RuntimeError) as error:
+        raise GeneratorFileError(f"{source}: G_ema's recorded arguments do not describe a {family} "
+                                 f"({bounded_text(str(error))})") from None
     load_recorded_tensors(net, snapshot, f"{family} generator")
     check_recorded_attributes(snapshot.generator, net, recorded_attributes, source)
     return net
@@ -296,24 +354,53 @@ def check_recorded_attributes(record: RecordedModule, module: nn.Module, names: 
     for name in names:
         if name in record.state and hasattr(module, name):
             recorded, derived = record.state[name], getattr(module, name)
-            if not _same_value(recorded, derived):
-                raise GeneratorFileError(f"{source}: {path}.{name} is {recorded!r} in the file but {derived!r} when "
-                                         f"derived from the recorded arguments; this loader cannot reproduce it")
+            if not same_value(recorded, derived):
+                raise GeneratorFileError(f"{source}: {path}.{name} is {bounded_repr(recorded)} in the file but "
+                                         f"{bounded_repr(derived)} when derived from the recorded arguments; this "
+                                         f"loader cannot reproduce it")
     children = dict(module.named_children())
     for child_name, child_record in record.children().items():
         if child_name in children:
             check_recorded_attributes(child_record, children[child_name], names, source, f"{path}.{child_name}")
 
 
-def _same_value(recorded: Any, derived: Any) -> bool:
-    try:
-        a = np.asarray(recorded, dtype=np.float64)
-        b = np.asarray(derived, dtype=np.float64)
-    except (TypeError, ValueError):
-        return recorded == derived
-    if a.shape != b.shape and a.ndim * b.ndim != 0:  # a scalar stands for an [x, y] pair of equal values
-        return False
-    return bool(np.allclose(a, b, rtol=1e-6, atol=1e-9))
+def _plain(value: Any) -> Any:
+    """numpy scalars and 0-d arrays as Python values, other arrays as lists (of numpy values)."""
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else list(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def same_value(recorded: Any, derived: Any) -> bool:
+    """Whether an attribute the file records equals ours, for every kind of value NVIDIA's constructors record:
+    None only equals None; strings equal strings; bools equal bools; numbers (int or float, numpy's too) agree
+    within float rounding; lists, tuples and arrays agree element by element; a number stands for a sequence of
+    equal numbers (NVIDIA stores some sizes as [x, y] pairs). Anything else is not the same."""
+    recorded, derived = _plain(recorded), _plain(derived)
+    if recorded is None or derived is None:
+        return recorded is None and derived is None
+    if isinstance(recorded, str) or isinstance(derived, str):
+        return isinstance(recorded, str) and isinstance(derived, str) and recorded == derived
+    if isinstance(recorded, bool) or isinstance(derived, bool):
+        return isinstance(recorded, bool) and isinstance(derived, bool) and recorded == derived
+    if _is_number(recorded) and _is_number(derived):
+        try:
+            return math.isclose(float(recorded), float(derived), rel_tol=1e-6, abs_tol=1e-9)
+        except OverflowError:  # an integer beyond float range: compare exactly
+            return recorded == derived
+    sequences = [value if isinstance(value, (list, tuple)) else None for value in (recorded, derived)]
+    if sequences[0] is not None and sequences[1] is not None:
+        return len(recorded) == len(derived) and all(same_value(a, b) for a, b in zip(recorded, derived))
+    for sequence, other in ((sequences[0], derived), (sequences[1], recorded)):
+        if sequence is not None and _is_number(other):
+            return len(sequence) > 0 and all(same_value(item, other) for item in sequence)
+    return False
 
 
 class StyleGANGenerator:

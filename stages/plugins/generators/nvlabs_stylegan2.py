@@ -29,10 +29,11 @@ from pydantic import Field, field_validator
 from latentatlas.params import AsList, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_snapshot
-from stages.plugins.generators.nvlabs_common import (LRELU_GAIN, LRELU_SLOPE, EqualizedLinear, MappingNetwork,
-                                               StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
-                                               NOISE_MODES, bias_lrelu_clamp, compute_dtype, label_vector,
-                                               split_kwargs, upfirdn2d)
+from stages.plugins.generators.weight_files import bounded_repr
+from stages.plugins.generators.nvlabs_common import (LRELU_GAIN, LRELU_SLOPE, NOISE_MODES, EqualizedLinear, MappingNetwork,
+                                                     StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
+                                                     bias_lrelu_clamp, bound_recorded_arguments, compute_dtype, generator_arguments, label_vector, split_kwargs,
+                                                     upfirdn2d)
 
 IMPLEMENTATION = "latentatlas-stylegan2-v1"
 
@@ -280,25 +281,22 @@ def build_stylegan2_net(snapshot: NVlabsSnapshot) -> StyleGANNet:
         raise GeneratorFileError(f"{source}: this is a StyleGAN3 generator (synthesis layers 'input', 'L0_...'); use "
                                  f"generator name 'stylegan3', not 'stylegan2'")
     if "b4" not in layer_names:
-        raise GeneratorFileError(f"{source}: G_ema's synthesis has layers {sorted(layer_names)[:6]}, not the StyleGAN2 "
-                                 f"blocks b4, b8, ...; expected an NVlabs StyleGAN2 generator")
-    kwargs = dict(snapshot.kwargs)
-    try:
-        z_dim, c_dim, w_dim = int(kwargs.pop("z_dim")), int(kwargs.pop("c_dim")), int(kwargs.pop("w_dim"))
-        img_resolution, img_channels = int(kwargs.pop("img_resolution")), int(kwargs.pop("img_channels"))
-    except KeyError as error:
-        raise GeneratorFileError(f"{source}: G_ema's recorded arguments lack {error}") from None
-    mapping_kwargs = dict(kwargs.pop("mapping_kwargs", None) or {})
-    synthesis_kwargs = {**dict(kwargs.pop("synthesis_kwargs", None) or {}), **kwargs}  # nested (ADA) or flat
+        raise GeneratorFileError(f"{source}: G_ema's synthesis has layers {bounded_repr(sorted(layer_names)[:6])}, "
+                                 f"not the StyleGAN2 blocks b4, b8, ...; expected an NVlabs StyleGAN2 generator")
+    sizes, mapping_kwargs, synthesis_kwargs = generator_arguments(snapshot)
+    z_dim, c_dim, w_dim = sizes["z_dim"], sizes["c_dim"], sizes["w_dim"]
+    img_resolution, img_channels = sizes["img_resolution"], sizes["img_channels"]
     synthesis_args = split_kwargs(synthesis_kwargs, SYNTHESIS_DEFAULTS, SYNTHESIS_IGNORED, str(source), "synthesis")
     mapping_args = split_kwargs(mapping_kwargs, MAPPING_DEFAULTS, MAPPING_IGNORED, str(source), "mapping")
+    bound_recorded_arguments(snapshot, {**sizes, **mapping_args, **synthesis_args},
+                             {"mapping num_layers": mapping_args["num_layers"]})
     if synthesis_args.pop("architecture") != "skip":
         raise GeneratorFileError(f"{source}: only the 'skip' generator architecture (every NVlabs config) is "
-                                 f"implemented, the file has {synthesis_kwargs['architecture']!r}")
+                                 f"implemented, the file has {bounded_repr(synthesis_kwargs['architecture'])}")
     activations = {"mapping": mapping_args.pop("activation"), "synthesis": synthesis_args.pop("activation")}
     if set(activations.values()) != {"lrelu"}:
         raise GeneratorFileError(f"{source}: only leaky-ReLU StyleGAN2 networks are implemented, the file records "
-                                 f"activations {activations}")
+                                 f"activations {bounded_repr(activations)}")
     return assemble_from_snapshot(snapshot, str(source), "StyleGAN2",
                                   lambda: MappingNetwork(z_dim, c_dim, w_dim, **mapping_args),
                                   lambda: SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_args),

@@ -32,8 +32,9 @@ from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_snapshot
 from stages.plugins.generators.nvlabs_common import (LRELU_GAIN, LRELU_SLOPE, EqualizedLinear, MappingNetwork,
                                                StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
-                                               NOISE_MODES, bias_lrelu_clamp, compute_dtype, label_vector,
-                                               split_kwargs, upfirdn2d)
+                                               NOISE_MODES, bias_lrelu_clamp, bound_recorded_arguments, compute_dtype, generator_arguments, label_vector, split_kwargs,
+                                               upfirdn2d)
+from stages.plugins.generators.weight_files import bounded_repr
 
 IMPLEMENTATION = "latentatlas-stylegan3-v1"
 
@@ -85,6 +86,18 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,
                        torch.full_like(radius, cutoff))  # limit at r = 0: J1(2πfr)/(πr) → f
     fir = jinc.numpy() * np.outer(window, window)
     return torch.as_tensor(fir / fir.sum(), dtype=torch.float32)
+
+
+def lowpass_filter_buffer(numtaps: int, cutoff: float, width: float, fs: float,
+                          radial: bool = False) -> torch.Tensor | None:
+    """:func:`design_lowpass_filter`, except on the meta device (a network built to receive a file's tensors, which
+    include its filters): an empty tensor of the filter's shape, so that a file's sizes cost no design work before
+    they are checked against its tensors."""
+    if torch.get_default_device().type != "meta":
+        return design_lowpass_filter(numtaps, cutoff, width, fs, radial)
+    if numtaps == 1:
+        return None
+    return torch.empty([numtaps, numtaps] if radial else [numtaps])
 
 
 def layer_schedule(img_resolution: int, img_channels: int, channel_base: float, channel_max: int, num_layers: int,
@@ -222,9 +235,9 @@ class SynthesisLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, self.conv_kernel, self.conv_kernel))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.register_buffer("magnitude_ema", torch.ones([]))
-        self.register_buffer("up_filter", design_lowpass_filter(self.up_taps, in_cutoff, in_half_width * 2,
+        self.register_buffer("up_filter", lowpass_filter_buffer(self.up_taps, in_cutoff, in_half_width * 2,
                                                                 working_rate))
-        self.register_buffer("down_filter", design_lowpass_filter(
+        self.register_buffer("down_filter", lowpass_filter_buffer(
             self.down_taps, out_cutoff, out_half_width * 2, working_rate,
             radial=use_radial_filters and not is_critically_sampled))
         # Pad so that the output has out_size samples, centred as the paper's symmetric sample grid (App. C.3).
@@ -320,18 +333,16 @@ def build_stylegan3_net(snapshot: NVlabsSnapshot) -> StyleGANNet:
         raise GeneratorFileError(f"{source}: this is a StyleGAN2 generator (synthesis blocks b4, b8, ...); use "
                                  f"generator name 'stylegan2', not 'stylegan3'")
     if "input" not in layer_names:
-        raise GeneratorFileError(f"{source}: G_ema's synthesis has layers {sorted(layer_names)[:6]}, not the StyleGAN3 "
-                                 f"'input', 'L0_...'; expected an NVlabs StyleGAN3 generator")
-    kwargs = dict(snapshot.kwargs)
-    try:
-        z_dim, c_dim, w_dim = int(kwargs.pop("z_dim")), int(kwargs.pop("c_dim")), int(kwargs.pop("w_dim"))
-        img_resolution, img_channels = int(kwargs.pop("img_resolution")), int(kwargs.pop("img_channels"))
-    except KeyError as error:
-        raise GeneratorFileError(f"{source}: G_ema's recorded arguments lack {error}") from None
-    mapping_kwargs = dict(kwargs.pop("mapping_kwargs", None) or {})
-    synthesis_kwargs = {**dict(kwargs.pop("synthesis_kwargs", None) or {}), **kwargs}
+        raise GeneratorFileError(f"{source}: G_ema's synthesis has layers {bounded_repr(sorted(layer_names)[:6])}, "
+                                 f"not the StyleGAN3 'input', 'L0_...'; expected an NVlabs StyleGAN3 generator")
+    sizes, mapping_kwargs, synthesis_kwargs = generator_arguments(snapshot)
+    z_dim, c_dim, w_dim = sizes["z_dim"], sizes["c_dim"], sizes["w_dim"]
+    img_resolution, img_channels = sizes["img_resolution"], sizes["img_channels"]
     synthesis_args = split_kwargs(synthesis_kwargs, SYNTHESIS_DEFAULTS, SYNTHESIS_IGNORED, str(source), "synthesis")
     mapping_args = split_kwargs(mapping_kwargs, MAPPING_DEFAULTS, MAPPING_IGNORED, str(source), "mapping")
+    bound_recorded_arguments(snapshot, {**sizes, **mapping_args, **synthesis_args},
+                             {"mapping num_layers": mapping_args["num_layers"],
+                              "synthesis num_layers": synthesis_args["num_layers"]})
     return assemble_from_snapshot(snapshot, str(source), "StyleGAN3",
                                   lambda: MappingNetwork(z_dim, c_dim, w_dim, **mapping_args),
                                   lambda: SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_args),

@@ -38,6 +38,7 @@ from latentatlas.params import PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.state_dicts import (check_against_module, existing_file, file_fingerprint, load_state_dict,
                                            progressive_block_channels, require_keys)
+from stages.plugins.generators.weight_files import build_on_meta, materialize
 
 #: What a PGGAN file must be, quoted in errors.
 EXPECTED_FILE = ("an InterFaceGAN PGGAN generator state dict (.pth with keys lod, layer0.conv.weight, "
@@ -248,13 +249,14 @@ def load_pggan(path: str | Path) -> tuple[PGGANNet, Path]:
     """
     resolved = existing_file(path, EXPECTED_FILE)
     state = load_state_dict(resolved, EXPECTED_FILE)
-    net = PGGANNet(PGGANArchitecture.from_state_dict(state, resolved))
+    architecture = PGGANArchitecture.from_state_dict(state, resolved)
+    net = build_on_meta(lambda: PGGANNet(architecture))  # no memory until the shapes fit the file
     check_against_module(state, net, resolved, EXPECTED_FILE)
     level_of_detail = float(state["lod"])
     if not 0 <= level_of_detail < net.num_blocks:
         raise GeneratorFileError(f"{resolved}: lod is {level_of_detail}, expected 0 <= lod < {net.num_blocks} (the "
                                  f"number of blocks); expected {EXPECTED_FILE}")
-    net.load_state_dict(state, strict=True)
+    materialize(net, state)
     return net, resolved
 
 

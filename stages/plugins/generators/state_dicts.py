@@ -2,7 +2,9 @@
 
 Used by the loaders of third-party formats (InterFaceGAN PGGAN / StyleGAN ``.pth``, pytorch-pretrained-biggan
 ``pytorch_model.bin``). Files are read with ``torch.load(weights_only=True)``: tensors and plain containers only,
-never arbitrary pickled code. Both the legacy (pre-PyTorch-1.6) and the zip serialization load this way.
+never arbitrary pickled code. Both the legacy (pre-PyTorch-1.6) and the zip serialization load this way, within the
+bounds of :mod:`stages.plugins.generators.weight_files` (checked pickles, no compressed zip entries, tensors backed by the
+file's bytes); networks are built on the meta device and get memory once the file's names and shapes fit them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import torch
 
 from stages.plugins.generators.base import GeneratorFileError
+from stages.plugins.generators.weight_files import bounded_repr, check_tensors_backed, check_torch_container
 from stages.runtime.weights import sha256_of
 
 #: Longest excerpt of an underlying error message quoted in a GeneratorFileError.
@@ -39,12 +42,20 @@ def existing_file(path: str | Path, expected: str) -> Path:
 
 
 def load_state_dict(path: Path, expected: str) -> dict[str, torch.Tensor]:
-    """The ``{name: tensor}`` mapping saved at ``path`` (on the CPU), read without unpickling code.
+    """The ``{name: tensor}`` mapping saved at ``path`` (on the CPU), read without unpickling code and within the
+    bounds of :mod:`stages.plugins.generators.weight_files`: the container and its pickles are checked before
+    ``torch.load``, and every tensor must be backed by the file's bytes after it.
 
     Raises:
-        GeneratorFileError: the file is truncated, not a PyTorch file, holds objects other than tensors, or is not a
-            flat mapping of names to tensors; the message names the file and what was ``expected``.
+        GeneratorFileError: the file is truncated, not a PyTorch file, breaks a bound, holds objects other than
+            tensors, or is not a flat mapping of names to tensors; the message names the file and what was
+            ``expected``.
     """
+    try:
+        with path.open("rb") as handle:
+            check_torch_container(handle, path.stat().st_size, str(path))
+    except GeneratorFileError as error:
+        raise GeneratorFileError(f"{error}; expected {expected}") from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
@@ -52,11 +63,12 @@ def load_state_dict(path: Path, expected: str) -> dict[str, torch.Tensor]:
                                  f"expected {expected}") from None
     if not isinstance(loaded, Mapping) or not loaded:
         raise GeneratorFileError(f"{path}: holds a {type(loaded).__name__}, not a state dict; expected {expected}")
-    not_tensors = [str(key) for key, value in loaded.items() if not isinstance(key, str)
+    not_tensors = [bounded_repr(key, 60) for key, value in loaded.items() if not isinstance(key, str)
                    or not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise GeneratorFileError(f"{path}: entries {not_tensors[:3]} are not named tensors (a checkpoint wrapping "
-                                 f"a state dict?); expected {expected}")
+        raise GeneratorFileError(f"{path}: entries [{', '.join(not_tensors[:3])}] are not named tensors (a checkpoint "
+                                 f"wrapping a state dict?); expected {expected}")
+    check_tensors_backed(loaded, str(path))
     return dict(loaded)
 
 
@@ -64,7 +76,7 @@ def require_keys(state: Mapping[str, torch.Tensor], keys: list[str], path: Path,
     """Raise a GeneratorFileError naming ``path`` unless ``state`` has every one of ``keys``."""
     missing = [key for key in keys if key not in state]
     if missing:
-        found = ", ".join(list(state)[:4])
+        found = ", ".join(bounded_repr(key, 60)[1:-1] for key in list(state)[:4])
         raise GeneratorFileError(f"{path}: no tensor {missing[0]!r} (keys start {found}, ...); expected {expected}")
 
 

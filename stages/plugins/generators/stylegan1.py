@@ -58,6 +58,7 @@ from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.pggan import pixel_norm, sphere_normalize
 from stages.plugins.generators.state_dicts import (check_against_module, existing_file, file_fingerprint, load_state_dict,
                                            progressive_block_channels, require_keys)
+from stages.plugins.generators.weight_files import build_on_meta, materialize
 
 #: What a StyleGAN file must be, quoted in errors.
 EXPECTED_FILE = ("an InterFaceGAN StyleGAN (v1) generator state dict (.pth with keys mapping.dense0.linear.weight, "
@@ -427,13 +428,14 @@ def load_stylegan(path: str | Path) -> tuple[StyleGANNet, Path]:
     resolved = existing_file(path, EXPECTED_FILE)
     state = load_state_dict(resolved, EXPECTED_FILE)
     state.pop("truncation.truncation", None)  # InterFaceGAN drops it when saving; tolerate a file that kept it
-    net = StyleGANNet(StyleGANArchitecture.from_state_dict(state, resolved))
+    architecture = StyleGANArchitecture.from_state_dict(state, resolved)
+    net = build_on_meta(lambda: StyleGANNet(architecture))  # no memory until the shapes fit the file
     check_against_module(state, net, resolved, EXPECTED_FILE)
     level_of_detail = float(state["synthesis.lod"])
     if not 0 <= level_of_detail < net.synthesis.num_blocks:
         raise GeneratorFileError(f"{resolved}: synthesis.lod is {level_of_detail}, expected 0 <= lod < "
                                  f"{net.synthesis.num_blocks} (the number of blocks); expected {EXPECTED_FILE}")
-    net.load_state_dict(state, strict=True)
+    materialize(net, state)
     return net, resolved
 
 
