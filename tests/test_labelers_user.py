@@ -241,6 +241,8 @@ def test_torch_classifier_bad_input_is_one_line(tmp_path: Path) -> None:
     network = torchvision.models.resnet18(weights=None, num_classes=5)
     torch.save(network.state_dict(), tmp_path / "five.pth")
     (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage" * 10)
+    # 40 bytes on disk claiming a 1 GiB weight: a stride-0 view is refused before anything is materialised
+    torch.save({"fc.weight": torch.zeros(1).expand(2 ** 28)}, tmp_path / "stride0.pth")
     code = {"allow_code_execution": True}
     # What only the files can tell: LabelerError, one line, when the labeler is built.
     file_cases = [
@@ -250,7 +252,9 @@ def test_torch_classifier_bad_input_is_one_line(tmp_path: Path) -> None:
         ({"torchscript": str(tmp_path / "absent.pt"), **code, "outputs": ["a"]}, "file .*absent.pt not found"),
         ({"torchscript": str(tmp_path / "corrupt.pt"), **code, "outputs": ["a"]}, "not a TorchScript file"),
         ({"architecture": "resnet18", "weights": str(tmp_path / "corrupt.pt"), "outputs": ["a"]},
-         r"cannot be read with torch.load\(weights_only=True\)"),
+         r"weights .*corrupt.pt .*not a readable torch.save file"),
+        ({"architecture": "resnet18", "weights": str(tmp_path / "stride0.pth"), "outputs": ["a"]},
+         r"stride0.pth: refused: tensor fc.weight claims shape \(268435456,\) .* storage holds 4 bytes \(a stride-0"),
         ({"checkpoint": str(tmp_path / "five.pth")}, "expected a 'latentatlas-classifier/1' file"),
         ({"architecture": "resnet19", "weights": str(tmp_path / "five.pth"), "outputs": ["a"] * 1},
          r"architecture 'resnet19' is not a torchvision classification model; expected e.g. \['resnet101'"),

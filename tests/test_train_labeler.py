@@ -246,7 +246,7 @@ def test_corrupt_init_weights_and_image_are_one_line(small: Path) -> None:
     (small / "init.pt").write_bytes(b"not a checkpoint")
     trainer_params = parse_train_params(settings(small, init_weights=str(small / "init.pt"), epochs=4,
                                                  image_sizes=[16], batch_size=2))
-    with pytest.raises(TrainLabelerError, match="init_weights .* cannot be read") as caught:
+    with pytest.raises(TrainLabelerError, match="init_weights .*init.pt.* not a readable torch.save file") as caught:
         train_labeler(trainer_params)
     assert "\n" not in str(caught.value)
     (small / "images" / "00002.png").write_bytes(b"\x89PNG broken")

@@ -1,5 +1,5 @@
 """A generator weight file is data: it cannot change the process that reads it, and it costs no more time or memory
-than its own bytes justify (``stages/plugins/generators/weight_files.py``).
+than its own bytes justify (``stages/runtime/weight_files.py``).
 
 Every hostile file here is crafted in the test, tiny, from pickle opcodes or from records of networks built by our
 own modules (no fixture, no NVIDIA code). Loads that misbehaved before the bounds existed (hangs, tens of GB) run in a
@@ -34,7 +34,7 @@ from stages.plugins.generators.pggan import PGGANArchitecture, PGGANNet
 from stages.plugins.generators.nvlabs_stylegan2 import SynthesisNetwork as StyleGAN2Synthesis
 from stages.plugins.generators.nvlabs_stylegan3 import SynthesisNetwork as StyleGAN3Synthesis
 from stages.plugins.generators.nvlabs_common import MappingNetwork, StyleGANNet, same_value
-from stages.plugins.generators.weight_files import MAX_PICKLE_DEPTH, MAX_PICKLE_OBJECTS, bounded_repr
+from stages.runtime.weight_files import MAX_PICKLE_DEPTH, MAX_PICKLE_OBJECTS, bounded_repr
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "generators"
 SG2_FIXTURE = FIXTURES / "stylegan2-ada" / "network-snapshot-000000.pkl"
@@ -77,9 +77,9 @@ def run_isolated(action: Callable[[], Any], seconds: int = 60, memory: int = 1 <
 
 
 def assert_refused(outcome: tuple[str, str], *phrases: str) -> str:
-    """``outcome`` (from :func:`run_isolated`) is a one-line GeneratorFileError containing every phrase."""
+    """``outcome`` (from :func:`run_isolated`) is a one-line WeightFileError (GeneratorFileError) containing every phrase."""
     kind, message = outcome
-    assert kind == "GeneratorFileError", outcome
+    assert kind == "WeightFileError", outcome  # GeneratorFileError is this class
     assert "\n" not in message, message
     for phrase in phrases:
         assert phrase in message, (phrase, message)

@@ -13,10 +13,12 @@ import torch
 from latentatlas.errors import LatentAtlasError
 from latentatlas.params import GeneratorParams
 from latentatlas.registry import Registry, RegistryError
+from stages.runtime.weight_files import WeightFileError
 
 
-class GeneratorFileError(LatentAtlasError, ValueError):
-    """A generator weights file (or its config) that is missing, unreadable, or not the format its name expects."""
+#: A generator weights file (or its config) that is missing, unreadable, not the format its name expects, or refused
+#: as unsafe: the weight-file error of :mod:`stages.runtime.weight_files`, under the name generator code uses.
+GeneratorFileError = WeightFileError
 
 
 @runtime_checkable

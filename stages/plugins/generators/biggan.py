@@ -53,7 +53,7 @@ from pydantic import Field
 from latentatlas.params import AsList, ParamsError, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.state_dicts import check_against_module, existing_file, file_fingerprint, load_state_dict
-from stages.plugins.generators.weight_files import bounded_repr, bounded_text, build_on_meta, materialize
+from stages.runtime.weight_files import bounded_repr, bounded_text, build_on_meta, materialize
 
 WEIGHTS_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"

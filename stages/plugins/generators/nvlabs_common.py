@@ -21,7 +21,7 @@ from torch import nn
 
 from stages.plugins.generators.base import GeneratorFileError
 from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, RecordedModule
-from stages.plugins.generators.weight_files import bounded_repr, bounded_text, build_on_meta, materialize
+from stages.runtime.weight_files import bounded_repr, bounded_text, build_on_meta, materialize
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)  # keeps the activations' second moment through a leaky ReLU of slope 0.2

@@ -16,7 +16,7 @@ which keeps ``class_name`` and ``state`` in a :class:`RecordedModule` and drops 
 :class:`~stages.plugins.generators.base.GeneratorFileError` that names it and the file. Nothing the file does reaches past
 the objects it creates: BUILD (``__setstate__``) applies only to arrays and dtypes the unpickler made, never to a
 global, a type or a function, and the pickle's size, depth and sharing are bounded before it is unpickled
-(:mod:`stages.plugins.generators.weight_files`).
+(:mod:`stages.runtime.weight_files`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from stages.plugins.generators.base import GeneratorFileError
-from stages.plugins.generators.weight_files import (bounded_repr, bounded_text, check_pickle_shape, check_tensors_backed,
+from stages.runtime.weight_files import (bounded_repr, bounded_text, check_pickle_shape, check_tensors_backed,
                                             check_torch_container, unbacked_bytes)
 
 #: Positional order of the constructor arguments of NVlabs' ``Generator`` (both repositories), for ``_init_args``.
@@ -101,7 +101,7 @@ class SnapshotUnpickler(pickle._Unpickler):
     arrays and dtypes always new, never of Python objects). REDUCE may call only those stand-ins; NEWOBJ may create
     only plain containers; BUILD (``__setstate__``) applies only to the arrays and dtypes this unpickler created,
     never to a global, a type or a function. It is the pure-Python unpickler, whose opcodes these checks replace;
-    :func:`~stages.plugins.generators.weight_files.check_pickle_shape` bounds the pickle before it runs.
+    :func:`~stages.runtime.weight_files.check_pickle_shape` bounds the pickle before it runs.
 
     Args:
         file: the open binary stream.
@@ -155,7 +155,7 @@ class SnapshotUnpickler(pickle._Unpickler):
 
     def _load_storage_bytes(self, data: Any) -> torch.TypedStorage:
         """Stand-in for ``torch.storage._load_from_bytes``: a legacy ``torch.save`` blob of one storage, checked
-        (:func:`~stages.plugins.generators.weight_files.check_torch_container`) and read with ``weights_only``."""
+        (:func:`~stages.runtime.weight_files.check_torch_container`) and read with ``weights_only``."""
         if not isinstance(data, bytes):
             raise self._refuse(f"a tensor storage recorded as {type(data).__name__}, not bytes")
         where = f"{self.source} (a tensor's storage)"
@@ -291,9 +291,9 @@ class NVlabsSnapshot:
 def read_nvlabs_snapshot(path: str | Path) -> NVlabsSnapshot:
     """Read ``G_ema`` of an NVlabs snapshot pickle at ``path`` (``~`` expanded) as data.
 
-    The pickle is bounded (:func:`~stages.plugins.generators.weight_files.check_pickle_shape`) before it is unpickled, by
+    The pickle is bounded (:func:`~stages.runtime.weight_files.check_pickle_shape`) before it is unpickled, by
     :class:`SnapshotUnpickler`; G_ema's record must be a tree of network records whose tensors the file's bytes
-    back (:func:`~stages.plugins.generators.weight_files.check_tensors_backed`).
+    back (:func:`~stages.runtime.weight_files.check_tensors_backed`).
 
     Raises:
         GeneratorFileError: missing file, truncated or corrupt pickle, a global outside the allow-list, a broken

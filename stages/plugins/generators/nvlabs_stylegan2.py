@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 from latentatlas.params import AsList, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_snapshot
-from stages.plugins.generators.weight_files import bounded_repr
+from stages.runtime.weight_files import bounded_repr
 from stages.plugins.generators.nvlabs_common import (LRELU_GAIN, LRELU_SLOPE, NOISE_MODES, EqualizedLinear, MappingNetwork,
                                                      StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
                                                      bias_lrelu_clamp, bound_recorded_arguments, compute_dtype, generator_arguments, label_vector, split_kwargs,

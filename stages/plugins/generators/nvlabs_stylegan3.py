@@ -34,7 +34,7 @@ from stages.plugins.generators.nvlabs_common import (LRELU_GAIN, LRELU_SLOPE, Eq
                                                StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
                                                NOISE_MODES, bias_lrelu_clamp, bound_recorded_arguments, compute_dtype, generator_arguments, label_vector, split_kwargs,
                                                upfirdn2d)
-from stages.plugins.generators.weight_files import bounded_repr
+from stages.runtime.weight_files import bounded_repr
 
 IMPLEMENTATION = "latentatlas-stylegan3-v1"
 

@@ -38,7 +38,7 @@ from latentatlas.params import PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.state_dicts import (check_against_module, existing_file, file_fingerprint, load_state_dict,
                                            progressive_block_channels, require_keys)
-from stages.plugins.generators.weight_files import build_on_meta, materialize
+from stages.runtime.weight_files import build_on_meta, materialize
 
 #: What a PGGAN file must be, quoted in errors.
 EXPECTED_FILE = ("an InterFaceGAN PGGAN generator state dict (.pth with keys lod, layer0.conv.weight, "

@@ -3,7 +3,7 @@
 Used by the loaders of third-party formats (InterFaceGAN PGGAN / StyleGAN ``.pth``, pytorch-pretrained-biggan
 ``pytorch_model.bin``). Files are read with ``torch.load(weights_only=True)``: tensors and plain containers only,
 never arbitrary pickled code. Both the legacy (pre-PyTorch-1.6) and the zip serialization load this way, within the
-bounds of :mod:`stages.plugins.generators.weight_files` (checked pickles, no compressed zip entries, tensors backed by the
+bounds of :mod:`stages.runtime.weight_files` (checked pickles, no compressed zip entries, tensors backed by the
 file's bytes); networks are built on the meta device and get memory once the file's names and shapes fit them.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from stages.plugins.generators.base import GeneratorFileError
-from stages.plugins.generators.weight_files import bounded_repr, check_tensors_backed, check_torch_container
+from stages.runtime.weight_files import bounded_repr, check_tensors_backed, check_torch_container
 from stages.runtime.weights import sha256_of
 
 #: Longest excerpt of an underlying error message quoted in a GeneratorFileError.
@@ -43,7 +43,7 @@ def existing_file(path: str | Path, expected: str) -> Path:
 
 def load_state_dict(path: Path, expected: str) -> dict[str, torch.Tensor]:
     """The ``{name: tensor}`` mapping saved at ``path`` (on the CPU), read without unpickling code and within the
-    bounds of :mod:`stages.plugins.generators.weight_files`: the container and its pickles are checked before
+    bounds of :mod:`stages.runtime.weight_files`: the container and its pickles are checked before
     ``torch.load``, and every tensor must be backed by the file's bytes after it.
 
     Raises:

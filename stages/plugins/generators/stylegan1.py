@@ -58,7 +58,7 @@ from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.pggan import pixel_norm, sphere_normalize
 from stages.plugins.generators.state_dicts import (check_against_module, existing_file, file_fingerprint, load_state_dict,
                                            progressive_block_channels, require_keys)
-from stages.plugins.generators.weight_files import build_on_meta, materialize
+from stages.runtime.weight_files import build_on_meta, materialize
 
 #: What a StyleGAN file must be, quoted in errors.
 EXPECTED_FILE = ("an InterFaceGAN StyleGAN (v1) generator state dict (.pth with keys mapping.dense0.linear.weight, "

@@ -50,6 +50,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from latentatlas.params import PathStr, PluginParams, format_validation_error
+from stages.runtime.weight_files import WeightFileError, checked_torch_load
 from stages.plugins.labelers.base import LABELERS, LabelerError, TorchLabeler, file_sha256, run_in_chunks
 
 #: CelebA's 40 binary attributes, in the order of ``list_attr_celeba.txt``.
@@ -313,11 +314,12 @@ def output_layer_key(network: nn.Module) -> str:
 
 
 def _torch_load(path: Path, what: str) -> Any:
+    """The checkpoint or state dict at ``path``, read as data only (:func:`stages.runtime.weight_files.checked_torch_load`:
+    bounded pickle, no zip bomb, every tensor backed by its own bytes)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 (a corrupt or foreign file raises many kinds; all mean the same)
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise _fail(f"{what} {path} cannot be read with torch.load(weights_only=True): {detail[:200]}") from None
+        return checked_torch_load(path)
+    except WeightFileError as error:
+        raise _fail(f"{what} {error}") from None
 
 
 def load_state_dict_into(network: nn.Module, state: Any, path: Path, architecture: str) -> nn.Module:

@@ -51,6 +51,7 @@ from latentatlas.atomic import atomic_write_bytes, atomic_write_json
 from latentatlas.errors import LatentAtlasError
 from latentatlas.params import format_validation_error
 from latentatlas.stores import fingerprint_of
+from stages.runtime.weight_files import WeightFileError, checked_torch_load
 from stages.runtime.device import resolve_device
 from stages.plugins.labelers.base import file_sha256
 from stages.plugins.labelers.torch_classifier import (CHECKPOINT_FORMAT, Preprocessing, build_architecture,
@@ -501,10 +502,9 @@ class AttributeTrainer:
         if self.params.init_weights is not None:
             path = Path(self.params.init_weights)
             try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:  # noqa: BLE001 (a corrupt or foreign file raises many kinds)
-                raise TrainLabelerError(f"init_weights {path}: cannot be read with torch.load(weights_only=True) "
-                                        f"({str(error).splitlines()[0][:200] if str(error) else error!r})") from None
+                state = checked_torch_load(path)
+            except WeightFileError as error:
+                raise TrainLabelerError(f"init_weights {error}") from None
             if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
                 raise TrainLabelerError(f"init_weights {path}: expected a state dict (name → tensor)")
             head = output_layer_key(model).removesuffix(".weight")

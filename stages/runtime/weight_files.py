@@ -1,7 +1,8 @@
-"""What a generator weight file may cost the process that reads it: data, in bounded amounts, and nothing else.
+"""What a user's weight file may cost the process that reads it: data, in bounded amounts, and nothing else.
 
 Every loader of a user's weight file (NVlabs snapshot pickles; InterFaceGAN ``.pth`` and pytorch-pretrained-biggan
-``pytorch_model.bin`` state dicts) applies these checks, each before the work it guards:
+``pytorch_model.bin`` state dicts; torch-classifier checkpoints and state dicts; classifier-training init weights)
+applies these checks, each before the work it guards:
 
 1. :func:`check_pickle_shape` walks a pickle's opcodes *before any object is built*. It refuses a pickle with more
    than :data:`MAX_PICKLE_OPCODES` opcodes, objects nested deeper than :data:`MAX_PICKLE_DEPTH`, an object whose
@@ -27,13 +28,14 @@ import math
 import pickletools
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from stages.plugins.generators.base import GeneratorFileError
+from latentatlas.errors import LatentAtlasError
 
 #: Most opcodes in one pickle (a 1024² StyleGAN2 snapshot with G, D, G_ema and augment_pipe has ~60 000).
 MAX_PICKLE_OPCODES = 2_000_000
@@ -46,6 +48,12 @@ MAX_PICKLE_OBJECTS = 2_000_000
 #: Characters of file content quoted in an error message.
 QUOTE_LENGTH = 120
 
+
+class WeightFileError(LatentAtlasError, ValueError):
+    """A weights file (a generator's, a classifier checkpoint, ...) that is unreadable, not the format expected, or
+    refused as unsafe; its message names the file."""
+
+
 _LEAF_OPCODES = frozenset({
     "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING", "SHORT_BINSTRING",
     "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "NONE", "NEWTRUE", "NEWFALSE", "UNICODE",
@@ -54,7 +62,7 @@ _CALL_OPCODES = {"REDUCE": 2, "NEWOBJ": 2, "NEWOBJ_EX": 3}  # opcode → objects
 
 
 class _Refused(Exception):
-    """A bound a pickle broke (turned into a GeneratorFileError naming the file)."""
+    """A bound a pickle broke (turned into a WeightFileError naming the file)."""
 
 
 class _Node:
@@ -93,7 +101,7 @@ def check_pickle_shape(stream: BinaryIO, source: str, what: str = "pickle", pers
         persistent_ids: allow PERSID / BINPERSID (``torch.save`` files; an NVlabs snapshot has none).
 
     Raises:
-        GeneratorFileError: one line naming ``source`` and the bound, or saying the pickle is unreadable.
+        WeightFileError: one line naming ``source`` and the bound, or saying the pickle is unreadable.
     """
     stack: list[_Node] = []
     marks: list[list[_Node]] = []
@@ -202,10 +210,10 @@ def check_pickle_shape(stream: BinaryIO, source: str, what: str = "pickle", pers
         else:
             raise EOFError("no STOP opcode")
     except _Refused as refusal:
-        raise GeneratorFileError(f"{source}: refused: the pickle has {refusal}; a weight file holds only bounded "
+        raise WeightFileError(f"{source}: refused: the pickle has {refusal}; a weight file holds only bounded "
                                  f"data") from None
     except (ValueError, IndexError, KeyError, EOFError) as error:  # genops: bad opcode or argument; bad stack or memo
-        raise GeneratorFileError(f"{source}: not a readable {what} (truncated or corrupt? "
+        raise WeightFileError(f"{source}: not a readable {what} (truncated or corrupt? "
                                  f"{type(error).__name__}: {bounded_text(str(error))})") from None
 
 
@@ -275,7 +283,7 @@ def check_torch_container(stream: BinaryIO, size: int, source: str) -> None:
     follow them; ``torch.load`` checks each storage's size against them before reading any).
 
     Raises:
-        GeneratorFileError: a broken bound or an unreadable container, in one line naming ``source``.
+        WeightFileError: a broken bound or an unreadable container, in one line naming ``source``.
     """
     start = stream.tell()
     is_zip = stream.read(4) == b"PK\x03\x04"
@@ -297,16 +305,16 @@ def _check_zip(stream: BinaryIO, size: int, source: str) -> None:
         records = reader.get_all_records()
         claimed = sum(reader.get_record_size(name) for name in records)
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as error:
-        raise GeneratorFileError(f"{source}: not a readable zip file ({bounded_text(str(error))})") from None
+        raise WeightFileError(f"{source}: not a readable zip file ({bounded_text(str(error))})") from None
     if compressed:
-        raise GeneratorFileError(f"{source}: refused: the zip entry {bounded_repr(compressed[0])} is compressed "
+        raise WeightFileError(f"{source}: refused: the zip entry {bounded_repr(compressed[0])} is compressed "
                                  f"(torch.save stores entries uncompressed; a compressed one can expand far beyond "
                                  f"the file's size)")
     if claimed > size:
-        raise GeneratorFileError(f"{source}: refused: its zip records hold {claimed:,} bytes uncompressed, more than "
+        raise WeightFileError(f"{source}: refused: its zip records hold {claimed:,} bytes uncompressed, more than "
                                  f"the file's {size:,}")
     if "data.pkl" not in records:
-        raise GeneratorFileError(f"{source}: not a torch.save zip file (no data.pkl record)")
+        raise WeightFileError(f"{source}: not a torch.save zip file (no data.pkl record)")
     check_pickle_shape(io.BytesIO(reader.get_record("data.pkl")), f"{source} (data.pkl)", what="torch.save file",
                        persistent_ids=True)
 
@@ -326,14 +334,14 @@ def check_tensors_backed(tensors: Mapping[str, torch.Tensor], source: str) -> No
     two tensors share bytes: materialising them costs at most the bytes the file stores.
 
     Raises:
-        GeneratorFileError: the first tensor (by name) that breaks this, in one line.
+        WeightFileError: the first tensor (by name) that breaks this, in one line.
     """
     claimed_total = 0
     storages: dict[tuple[int, int], int] = {}
     for name, tensor in tensors.items():
         claimed = tensor.numel() * tensor.element_size()
         if unbacked_bytes(tensor):
-            raise GeneratorFileError(
+            raise WeightFileError(
                 f"{source}: refused: tensor {bounded_text(name)} claims shape {tuple(tensor.shape)} ({claimed:,} "
                 f"bytes) but its storage holds {tensor.untyped_storage().nbytes():,} bytes (a stride-0 or "
                 f"overlapping view): a tensor may claim no more elements than the file stores for it")
@@ -341,7 +349,7 @@ def check_tensors_backed(tensors: Mapping[str, torch.Tensor], source: str) -> No
         storages[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
         claimed_total += claimed
     if claimed_total > sum(storages.values()):
-        raise GeneratorFileError(f"{source}: refused: its tensors claim {claimed_total:,} bytes but share "
+        raise WeightFileError(f"{source}: refused: its tensors claim {claimed_total:,} bytes but share "
                                  f"{sum(storages.values()):,} bytes of storage: each stored byte may back one tensor")
 
 
@@ -381,3 +389,38 @@ def finite_number(value: Any) -> bool:
     """A real, finite int or float (not a bool), as a recorded size or setting must be."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
         and math.isfinite(value)
+
+
+def _named_tensors(value: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor inside ``value`` (nested mappings, lists and tuples), by a dotted path."""
+    if isinstance(value, torch.Tensor):
+        return {prefix or "<root>": value}
+    items: Iterable[tuple[Any, Any]]
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return {}
+    found: dict[str, torch.Tensor] = {}
+    for key, item in items:
+        found |= _named_tensors(item, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def checked_torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` of a user's file, with the checks of this module around it: the
+    container before (:func:`check_torch_container`), every tensor it holds after (:func:`check_tensors_backed`).
+
+    Raises:
+        WeightFileError: a refused or unreadable file, in one line naming ``path``.
+    """
+    with path.open("rb") as handle:
+        check_torch_container(handle, path.stat().st_size, str(path))
+    try:
+        loaded = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
+        raise WeightFileError(f"{path}: cannot be read with torch.load(weights_only=True): "
+                              f"{bounded_text(' '.join(str(error).split()))}") from None
+    check_tensors_backed(_named_tensors(loaded), str(path))
+    return loaded
