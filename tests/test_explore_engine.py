@@ -126,7 +126,8 @@ def test_sliders_compose_and_a_component_moves_its_named_attribute_up(engine, to
     start = engine.start_latent(Start("seed", 9))[1].double()
     space, latent = engine.latent(state("start=seed:9&e=truth/age:1.5&e=truth/smile:-2"))
     assert space == "w"  # the toy generator has W: z edits, then mapped
-    expected_z = start + 1.5 * torch.from_numpy(world.directions["age"]) - 2 * torch.from_numpy(world.directions["smile"])
+    planted = {name: torch.from_numpy(vector) for name, vector in world.directions.items()}
+    expected_z = start + 1.5 * planted["age"] - 2 * planted["smile"]
     expected_w = expected_z @ torch.from_numpy(world.generator.mapping)
     np.testing.assert_allclose(latent[0].double().numpy(), expected_w.numpy(), atol=1e-5)
     # c000 is stored as −n_age with correlation −0.9: its slider is flipped so that +α raises age

@@ -27,20 +27,24 @@ request names a file: sliders, sets and photos are looked up by id in the opened
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -52,7 +56,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from latentatlas.errors import LatentAtlasError
 from latentatlas.locations import StorePath
 from latentatlas.params import Params
-from stages.explore.engine import ExploreEngine
+from stages.explore.engine import ExploreEngine, pin_this_thread
 from stages.explore.exports import latent_npy, png_bytes, strip_png, traversal, traversal_formats
 from stages.explore.photos import UploadError
 from stages.explore.state import ALPHA_LIMIT, PSI_RANGE, ExploreInputError, ExploreState, parse_query
@@ -125,28 +129,67 @@ def _float(request: Request, key: str, default: float) -> float:
     return value
 
 
+class Guard:
+    """ASGI middleware: answer only loopback ``Host`` names when bound to loopback, refuse cross-origin POSTs, and
+    add :data:`SECURITY_HEADERS` to every response (plain ASGI, so a request costs no extra task)."""
+
+    def __init__(self, app: Any, loopback_only: bool) -> None:
+        self.app = app
+        self.loopback_only = loopback_only
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(
+                    (name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
+                    if name.lower().encode() not in present)]
+            await send(message)
+
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        host_header = headers.get("host", "")
+        host, origin = _host_name(host_header), headers.get("origin")
+        refusal = None
+        if self.loopback_only and not is_loopback(host):
+            refusal = (f"this explorer answers only on its loopback address (Host {host!r} refused); start it with "
+                       f"--host to serve other names")
+        elif scope["method"] not in ("GET", "HEAD") and origin is not None and urlsplit(origin).netloc != host_header:
+            refusal = f"cross-origin {scope['method']} from {origin!r} refused"
+        if refusal is not None:
+            await _error(403, refusal)(scope, receive, send_secured)
+            return
+        await self.app(scope, receive, send_secured)
+
+
 def create_app(engine: ExploreEngine, bind_host: str = "127.0.0.1") -> FastAPI:
     """The app over ``engine``; ``bind_host`` decides which ``Host`` headers are answered (loopback binds: only
-    loopback names; any other bind: any)."""
-    app = FastAPI(title="latentatlas explore", docs_url=None, redoc_url=None, openapi_url=None)
-    loopback_only = is_loopback(bind_host)
+    loopback names; any other bind: any).
+
+    The image of a state is rendered on one thread and the labelers score on another (on two cores the next image
+    and the last one's scores are computed at once); other requests (compare, exports, photos) run on the server's
+    worker threads. (A lower priority for the scoring thread was tried and made images slower: it held the GIL
+    while preempted.)"""
+    render_pool = ThreadPoolExecutor(1, thread_name_prefix="explore-render", initializer=pin_this_thread)
+    score_pool = ThreadPoolExecutor(1, thread_name_prefix="explore-score", initializer=pin_this_thread)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        render_pool.shutdown(wait=False, cancel_futures=True)
+        score_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def on(pool: ThreadPoolExecutor, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+
+    app = FastAPI(title="latentatlas explore", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     catalog = {**engine.describe(), "formats": traversal_formats(), "alpha_limit": ALPHA_LIMIT,
                "psi_range": list(PSI_RANGE)}
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        host = _host_name(request.headers.get("host", ""))
-        if loopback_only and not is_loopback(host):
-            return _error(403, f"this explorer answers only on its loopback address (Host {host!r} refused); "
-                               f"start it with --host to serve other names")
-        origin = request.headers.get("origin")
-        if request.method not in ("GET", "HEAD") and origin is not None:
-            if urlsplit(origin).netloc != request.headers.get("host", ""):
-                return _error(403, f"cross-origin {request.method} from {origin!r} refused")
-        response = await call_next(request)
-        for key, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
-        return response
+    app.add_middleware(Guard, loopback_only=is_loopback(bind_host))
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, error: UploadError) -> JSONResponse:
@@ -187,15 +230,20 @@ def create_app(engine: ExploreEngine, bind_host: str = "127.0.0.1") -> FastAPI:
     def describe() -> JSONResponse:
         return JSONResponse({**catalog, "photo": engine.describe()["photo"]}, headers=NO_STORE)
 
+    def render_png(state: ExploreState) -> tuple[bytes, str, float]:
+        started = time.perf_counter()
+        rendered = engine.render(state)
+        return png_bytes(rendered.pixels), rendered.space, (time.perf_counter() - started) * 1000
+
     @app.get("/api/render")
-    def render(request: Request) -> Response:
-        rendered = engine.render(state_of(request))
-        return Response(png_bytes(rendered.pixels), media_type="image/png",
-                        headers={"X-Latent-Space": rendered.space, **NO_STORE})
+    async def render(request: Request) -> Response:
+        payload, space, milliseconds = await on(render_pool, render_png, state_of(request))
+        return Response(payload, media_type="image/png", headers={
+            "X-Latent-Space": space, "Server-Timing": f"render;dur={milliseconds:.1f}", **NO_STORE})
 
     @app.get("/api/scores")
-    def scores(request: Request) -> JSONResponse:
-        return JSONResponse({"scores": engine.scores(state_of(request))}, headers=NO_STORE)
+    async def scores(request: Request) -> JSONResponse:
+        return JSONResponse({"scores": await on(score_pool, engine.scores, state_of(request))}, headers=NO_STORE)
 
     @app.get("/api/compare")
     def compare(request: Request) -> Response:
@@ -302,6 +350,31 @@ def server_for(app: FastAPI) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2))
 
 
+def faster_convolutions(engine: ExploreEngine, repeats: int = 7) -> str:
+    """Time a one-image render with PyTorch's oneDNN convolutions on and off (interleaved, median of ``repeats``)
+    and keep the faster, for this whole process; returns a line saying which.
+
+    At batch 1 the embedded DCGAN's transposed convolutions run about 40 % faster without oneDNN on a CPU (the
+    labelers' are slower, but they run beside the image, off its critical path). The flag is process-wide and
+    changes floating-point rounding, so only the explorer's own server process calls this, never a library user.
+    """
+    if engine.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return "note: renders on the device's default convolutions"
+    space, latents = engine.latent(ExploreState())
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats):
+        for enabled in (True, False):
+            torch.backends.mkldnn.enabled = enabled
+            started = time.perf_counter()
+            engine.synthesize(space, latents)
+            seconds[enabled].append(time.perf_counter() - started)
+    median = {enabled: float(np.median(values)) * 1000 for enabled, values in seconds.items()}
+    kept = median[True] <= median[False]
+    torch.backends.mkldnn.enabled = kept
+    return (f"note: one image renders in {median[kept]:.0f} ms with oneDNN {'on' if kept else 'off'} "
+            f"({median[not kept]:.0f} ms {'off' if kept else 'on'}): kept {'on' if kept else 'off'}")
+
+
 def open_and_serve(params: Params, data_dir: str | StorePath, out_root: Path, host: str, port: int | None,
                    invert_steps: int, device: str, echo: Callable[..., Any] = print) -> None:
     """``latentatlas explore``: open the run, listen (port None: :data:`DEFAULT_PORT`, or a free one when it is
@@ -321,6 +394,8 @@ def open_and_serve(params: Params, data_dir: str | StorePath, out_root: Path, ho
         echo(f"opening the run (generator {params.generator.name!r}, directions under {Path(out_root) / 'directions'})"
              f"…", err=True)
         engine = ExploreEngine(params, data_dir, out_root, device=device, invert_steps=invert_steps)
+        import torch._dynamo  # noqa: F401  (torch.optim's first step imports it: seconds a first photo would wait)
+        echo(faster_convolutions(engine), err=True)
         server = server_for(create_app(engine, host))
         echo(f"latentatlas explore: {len(engine.catalog.sliders)} sliders from {len(engine.catalog.sets)} direction "
              f"sets; open {url_of(sock)}  (Ctrl-C stops it)")

@@ -113,9 +113,9 @@ class ExploreEngine:
         self.catalog: Catalog = open_catalog(directions_root, self.generator, self.data_dir)
         if not self.catalog.sliders:
             reasons = "; ".join(f"{name}: {why}" for name, why in self.catalog.skipped.items())
+            why = f" ({reasons})" if reasons else "; finish a run first (`make run`, or `latentatlas fit`)"
             raise ExploreError(f"{directions_root}: no directions set that can edit generator "
-                               f"{self.generator.name!r}" + (f" ({reasons})" if reasons else
-                                                              "; finish a run first (`make run`, or `latentatlas fit`)"))
+                               f"{self.generator.name!r}{why}")
         built = labeler_for(params.label, labeler)
         self.scorers = [member.to(self.device) for member in labeler_members(built) if not reads_sample_ids(member)]
         self.attributes = [name for member in self.scorers for name in member.attributes]

@@ -46,7 +46,7 @@ ALLOWED_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp"
 
 
 class UploadError(ExploreInputError):
-    """An upload refused: too many bytes or pixels (``status`` 413), not an allowed image type (415), unreadable (400)."""
+    """An upload refused: too many bytes or pixels (``status`` 413), not an allowed type (415), unreadable (400)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)

@@ -8,7 +8,7 @@
 
 const SLIDER_RANGE = 5;          // the sliders' visual range (a permalink may go further, up to the server's limit)
 const VIEW_SIDE = 320;           // the image's side on the page (CSS pixels)
-const TILE_SIDE = 160;           // compare mode's tiles
+const TILE_SIDE = 160;           // compare mode's tiles (smaller when there are many)
 const POLL_MS = 300;             // photo job progress
 
 const $ = (id) => document.getElementById(id);
@@ -27,8 +27,9 @@ let catalog = null;
 let activeSlider = null;
 const sliderInputs = new Map(); // slider id -> <input type=range>
 
-// Measured by the benchmark and the tests: input event -> image painted, per painted frame.
-const stats = { latencies: [], renders: 0, inputs: 0, scores: 0 };
+// Measured by the benchmark and the tests: input event -> image painted, per painted frame (ms); the server's own
+// time per image (its Server-Timing header).
+const stats = { latencies: [], server: [], renders: 0, inputs: 0, scores: 0 };
 window.exploreStats = stats;
 
 function fmt(value) {
@@ -121,8 +122,12 @@ function afterPaint() {
 
 let lastInput = performance.now();
 
+let received = 0;                // images received, in request order
+let shown = 0;                   // the newest of them on screen
+let latest = "";                 // the query of the newest state
+
+// The next request goes out as soon as an image has arrived; drawing it (decode, paint) overlaps the next render.
 const render = coalescer(async (job) => {
-  $("busy").hidden = false;
   const endpoint = job.mode === "compare" ? "/api/compare" : "/api/render";
   const response = await fetch(`${endpoint}?${job.query}`);
   if (!response.ok) {
@@ -130,18 +135,30 @@ const render = coalescer(async (job) => {
     showError(await errorOf(response));
     return;
   }
-  const tiles = response.headers.get("X-Compare-Tiles");
-  const bitmap = await createImageBitmap(await response.blob());
-  if (job.mode === "compare") drawCompare(bitmap, JSON.parse(tiles));
+  const timing = /dur=([0-9.]+)/.exec(response.headers.get("Server-Timing") || "");
+  if (timing) stats.server.push(Number(timing[1]));
+  job.tiles = response.headers.get("X-Compare-Tiles");
+  job.order = ++received;
+  paint(job, await response.blob()).catch((error) => showError(String(error)));
+});
+
+async function paint(job, blob) {
+  const bitmap = await createImageBitmap(blob);
+  if (job.order < shown) {
+    bitmap.close();              // a newer image is already on screen
+    return;
+  }
+  shown = job.order;
+  if (job.mode === "compare") drawCompare(bitmap, JSON.parse(job.tiles));
   else drawView(bitmap);
   const canvas = job.mode === "compare" ? $("compare-canvas") : $("view");
   canvas.dataset.key = job.query;
   const painted = await afterPaint();
   stats.latencies.push(painted - job.t0);
   stats.renders += 1;
-  $("busy").hidden = true;
+  if (job.query === latest) $("busy").hidden = true;
   askScores({ query: job.query, mode: job.mode });
-});
+}
 
 const askScores = coalescer(async (job) => {
   const endpoint = job.mode === "compare" ? "/api/compare/scores" : "/api/scores";
@@ -159,6 +176,8 @@ const askScores = coalescer(async (job) => {
 let urlTimer = null;
 function changed(t0) {
   const query = queryOf(state);
+  latest = query;
+  $("busy").hidden = false;
   render({ query, mode: state.mode, t0: t0 === undefined ? performance.now() : t0 });
   updateExports();
   clearTimeout(urlTimer);
@@ -179,14 +198,19 @@ function drawView(bitmap) {
   $("view-caption").textContent = describeState();
 }
 
+function tileSide(count) {
+  return count > 6 ? 112 : TILE_SIDE;
+}
+
 function drawCompare(bitmap, tiles) {
   const canvas = $("compare-canvas");
-  const width = TILE_SIDE * tiles.length;
+  const side = tileSide(tiles.length);
+  const width = side * tiles.length;
   if (canvas.width !== width) canvas.width = width;
-  canvas.height = TILE_SIDE;
+  canvas.height = side;
   const context = canvas.getContext("2d");
-  context.imageSmoothingEnabled = bitmap.height > TILE_SIDE;
-  context.drawImage(bitmap, 0, 0, width, TILE_SIDE);
+  context.imageSmoothingEnabled = bitmap.height > side;
+  context.drawImage(bitmap, 0, 0, width, side);
   bitmap.close();
   const row = $("compare-tiles");
   const key = tiles.map((tile) => tile.label).join("|");
@@ -194,6 +218,7 @@ function drawCompare(bitmap, tiles) {
     row.replaceChildren(...tiles.map((tile) => {
       const cell = document.createElement("div");
       cell.className = "tile";
+      cell.style.width = `${side}px`;
       cell.dataset.slider = tile.slider || "start";
       const title = document.createElement("div");
       title.className = "tile-title";
