@@ -165,3 +165,17 @@ def test_a_taken_port_is_one_line() -> None:
             bind("127.0.0.1", taken.getsockname()[1])
     finally:
         taken.close()
+
+
+def test_the_server_keeps_the_faster_convolutions(engine) -> None:  # noqa: F811
+    import torch
+
+    from pipeline.explore.app import faster_convolutions
+
+    before = torch.backends.mkldnn.enabled
+    try:
+        note = faster_convolutions(engine, repeats=2)
+        kept = "on" if torch.backends.mkldnn.enabled else "off"
+        assert note.startswith("note: one image renders in ") and note.endswith(f"kept {kept}")
+    finally:
+        torch.backends.mkldnn.enabled = before  # process-wide: leave it as the other tests expect

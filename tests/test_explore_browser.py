@@ -241,6 +241,15 @@ def test_a_dropped_photo_is_aligned_inverted_and_becomes_the_start(site) -> None
     assert "PSNR" in site.driver.find_element("id", "photo-summary").text
     site.slider("interfacegan/happy").send_keys("\ue014")  # one step right: the photo edits like any start
     assert "e=interfacegan%2Fhappy%3A0.1" in site.settled()
+    # dropped onto the page instead of chosen: the same photo, so its inversion is reused
+    site.run("""
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], 'grace_hopper.jpg', { type: 'image/jpeg' }));
+        document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: transfer,
+                                                                              bubbles: true, cancelable: true }));
+        """, base64.b64encode(photo.read_bytes()).decode())
+    site.wait(lambda: "reused" in site.driver.find_element("id", "photo-summary").text, "the dropped photo")
 
 
 def test_exports_download_the_image_strip_animation_and_latent(site) -> None:

@@ -223,6 +223,7 @@ function drawCompare(bitmap, tiles) {
       const title = document.createElement("div");
       title.className = "tile-title";
       title.textContent = tile.label;
+      title.title = tile.slider || "the start image";
       const score = document.createElement("div");
       score.className = "tile-score";
       cell.append(title, score);
