@@ -228,7 +228,7 @@ def main() -> None:
             f"headless Chromium (`window.exploreStats`); steps: one arrow key per move, each painted before the next; "
             f"drag: the mouse dragging the thumb, a move every 16 ms (inputs beyond the images painted were "
             f"coalesced: the newest position won). Server: `latentatlas explore` as its own process, one torch "
-            f"thread rendering and one scoring (at a lower priority); its time per image (latent, generator, PNG) is "
+            f"thread rendering and one scoring; its time per image (latent, generator, PNG) is "
             f"its Server-Timing header. Browser, server and this script share the machine's cores.\n\n"
             + "\n".join(f"- {note}" for note in notes))
     print(body)

@@ -10,6 +10,7 @@ const SLIDER_RANGE = 5;          // the sliders' visual range (a permalink may g
 const VIEW_SIDE = 320;           // the image's side on the page (CSS pixels)
 const TILE_SIDE = 160;           // compare mode's tiles (smaller when there are many)
 const POLL_MS = 300;             // photo job progress
+const SCORES_EVERY_MS = 200;     // scores while a drag goes on (see scoresFor)
 
 const $ = (id) => document.getElementById(id);
 
@@ -157,7 +158,20 @@ async function paint(job, blob) {
   stats.latencies.push(painted - job.t0);
   stats.renders += 1;
   if (job.query === latest) $("busy").hidden = true;
-  askScores({ query: job.query, mode: job.mode });
+  scoresFor(job);
+}
+
+// Scores of the shown image: at once when it is the newest state; during a drag (newer renders coming) at most
+// every SCORES_EVERY_MS, so scoring leaves the second core to the browser and the next render.
+let scoresAsked = -Infinity;
+let scoresTimer = null;
+function scoresFor(job) {
+  clearTimeout(scoresTimer);
+  const wait = job.query === latest ? 0 : Math.max(0, SCORES_EVERY_MS - (performance.now() - scoresAsked));
+  scoresTimer = setTimeout(() => {
+    scoresAsked = performance.now();
+    askScores({ query: job.query, mode: job.mode });
+  }, wait);
 }
 
 const askScores = coalescer(async (job) => {
