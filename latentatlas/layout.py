@@ -30,9 +30,6 @@ FIT_WORK_DIR = ".cache/fit"
 #: starts from, and its per-epoch checkpoints (a folder per training fingerprint).
 ENCODER_DIR = "models/encoder"
 ENCODER_WORK_DIR = ".cache/encoder"
-#: ``latentatlas explore``: photos uploaded to the explorer, inverted (one ``<photo id>.npz`` each, so permalinks
-#: that start from a photo survive a restart).
-EXPLORE_DIR = ".cache/explore"
 #: Lock files of outputs that DVC tracks live here, never inside the outputs themselves.
 LOCKS_DIR = ".cache/locks"
 

@@ -300,3 +300,37 @@ def test_what_a_request_names_never_becomes_a_path(engine, tmp_path) -> None:
         with pytest.raises(ExploreInputError, match="32 lowercase hex digits"):
             engine.photos.path(photo_id)
     assert Path(engine.photos.cache_dir).resolve().is_relative_to(Path(engine.layout.root).resolve())
+
+
+SG2_FIXTURE = (Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "generators" / "stylegan2-ada"
+               / "network-snapshot-000000.pkl")
+
+
+@pytest.mark.skipif(not SG2_FIXTURE.is_file(), reason=f"StyleGAN2-ADA fixture not found at {SG2_FIXTURE}")
+def test_a_real_style_generator_edits_in_w_plus_layers_with_truncation(tmp_path) -> None:
+    """The NVlabs StyleGAN2 fixture (w_dim 64, 8 W+ layers): ψ, W+ layer ranges and a photo inverted into W+."""
+    from stages.plugins.generators import build_generator
+    from tests.plugins import build_color_labeler
+
+    generator = build_generator("stylegan2", path=str(SG2_FIXTURE))
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((2, 64))
+    DirectionSet("random-w", "w", ["red", "blue"], vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).save(
+        tmp_path / "directions" / "random-w")
+    params = make_params(generator={"name": "stylegan2", "kwargs": {"path": str(SG2_FIXTURE)}})
+    engine = ExploreEngine(params, tmp_path / "data", tmp_path, generator=generator, labeler=build_color_labeler(),
+                           device="cpu", invert_steps=3, inversion=InversionSettings(lpips_weight=0.0, device="cpu"))
+    assert engine.describe()["generator"]["num_ws"] == 8 and engine.photos.space == "w+"
+    np.testing.assert_array_equal(engine.render(state("start=seed:1&psi=0")).pixels,
+                                  engine.render(state("start=seed:2&psi=0")).pixels)
+    start = engine.render(state("start=seed:1")).pixels.astype(int)
+    everywhere = engine.render(state("start=seed:1&e=random-w/red:3")).pixels.astype(int)
+    coarse = engine.render(state("start=seed:1&e=random-w/red:3&layers=0,2"))
+    assert coarse.space == "w+" and coarse.latent.shape == (1, 8, 64)
+    moved_layers = np.abs(coarse.latent[0] - engine.latent(state("start=seed:1&layers=0,2"))[1][0].numpy()).max(1)
+    assert (moved_layers[:2] > 1).all() and (moved_layers[2:] == 0).all()  # only layers 0 and 1 moved
+    assert np.abs(everywhere - start).mean() > np.abs(coarse.pixels.astype(int) - start).mean() > 0
+    job = _wait(engine.photos.submit(_png(np.asarray(Image.fromarray(engine.render(state("start=seed:5")).pixels)
+                                                     .resize((64, 64), Image.NEAREST)))))
+    assert job.state == "done", job.message
+    assert engine.latent(state(f"start=photo:{job.photo_id}&e=random-w/blue:1"))[1].shape == (1, 8, 64)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from latentatlas.errors import LatentAtlasError
-from latentatlas.layout import ENCODER_DIR, EXPLORE_DIR, LATENTS_STORE, OutputLayout
+from latentatlas.layout import ENCODER_DIR, LATENTS_STORE, OutputLayout
 from latentatlas.locations import StorePath, store_path
 from latentatlas.params import Params
 from latentatlas.stores import StoreError, ZarrChunkStore
@@ -50,6 +50,10 @@ from stages.plugins.labelers import Labeler, labeler_for
 from stages.plugins.labelers.base import labeler_members, reads_sample_ids
 from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
 
+#: Under the out root: photos uploaded to the explorer, inverted (one ``<photo id>.npz`` each, so links that start
+#: from a photo survive a restart). Named here, not in latentatlas.layout: no DVC stage reads or writes it, and
+#: every stage depends on that file.
+EXPLORE_DIR = ".cache/explore"
 #: Renders kept by state (a render is one image: a few KiB).
 RENDER_CACHE = 32
 #: Steps of a photo's inversion in the explorer (the CLI's ``edit`` takes 100): a start, not a reconstruction.
