@@ -171,8 +171,8 @@ def create_app(engine: ExploreEngine, bind_host: str = "127.0.0.1") -> FastAPI:
 
     The image of a state is rendered on one thread and the labelers score on another (on two cores the next image
     and the last one's scores are computed at once); other requests (compare, exports, photos) run on the server's
-    worker threads. (A lower priority for the scoring thread was tried and made images slower: it held the GIL
-    while preempted.)"""
+    worker threads. (A lower scheduling priority for the scoring thread made images slower in a trial: a preempted
+    thread can be holding the GIL.)"""
     render_pool = ThreadPoolExecutor(1, thread_name_prefix="explore-render", initializer=pin_this_thread)
     score_pool = ThreadPoolExecutor(1, thread_name_prefix="explore-score", initializer=pin_this_thread)
 
