@@ -27,6 +27,7 @@ BENCHMARKS: tuple[tuple[str, list[str]], ...] = (
     ("Integrity: checksums, records and verification per stage", ["bench.bench_integrity"]),
     ("Generators: bare forward vs the image pipeline, per format", ["bench.bench_generators"]),
     ("Training the attribute classifier on planted attributes", ["bench.bench_train_labeler"]),
+    ("Explorer latency in a real browser", ["bench.bench_explore"]),
 )
 SCALE = ("InterFaceGAN-scale run (500K)", ["bench.bench_scale"])
 

@@ -353,6 +353,25 @@ def report(params_path: Path, data_dir: StorePath, out_root: Path, included: tup
         click.echo(f"wrote {layout.report_html()}, {layout.report_markdown()} and {layout.reproduction_markdown()}")
 
 
+@main.command()
+@params_option
+@data_dir_option
+@out_root_option
+@click.option("--host", default="127.0.0.1", help="address to listen on (other than loopback: the network sees it)")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="port [default: 8765, or a free one when it is taken]; 0: a free one")
+@click.option("--invert-steps", type=click.IntRange(min=0), default=40, help="optimisation steps for a dropped photo")
+@click.option("--device", default="auto", help="auto | cpu | cuda | cuda:<k>")
+def explore(params_path: Path, data_dir: StorePath, out_root: Path, host: str, port: int | None, invert_steps: int,
+            device: str) -> None:
+    """Serve a web app over a finished run: a slider per direction (live image and scores), compare mode, photo
+    upload, exports. Prints the URL; Ctrl-C stops it."""
+    with user_errors():
+        from pipeline.explore.app import open_and_serve
+
+        open_and_serve(read_params(params_path), data_dir, out_root, host, port, invert_steps, device, click.echo)
+
+
 def preset_command(preset_path: Path, params_path: Path, dvc_args: tuple[str, ...]) -> list[str]:
     """``dvc exp run -S key=value ...`` for every key the preset changes (values as JSON, which DVC reads as YAML),
     after checking that ``params_path`` with the preset applied validates."""

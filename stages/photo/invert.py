@@ -349,16 +349,18 @@ class Inverter:
                                encoder, seeds)
 
     def invert(self, targets: torch.Tensor, init_latents: torch.Tensor,
-               progress: Callable[[int, int], None] | None = None) -> InversionResult:
+               progress: Callable[[int, int], None] | None = None,
+               on_step: Callable[[int, int], None] | None = None) -> InversionResult:
         """Fit latents to (N, 3, R, R) ``targets`` in [-1, 1] starting from ``init_latents`` (the space's shape),
-        in batches of ``batch_size``; ``progress(images done, N)`` after each batch."""
+        in batches of ``batch_size``; ``progress(images done, N)`` after each batch, ``on_step(steps done, steps)``
+        after each optimisation step of a batch (an exception it raises stops the inversion: a cancel)."""
         started = time.perf_counter()
         outputs: list[tuple[torch.Tensor, ...]] = []
         size = self.settings.batch_size
         with pinned_threads(), frozen_parameters(self.generator):
             for start in range(0, targets.shape[0], size):
                 outputs.append(self._invert_batch(targets[start:start + size].to(self.device).float(),
-                                                  init_latents[start:start + size].to(self.device).float()))
+                                                  init_latents[start:start + size].to(self.device).float(), on_step))
                 if progress is not None:
                     progress(min(start + size, targets.shape[0]), targets.shape[0])
         latents, images, lpips_values, psnr_values = (torch.cat(parts) for parts in zip(*outputs))
@@ -371,7 +373,8 @@ class Inverter:
                                    align_corners=False)
         return images
 
-    def _invert_batch(self, targets: torch.Tensor, init_latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _invert_batch(self, targets: torch.Tensor, init_latents: torch.Tensor,
+                      on_step: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, ...]:
         settings, statistics = self.settings, self.statistics
         size = targets.shape[-1]
         target_features = None
@@ -395,6 +398,8 @@ class Inverter:
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
             optimizer.step()
+            if on_step is not None:
+                on_step(step + 1, settings.steps)
         with torch.no_grad():
             latents = statistics.to_latent(standardised.detach())
             images = self._synthesize(latents, size).float().clamp(-1, 1)

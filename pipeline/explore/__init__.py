@@ -1,0 +1,1 @@
+"""``latentatlas explore``: the web app over a finished run (:mod:`pipeline.explore.app`, pages in ``static/``)."""
