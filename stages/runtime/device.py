@@ -47,13 +47,13 @@ def pinned_threads(threads: int = CPU_THREADS) -> Iterator[None]:
     count set anywhere), so concurrent chunk tasks on threads pin their own count without disturbing each other.
     """
     previous = torch.get_num_threads()
-    if previous != threads:
-        torch.set_num_threads(threads)
+    # Set unconditionally: in a freshly started thread get_num_threads() can report a count that is not in force
+    # there, so "already equal" is no proof (measured: 60 small backward passes 0.44 s unpinned vs 0.018 s pinned).
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
