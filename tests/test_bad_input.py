@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from latentatlas.params import ParamsError, load_params, parse_params
 from latentatlas.stores import store_lock
-from stages import weights
+from stages.runtime import weights
 from stages.runtime.weights import WeightsError, WeightsFile, weights_path
 from tests.conftest import COLOR_LABELER
 
