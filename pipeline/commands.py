@@ -4,13 +4,15 @@ the text the command prints (``pipeline/cli.py`` parses, calls one of these, pri
 Stages run through :mod:`pipeline.engine` (a Prefect flow, or the local loop): the DAG's and the photo commands'
 ``invert`` (then ``reconstruct``). ``train-encoder``, ``train-labeler``, ``report`` and ``edit`` call their
 ``stages/`` function directly; :mod:`pipeline.engine` says why. ``say`` and ``note`` print a line while a command
-runs (an epoch's results, a fallback chosen).
+runs (an epoch's results, a fallback chosen). A module only one command uses (the report, the trainers, the
+directions formats) is imported by that command's function.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +22,9 @@ from latentatlas.params import Params, ParamsError
 from latentatlas.stores import ZarrChunkStore
 from pipeline import engine as engines
 from pipeline.options import EditOptions, InversionOptions
+
+if TYPE_CHECKING:
+    from stages.photo.encoder import EncoderSettings
 
 Say = Callable[[str], None]
 
@@ -106,7 +111,7 @@ def edit_photo(params: Params, photo: Path, edit: EditOptions, inversion: Invers
 # ------------------------------------------------------------------------------------------------------- training
 
 
-def train_encoder(params: Params, data_dir: StorePath, out_dir: Path, settings, say: Say) -> str:
+def train_encoder(params: Params, data_dir: StorePath, out_dir: Path, settings: EncoderSettings, say: Say) -> str:
     """Train the photo encoder (:func:`stages.train_encoder.train_encoder`), saying each epoch's results."""
     from stages.train_encoder import train_encoder as train
 

@@ -182,7 +182,7 @@ class FitStage:
 
     def finish(self) -> DirectionSet:
         """Join the saved units (in attribute order) into ``directions/<method>/`` (:meth:`combine`), then delete
-        the unit results.
+        the unit results (and the work dir, unless the method keeps checkpoints there).
 
         Raises:
             RuntimeError: (a bug) a unit is not done yet.
@@ -193,6 +193,8 @@ class FitStage:
             raise RuntimeError(f"fit {self.method}: units {missing} are not done; run them before finish")
         directions = self.combine([self.unit_result(unit) for unit in range(self.n_units)])
         shutil.rmtree(self.units_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.work_dir.rmdir()  # when empty: a method's own checkpoints stay
         return directions
 
     def combine(self, parts: list[DirectionSet]) -> DirectionSet:

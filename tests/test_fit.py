@@ -102,7 +102,7 @@ def test_a_killed_fit_resumes_at_its_unfinished_units_and_writes_the_same_bytes(
     run_stage(resumed)
     assert fitted == [["pose"]]  # only the unit the killed run did not finish
     assert tree_digest(layout.directions(method)) == tree_digest(tmp_path / "reference" / "directions" / method)
-    assert not resumed.units_dir.exists()
+    assert not resumed.work_dir.exists()
 
     again = FitStage(params, root / "data", method, layout=layout)
     assert again.pending == [0, 1, 2]
