@@ -1,11 +1,12 @@
-"""Prefect flows: one flow per stage, one task per chunk. Flows only orchestrate; the work is in ``stages/``.
+"""Prefect flows: one flow per stage, one task per unit of work. Flows only orchestrate; the work is in ``stages/``.
 
-Each flow opens its stage (locking and preparing the output store), submits a task for every pending chunk to the
-task runner ``runtime.task_runner`` names, shows a terminal progress bar and a Prefect progress artifact that
-advance as chunks complete, then marks the store complete. Import this module only after
-:func:`pipeline.settings.apply_defaults` (it imports Prefect).
+Every stage runs the same way (:class:`stages.runtime.stage.Stage`): the flow opens it (locking and preparing its
+output), submits a task for every pending unit (a chunk; a group of attributes for fit) to the task runner, shows a
+terminal progress bar and a Prefect progress artifact that advance as units complete, then finishes the stage.
+Import this module only after :func:`pipeline.settings.apply_defaults` (it imports Prefect).
 
-Task runners (chunk tasks; fit units always run on threads):
+Task runners (units that travel, i.e. chunks; fit's units always run on threads of the stage process, where the
+latents they share are loaded):
 
 - ``threads``: a ``ThreadPoolTaskRunner`` of ``max_workers`` threads in the stage process;
 - ``dask``: a ``prefect_dask.DaskTaskRunner`` on a ``LocalCluster`` of ``max_workers`` single-threaded worker
@@ -13,18 +14,18 @@ Task runners (chunk tasks; fit units always run on threads):
 - ``ray``: a ``prefect_ray.RayTaskRunner`` on a local Ray instance with ``max_workers`` CPUs, or on the cluster at
   ``runtime.ray_address``.
 
-Whatever the runner, a task receives a small :class:`pipeline.placement.StageSpec`, never the stage: the stage
-process (the driver) holds the lock and prepares the store; each worker process attaches to it (see
-``pipeline/placement.py``).
-With threads the tasks find the driver's own stage in the process cache, so nothing is built twice.
+Whatever the runner, a task of a travelling stage receives a small :class:`pipeline.placement.StageSpec`, never the
+stage: the stage process (the driver) holds the lock and prepares the store; each worker process attaches to it
+(see ``pipeline/placement.py``). With threads the tasks find the driver's own stage in the process cache, so nothing
+is built twice.
 
-Torch runs :data:`stages.runtime.device.CPU_THREADS` intra-op threads per chunk in flight, on every runner and for any
+Torch runs :data:`stages.runtime.device.CPU_THREADS` intra-op threads per unit in flight, on every runner and for any
 ``max_workers``, as the local engine does: the bytes never depend on how a stage was run.
 
-What a run logs: each chunk task logs one line to its task run (samples, seconds, images/s, device, peak GPU
+What a run logs: each unit task logs one line to its task run (samples, seconds, samples/s, device, peak GPU
 memory on CUDA, host and pid), and the flow logs it again with the samples done so far, so the flow run's page in
 the Prefect UI follows the run. These are INFO records: they go to the Prefect API, not the terminal (see
-:mod:`pipeline.settings`), which shows the progress bar.
+:mod:`pipeline.settings`), which shows the progress bar (and a long unit's progress lines: fit's training steps).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,14 +48,12 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from latentatlas.errors import LatentAtlasError
-from latentatlas.layout import OutputLayout
 from latentatlas.locations import StorePath, location_string
 from latentatlas.params import Params, RuntimeParams
-from pipeline.catalog import build_stage
-from pipeline.placement import ChunkReport, StageSpec, run_chunk_from_spec, serving
-from stages.runtime.chunked import ChunkedStage
+from pipeline.catalog import build_stage, flow_name, stage_class
+from pipeline.placement import StageSpec, UnitReport, run_unit_on, serving
 from stages.runtime.device import pinned_threads
-from stages.fit import FitStage
+from stages.runtime.stage import Stage, UnitProgress
 
 
 class DistributedSetupError(LatentAtlasError, ValueError):
@@ -89,7 +88,7 @@ class UserErrorConsoleFilter(logging.Filter):
 def quiet_user_errors_on_console() -> None:
     """Put a :class:`UserErrorConsoleFilter` on this process's Prefect console handlers (once; idempotent).
 
-    Called by the driver before a flow and by every chunk task, so worker processes (Dask, Ray) get it too."""
+    Called by the driver before a flow and by every unit task, so worker processes (Dask, Ray) get it too."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
     for handler in logging.getLogger().handlers:
@@ -98,79 +97,113 @@ def quiet_user_errors_on_console() -> None:
             handler.addFilter(UserErrorConsoleFilter())
 
 
-@task(name="chunk", task_run_name="{stage_name}-chunk-{index:05d}", cache_policy=NO_CACHE, retries=0)
-def run_chunk(spec: StageSpec, stage_name: str, index: int) -> ChunkReport:
-    """Write chunk ``index`` of the stage ``spec`` describes, in whichever process the task runner chose; log what
-    it did to the task run (shown on its page in the UI)."""
+@task(name="unit", task_run_name="{stage_name}-{unit_slug}", cache_policy=NO_CACHE, retries=0)
+def unit_task(target: StageSpec | Stage, stage_name: str, unit_slug: str, unit: int) -> UnitReport:
+    """Run unit ``unit`` of ``target`` (a spec, in whichever process the task runner chose; or the driver's stage
+    itself, in one of its threads), reporting a long unit's progress; log what it did to the task run (shown on its
+    page in the UI)."""
     quiet_user_errors_on_console()
-    report = run_chunk_from_spec(spec, index)
-    get_run_logger().info(_chunk_line(stage_name, report))
+    report = run_unit_on(target, unit, progress=_unit_progress(stage_name, unit_slug))
+    get_run_logger().info(_unit_line(stage_name, report))
     return report
 
 
-def _chunk_line(stage_name: str, report: ChunkReport) -> str:
-    """One line on a written chunk: what a user watching the run wants to see."""
-    rate = report.samples / report.compute_s if report.compute_s > 0 else float("inf")
-    unit = "images" if stage_name in ("synthesize", "label") else "samples"
+def _unit_progress(stage_name: str, unit_slug: str) -> UnitProgress:
+    """A long unit's progress (fit's training steps): a terminal line per report and a Prefect progress artifact."""
+    artifact_id = None
+
+    def report(step: int, total: int, metrics: dict[str, float]) -> None:
+        nonlocal artifact_id
+        fraction = 100.0 * step / max(total, 1)
+        if artifact_id is None:
+            key = re.sub(r"[^a-z0-9-]+", "-", f"{stage_name}-{unit_slug}-progress".lower())
+            artifact_id = create_progress_artifact(progress=fraction, key=key,
+                                                   description=f"latentatlas {stage_name} {unit_slug}: steps")
+        else:
+            update_progress_artifact(artifact_id, progress=fraction)
+        shown = "  ".join(f"{key}={value:.4g}" for key, value in metrics.items())
+        tqdm.write(f"{stage_name} [{unit_slug}] step {step}/{total}  {shown}")
+
+    return report
+
+
+def _unit_line(stage_name: str, report: UnitReport) -> str:
+    """One line on a finished unit: what a user watching the run wants to see."""
+    size_noun = report.size_noun
+    rate = report.size / report.compute_s if report.compute_s > 0 else float("inf")
     gpu = f", peak GPU memory {report.gpu_peak_bytes / 2**20:.0f} MiB" if report.gpu_peak_bytes is not None else ""
     build = f" (+{report.build_s:.1f} s building the stage)" if report.build_s > 0 else ""
-    return (f"{stage_name} chunk {report.index:05d}: {report.samples} samples in {report.compute_s:.2f} s "
-            f"({rate:.1f} {unit}/s) on {report.device}{gpu}{build}; host {report.host}, pid {report.pid}")
+    return (f"{stage_name} {report.name}: {report.size} {size_noun} in {report.compute_s:.2f} s "
+            f"({rate:.1f} {size_noun}/s) on {report.device}{gpu}{build}; host {report.host}, pid {report.pid}")
 
 
 @dataclass(frozen=True)
-class ChunkRun:
-    """What one flow's chunk phase did: wall seconds from the first submission to the last completion, and each
-    chunk's report (where it ran, build and compute seconds)."""
+class UnitRun:
+    """What one flow's unit phase did: wall seconds from the first submission to the last completion, and each
+    unit's report (where it ran, build and compute seconds)."""
 
     stage: str
     wall_s: float
-    reports: tuple[ChunkReport, ...]
+    reports: tuple[UnitReport, ...]
 
 
-def run_chunks(stage: ChunkedStage, show_progress: bool = True) -> ChunkRun:
-    """Submit one task per pending chunk, advancing a progress bar and a Prefect progress artifact as they finish.
+def unit_runtime(runtime: RuntimeParams, units_travel: bool) -> RuntimeParams:
+    """Where a stage's unit tasks run: ``runtime`` as configured for a stage whose units travel; this process's
+    threads (``max_workers`` of them) for one whose units do not (fit)."""
+    if units_travel:
+        return runtime
+    return runtime.model_copy(update={"task_runner": "threads", "dask_address": None, "ray_address": None})
 
-    The tasks go to the flow's task runner (see :func:`chunk_task_runner`); each receives the stage's spec, not the
-    stage. Returns what the chunk phase did (for benchmarks and logs).
+
+def run_units(stage: Stage, show_progress: bool = True) -> UnitRun:
+    """Submit one task per pending unit, advancing a progress bar and a Prefect progress artifact as they finish,
+    then finish the stage.
+
+    The tasks go to the flow's task runner (see :func:`unit_task_runner`); for a stage whose units travel each
+    receives the stage's spec, not the stage; the others' tasks run in this process's threads and receive the stage
+    itself. Returns what the unit phase did (for benchmarks and logs).
     """
-    runtime = stage.params.runtime
+    runtime = unit_runtime(stage.params.runtime, stage.units_travel)
     logger = get_run_logger()
-    total, pending = stage.n_chunks, stage.pending
+    total, pending = stage.n_units, stage.pending
     done = total - len(pending)
-    n_samples = stage.store.info.n_samples
-    samples_done = n_samples - sum(stage.chunk_length(index) for index in pending)
-    artifact_id = create_progress_artifact(progress=100.0 * done / total, key=f"{stage.name}-progress",
-                                           description=f"latentatlas {stage.name}: chunks complete")
-    logger.info(f"{stage.name}: {len(pending)} of {total} chunks to write ({samples_done}/{n_samples} samples "
-                f"done) on {runtime.task_runner}, {runtime.max_workers} at once; store {stage.store.path}")
+    sizes = [stage.unit_size(unit) for unit in range(total)]
+    total_size = sum(sizes)
+    size_done = total_size - sum(sizes[unit] for unit in pending)
+    units, measure = f"{stage.unit_noun}s", stage.size_noun
+    artifact_id = create_progress_artifact(progress=100.0 * done / max(total, 1), key=f"{stage.name}-progress",
+                                           description=f"latentatlas {stage.name}: {units} complete")
+    logger.info(f"{stage.name}: {len(pending)} of {total} {units} to run ({size_done}/{total_size} {measure} "
+                f"done) on {runtime.task_runner}, {runtime.max_workers} at once; output {stage.output}")
     reports = []
-    with serving(stage) as spec, _placement(runtime), \
-            tqdm(total=total, initial=done, desc=stage.name, unit="chunk", disable=not show_progress) as bar:
+    target = serving(stage) if stage.units_travel else contextlib.nullcontext(stage)
+    with target as task_target, _placement(runtime), \
+            tqdm(total=total, initial=done, desc=stage.name, unit=stage.unit_noun, disable=not show_progress) as bar:
         start = time.perf_counter()
-        futures = [run_chunk.submit(spec, stage.name, index) for index in pending]
+        futures = [unit_task.submit(task_target, stage.name, stage.unit_name(unit).replace(" ", "-"), unit)
+                   for unit in pending]
         for future in as_completed(futures):
-            report = future.result()  # re-raises a chunk's error; chunks already written stay valid
+            report = future.result()  # re-raises a unit's error; units already written stay valid
             reports.append(report)
             done += 1
-            samples_done += report.samples
+            size_done += report.size
             bar.update(1)
             update_progress_artifact(artifact_id, progress=100.0 * done / total)
-            logger.info(f"{_chunk_line(stage.name, report)}; {samples_done}/{n_samples} samples done "
-                        f"({done}/{total} chunks)")
+            logger.info(f"{_unit_line(stage.name, report)}; {size_done}/{total_size} {measure} done "
+                        f"({done}/{total} {units})")
         wall_s = time.perf_counter() - start
     stage.finish()
-    logger.info(f"{stage.name}: store complete, {n_samples} samples; chunks took {wall_s:.1f} s")
-    return ChunkRun(stage.name, wall_s, tuple(sorted(reports, key=lambda report: report.index)))
+    logger.info(f"{stage.name}: {stage.output} complete, {total_size} {measure}; {units} took {wall_s:.1f} s")
+    return UnitRun(stage.name, wall_s, tuple(sorted(reports, key=lambda report: report.index)))
 
 
-def _stage_flow(stage_name: str, params: Params, data_dir: str, method: str | None, out_root: str) -> ChunkRun:
-    with build_stage(stage_name, params, data_dir, method, OutputLayout(Path(out_root))) as stage:
-        return run_chunks(stage)
+def _stage_flow(stage_name: str, params: Params, data_dir: str, options: dict[str, Any]) -> UnitRun:
+    with build_stage(stage_name, params, data_dir, **options) as stage:
+        return run_units(stage)
 
 
 def _placement(runtime: RuntimeParams) -> contextlib.AbstractContextManager[Any]:
-    """Where chunk tasks may run. Ray with CUDA devices here: each task asks for one GPU, so Ray runs one task per
+    """Where unit tasks may run. Ray with CUDA devices here: each task asks for one GPU, so Ray runs one task per
     device and sets ``CUDA_VISIBLE_DEVICES`` for it (Dask and threads: by worker rank, see
     :func:`pipeline.placement.cuda_slot`)."""
     if runtime.task_runner == "ray" and torch.cuda.is_available():
@@ -184,8 +217,8 @@ def _remote_address(runtime: RuntimeParams) -> str | None:
     return {"dask": runtime.dask_address, "ray": runtime.ray_address}.get(runtime.task_runner)
 
 
-def chunk_task_runner(runtime: RuntimeParams) -> TaskRunner:
-    """The Prefect task runner for chunk tasks that ``runtime`` asks for."""
+def unit_task_runner(runtime: RuntimeParams) -> TaskRunner:
+    """The Prefect task runner for unit tasks that ``runtime`` asks for."""
     if runtime.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
 
@@ -264,66 +297,20 @@ def _contained_dask(runtime: RuntimeParams) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _run_flow(flow_name: str, body: Callable[..., Any], params: Params, *args: Any, chunked: bool = True) -> Any:
-    """Run ``body(*args[:1], params, *args[1:])`` as a Prefect flow named ``flow_name``; return its result.
+def run_stage_flow(stage_name: str, params: Params, data_dir: StorePath, **options: Any) -> UnitRun:
+    """Run stage ``stage_name`` of the catalog (built with ``options``) as a Prefect flow named
+    ``latentatlas-<stage>`` (``latentatlas-<stage>-<method>`` for a method's fit or evaluation), one task per
+    pending unit; return what its unit phase did.
 
-    The validated params object goes to the body as it is (Prefect records it as JSON for the UI). ``chunked``
-    flows run their tasks on ``runtime.task_runner``; the others (fit) on threads. Torch runs
-    :data:`stages.runtime.device.CPU_THREADS` intra-op threads in this thread and in the runner's threads (they start from
-    its count); chunk tasks pin it themselves in worker processes. A user error is reported once, by the caller:
-    :class:`UserErrorConsoleFilter` keeps Prefect's traceback of it off the terminal.
+    The units run on ``runtime.task_runner`` when they travel, else on ``max_workers`` threads of this process
+    (:func:`unit_runtime`). The validated params object goes to the flow as it is (Prefect records it as JSON for the
+    UI). Torch runs :data:`stages.runtime.device.CPU_THREADS` intra-op threads in this thread and in the runner's
+    threads (they start from its count); unit tasks pin it themselves in worker processes. A user error is reported
+    once, by the caller: :class:`UserErrorConsoleFilter` keeps Prefect's traceback of it off the terminal.
     """
-    runtime = params.runtime
+    runtime = unit_runtime(params.runtime, stage_class(stage_name).units_travel)
     quiet_user_errors_on_console()
-    runner = chunk_task_runner(runtime) if chunked else ThreadPoolTaskRunner(max_workers=runtime.max_workers)
-    prefect_flow = flow(name=flow_name, task_runner=runner, validate_parameters=False)(body)
-    runtime = runtime if chunked else RuntimeParams()
+    prefect_flow = flow(name=flow_name(stage_name, **options), task_runner=unit_task_runner(runtime),
+                        validate_parameters=False)(_stage_flow)
     with pinned_threads(), prefect_api_for_workers(runtime), _contained_dask(runtime):
-        return prefect_flow(args[0], params, *args[1:])
-
-
-def run_stage_flow(stage_name: str, params: Params, data_dir: StorePath, method: str | None = None,
-                   layout: OutputLayout = OutputLayout()) -> ChunkRun:
-    """Run chunked stage ``stage_name`` as a Prefect flow named ``latentatlas-<stage>`` (``latentatlas-evaluate-
-    <method>`` for an evaluation)."""
-    flow_name = f"latentatlas-{stage_name}" + (f"-{method}" if method else "")
-    return _run_flow(flow_name, _stage_flow, params, stage_name, location_string(data_dir), method,
-                     str(Path(layout.root).resolve()))
-
-
-@task(name="fit", task_run_name="{method}-{unit_name}", cache_policy=NO_CACHE, retries=0)
-def fit_unit(stage: FitStage, method: str, unit_name: str, attributes: list[str]):
-    """Fit one unit of a method (one attribute, or all of them for a joint method), reporting training progress."""
-    artifact_id = None
-
-    def report(step: int, total: int, metrics: dict[str, float]) -> None:
-        nonlocal artifact_id
-        fraction = 100.0 * step / max(total, 1)
-        if artifact_id is None:
-            artifact_id = create_progress_artifact(progress=fraction, key=f"fit-{method}-progress",
-                                                   description=f"latentatlas fit {method}: training steps")
-        else:
-            update_progress_artifact(artifact_id, progress=fraction)
-        shown = "  ".join(f"{key}={value:.4g}" for key, value in metrics.items())
-        tqdm.write(f"fit {method} [{unit_name}] step {step}/{total}  {shown}")
-
-    return stage.fit_unit(attributes, progress=report)
-
-
-def _fit_flow(method: str, params: Params, data_dir: str, out_root: str) -> None:
-    stage = FitStage(params, data_dir, method, layout=OutputLayout(Path(out_root)))
-    with stage.lock():
-        units = stage.units()
-        futures = [fit_unit.submit(stage, method, "+".join(unit) if len(unit) < 4 else "all", unit)
-                   for unit in units]
-        parts = []
-        for future in tqdm(futures, desc=f"fit {method}", unit="unit"):
-            parts.append(future.result())  # in submission order: directions keep the attribute order
-        stage.finish(parts)
-
-
-def run_fit_flow(method: str, params: Params, data_dir: StorePath, layout: OutputLayout = OutputLayout()) -> None:
-    """Fit ``method`` as a Prefect flow named ``latentatlas-fit-<method>``, one task per independent unit (on
-    threads, whatever ``runtime.task_runner`` says: units share the loaded data)."""
-    _run_flow(f"latentatlas-fit-{method}", _fit_flow, params, method, location_string(data_dir),
-              str(Path(layout.root).resolve()), chunked=False)
+        return prefect_flow(stage_name, params, location_string(data_dir), options)

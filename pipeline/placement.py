@@ -1,5 +1,8 @@
-"""Where chunk tasks run: the small picklable description of a stage a worker attaches to, the per-process cache of
+"""Where unit tasks run: the small picklable description of a stage a worker attaches to, the per-process cache of
 attached stages, and one worker per GPU.
+
+Only stages whose units travel (``units_travel``: the chunked stages) are described by a spec; the others (fit)
+run their units in the threads of the process that holds them, and their tasks receive the stage itself.
 
 A stage object holds the store lock, open stores and models: it never travels. The process that prepared the store
 (the *driver*) describes it with a small picklable :class:`StageSpec` (stage class, params, data dir, options, and
@@ -32,6 +35,7 @@ from latentatlas.locations import location_string, store_path
 from latentatlas.params import Params, parse_params
 from latentatlas.stores import ChunkedStore, StoreError
 from stages.runtime.chunked import ChunkedStage, StageAttachError, replaced_message
+from stages.runtime.stage import Stage, UnitProgress
 
 
 @dataclass(frozen=True)
@@ -197,52 +201,58 @@ def attached_stage(spec: StageSpec) -> tuple[ChunkedStage, float]:
 
 
 @dataclass(frozen=True)
-class ChunkReport:
-    """What a chunk task reports back: where it ran, what it wrote and where its time went."""
+class UnitReport:
+    """What a unit task reports back: where it ran, what it wrote and where its time went."""
 
-    index: int
+    index: int  # the unit (a chunk's index)
+    name: str  # the unit's name (``chunk 00003``, ``interfacegan happy``)
     host: str
     pid: int
     thread: int  # native id of the thread that ran it (threads runner: several per process)
-    build_s: float  # building the stage in this process (first chunk of a worker only)
-    compute_s: float  # stage.run_chunk: compute and write
+    build_s: float  # building the stage in this process (first unit of a worker only)
+    compute_s: float  # stage.run_unit: compute and write
     started: float  # time.time() at the task body's start and end
     ended: float
-    samples: int  # rows the chunk holds
+    size: int  # what the unit holds (a chunk's samples, a fit unit's attributes)
+    size_noun: str  # what ``size`` counts (``samples``, ``attributes``)
     device: str  # where the stage computes (``cpu``, ``cuda:1``)
-    gpu_peak_bytes: int | None  # peak CUDA memory allocated on that device during the chunk (None off CUDA)
+    gpu_peak_bytes: int | None  # peak CUDA memory allocated on that device during the unit (None off CUDA)
 
 
-def stage_device(stage: ChunkedStage) -> torch.device:
+def stage_device(stage: Stage) -> torch.device:
     """The device ``stage`` computes on (its labeler's, or its generator's; the CPU for a stage without one)."""
     synthesizer = getattr(stage, "synthesizer", None)
     device = getattr(stage, "device", None) or (synthesizer.device if synthesizer is not None else None)
     return torch.device(device or "cpu")
 
 
-def run_chunk_from_spec(spec: StageSpec, index: int) -> ChunkReport:
-    """Write chunk ``index`` of the stage ``spec`` describes, in this process (a worker or the driver's thread).
+def run_unit_on(target: StageSpec | Stage, unit: int, progress: UnitProgress | None = None) -> UnitReport:
+    """Run ``unit`` of ``target`` in this process: a stage this process holds (one whose units do not travel), or
+    the stage a spec describes (a worker's, or the driver's own when this is one of its threads).
 
     Torch runs :data:`stages.runtime.device.CPU_THREADS` intra-op threads for it, whatever the runner: the bytes of a
-    chunk never depend on where it ran.
+    unit never depend on where it ran.
 
     Raises:
-        StageAttachError: the store is not (or no longer) the one the driver prepared.
+        StageAttachError: (a spec) the store is not (or no longer) the one the driver prepared.
     """
     from stages.runtime.device import pinned_threads
 
     started = time.time()
     with pinned_threads():
-        stage, build_s = attached_stage(spec)
-        spec.check(stage.store)
+        if isinstance(target, StageSpec):
+            stage, build_s = attached_stage(target)
+            target.check(stage.store)
+        else:
+            stage, build_s = target, 0.0
         device = stage_device(stage)
         on_cuda = device.type == "cuda"
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
-        stage.run_chunk(index)
+        stage.run_unit(unit, progress)
         compute_s = time.perf_counter() - start
-    return ChunkReport(index=index, host=socket.gethostname(), pid=os.getpid(), thread=threading.get_native_id(),
-                       build_s=build_s, compute_s=compute_s, started=started, ended=time.time(),
-                       samples=stage.chunk_length(index), device=str(device),
-                       gpu_peak_bytes=torch.cuda.max_memory_allocated(device) if on_cuda else None)
+    return UnitReport(index=unit, name=stage.unit_name(unit), host=socket.gethostname(), pid=os.getpid(),
+                      thread=threading.get_native_id(), build_s=build_s, compute_s=compute_s, started=started,
+                      ended=time.time(), size=stage.unit_size(unit), size_noun=stage.size_noun, device=str(device),
+                      gpu_peak_bytes=torch.cuda.max_memory_allocated(device) if on_cuda else None)

@@ -67,6 +67,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` of 127.0.0.1 now (a server for the run can take it)."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
 def _start_ticks(pid: int) -> int | None:
     """The start time of process ``pid`` in clock ticks since boot, or None when there is no such process."""
     try:

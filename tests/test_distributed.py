@@ -19,7 +19,7 @@ import pytest
 
 from latentatlas.params import RuntimeParams
 from latentatlas.stores import StoreError, ZarrChunkStore
-from pipeline.placement import StageSpec, _on_cuda_device, run_chunk_from_spec, serving, worker_rank
+from pipeline.placement import StageSpec, _on_cuda_device, run_unit_on, serving, worker_rank
 from stages.runtime.chunked import ChunkedStage, StageAttachError, run_stage
 from stages.sample import SampleStage
 from tests.conftest import make_params, on_ci, tree_digest
@@ -234,8 +234,9 @@ def test_worker_attach_needs_the_data_dir_and_a_rebuildable_stage(tmp_path: Path
 
 def test_chunk_tasks_in_the_driver_use_its_own_stage(tmp_path: Path, tiny_params) -> None:
     with SampleStage(tiny_params, tmp_path) as driver, serving(driver) as spec:
-        report = run_chunk_from_spec(spec, 0)
+        report = run_unit_on(spec, 0)
         assert report.build_s == 0.0 and report.pid == os.getpid() and driver.store.chunk_done(0)
+        assert (report.name, report.size, report.size_noun) == ("chunk 00000", 100, "samples")
         with pytest.raises(StageAttachError, match="already serves"):
             with serving(driver):
                 pass

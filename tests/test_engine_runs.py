@@ -135,3 +135,57 @@ def test_chunk_lines_reach_the_flow_run_page_not_the_terminal(tmp_path: Path, pr
     assert sum(log.task_run_id is not None and message.startswith("sample chunk")
                for log, message in zip(logs, messages)) == 2  # each task run's own line too
     assert "samples done" not in capfd.readouterr().err  # INFO goes to the API, not the terminal
+
+
+FIT = {"methods": ["interfacegan"], "attributes": ["red", "green", "blue"], "device": "cpu",
+       "params": {"interfacegan": {"ratio": 0.1}}}
+
+
+def test_fit_runs_through_the_same_flow_one_task_per_unit_and_resumes(tiny_run: Path, tmp_path: Path,
+                                                                     prefect_api: str) -> None:
+    """fit is a stage like the others: its flow runs one task per attribute (in this process's threads, whatever
+    ``runtime.task_runner`` says), skips the units a killed run finished, and writes the local engine's bytes."""
+    from latentatlas.layout import OutputLayout
+    from pipeline import engine
+    from pipeline.flows import run_stage_flow
+    from stages.fit import FitStage
+
+    params = make_params(fit=FIT, runtime={"task_runner": "dask", "max_workers": 2})
+    local = OutputLayout(tmp_path / "local")
+    engine.run("fit", params, tiny_run, "local", method="interfacegan", layout=local)
+
+    flowed = OutputLayout(tmp_path / "prefect")
+    with FitStage(params, tiny_run, "interfacegan", layout=flowed) as killed:
+        killed.run_unit(1)  # a run killed after fitting "green"
+    run = run_stage_flow("fit", params, tiny_run, method="interfacegan", layout=flowed)
+    assert [(report.index, report.name, report.size) for report in run.reports] == \
+        [(0, "interfacegan red", 1), (2, "interfacegan blue", 1)]
+    assert {report.pid for report in run.reports} == {os.getpid()}  # threads of the stage process, not Dask
+    assert tree_digest(flowed.directions("interfacegan")) == tree_digest(local.directions("interfacegan"))
+
+
+def test_invert_runs_through_the_same_flow_as_the_spine(tmp_path: Path, prefect_api: str) -> None:
+    """The photo command's stage is in the catalog like the spine's: its options (photos, settings, alignment) pass
+    through a Prefect flow, one task per chunk, and it writes the local engine's bytes."""
+    import numpy as np
+    from PIL import Image
+
+    from latentatlas.layout import LATENTS_STORE
+    from pipeline import engine
+    from pipeline.flows import run_stage_flow
+    from stages.photo.align import DCGAN_DIGIFACE_FACE, AlignmentSettings
+    from stages.photo.invert import inversion_settings
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(photos / f"p{index}.png")
+    params = make_params()
+    options = {"photos": (photos,), "settings": inversion_settings(steps=2, lpips_weight=0.0, init="random",
+                                                                    device="cpu"),
+               "alignment": AlignmentSettings(False, DCGAN_DIGIFACE_FACE), "encoder_path": None, "chunk_size": 2}
+    engine.run("invert", params, tmp_path / "local", "local", **options)
+    run = run_stage_flow("invert", params, tmp_path / "prefect", **options)
+    assert [(report.index, report.size) for report in run.reports] == [(0, 2), (1, 1)]
+    assert tree_digest(tmp_path / "prefect" / LATENTS_STORE) == tree_digest(tmp_path / "local" / LATENTS_STORE)

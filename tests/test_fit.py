@@ -1,7 +1,9 @@
-"""The fit stage over a labeled store: one job per method, per-attribute units for separable methods."""
+"""The fit stage over a labeled store: one job per method, per-attribute units for separable methods, each unit
+kept as it finishes so a killed fit resumes at unit granularity."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,7 +17,8 @@ from latentatlas.layout import OutputLayout
 from stages.fit import FitStage, run_fit
 from stages.plugins.methods.base import MethodInputError
 from stages.latent.fields import load_model
-from tests.conftest import make_params, run_toy_spine
+from stages.runtime.stage import run_stage
+from tests.conftest import make_params, run_toy_spine, tree_digest
 from tests.toy import cosine, make_world
 
 ATTRIBUTES = ["smile", "gender", "pose"]
@@ -51,11 +54,70 @@ def test_supervised_methods_recover_the_planted_directions(toy_store, method) ->
 def test_separable_methods_fit_one_unit_per_attribute_and_match_a_joint_fit(toy_store) -> None:
     root, params, world = toy_store
     stage = FitStage(params, root / "data", "interfacegan", layout=OutputLayout(root / "units"))
-    assert stage.units() == [[name] for name in ATTRIBUTES]
-    per_attribute = stage.finish([stage.fit_unit(unit) for unit in stage.units()])
+    assert stage.attribute_groups() == [[name] for name in ATTRIBUTES] and stage.n_units == 3
+    assert [stage.unit_name(unit) for unit in range(3)] == [f"interfacegan {name}" for name in ATTRIBUTES]
+    per_attribute = run_stage(stage)
     joint = stage.spec.fit(stage.context(ATTRIBUTES), stage.method_params)
     np.testing.assert_allclose(per_attribute.vectors, joint.vectors, atol=1e-6)
-    assert FitStage(params, root / "data", "ortho-linear").units() == [ATTRIBUTES]  # coupled by its penalty
+    ortho = FitStage(params, root / "data", "ortho-linear")
+    assert ortho.attribute_groups() == [ATTRIBUTES] and ortho.unit_name(0) == "ortho-linear smile+gender+pose"
+
+
+def _counting_fits(monkeypatch, stage: FitStage, kill_after: int | None = None) -> list[list[str]]:
+    """Record the attributes of every unit ``stage`` fits; with ``kill_after``, the fit after that many "is
+    killed" (raises KeyboardInterrupt)."""
+    fitted: list[list[str]] = []
+    fit = stage.spec.fit
+
+    def counting(context, method_params):
+        if kill_after is not None and len(fitted) == kill_after:
+            raise KeyboardInterrupt
+        fitted.append(list(context.attributes))
+        return fit(context, method_params)
+
+    monkeypatch.setattr(stage, "spec", dataclasses.replace(stage.spec, fit=counting))
+    return fitted
+
+
+@pytest.mark.parametrize("method", ["interfacegan", "tunagan"])
+def test_a_killed_fit_resumes_at_its_unfinished_units_and_writes_the_same_bytes(toy_store, tmp_path, monkeypatch,
+                                                                                method) -> None:
+    """Each finished unit is kept under the fit's work dir: a rerun fits only the others, and the directions are
+    byte-identical to an uninterrupted fit's (TunaGAN: with its per-attribute model files). A finished fit leaves
+    no unit results behind (a rerun fits everything again)."""
+    root, params, world = toy_store
+    reference = run_fit(params, root / "data", method, layout=OutputLayout(tmp_path / "reference"))
+    assert reference.names == ATTRIBUTES
+
+    layout = OutputLayout(tmp_path / "killed")
+    killed = FitStage(params, root / "data", method, layout=layout)
+    fitted = _counting_fits(monkeypatch, killed, kill_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(killed)
+    assert fitted == [["smile"], ["gender"]] and killed.pending == [2]
+    assert not (tmp_path / "killed" / "directions" / method).exists()
+
+    resumed = FitStage(params, root / "data", method, layout=layout)
+    fitted = _counting_fits(monkeypatch, resumed)
+    run_stage(resumed)
+    assert fitted == [["pose"]]  # only the unit the killed run did not finish
+    assert tree_digest(layout.directions(method)) == tree_digest(tmp_path / "reference" / "directions" / method)
+    assert not resumed.work_dir.exists()
+
+    again = FitStage(params, root / "data", method, layout=layout)
+    assert again.pending == [0, 1, 2]
+
+
+def test_fit_units_write_only_under_the_lock(toy_store, tmp_path) -> None:
+    root, params, world = toy_store
+    stage = FitStage(params, root / "data", "interfacegan", layout=OutputLayout(tmp_path))
+    with pytest.raises(RuntimeError, match="inside `with stage:`"):
+        stage.run_unit(0)
+    with stage:
+        stage.run_unit(0)
+        with pytest.raises(RuntimeError, match=r"units \[1, 2\] are not done"):
+            stage.finish()
+    assert stage.pending == [1, 2]
 
 
 def test_tunagan_units_recombine_with_their_models(toy_store) -> None:
@@ -73,7 +135,7 @@ def test_closed_form_method_uses_the_generator(toy_store) -> None:
     root, params, world = toy_store
     stage = FitStage(params, root / "data", "sefa", layout=OutputLayout(root), generator=world.generator,
                      labeler=world.labeler)
-    directions = stage.finish([stage.fit_unit(unit) for unit in stage.units()])
+    directions = run_stage(stage)
     assert abs(cosine(directions.vectors[0], world.generator.dominant_direction)) > 0.999
     assert directions.stats[directions.names[0]]["attribute"] == "pose"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import click
 import yaml
 from click.testing import CliRunner
 from PIL import Image
@@ -29,8 +30,10 @@ from stages.photo.invert import (InversionError, Inverter, InvertStage, Reconstr
                            resolve_space)
 from stages.label import LabelStage
 from stages.photo.edit import (DirectionsMismatchError, EditInputError, check_directions, edit_space_for,
-                               edited_latents, parse_alphas, parse_layers, parse_names)
-from tests.conftest import COLOR_LABELER, REPO_ROOT, make_params
+                               edited_latents)
+from pipeline.options import AlphaList, LayerRange, NameList
+from pipeline.placement import StageSpec
+from tests.conftest import COLOR_LABELER, REPO_ROOT, make_params, tree_digest
 from tests.toy import ToyGenerator, ToyLabeler, attribute_values
 
 STYLEGAN2_FIXTURE = REPO_ROOT.parent / "shared" / "fixtures" / "generators" / "stylegan2-ada" / \
@@ -303,14 +306,14 @@ def test_invert_stage_resumes_and_its_folder_is_a_labeled_dataset(tmp_path: Path
     alignment = AlignmentSettings(False, DCGAN_DIGIFACE_FACE)
     out = tmp_path / "inverted"
 
-    with InvertStage(params, [folder], out, settings, alignment, chunk_size=2, generator=generator) as stage:
+    with InvertStage(params, out, [folder], settings, alignment, chunk_size=2, generator=generator) as stage:
         assert stage.pending == [0, 1, 2]
         stage.run_chunk(1)  # then "killed"
-    stage = InvertStage(params, [folder], out, settings, alignment, chunk_size=2, generator=generator)
+    stage = InvertStage(params, out, [folder], settings, alignment, chunk_size=2, generator=generator)
     with stage:
         assert stage.pending == [0, 2]
     run_stage(stage)
-    assert InvertStage(params, [folder], out, settings, alignment, chunk_size=2, generator=generator).pending == []
+    assert InvertStage(params, out, [folder], settings, alignment, chunk_size=2, generator=generator).pending == []
 
     store = ZarrChunkStore.open(out / LATENTS_STORE, "latents", require_complete=True)
     names = store.info.details["photos"]
@@ -331,20 +334,72 @@ def test_invert_stage_resumes_and_its_folder_is_a_labeled_dataset(tmp_path: Path
 # ------------------------------------------------------------------------------------ editing: checks and CLI
 
 
-def test_option_parsing() -> None:
-    assert parse_alphas("-3,-1.5, 0,1.5,3") == [-3.0, -1.5, 0.0, 1.5, 3.0]
+def _face_photos(dcgan, folder: Path, n: int) -> Path:
+    folder.mkdir()
+    for index, face in enumerate(_faces(dcgan, n, seed=21, side=80)):
+        Image.fromarray(face).save(folder / f"face-{index}.png")
+    return folder
+
+
+def test_the_invert_stage_travels_to_workers_and_writes_the_same_bytes(dcgan, tmp_path: Path) -> None:
+    """Built like every stage (params, out dir, options), the invert stage is rebuilt from its spec in attach mode
+    (as a Dask or Ray worker builds it), and the chunks a worker writes are the bytes the local loop writes."""
+    photos = _face_photos(dcgan, tmp_path / "photos", 3)
+    params = make_params()
+    settings = inversion_settings(steps=3, lpips_weight=0.0, init="random", device="cpu")
+    alignment = AlignmentSettings(False, DCGAN_DIGIFACE_FACE)
+    run_stage(InvertStage(params, tmp_path / "local", [photos], settings, alignment, chunk_size=2))
+    with InvertStage(params, tmp_path / "workers", [photos], settings, alignment, chunk_size=2) as driver:
+        spec = StageSpec.of(driver)
+        assert dict(spec.options)["photos"] == tuple(sorted(photos.resolve().iterdir()))
+        worker = spec.build()  # what a Dask or Ray worker process does with the spec
+        assert worker.attached and worker.store.info.fingerprint == driver.store.info.fingerprint
+        for index in driver.pending:
+            worker.run_unit(index)
+        driver.finish()
+    assert tree_digest(tmp_path / "workers" / LATENTS_STORE) == tree_digest(tmp_path / "local" / LATENTS_STORE)
+
+
+def test_invert_command_inverts_resumes_and_notes_the_missing_encoder(dcgan, tmp_path: Path, monkeypatch) -> None:
+    """`latentatlas invert` through the engine: latents and reconstructions written, one line per photo; without
+    the default encoder file a note says so and the init falls back (random z for the DCGAN); a rerun resumes."""
+    photos = _face_photos(dcgan, tmp_path / "photos", 3)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"synthesize": {"device": "cpu"}}))
+    monkeypatch.chdir(tmp_path)  # no models/encoder/encoder.pt here
+    args = ["invert", "photos", "--out", "out", "--chunk-size", "2", "--steps", "2", "--lpips-net", "alex",
+            "--no-align", "--device", "cpu"]
+    result = _cli(args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("note: no encoder at models/encoder/encoder.pt") and "a random z" in lines[0]
+    assert [line.split()[0] for line in lines[1:4]] == ["face-0.png", "face-1.png", "face-2.png"]
+    assert lines[4] == "wrote out/latents.zarr (z) and out/images.zarr"
+    latents = ZarrChunkStore.open(tmp_path / "out" / LATENTS_STORE, "latents", require_complete=True)
+    assert latents.info.inputs["settings"]["init"] == "random"
+    images = ZarrChunkStore.open(tmp_path / "out" / "images.zarr", "images", require_complete=True)
+    assert images.info.n_samples == 3
+    before = tree_digest(tmp_path / "out")
+    assert _cli(args).exit_code == 0 and tree_digest(tmp_path / "out") == before  # nothing recomputed
+
+
+def test_option_types() -> None:
+    """--alphas, --layers and --keep are parsed by their click types: typed values, or a usage error naming the
+    option and what was expected."""
+    assert AlphaList().convert("-3,-1.5, 0,1.5,3", None, None) == [-3.0, -1.5, 0.0, 1.5, 3.0]
     for bad, message in (("1,,2", "item 2 \\(''\\) is not a number"), ("a", "item 1 \\('a'\\) is not a number"),
-                         ("", "give comma-separated numbers"), ("1,inf", "not a finite number")):
-        with pytest.raises(EditInputError, match=message):
-            parse_alphas(bad)
-    assert parse_names("male, age", "--keep") == ["male", "age"] and parse_names(None, "--keep") == []
-    with pytest.raises(EditInputError, match="an empty name"):
-        parse_names("male,,age", "--keep")
-    assert parse_layers("0,8") == (0, 8) and parse_layers(None) is None
-    with pytest.raises(EditInputError, match="two integers"):
-        parse_layers("0-8")
-    with pytest.raises(EditInputError, match="0 <= start < stop"):
-        parse_layers("4,2")
+                         ("", "expected comma-separated numbers"), ("1,inf", "not a finite number")):
+        with pytest.raises(click.BadParameter, match=message):
+            AlphaList().convert(bad, None, None)
+    assert NameList().convert("male, age", None, None) == ["male", "age"] and NameList().convert("", None, None) == []
+    with pytest.raises(click.BadParameter, match="an empty name"):
+        NameList().convert("male,,age", None, None)
+    with pytest.raises(click.BadParameter, match="given more than once"):
+        NameList().convert("male,age,male", None, None)
+    assert LayerRange().convert("0,8", None, None) == (0, 8)
+    with pytest.raises(click.BadParameter, match="expected two integers start,stop"):
+        LayerRange().convert("0-8", None, None)
+    with pytest.raises(click.BadParameter, match="0 <= start < stop"):
+        LayerRange().convert("4,2", None, None)
 
 
 def _directions(tiny_run: Path, dim: int = 100, space: str = "z", fingerprint: str | None = None) -> DirectionSet:
@@ -430,8 +485,13 @@ def test_edit_command_end_to_end(tiny_run: Path, tiny_encoder: Path, tmp_path: P
     assert ZarrChunkStore.open(out / LATENTS_STORE, "latents", require_complete=True).info.details["photos"] == \
         ["face.png"]
 
-    assert "--alphas '1,,2': item 2 ('') is not a number" in _one_error_line(
-        _cli(["edit", str(photo), "--attribute", "red", "--alphas", "1,,2", *common]))
+    usage_error = _cli(["edit", str(photo), "--attribute", "red", "--alphas", "1,,2", *common])
+    assert usage_error.exit_code == 2
+    assert ("Error: Invalid value for '--alphas': expected comma-separated numbers (e.g. -3,-1.5,0,1.5,3), got "
+            "'1,,2': item 2 ('') is not a number") in usage_error.output
+    usage_error = _cli(["edit", str(photo), "--attribute", "red", *common, "--steps", "200000"])
+    assert usage_error.exit_code == 2 and "Error: inversion steps: Input should be less than or equal to 100000" \
+        in usage_error.output
     assert "has no direction ['smile']" in _one_error_line(
         _cli(["edit", str(photo), "--attribute", "smile", "--out", str(out), *common]))
     other = tmp_path / "directions" / "other"

@@ -50,72 +50,12 @@ from stages.plugins.generators.synthesis import uint8_to_images
 
 
 class EditInputError(LatentAtlasError, ValueError):
-    """A malformed ``--alphas`` / ``--keep`` / ``--layers``, or an attribute the directions do not have."""
+    """An attribute the directions do not have, or ``--keep`` / ``--layers`` that do not fit the edit (the CLI's
+    parameter types check the options' syntax)."""
 
 
 class DirectionsMismatchError(LatentAtlasError, ValueError):
     """Directions fitted for another generator or another latent space than the one being edited."""
-
-
-# ------------------------------------------------------------------------------------------------ parsing
-
-
-def parse_alphas(text: str) -> list[float]:
-    """``"-3,-1.5,0,1.5,3"`` → [-3.0, -1.5, 0.0, 1.5, 3.0].
-
-    Raises:
-        EditInputError: an empty item, a non-number, a non-finite value, or no value at all.
-    """
-    items = [item.strip() for item in str(text).split(",")]
-    if not any(items):
-        raise EditInputError(f"--alphas {text!r}: give comma-separated numbers, e.g. -3,-1.5,0,1.5,3")
-    values = []
-    for position, item in enumerate(items, start=1):
-        try:
-            value = float(item)
-        except ValueError:
-            raise EditInputError(f"--alphas {text!r}: item {position} ({item!r}) is not a number; give "
-                                 f"comma-separated numbers, e.g. -3,-1.5,0,1.5,3") from None
-        if not math.isfinite(value):
-            raise EditInputError(f"--alphas {text!r}: item {position} ({item!r}) is not a finite number")
-        values.append(value)
-    return values
-
-
-def parse_names(text: str | None, option: str) -> list[str]:
-    """``"male,age"`` → ["male", "age"]; None or "" → [].
-
-    Raises:
-        EditInputError: an empty name (``"male,,age"``) or a repeated one.
-    """
-    if text is None or not str(text).strip():
-        return []
-    names = [item.strip() for item in str(text).split(",")]
-    if not all(names):
-        raise EditInputError(f"{option} {text!r}: an empty name; give comma-separated attribute names")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise EditInputError(f"{option} {text!r}: {repeated} given more than once")
-    return names
-
-
-def parse_layers(text: str | None) -> tuple[int, int] | None:
-    """``"0,8"`` → (0, 8): the W+ layers [start, stop) an edit moves; None → all.
-
-    Raises:
-        EditInputError: not two integers ``start,stop`` with 0 <= start < stop.
-    """
-    if text is None:
-        return None
-    parts = [item.strip() for item in str(text).split(",")]
-    try:
-        start, stop = (int(part) for part in parts)
-    except ValueError:
-        raise EditInputError(f"--layers {text!r}: give two integers start,stop (the W+ layers [start, stop), "
-                             f"e.g. 0,8)") from None
-    if not 0 <= start < stop:
-        raise EditInputError(f"--layers {text!r}: need 0 <= start < stop")
-    return start, stop
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -312,7 +252,7 @@ def photo_edit(params: Params, photo: Path, directions_path: Path, attribute: st
         raise EditInputError(f"--layers {layers[0]},{layers[1]}: generator {generator.name!r} has "
                              f"{generator.num_ws} W+ layers (stop at most {generator.num_ws})")
     scorer = scoring_labeler(params, labeler)
-    stage = InvertStage(params, [photo], out_dir, settings, alignment, encoder_path, chunk_size=1,
+    stage = InvertStage(params, out_dir, [photo], settings, alignment, encoder_path, chunk_size=1,
                         generator=generator)
     run_stage(stage)
     store = ZarrChunkStore.open(Path(out_dir) / LATENTS_STORE, "latents", require_complete=True)

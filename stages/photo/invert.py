@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from torch import nn
 
 from latentatlas.errors import LatentAtlasError
-from latentatlas.layout import IMAGES_STORE, LATENTS_STORE
+from latentatlas.layout import ENCODER_DIR, IMAGES_STORE, LATENTS_STORE
 from latentatlas.locations import StorePath
 from latentatlas.params import Params
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
@@ -64,7 +64,7 @@ from stages.photo.align import (AlignedPhoto, AlignmentSettings, FaceDetector, c
                           is_face_generator, load_photo, prepare_photo)
 from stages.runtime.chunked import ChunkedStage
 from stages.runtime.device import CPU_THREADS, pinned_threads, resolve_device
-from stages.photo.encoder import TrainedEncoder, load_encoder
+from stages.photo.encoder import ENCODER_FILE, TrainedEncoder, load_encoder
 from stages.plugins.generators import Generator, generator_for
 from stages.latent.perceptual import LPIPS, build_lpips, resize_for_lpips
 from stages.plugins.generators.synthesis import ImageSynthesizer, images_to_uint8, uint8_to_images
@@ -220,6 +220,44 @@ def choose_init(settings: InversionSettings, encoder_path: Path | None, space: s
     note = (f"no encoder at {encoder_path} (train one: `latentatlas train-encoder` or `dvc repro train-encoder`); "
             f"starting from {'the mean w' if fallback == 'mean' else 'a random z'} instead")
     return settings.model_copy(update={"init": fallback}), None, note
+
+
+@dataclass(frozen=True)
+class InversionPlan:
+    """What ``invert`` and ``edit`` run with: their options resolved against the generator params name.
+
+    Attributes:
+        generator: the generator (built once here; ``edit`` hands it on).
+        settings: the inversion settings, ``init`` falling back when the default encoder file is absent.
+        alignment: how photos become crops.
+        encoder_path: the encoder file to load (None when the init needs none).
+        note: a line saying what was chosen instead of the default encoder, or None.
+    """
+
+    generator: Generator
+    settings: InversionSettings
+    alignment: AlignmentSettings
+    encoder_path: Path | None
+    note: str | None
+
+
+def plan_inversion(params: Params, settings: InversionSettings, encoder_path: Path | None = None,
+                   align: bool | None = None, face_index: int | None = None,
+                   generator: Generator | None = None) -> InversionPlan:
+    """Resolve the inversion options of ``invert`` / ``edit``: alignment by generator (:func:`default_alignment`),
+    and the encoder: ``encoder_path``, or the default ``models/encoder/encoder.pt`` whose absence falls back to
+    :func:`fallback_init` with a note (:func:`choose_init`).
+
+    Raises:
+        InversionError: the generator has no such space.
+        EncoderError: a named encoder file that does not exist.
+    """
+    alignment = default_alignment(params.generator.name, align, face_index)
+    generator = generator_for(params.generator, generator)
+    named = encoder_path is not None
+    path = encoder_path if named else Path(ENCODER_DIR) / ENCODER_FILE
+    settings, path, note = choose_init(settings, path, resolve_space(settings.space, generator), named)
+    return InversionPlan(generator, settings, alignment, path, note)
 
 
 def _from_z(generator: Generator, latents_z: torch.Tensor, space: str) -> torch.Tensor:
@@ -456,31 +494,43 @@ def photo_seed(digest: str) -> int:
 class InvertStage(ChunkedStage):
     """Photos → ``<out_dir>/latents.zarr`` (see the module docstring), ``chunk_size`` photos per chunk.
 
+    Built like every stage, ``InvertStage(params, out_dir, **options)``, so the engine runs it (and a worker
+    process rebuilds it from a spec) as it runs the others.
+
     Args:
         params: the run's params (generator).
-        photos: files and folders (see :func:`collect_photos`).
         out_dir: the folder that receives the store.
+        photos: files and folders (see :func:`collect_photos`).
         settings: inversion settings.
         alignment: how photos become crops (default: :func:`default_alignment` for the generator).
         encoder_path: the trained encoder (needed when ``settings.init`` is ``encoder``).
         chunk_size: photos per chunk.
         generator: an injected generator (tests), else the one params names.
+        attach: worker mode (the driver's store fingerprint), see :class:`stages.runtime.chunked.ChunkedStage`.
     """
 
     name = "invert"
 
-    def __init__(self, params: Params, photos: Sequence[Path], out_dir: str | StorePath, settings: InversionSettings,
-                 alignment: AlignmentSettings | None = None, encoder_path: Path | None = None, chunk_size: int = 8,
-                 generator: Generator | None = None, *, attach: str | None = None) -> None:
-        super().__init__(params, out_dir, attach=attach, injected=generator is not None)
+    def __init__(self, params: Params, out_dir: str | StorePath, photos: Sequence[Path],
+                 settings: InversionSettings, alignment: AlignmentSettings | None = None,
+                 encoder_path: Path | None = None, chunk_size: int = 8, generator: Generator | None = None, *,
+                 attach: str | None = None) -> None:
         if chunk_size < 1:
             raise InversionError(f"chunk size must be at least 1, got {chunk_size}")
-        self.photos = collect_photos(photos)
+        collected = collect_photos(photos)
+        alignment = alignment or default_alignment(params.generator.name)
+        # What a worker needs to build this stage again: absolute paths, so its working folder does not matter.
+        options = {"photos": tuple(photo.resolve() for photo in collected), "settings": settings,
+                   "alignment": alignment, "chunk_size": chunk_size,
+                   "encoder_path": Path(encoder_path).resolve() if encoder_path is not None else None}
+        super().__init__(params, out_dir, attach=attach, injected=generator is not None, options=options)
+        self.photos = collected
         self.settings = settings
         self.inverter = Inverter(generator_for(params.generator, generator), settings)
         self.generator = self.inverter.generator
         self.space = self.inverter.space
-        self.alignment = alignment or default_alignment(params.generator.name)
+        self.device = self.inverter.device
+        self.alignment = alignment
         self.encoder: TrainedEncoder | None = None
         if settings.init == "encoder":
             if encoder_path is None:

@@ -1,10 +1,11 @@
 """The shape every chunked stage shares: lock the output store, find the pending chunks, run them, finish.
 
-A stage is used as a context manager (the store lock is held inside it)::
+A chunked stage is a :class:`stages.runtime.stage.Stage` whose units are the chunks of its output store, and it is
+used as every stage is (the store lock is held inside the ``with``)::
 
     with SampleStage(params, data_dir) as stage:
         for index in stage.pending:
-            stage.run_chunk(index)        # any order, any worker; independent chunks
+            stage.run_chunk(index)        # any order, any worker; independent chunks (``run_unit`` too)
         stage.finish()
 
 Prefect flows (``pipeline/flows.py``) do exactly this with one task per chunk; tests call it directly.
@@ -42,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,6 +51,9 @@ from latentatlas.locations import StorePath, store_path
 from latentatlas.params import Params, ParamsError
 from latentatlas.chunk_records import GAP_KINDS
 from latentatlas.stores import ChunkedStore, StoreError, StoreInfo, store_lock, store_read_lock
+from stages.runtime.stage import UnitProgress, run_stage
+
+__all__ = ["ChunkedStage", "StageAttachError", "replaced_message", "run_stage"]
 
 
 class StageAttachError(StoreError):
@@ -165,6 +169,10 @@ class ChunkedStage(abc.ABC):
     """
 
     name: str
+    #: Chunks may be written by worker processes that rebuild the stage from a spec (unless models were injected).
+    units_travel: ClassVar[bool] = True
+    unit_noun: ClassVar[str] = "chunk"
+    size_noun: ClassVar[str] = "samples"
 
     def __init__(self, params: Params, data_dir: str | StorePath, *, attach: str | None = None,
                  injected: bool = False, options: Mapping[str, Any] | None = None) -> None:
@@ -282,6 +290,26 @@ class ChunkedStage(abc.ABC):
     def run_chunk(self, index: int) -> None:
         """Compute and write chunk ``index`` (idempotent: rewriting a chunk gives the same bytes)."""
 
+    # -- the Stage protocol (stages/runtime/stage.py): a unit is a chunk
+
+    @property
+    def n_units(self) -> int:
+        return self.n_chunks
+
+    @property
+    def output(self) -> Any:
+        return self.store.path
+
+    def unit_name(self, unit: int) -> str:
+        return f"chunk {unit:05d}"
+
+    def unit_size(self, unit: int) -> int:
+        return self.chunk_length(unit)
+
+    def run_unit(self, unit: int, progress: UnitProgress | None = None) -> None:
+        """:meth:`run_chunk` (a chunk is short: it reports no progress)."""
+        self.run_chunk(unit)
+
     def finish(self) -> None:
         """Mark the store complete once every chunk is written."""
         if self.attached:
@@ -289,14 +317,6 @@ class ChunkedStage(abc.ABC):
                                    f"finishes the store")
         if not self.store.info.complete:
             self.store.mark_complete()
-
-
-def run_stage(stage: ChunkedStage) -> None:
-    """Run a stage's pending chunks in order, in this process (no Prefect): for tests and scripting."""
-    with stage:
-        for index in stage.pending:
-            stage.run_chunk(index)
-        stage.finish()
 
 
 def replaced_message(host: str, path: Path, found: str, fingerprint: str) -> str:
