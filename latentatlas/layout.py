@@ -25,6 +25,8 @@ REPORT_HTML = "reports/report.html"
 REPORT_MD = "reports/summary.md"
 REPRODUCTION_MD = "reports/REPRODUCTION.md"
 RANKING_JSON = "reports/ranking.json"
+RANKING_DETAILS_JSON = "reports/ranking.details.json"
+REPRODUCTION_JSON = "reports/reproduction.json"
 FIT_WORK_DIR = ".cache/fit"
 #: ``latentatlas train-encoder`` (dvc.yaml's ``train-encoder`` stage): the image → latent encoder photo inversion
 #: starts from, and its per-epoch checkpoints (a folder per training fingerprint).
@@ -66,15 +68,37 @@ class OutputLayout:
         return self.root / REPRODUCTION_MD
 
     def ranking_metrics(self) -> Path:
+        """``reports/ranking.json``: the headline (a DVC metric): each method's rank group per attribute and the
+        best group."""
         return self.root / RANKING_JSON
 
+    def ranking_details(self) -> Path:
+        """``reports/ranking.details.json``: mean ranks, their intervals, pairwise comparisons (not a DVC metric)."""
+        return self.root / RANKING_DETAILS_JSON
+
+    def reproduction_json(self) -> Path:
+        """``reports/reproduction.json``: every reproduced claim with its rule, our value, its interval, the verdict."""
+        return self.root / REPRODUCTION_JSON
+
     def metrics(self, method: str) -> Path:
-        """``metrics/<method>.json``: the headline numbers (a DVC metric)."""
+        """``metrics/<method>.json``: the method's headline numbers with their intervals."""
         return self.root / METRICS_DIR / f"{method}.json"
 
     def metric_details(self, method: str) -> Path:
         """``metrics/<method>.details.json``: every evaluation number the report reads (not a DVC metric)."""
         return self.root / METRICS_DIR / f"{method}.details.json"
+
+    def metric_samples(self, method: str) -> Path:
+        """``metrics/<method>.samples.parquet``: what the evaluation measured per held-out sample, α and edit."""
+        return self.root / METRICS_DIR / f"{method}.samples.parquet"
+
+    def metric_ppl_terms(self, method: str) -> Path:
+        """``metrics/<method>.ppl.parquet``: the per-sample terms of each evaluated direction's PPL."""
+        return self.root / METRICS_DIR / f"{method}.ppl.parquet"
+
+    def metric_curves(self, method: str) -> Path:
+        """``metrics/<method>.curves.json``: mean target score per α with its interval (DVC plots)."""
+        return self.root / METRICS_DIR / f"{method}.curves.json"
 
     def fit_work_root(self) -> Path:
         return self.root / FIT_WORK_DIR

@@ -308,6 +308,10 @@ class EvalParams(_Section):
     grid_samples: int = Field(4, ge=1, le=16, description="rows of each traversal grid PNG")
     batch_size: PositiveInt = Field(256, description="images per generator / labeler pass")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
+    bootstrap_resamples: int = Field(10000, ge=1000, le=200000,
+                                     description="bootstrap resamples of the held-out samples behind every 95 % "
+                                                 "interval and paired comparison (seeded from eval.seed); the "
+                                                 "comparisons' p-values are no finer than 2 / resamples")
 
     _device = field_validator("device")(_check_device)
 

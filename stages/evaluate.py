@@ -2,29 +2,32 @@
 re-labeling (never by asking the fitted model).
 
 Held-out z come from their own random stream (numpy PCG64 seeded with ``(eval.seed, EVAL_STREAM, chunk)``) and are
-checked to share no row with the fitted latents. For every evaluated direction n, edit mode (``plain``, and
-``conditional`` when ``eval.condition_on`` names directions to hold fixed) and strength α in ``eval.alphas``:
-z' = edit(z, n, α) → G(z') → labeler → scores, and LPIPS(G(z), G(z')). One long-format Parquet part per chunk of
-held-out samples (``evaluations/<method>/``), so a killed evaluation resumes at chunk granularity.
+checked to share no row with the fitted latents; every method is judged on the same held-out z, so comparisons
+between methods are paired. For every evaluated direction n, edit mode (``plain``, and ``conditional`` when
+``eval.condition_on`` names directions to hold fixed) and strength α in ``eval.alphas``: z' = edit(z, n, α) → G(z')
+→ labeler → scores, and LPIPS(G(z), G(z')). One long-format Parquet part per chunk of held-out samples
+(``evaluations/<method>/``), so a killed evaluation resumes at chunk granularity.
 
 A direction that comes with a nonlinear model of its attribute (TunaGAN's MLP, ``meta["models"]``) is edited as
 the paper applies it: each held-out latent follows the model's normalised gradient for a path of length |α|
-(:func:`stages.latent.editing.follow_gradient`), not the mean-gradient vector stored for consumers that need one vector;
-its PPL is measured along that path (:func:`field_perceptual_path_length`).
+(:func:`stages.latent.editing.follow_gradient`), not the mean-gradient vector stored for consumers that need one
+vector; its PPL is measured along that path (:func:`field_perceptual_path_length_terms`).
 
-``finish`` turns the store into ``metrics/<method>.details.json`` (every number below; the report reads it),
-``metrics/<method>.json`` (the DVC metric: only the headline numbers a user ranks by, :data:`HEADLINE_KEYS` per
-attribute and their means, so that ``dvc exp show`` stays readable), ``metrics/<method>.curves.json`` (DVC plots:
-mean target score per α) and traversal grids ``reports/grids/<method>/<attribute>.png``:
+``finish`` writes, under ``metrics/``:
 
-- effectiveness: ``slope`` of the target score per unit α (least squares over samples × α), the same divided by the
-  target's held-out standard deviation (``slope_std``), and ``moved_fraction``: samples whose target score at the
-  largest α exceeds the one at the smallest;
-- entanglement (Table II of Pham Van et al., "Interpreting the Latent Space of Generative Adversarial Networks using
-  Supervised Learning"): for every other attribute, original score, edited score (α = ±max) and mean absolute
-  difference; ``entanglement`` = mean over the other attributes of that difference in held-out std units;
-- identity and smoothness: mean LPIPS between original and edited image at ±max α; perceptual path length along n;
-- the method's own fit statistics (SVM accuracy, separability, RCA, ...) carried through from its directions.
+- ``<method>.samples.parquet`` and ``<method>.ppl.parquet``: what was measured per held-out sample (the re-labeled
+  scores along the α path, LPIPS, the PPL terms; :mod:`stages.reporting.samples`), so any statistic can be
+  recomputed without re-synthesizing;
+- ``<method>.details.json``: every metric (defined in :mod:`stages.reporting.samples`: effect ``slope`` /
+  ``slope_std``, ``moved_fraction``, Table II cells and ``entanglement``, ``lpips``, ``ppl``, the conditional
+  ones; "std" units are each score's standard deviation on the labeled fit data, ``spread``), each with its 95 %
+  interval in the ``ci95`` beside it (bootstrap over the held-out samples,
+  ``eval.bootstrap_resamples`` resamples seeded from ``eval.seed``; ``moved_fraction`` exact, Clopper–Pearson), the
+  method's own fit statistics, and where the edits were made;
+- ``<method>.json``: the headline numbers (:data:`HEADLINE_KEYS` per attribute and their means) with intervals;
+- ``<method>.curves.json`` (DVC plots): mean target score per α with its interval;
+
+and traversal grids ``reports/grids/<method>/<attribute>.png``.
 """
 
 from __future__ import annotations
@@ -32,39 +35,44 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import torch
 
 from latentatlas import dataset
+from latentatlas.atomic import atomic_write_json
+from latentatlas.errors import LatentAtlasError
 from latentatlas.layout import OutputLayout
 from latentatlas.params import Params
 from latentatlas.stores import ParquetChunkStore, StoreError, StoreInfo
-from latentatlas.atomic import atomic_write_json
-from stages.runtime.chunked import ChunkedStage
-from stages.reporting.contact_sheet import render_traversal_grid, write_contact_sheet
-from stages.runtime.device import inference_context, resolve_device
 from stages.latent.directions import DirectionSet
 from stages.latent.editing import DirectionEdit, LatentField, direction_edits
+from stages.latent.metrics import field_perceptual_path_length_terms, perceptual_path_length_terms
+from stages.latent.perceptual import resize_for_lpips
+from stages.plugins.labelers.scoring import score_images
+from stages.latent.streams import heldout_latents_z
+from stages.plugins.generators.synthesis import ImageSynthesizer, images_to_uint8
 from stages.plugins.generators import Generator, generator_for
 from stages.plugins.labelers import Labeler, labeler_for
-from stages.latent.perceptual import resize_for_lpips
 from stages.plugins.methods.base import METHODS
-from stages.latent.metrics import field_perceptual_path_length, perceptual_path_length
-from stages.latent.streams import heldout_latents_z
-from stages.plugins.labelers.scoring import score_images
-from stages.plugins.generators.synthesis import ImageSynthesizer, images_to_uint8
-from latentatlas.errors import LatentAtlasError
+from stages.reporting.contact_sheet import render_traversal_grid, write_contact_sheet
+from stages.reporting.samples import (EDIT_KEYS, MODES, SUMMARY_KEYS, EditDraws, EvaluationDraws, EvaluationRecord,
+                                      metric_estimate)
+from stages.reporting.statistics import BOOTSTRAP_STREAM, LEVEL, Estimate
+from stages.runtime.chunked import ChunkedStage
+from stages.runtime.device import inference_context, resolve_device
 
 logger = logging.getLogger(__name__)
 
-#: Per attribute, what ``metrics/<method>.json`` (the DVC metric) keeps: effect, entanglement, identity, direction.
+#: Per attribute, what ``metrics/<method>.json`` keeps: effect, entanglement, identity, direction.
 HEADLINE_KEYS = ("slope_std", "entanglement", "lpips", "moved_fraction")
+#: eval keys that change only the statistics computed in ``finish``, never a chunk of the evaluation store.
+STATISTICS_KEYS = frozenset({"bootstrap_resamples"})
 
 
 class EvaluationError(LatentAtlasError, ValueError):
@@ -76,70 +84,90 @@ def _row_keys(latents: np.ndarray) -> set[bytes]:
 
 
 class EvaluateStage(ChunkedStage):
+    """Edit held-out latents along one entry's directions, re-synthesize, re-label; ``finish`` writes the metrics
+    (see the module docstring)."""
+
     name = "evaluate"
 
     def __init__(self, params: Params, data_dir: Path, method: str, layout: OutputLayout = OutputLayout(),
                  generator: Generator | None = None,
                  labeler: Labeler | None = None, lpips: torch.nn.Module | None = None, *,
                  attach: str | None = None) -> None:
-        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.runtime.chunked.ChunkedStage`; the
-        held-out overlap check is the driver's."""
+        """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.runtime.chunked.ChunkedStage`;
+        the held-out overlap check is the driver's."""
         layout = OutputLayout(Path(layout.root).resolve())
-        options = {"method": method, "layout": layout}
-        super().__init__(params, data_dir, attach=attach, options=options,
+        super().__init__(params, data_dir, attach=attach, options={"method": method, "layout": layout},
                          injected=generator is not None or labeler is not None or lpips is not None)
-        settings = params.eval
-        self.params, self.method, self.settings = params, method, settings
-        self.directions = DirectionSet.load(layout.directions(method))
+        self.params, self.method, self.settings = params, method, params.eval
+        self.layout = layout
+        self._load_directions_and_data(data_dir)
+        self._choose_edits()
+        self._build_models(generator, labeler, lpips)
+        self.store: ParquetChunkStore = self._open_output(ParquetChunkStore, layout.evaluations_root() / method,
+                                                          self._store_info())
+        if attach is None:
+            self._check_heldout_is_disjoint()
+
+    # ------------------------------------------------------------------------------------------------ set-up
+
+    def _load_directions_and_data(self, data_dir: Path) -> None:
+        """The entry's directions, and the labeled latents (read-locked by the driver for its whole run)."""
+        self.directions = DirectionSet.load(self.layout.directions(self.method))
         self.space = self.directions.space
-        # The driver holds the labeled latents read-locked for its whole run (closed with the stage).
         self.data = dataset.open(data_dir, read_lock=not self.attached)
         self._exit_stack.callback(self.data.close)
-        self.attributes = list(settings.attributes or params.fit.attributes or self.data.attributes)
-        base_method = params.fit.base_method(method)  # a variant is evaluated as its method
+        self.attributes = list(self.settings.attributes or self.params.fit.attributes or self.data.attributes)
+
+    def _choose_edits(self) -> None:
+        """Which direction edits each attribute (``targets``), which are held fixed in conditional edits, the modes.
+
+        A supervised method must have every attribute and condition asked for; an unsupervised one is judged on the
+        attributes its components match (the others are recorded as unmatched) and holds the conditions it has."""
+        base_method = self.params.fit.base_method(self.method)  # a variant is evaluated as its method
         supervised = METHODS.build(base_method).supervised if base_method in METHODS.names() else True
         self.targets: dict[str, DirectionEdit] = direction_edits(self.directions, self.attributes,
                                                                  allow_missing=not supervised)
         self.unmatched = [name for name in self.attributes if name not in self.targets]
-        # Hold fixed only directions this method has; a supervised method must have every one asked for, an
-        # unsupervised one holds those it discovered (recorded in the metrics as unmatched otherwise).
-        self.conditions = [name for name in settings.condition_on if name in self.targets]
-        unknown = [name for name in settings.condition_on if name not in self.targets]
+        condition_on = self.settings.condition_on
+        self.conditions = [name for name in condition_on if name in self.targets]
+        unknown = [name for name in condition_on if name not in self.targets]
         if unknown and supervised:
             raise EvaluationError(f"eval.condition_on: {unknown} are not among the evaluated attributes "
                                   f"{list(self.targets)}")
-        self.modes = ["plain", "conditional"] if self.conditions else ["plain"]
-        self.alphas = np.asarray(settings.alphas, dtype=np.float64)
+        self.modes = list(MODES) if self.conditions else ["plain"]
+        self.alphas = np.asarray(self.settings.alphas, dtype=np.float64)
 
-        synth_settings = params.synthesize.model_copy(update={"batch_size": settings.batch_size,
-                                                              "device": settings.device})
-        generator = generator_for(params.generator, generator)
+    def _build_models(self, generator: Generator | None, labeler: Labeler | None,
+                      lpips: torch.nn.Module | None) -> None:
+        """Generator (behind a batched synthesizer), labeler and LPIPS (built on first use) on the eval device; the
+        edit space and W+ layers checked against the generator."""
+        synth_settings = self.params.synthesize.model_copy(update={"batch_size": self.settings.batch_size,
+                                                                   "device": self.settings.device})
+        generator = generator_for(self.params.generator, generator)
         self.synthesizer = ImageSynthesizer(generator, synth_settings)
-        self.device = resolve_device(settings.device)
-        self.labeler = labeler_for(params.label, labeler).to(self.device)
+        self.device = resolve_device(self.settings.device)
+        self.labeler = labeler_for(self.params.label, labeler).to(self.device)
         self._lpips = lpips
         self.z_dim = generator.z_dim
-        self.layers = self._check_space(generator, settings.layers)
+        self.layers = self._check_space(generator, self.settings.layers)
         self._edit_layers_along_vectors()
 
-        rows_per_sample = len(self.targets) * len(self.modes) * len(self.alphas)
-        inputs = {"stage": "evaluate", "method": method, "directions": self.directions.meta.get("fingerprint"),
-                  "directions_vectors": _digest(self.directions.vectors), "labels": self.data.labels_store.info.fingerprint,
-                  "eval": settings.model_dump(mode="json"), "attributes": self.attributes,
-                  "labeler": self.labeler.fingerprint, **self.synthesizer.fingerprint_inputs(),
+    def _store_info(self) -> StoreInfo:
+        """The evaluation store's description: its fingerprint covers everything a chunk depends on (not the
+        statistics computed in ``finish``)."""
+        settings = self.settings
+        inputs = {"stage": "evaluate", "method": self.method, "directions": self.directions.meta.get("fingerprint"),
+                  "directions_vectors": _digest(self.directions.vectors),
+                  "labels": self.data.labels_store.info.fingerprint,
+                  "eval": settings.model_dump(mode="json", exclude=set(STATISTICS_KEYS)),
+                  "attributes": self.attributes, "labeler": self.labeler.fingerprint,
+                  **self.synthesizer.fingerprint_inputs(),
                   "edits": {name: self.edit_kind(name) for name in self.targets}}
-        info = StoreInfo("evaluation", inputs, settings.n_samples, settings.chunk_size,
+        rows_per_sample = len(self.targets) * len(self.modes) * len(self.alphas)
+        return StoreInfo("evaluation", inputs, settings.n_samples, settings.chunk_size,
                          details={"rows_per_sample": rows_per_sample, "targets": list(self.targets),
                                   "modes": self.modes, "alphas": settings.alphas,
                                   "scores": list(self.labeler.attributes)})
-        path = layout.evaluations_root() / method
-        self.store: ParquetChunkStore = self._open_output(ParquetChunkStore, path, info)
-        self.metrics_path = layout.metrics(method)
-        self.details_path = layout.metric_details(method)
-        self.curves_path = layout.metrics_root() / f"{method}.curves.json"
-        self.grids_dir = layout.grids_root() / method
-        if attach is None:
-            self._check_heldout_is_disjoint()
 
     def _check_space(self, generator: Generator, layers: list[int] | None) -> tuple[int, int] | None:
         """Edits happen in the space the directions were fitted in (z, or w: held-out z mapped first), W+ layers
@@ -167,6 +195,18 @@ class EvaluateStage(ChunkedStage):
                            "along their mean-gradient vectors instead of their gradient paths", self.method, nonlinear)
             self.targets = {name: dataclasses.replace(target, field=None) for name, target in self.targets.items()}
 
+    def _check_heldout_is_disjoint(self) -> None:
+        fitted = set()
+        store = self.data.latents_store
+        for index in range(store.info.n_chunks):
+            fitted |= _row_keys(store.read_chunk("z", index))
+        for index in range(self.store.info.n_chunks):
+            if _row_keys(self.heldout(index)) & fitted:
+                raise EvaluationError(f"held-out chunk {index} shares latents with the fitted data "
+                                      f"({store.path}); choose another eval.seed")
+
+    # ------------------------------------------------------------------------------------------------ editing
+
     def edit_kind(self, attribute: str) -> str:
         """How ``attribute``'s direction is applied: ``"gradient_path"`` (nonlinear model) or ``"vector"``."""
         return self.targets[attribute].kind
@@ -184,16 +224,6 @@ class EvaluateStage(ChunkedStage):
         from stages.latent.perceptual import build_lpips
 
         return (self._lpips or build_lpips(self.settings.lpips_net, self.device)).to(self.device).eval()
-
-    def _check_heldout_is_disjoint(self) -> None:
-        fitted = set()
-        store = self.data.latents_store
-        for index in range(store.info.n_chunks):
-            fitted |= _row_keys(store.read_chunk("z", index))
-        for index in range(self.store.info.n_chunks):
-            if _row_keys(self.heldout(index)) & fitted:
-                raise EvaluationError(f"held-out chunk {index} shares latents with the fitted data "
-                                      f"({store.path}); choose another eval.seed")
 
     def heldout(self, index: int) -> np.ndarray:
         return heldout_latents_z(self.settings.seed, index, self.chunk_length(index), self.z_dim)
@@ -220,70 +250,94 @@ class EvaluateStage(ChunkedStage):
             images = self.synthesizer(edited.reshape(-1, edited.shape[-1]).astype(np.float32), space=self.space)
         return images.reshape(len(self.alphas), len(latents_z), *images.shape[1:])
 
+    def _distances(self, originals: torch.Tensor, edited: torch.Tensor) -> np.ndarray:
+        """(n,) LPIPS between each original and its edit, in batches."""
+        batch_size = self.settings.batch_size
+        return torch.cat([self.lpips(resize_for_lpips(originals[s:s + batch_size].to(self.device)),
+                                     resize_for_lpips(edited[s:s + batch_size].to(self.device)))
+                          for s in range(0, len(originals), batch_size)]).float().cpu().numpy().reshape(-1)
+
+    def _measure(self, latents_z: np.ndarray, attribute: str, mode: str) -> dict[str, np.ndarray]:
+        """One direction × mode on n held-out latents: columns ``alpha``, ``lpips`` and every score, (M · n,) each,
+        α-major."""
+        images = self._edited_images(latents_z, attribute, mode)
+        originals = images[int(np.flatnonzero(self.alphas == 0)[0])]
+        scores, distances = [], []
+        with inference_context(self.device, amp=False):
+            for position in range(len(self.alphas)):
+                scores.append(score_images(self.labeler, images[position].to(self.device), self.settings.batch_size))
+                distances.append(self._distances(originals, images[position]))
+        measured = {"alpha": np.repeat(self.alphas, len(latents_z)).astype(np.float32),
+                    "lpips": np.concatenate(distances).astype(np.float32)}
+        stacked = np.concatenate(scores)
+        measured.update({name: stacked[:, k] for k, name in enumerate(self.labeler.attributes)})
+        return measured
+
     def run_chunk(self, index: int) -> None:
         rows = self.store.info.chunk_slice(index)
         latents_z = self.heldout(index)
         sample_ids = np.arange(rows.start, rows.stop, dtype=np.int64)
-        columns: dict[str, list[np.ndarray]] = {"sample_id": [], "direction": [], "mode": [], "alpha": [],
-                                                "lpips": [], **{name: [] for name in self.labeler.attributes}}
-        batch_size = self.settings.batch_size
+        parts = []
         for attribute in self.targets:
             for mode in self.modes:
-                images = self._edited_images(latents_z, attribute, mode)
-                originals = images[int(np.flatnonzero(self.alphas == 0)[0])]
-                with inference_context(self.device, amp=False):
-                    for position, alpha in enumerate(self.alphas):
-                        scores = score_images(self.labeler, images[position].to(self.device), batch_size)
-                        distance = torch.cat([
-                            self.lpips(resize_for_lpips(originals[s:s + batch_size].to(self.device)),
-                                       resize_for_lpips(images[position][s:s + batch_size].to(self.device)))
-                            for s in range(0, len(latents_z), batch_size)]).float().cpu().numpy()
-                        n = len(latents_z)
-                        columns["sample_id"].append(sample_ids)
-                        columns["direction"].append(np.full(n, attribute, dtype=object))
-                        columns["mode"].append(np.full(n, mode, dtype=object))
-                        columns["alpha"].append(np.full(n, alpha, dtype=np.float32))
-                        columns["lpips"].append(distance.reshape(n).astype(np.float32))
-                        for k, name in enumerate(self.labeler.attributes):
-                            columns[name].append(scores[:, k])
-        table = pa.table({name: pa.array(np.concatenate(parts)) if name not in ("direction", "mode")
-                          else pa.array(np.concatenate(parts).tolist(), pa.string())
-                          for name, parts in columns.items()})
+                measured = self._measure(latents_z, attribute, mode)
+                count = len(measured["alpha"])
+                parts.append({"sample_id": np.tile(sample_ids, len(self.alphas)),
+                              "direction": [attribute] * count, "mode": [mode] * count, **measured})
+        columns = ["sample_id", "direction", "mode", "alpha", "lpips", *self.labeler.attributes]
+        table = pa.table({name: pa.array(np.concatenate([part[name] for part in parts]))
+                          if name not in ("direction", "mode")
+                          else pa.array([value for part in parts for value in part[name]], pa.string())
+                          for name in columns})
         self.store.write_chunk(index, table)
+
+    # ------------------------------------------------------------------------------------------------ finish
 
     def finish(self) -> None:
         super().finish()
-        frame = pads.dataset(str(self.store.path), format="parquet").to_table().to_pandas()
-        details, curves = summarize(frame, self.attributes, list(self.labeler.attributes), self.alphas,
-                                    self.directions, self.targets)
-        for attribute, target in self.targets.items():
-            details["directions"][attribute]["edit"] = target.kind
-            details["directions"][attribute]["ppl"] = (self._ppl(target.vector) if target.field is None
-                                                       else self._field_ppl(target.field))
-        details["summary"]["ppl"] = float(np.mean([m["ppl"] for m in details["directions"].values()]))
-        details["method"] = self.method
-        details["base_method"] = self.params.fit.base_method(self.method)
-        details["space"] = self.space  # where the edits were made; W+ layers when given
-        details["layers"] = list(self.layers) if self.layers is not None else None
-        details["n_heldout"] = self.store.info.n_samples
-        details["condition_on"] = list(self.conditions)
-        details["unmatched_attributes"] = self.unmatched  # asked for, but no component of this method moves them
-        atomic_write_json(self.details_path, details)
-        atomic_write_json(self.metrics_path, headline_metrics(details))
-        atomic_write_json(self.curves_path, curves)
+        record = self.record()
+        record.save(self.layout.metric_samples(self.method), self.layout.metric_ppl_terms(self.method))
+        draws = EvaluationDraws(record, self.settings.bootstrap_resamples, self.settings.seed)
+        details, curves = summarize(draws, self.targets, self.directions.stats)
+        details.update(self._description())
+        atomic_write_json(self.layout.metric_details(self.method), details)
+        atomic_write_json(self.layout.metrics(self.method), headline_metrics(details))
+        atomic_write_json(self.layout.metric_curves(self.method), curves)
         self._write_grids()
 
-    def _ppl(self, vector: np.ndarray) -> float:
-        return float(perceptual_path_length(self.synthesizer.generator, vector[None], self.lpips,
-                                            space=self.space, n_samples=self.settings.ppl_samples,
-                                            t_max=float(np.abs(self.alphas).max()), seed=self.settings.seed,
-                                            batch_size=self.settings.batch_size, device=self.device)[0])
+    def record(self) -> EvaluationRecord:
+        """The per-sample record: the evaluation store's edits and each direction's PPL terms."""
+        frame = pads.dataset(str(self.store.path), format="parquet").to_table().to_pandas()
+        if frame.empty:
+            raise StoreError(f"{self.store.path}: the evaluation store is empty")
+        record = EvaluationRecord.from_frames(frame)
+        terms = {attribute: self._ppl_terms(target) for attribute, target in self.targets.items()}
+        return dataclasses.replace(record, ppl_terms=terms, reference_spread=self.reference_spread(record))
 
-    def _field_ppl(self, field: LatentField) -> float:
-        return field_perceptual_path_length(self.synthesizer.generator, field, self.lpips, space=self.space,
-                                            n_samples=self.settings.ppl_samples,
-                                            t_max=float(np.abs(self.alphas).max()), seed=self.settings.seed,
-                                            batch_size=self.settings.batch_size, device=self.device)
+    def reference_spread(self, record: EvaluationRecord) -> dict[str, float]:
+        """Each score's standard deviation (ddof 0) on the labeled fit data, for the scores it holds: the unit of
+        the std metrics (a constant: thousands of samples, the same for every method)."""
+        names = [name for name in record.score_names if name in self.data.attributes]
+        labels = self.data.labels_frame(names) if names else None
+        return {name: float(np.nanstd(labels[name].to_numpy(np.float64))) for name in names}
+
+    def _description(self) -> dict[str, Any]:
+        """What was evaluated and where: the entry, its method, the edit space and layers, the held-out count."""
+        return {"method": self.method, "base_method": self.params.fit.base_method(self.method),
+                "space": self.space, "layers": list(self.layers) if self.layers is not None else None,
+                "n_heldout": self.store.info.n_samples, "condition_on": list(self.conditions),
+                "unmatched_attributes": self.unmatched}  # asked for, but no component of this method moves them
+
+    def _ppl_terms(self, target: DirectionEdit) -> np.ndarray:
+        """The per-sample PPL terms along the target's direction (its gradient path for a nonlinear model)."""
+        options = {"space": self.space, "n_samples": self.settings.ppl_samples,
+                   "t_max": float(np.abs(self.alphas).max()), "seed": self.settings.seed,
+                   "batch_size": self.settings.batch_size, "device": self.device}
+        generator = self.synthesizer.generator
+        if target.field is None:
+            return perceptual_path_length_terms(generator, target.vector[None], self.lpips, **options)[0]
+        field: LatentField = target.field
+        return field_perceptual_path_length_terms(generator, field, self.lpips, **options)
 
     def _write_grids(self) -> None:
         latents_z = self.heldout(0)[: self.settings.grid_samples]
@@ -298,17 +352,19 @@ class EvaluateStage(ChunkedStage):
             grid = render_traversal_grid(pixels.transpose(1, 0, 2, 3, 4), self.alphas,
                                          target.reshape(len(self.alphas), -1).T,
                                          title=f"{self.method}: {attribute}")
-            write_contact_sheet(self.grids_dir / f"{attribute}.png", grid)
+            write_contact_sheet(self.layout.grids_root() / self.method / f"{attribute}.png", grid)
 
 
 def headline_metrics(details: dict[str, Any]) -> dict[str, Any]:
-    """The DVC metric of one method from its details: where the edits were made, and per attribute and on average
-    only :data:`HEADLINE_KEYS` (+ the mean PPL), so that ``dvc exp show`` has a few columns per method."""
-    directions = {attribute: {key: entry[key] for key in HEADLINE_KEYS if key in entry}
-                  for attribute, entry in details["directions"].items()}
-    summary = {key: details["summary"][key] for key in (*HEADLINE_KEYS, "ppl") if key in details["summary"]}
+    """``metrics/<method>.json``: where the edits were made, and per attribute and on average only
+    :data:`HEADLINE_KEYS` (+ the mean PPL), each with its interval."""
+    def pick(entry: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        picked = {key: entry[key] for key in keys if key in entry}
+        return {**picked, "ci95": {key: entry["ci95"][key] for key in picked if key in entry.get("ci95", {})}}
+
     return {"space": details.get("space"), "layers": details.get("layers"), "n_heldout": details.get("n_heldout"),
-            "directions": directions, "summary": summary}
+            "directions": {attribute: pick(entry, HEADLINE_KEYS) for attribute, entry in details["directions"].items()},
+            "summary": pick(details["summary"], (*HEADLINE_KEYS, "ppl"))}
 
 
 def _digest(vectors: np.ndarray) -> str:
@@ -317,58 +373,67 @@ def _digest(vectors: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(vectors, dtype=np.float32).tobytes()).hexdigest()[:24]
 
 
-def summarize(frame: pd.DataFrame, targets_attributes: list[str], score_columns: list[str], alphas: np.ndarray,
-              directions: DirectionSet, targets: dict[str, DirectionEdit]) -> tuple[dict, list[dict]]:
-    """Metrics and per-α curves from the long evaluation table (see the module docstring for definitions)."""
-    if frame.empty:
-        raise StoreError("evaluation store is empty")
-    alpha_min, alpha_max = float(alphas.min()), float(alphas.max())
-    originals = frame[(frame["alpha"] == 0) & (frame["mode"] == "plain")].drop_duplicates("sample_id")
-    spread = {name: float(originals[name].std(ddof=0)) or 1.0 for name in score_columns}
-    metrics: dict[str, Any] = {"directions": {}, "summary": {}, "spread": spread}
-    curves: list[dict] = []
-    for attribute in targets:
-        entry: dict[str, Any] = {"source_direction": targets[attribute].source,
-                                 "fit": directions.stats.get(targets[attribute].source, {})}
-        for mode in sorted(frame["mode"].unique()):
-            rows = frame[(frame["direction"] == attribute) & (frame["mode"] == mode)]
-            if rows.empty:
+def _edit_entry(edits: EditDraws, prefix: str, n_samples: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One mode's metrics (keys prefixed ``conditional_`` for that mode) and their intervals."""
+    values, intervals = {}, {}
+    for key in EDIT_KEYS:
+        estimate = metric_estimate(edits.values[key], key, n_samples)
+        values[prefix + key], intervals[prefix + key] = estimate.value, estimate.interval
+    table = {}
+    for other, cells in edits.table_ii.items():
+        estimates = {key: Estimate.from_draws(draws) for key, draws in cells.items()}
+        table[other] = {**{key: e.value for key, e in estimates.items()},
+                        "ci95": {key: e.interval for key, e in estimates.items()}}
+    values[prefix + "table_ii"] = table
+    return values, intervals
+
+
+def _curve_points(attribute: str, mode: str, alphas: np.ndarray, edits: EditDraws) -> list[dict[str, Any]]:
+    """The mean target score per α with its interval (one point per α; none when the target is not scored)."""
+    if edits.curve is None:
+        return []
+    points = []
+    for position, alpha in enumerate(alphas):
+        estimate = Estimate.from_draws(edits.curve[:, position])
+        points.append({"direction": attribute, "mode": mode, "alpha": float(alpha), "target_mean": estimate.value,
+                       "target_low": estimate.low, "target_high": estimate.high,
+                       "target_std": float(edits.curve_std[position])})
+    return points
+
+
+def summarize(draws: EvaluationDraws, targets: Mapping[str, DirectionEdit],
+              fit_stats: Mapping[str, dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The details (every metric with its interval, per attribute and averaged) and the per-α curves of one
+    evaluation, from its draws (see :mod:`stages.reporting.samples` for the definitions)."""
+    record, n_samples = draws.record, draws.record.n_samples
+    spread = {name: float(draws.spread[0, k]) for k, name in enumerate(record.score_names)}
+    details: dict[str, Any] = {"directions": {}, "summary": {}, "spread": spread, "intervals": {
+        "level": LEVEL, "resamples": draws.resamples, "seed": draws.seed, "stream": BOOTSTRAP_STREAM,
+        "method": "percentile bootstrap over the held-out samples (the same resamples for every method); "
+                  "moved_fraction: exact Clopper–Pearson; ppl: bootstrap over its own (z, t) samples"}}
+    curves: list[dict[str, Any]] = []
+    for attribute, target in targets.items():
+        entry: dict[str, Any] = {"source_direction": target.source, "fit": fit_stats.get(target.source, {}),
+                                 "edit": target.kind}
+        intervals: dict[str, Any] = {}
+        for mode in MODES:
+            edits = draws.edit(attribute, mode, full=True)
+            if edits is None:
                 continue
-            by_alpha = rows.pivot_table(index="sample_id", columns="alpha", values=score_columns + ["lpips"])
-            if attribute in score_columns:
-                target = rows[attribute].to_numpy(np.float64)
-                alpha_values = rows["alpha"].to_numpy(np.float64)
-                slope = float(np.polyfit(alpha_values, target, 1)[0])
-                moved = float(np.mean(by_alpha[attribute][alpha_max] > by_alpha[attribute][alpha_min]))
-            else:
-                slope, moved = float("nan"), float("nan")
-            others = [name for name in score_columns if name != attribute]
-            table_ii = {}
-            for name in others:
-                original = by_alpha[name][0.0]
-                change = np.concatenate([np.abs(by_alpha[name][alpha_max] - original),
-                                         np.abs(by_alpha[name][alpha_min] - original)])
-                table_ii[name] = {"original": float(original.mean()),
-                                  "edited_plus": float(by_alpha[name][alpha_max].mean()),
-                                  "edited_minus": float(by_alpha[name][alpha_min].mean()),
-                                  "mean_abs_change": float(change.mean())}
-            lpips_edge = np.concatenate([by_alpha["lpips"][alpha_max], by_alpha["lpips"][alpha_min]])
-            prefix = "" if mode == "plain" else "conditional_"
-            entry.update({
-                f"{prefix}slope": slope,
-                f"{prefix}slope_std": slope / spread.get(attribute, 1.0) if attribute in spread else float("nan"),
-                f"{prefix}moved_fraction": moved,
-                f"{prefix}entanglement": float(np.mean([table_ii[n]["mean_abs_change"] / spread[n] for n in others])),
-                f"{prefix}lpips": float(lpips_edge.mean()),
-                f"{prefix}table_ii": table_ii,
-            })
-            for alpha in alphas:
-                if attribute in score_columns:
-                    values = by_alpha[attribute][float(alpha)]
-                    curves.append({"direction": attribute, "mode": mode, "alpha": float(alpha),
-                                   "target_mean": float(values.mean()), "target_std": float(values.std(ddof=0))})
-        metrics["directions"][attribute] = entry
-    for key in ("slope_std", "moved_fraction", "entanglement", "lpips"):
-        values = [entry[key] for entry in metrics["directions"].values() if np.isfinite(entry.get(key, np.nan))]
-        metrics["summary"][key] = float(np.mean(values)) if values else float("nan")
-    return metrics, curves
+            values, mode_intervals = _edit_entry(edits, "" if mode == "plain" else "conditional_", n_samples)
+            entry.update(values)
+            intervals.update(mode_intervals)
+            curves += _curve_points(attribute, mode, record.edits[(attribute, mode)].alphas, edits)
+        ppl = draws.ppl(attribute)
+        if ppl is not None:
+            estimate = Estimate.from_draws(ppl)
+            entry["ppl"], intervals["ppl"] = estimate.value, estimate.interval
+        entry["ci95"] = intervals
+        details["directions"][attribute] = entry
+    summary_intervals = {}
+    for key in SUMMARY_KEYS:
+        averaged = draws.mean_over(targets, key)
+        estimate = Estimate.from_draws(averaged) if averaged is not None else Estimate(np.nan, np.nan, np.nan)
+        details["summary"][key], summary_intervals[key] = estimate.value, estimate.interval
+    details["summary"]["ci95"] = summary_intervals
+    return details, curves

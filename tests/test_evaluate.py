@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
 import pytest
 
 from latentatlas.layout import OutputLayout
@@ -20,12 +22,14 @@ from stages.latent.directions import DirectionSet
 from stages.evaluate import EvaluateStage, EvaluationError
 from stages.latent.directions import DirectionsError, select_directions
 from stages.latent.perceptual import build_lpips
-from stages.report import build_report, ranking_tables
+from stages.report import build_report
+from stages.reporting.samples import EvaluationDraws, EvaluationRecord
 from tests.conftest import make_params, run_toy_spine, tree_digest
 from tests.toy import make_world
 
 EVAL = {"n_samples": 24, "chunk_size": 12, "alphas": [-2.0, -1.0, 0.0, 1.0, 2.0], "attributes": ["smile", "glasses"],
-        "condition_on": ["gender"], "ppl_samples": 4, "grid_samples": 2, "batch_size": 64, "device": "cpu"}
+        "condition_on": ["gender"], "ppl_samples": 4, "grid_samples": 2, "batch_size": 64, "device": "cpu",
+        "bootstrap_resamples": 1000}
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +94,61 @@ def test_metrics_curves_and_grids_are_written(toy_run) -> None:
     smile = metrics["directions"]["smile"]
     assert smile["lpips"] > 0 and smile["ppl"] > 0
     curves = json.loads((root / "metrics" / "truth.curves.json").read_text())
-    smile_curve = [p["target_mean"] for p in curves if p["direction"] == "smile" and p["mode"] == "plain"]
-    assert len(smile_curve) == 5 and np.all(np.diff(smile_curve) > 0)  # re-labeled smile rises with α
+    smile_curve = [p for p in curves if p["direction"] == "smile" and p["mode"] == "plain"]
+    assert len(smile_curve) == 5 and np.all(np.diff([p["target_mean"] for p in smile_curve]) > 0)  # smile rises
+    assert all(p["target_low"] <= p["target_mean"] <= p["target_high"] for p in smile_curve)
     assert (root / "reports/grids/truth/smile.png").stat().st_size > 0
+
+
+def test_every_metric_carries_its_interval(toy_run) -> None:
+    """Every number of the details has a 95 % interval around it; moved_fraction's is exact (Clopper–Pearson: 24 of
+    24 samples moved gives [0.858, 1]), and a random direction's effect interval is wider than its value is far from
+    the truth's."""
+    root, *_ = toy_run
+    for method in ("truth", "random"):
+        details = _metrics(root, method)
+        assert details["intervals"]["resamples"] == 1000 and details["intervals"]["level"] == 0.95
+        for entry in [*details["directions"].values(), details["summary"]]:
+            for key, (low, high) in entry["ci95"].items():
+                assert low <= entry[key] + 1e-12 and entry[key] <= high + 1e-12, (method, key)
+        for cell in details["directions"]["glasses"]["table_ii"].values():
+            assert set(cell["ci95"]) == {"original", "edited_plus", "edited_minus", "mean_abs_change"}
+    truth = _metrics(root, "truth")["directions"]["smile"]
+    assert truth["moved_fraction"] == 1.0
+    assert truth["ci95"]["moved_fraction"] == pytest.approx([0.8575, 1.0], abs=1e-4)
+    assert truth["ci95"]["entanglement"][1] < 0.01  # smile is planted orthogonal: surely tiny
+    headline = json.loads((root / "metrics" / "truth.json").read_text())
+    assert headline["directions"]["smile"]["ci95"]["slope_std"] == truth["ci95"]["slope_std"]
+
+
+def test_any_statistic_recomputes_from_the_per_sample_record(toy_run) -> None:
+    """metrics/<method>.samples.parquet holds every measured score, LPIPS and PPL term per held-out sample: the
+    details recompute from it without re-synthesizing, and it is the evaluation store's content."""
+    root, params, *_ = toy_run
+    layout = OutputLayout(root)
+    record = EvaluationRecord.load(layout.metric_samples("truth"), layout.metric_ppl_terms("truth"))
+    assert record.n_samples == 24 and set(record.ppl_terms) == {"smile", "glasses", "gender"}
+    assert len(record.ppl_terms["smile"]) >= 3  # ppl_samples 4, the 1st-99th percentile kept
+    draws = EvaluationDraws(record, 1000, params.eval.seed)
+    details = _metrics(root, "truth")
+    for attribute in ("smile", "glasses"):
+        for key in ("slope", "slope_std", "entanglement", "lpips"):
+            assert draws.value(attribute, key)[0] == pytest.approx(details["directions"][attribute][key], rel=1e-6)
+        assert draws.ppl(attribute)[0] == pytest.approx(details["directions"][attribute]["ppl"], rel=1e-9)
+    stored = pads.dataset(str(root / "evaluations" / "truth"), format="parquet").to_table().to_pandas()
+    keys = ["direction", "mode", "alpha", "sample_id"]
+    saved = record.edits_frame().sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(saved, stored.sort_values(keys).reset_index(drop=True)[saved.columns],
+                                  check_dtype=False)
+
+
+def test_changing_the_bootstrap_keeps_the_evaluation_store(toy_run, tmp_path) -> None:
+    """eval.bootstrap_resamples only changes the statistics: the evaluation store's fingerprint ignores it."""
+    root, params, world, lpips = toy_run
+    more = params.model_copy(update={"eval": params.eval.model_copy(update={"bootstrap_resamples": 2000})})
+    shutil.copytree(root / "evaluations", tmp_path / "evaluations")
+    with _stage(root, more, world, "truth", lpips, out_root=tmp_path) as stage:
+        assert stage.pending == []
 
 
 def test_heldout_latents_are_disjoint_from_fitting(toy_run, monkeypatch) -> None:
@@ -133,13 +189,21 @@ def test_report_is_self_contained_and_ranks_the_truth_first(toy_run) -> None:
     build_report(params, root / "data", ["truth", "random"], layout=OutputLayout(root))
     page = (root / "reports/report.html").read_text()
     assert "truth" in page and "random" in page
-    assert page.count("data:image/png;base64,") >= 8  # curves, heatmaps, correlation, grids
+    assert page.count("data:image/png;base64,") >= 11  # rank intervals, curves, heatmaps, correlation, grids
     assert "http://" not in page and "https://" not in page and "<script" not in page  # opens offline
-    tables = ranking_tables({m: _metrics(root, m) for m in ("truth", "random")})
-    for attribute, table in tables.items():
-        assert table.index[0] == "truth", attribute
+    headline = json.loads((root / "reports/ranking.json").read_text())
+    details = json.loads((root / "reports/ranking.details.json").read_text())["attributes"]
+    for attribute in ("smile", "glasses", "gender"):
+        # the planted direction is significantly better than a random one on 24 held-out samples
+        assert headline[attribute] == {"truth": 1, "random": 2}, attribute
+        assert headline["best_group"][attribute] == "truth"
+        assert details[attribute]["p_best"]["truth"] > 0.99
+        low, high = details[attribute]["mean_rank"]["truth"]["ci95"]
+        assert low <= details[attribute]["mean_rank"]["truth"]["value"] <= high
     summary = (root / "reports/summary.md").read_text()
-    assert "## smile" in summary and "| truth" in summary
+    assert "## smile" in summary and "| truth" in summary and "Best group: truth." in summary
+    assert "Smallest difference this run could detect" in summary
+    assert "[" in summary.split("## smile", 1)[1].split("| truth", 1)[1].split("\n", 1)[0]  # intervals in the row
 
 
 def test_w_directions_are_edited_in_w_and_w_plus_layers(tmp_path) -> None:

@@ -42,12 +42,21 @@ def ieee_float32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-@torch.no_grad()
 def perceptual_path_length(generator: Any, directions: torch.Tensor | np.ndarray, lpips: nn.Module,
-                           n_samples: int = 64, t_max: float = 6.0, delta: float = PPL_DELTA, batch_size: int = 64,
-                           seed: int = 0, space: str = "z", min_size: int = LPIPS_MIN_SIDE, reject_outliers: bool = True,
-                           device: torch.device | str | None = None) -> np.ndarray:
-    """Perceptual path length along each of K directions (see the module docstring).
+                           **options: Any) -> np.ndarray:
+    """(K,) float64 perceptual path length along each of K directions: the mean of
+    :func:`perceptual_path_length_terms` (same arguments)."""
+    return np.array([terms.mean() for terms in perceptual_path_length_terms(generator, directions, lpips, **options)])
+
+
+@torch.no_grad()
+def perceptual_path_length_terms(generator: Any, directions: torch.Tensor | np.ndarray, lpips: nn.Module,
+                                 n_samples: int = 64, t_max: float = 6.0, delta: float = PPL_DELTA,
+                                 batch_size: int = 64, seed: int = 0, space: str = "z",
+                                 min_size: int = LPIPS_MIN_SIDE, reject_outliers: bool = True,
+                                 device: torch.device | str | None = None) -> list[np.ndarray]:
+    """The per-sample terms of the perceptual path length along each of K directions (see the module docstring):
+    their mean is the PPL, and an interval can be bootstrapped over them.
 
     Args:
         generator: any :class:`~stages.plugins.generators.Generator` (``synthesize(latents, space)``, ``map``, ``z_dim``).
@@ -64,7 +73,8 @@ def perceptual_path_length(generator: Any, directions: torch.Tensor | np.ndarray
         device: where to run; default the generator's device (or the CPU).
 
     Returns:
-        (K,) float64 PPL per direction.
+        K float64 arrays, direction k's terms d / δ² of the (z, t) samples kept (all ``n_samples``, or those within
+        the 1st–99th percentile).
     """
     vectors = torch.as_tensor(np.asarray(directions) if not torch.is_tensor(directions) else directions)
     vectors = F.normalize(vectors.detach().float().cpu(), dim=1)
@@ -79,7 +89,7 @@ def perceptual_path_length(generator: Any, directions: torch.Tensor | np.ndarray
         raise ValueError(f"directions are {vectors.shape[1]}-d but the generator's {space!r} space is "
                          f"{base.shape[1]}-d")
     lpips = lpips.to(device)
-    results = np.zeros(len(vectors), dtype=np.float64)
+    results = []
     with ieee_float32():
         for k, direction in enumerate(vectors):
             distances = []
@@ -95,21 +105,27 @@ def perceptual_path_length(generator: Any, directions: torch.Tensor | np.ndarray
                 low = np.percentile(values, 1, method="lower")
                 high = np.percentile(values, 99, method="higher")
                 values = values[(values >= low) & (values <= high)]
-            results[k] = float(values.mean())
+            results.append(values)
     return results
 
 
-def field_perceptual_path_length(generator: Any, field: LatentField, lpips: torch.nn.Module,
-                                 space: str = "z", n_samples: int = 32, t_max: float = 3.0, seed: int = 0,
-                                 batch_size: int = 64, step_size: float = FIELD_STEP,
-                                 device: torch.device | str = "cpu") -> float:
-    """Perceptual path length along a nonlinear model's gradient paths (the PPL of
+def field_perceptual_path_length(generator: Any, field: LatentField, lpips: torch.nn.Module, **options: Any) -> float:
+    """Perceptual path length along a nonlinear model's gradient paths: the mean of
+    :func:`field_perceptual_path_length_terms` (same arguments)."""
+    return float(field_perceptual_path_length_terms(generator, field, lpips, **options).mean())
+
+
+def field_perceptual_path_length_terms(generator: Any, field: LatentField, lpips: torch.nn.Module,
+                                       space: str = "z", n_samples: int = 32, t_max: float = 3.0, seed: int = 0,
+                                       batch_size: int = 64, step_size: float = FIELD_STEP,
+                                       device: torch.device | str = "cpu") -> np.ndarray:
+    """The per-sample terms of the perceptual path length along a nonlinear model's gradient paths (the PPL of
     :func:`perceptual_path_length` with the straight line replaced by the path the edit follows).
 
     For (z, t) samples (the same seeded draws as the linear PPL: z ~ N(0, I), t ~ U[−t_max, t_max]), x_t is z
     (or its w) moved along the path for length |t| (:func:`stages.latent.editing.follow_gradient`, sign of t), and
     ``d(G(x_t), G(x_t + δ u(x_t))) / δ²`` with u the unit gradient at x_t, δ = 1e-4; values outside the 1st–99th
-    percentile are dropped. Returns the mean (float).
+    percentile are dropped. Returns the kept terms, (≤ n_samples,) float64.
     """
     from stages.latent.metrics import PPL_DELTA, ieee_float32
 
@@ -134,4 +150,4 @@ def field_perceptual_path_length(generator: Any, field: LatentField, lpips: torc
     if len(values) >= 3:
         low, high = np.percentile(values, 1, method="lower"), np.percentile(values, 99, method="higher")
         values = values[(values >= low) & (values <= high)]
-    return float(values.mean())
+    return values
