@@ -137,8 +137,8 @@ def main() -> None:
             output = open_store(data_dir / output_name)
             read_in = read_in_plain = 0.0
             if input_name is not None:
-                read_in = _seconds(lambda: _read_all(open_store(data_dir / input_name)))
-                read_in_plain = _seconds(lambda: _read_all(open_store(data_dir / input_name, verify=False)))
+                read_in = _seconds(lambda name=input_name: _read_all(open_store(data_dir / name)))
+                read_in_plain = _seconds(lambda name=input_name: _read_all(open_store(data_dir / name, verify=False)))
             write_recorded, write_plain = _write_costs(output, scratch)
             with stage_cls(params, data_dir) as stage:
                 check_s = _seconds(lambda: stage.pending)

@@ -65,8 +65,8 @@ def run(n: int, dim: int, noises: list[float], repeats: int) -> tuple[str, float
             params = InterFaceGANParams(solver=solver.removesuffix("_hinge"), loss=loss)
             selection = select_samples(scores, params, "smile")
             train_x = latents[selection.train_idx].astype(np.float64)
-            solver_time, _ = _timed(lambda: make_classifier(params).fit(train_x, selection.train_y), repeats)
-            total_time, (vector, stats) = _timed(lambda: fit_attribute(latents, scores, params, "smile"), repeats)
+            solver_time, _ = _timed(lambda p=params, x=train_x, s=selection: make_classifier(p).fit(x, s.train_y), repeats)
+            total_time, (vector, stats) = _timed(lambda p=params, x=latents, y=scores: fit_attribute(x, y, p, "smile"), repeats)
             results[solver] = {"vector": vector.astype(np.float64), "solver_time": solver_time,
                                "total_time": total_time, **stats}
         ours, reference = results["linear_svc"], results["svc"]

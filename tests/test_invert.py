@@ -363,7 +363,7 @@ def test_the_invert_stage_travels_to_workers_and_writes_the_same_bytes(dcgan, tm
 def test_invert_command_inverts_resumes_and_notes_the_missing_encoder(dcgan, tmp_path: Path, monkeypatch) -> None:
     """`latentatlas invert` through the engine: latents and reconstructions written, one line per photo; without
     the default encoder file a note says so and the init falls back (random z for the DCGAN); a rerun resumes."""
-    photos = _face_photos(dcgan, tmp_path / "photos", 3)
+    _face_photos(dcgan, tmp_path / "photos", 3)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"synthesize": {"device": "cpu"}}))
     monkeypatch.chdir(tmp_path)  # no models/encoder/encoder.pt here
     args = ["invert", "photos", "--out", "out", "--chunk-size", "2", "--steps", "2", "--lpips-net", "alex",

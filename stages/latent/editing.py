@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -50,8 +50,8 @@ class LatentField(Protocol):
         ...
 
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
-DirectionLike = Union[np.ndarray, torch.Tensor, str, LatentField]
+ArrayLike = np.ndarray | torch.Tensor
+DirectionLike = np.ndarray | torch.Tensor | str | LatentField
 
 
 def _as_vector(direction: ArrayLike | Sequence[float], dim: int, what: str) -> np.ndarray:
