@@ -11,7 +11,8 @@ measured in bench_spine.py).
 Working assumption for the target (not measured here: no GPU was lent): one H200-class GPU generates 500 images/s
 of StyleGAN2 1024² in fp16. On a GPU host the resize and the uint8 conversion run on the GPU, so the host's cores
 carry sampling, the store writes and the label stage's reads (uint8 chunks go to the GPU, floats are made there);
-a 16-core host keeps up with 5 such GPUs (2,500 images/s) when that per-image host work runs at ≥ 2,500 / 16 ≈ 156 images/s per core.
+a 16-core host keeps up with 5 such GPUs (2,500 images/s) when that per-image host work runs at ≥ 2,500 / 16 ≈ 156
+images/s per core.
 
 Usage::
 
@@ -88,17 +89,19 @@ def measure(n: int, chunk: int, batch: int, n_full: int) -> list[tuple[str, floa
             store = ZarrChunkStore.prepare(path, StoreInfo("images", {"bench": side}, count, per_chunk), arrays={
                 "images": ArraySpec((side, side, 3), "uint8", ("sample", "y", "x", "rgb"))})
             chunks = range(count // per_chunk)
-            seconds = _timed(lambda: [store.write_chunk(index, {"images": pixels}) for index in chunks])
+            seconds = _timed(lambda store=store, pixels=pixels, chunks=chunks: [
+                store.write_chunk(index, {"images": pixels}) for index in chunks])
             size = sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
             rates.append((f"store write {side}² uint8: compress, CRC32C, fsync, record ({size / count / 1024:.0f} KiB "
                           f"per image on disk, {pixels.nbytes / per_chunk / 1024:.0f} KiB raw)", count / seconds))
             reader = ZarrChunkStore.open(path, "images")
-            seconds = _timed(lambda: [reader.read_chunk("images", index) for index in chunks])
+            seconds = _timed(lambda reader=reader, chunks=chunks: [reader.read_chunk("images", index)
+                                                                   for index in chunks])
             rates.append((f"store read {side}²: read chunk, CRC32C check, decode to uint8", count / seconds))
 
         for write_behind in (False, True):
             stage = SynthesizeStage(params, root, write_behind=write_behind)
-            seconds = _timed(lambda: run_stage(stage))
+            seconds = _timed(lambda stage=stage: run_stage(stage))
             how = "writes behind on a second thread" if write_behind else "writes in line"
             rates.append((f"synthesize stage, zero-cost G 1024² → stored 256², {how}", n / seconds))
             if not write_behind:
@@ -133,9 +136,9 @@ def main() -> None:
              f"resize, uint8 and float conversions on the GPU) | **{host:,.0f}** |",
              f"| same with the resize and uint8 on the CPU too | {cpu_only:,.0f} |"]
     verdict = "meets" if host >= need else "misses"
-    body = (f"{machine_summary()}\n\nN = {args.n} images per part ({args.n_full} for the 1024² store), chunk {args.chunk}, batch {args.batch}, one "
-            f"torch thread, local disk; zero-cost generator (1024²) and labeler (bench/zero_cost.py). 1-min load "
-            f"average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.\n\n" + "\n".join(rows) +
+    body = (f"{machine_summary()}\n\nN = {args.n} images per part ({args.n_full} for the 1024² store), chunk "
+            f"{args.chunk}, batch {args.batch}, one torch thread, local disk; zero-cost generator (1024²) and "
+            f"labeler (bench/zero_cost.py). 1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.\n\n" + "\n".join(rows) +
             f"\n\nTarget (working assumption: one H200-class GPU makes {TARGET_GPU_RATE} images/s of StyleGAN2 "
             f"1024² in fp16): a {HOST_CORES}-core host keeps up with {GPUS} GPUs ({TARGET_GPU_RATE * GPUS:,} "
             f"images/s) at ≥ {need:.0f} images/s per core of host work. Measured: {host:,.0f} per core → "

@@ -162,7 +162,7 @@ def run(device_spec: str, quick: bool, budget_s: float, compile_backend: str = "
             generator = _build(name, fp16).to(device)
             latents = torch.randn(images, generator.z_dim, generator=torch.Generator().manual_seed(0))
             amp = fp16 and device.type == "cuda"
-            eager, _ = bare_rate(lambda z, space: generator.synthesize(z, space), latents, batch, device, amp)
+            eager, _ = bare_rate(generator.synthesize, latents, batch, device, amp)
             if compile_backend == "inductor":
                 compiled_fn = compile_synthesize(generator)
             else:

@@ -8,7 +8,6 @@ per network); one test runs the real inductor backend on a fixture (a C++ compil
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +49,7 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
+@pytest.mark.slow  # a dynamo trace per family: 5–50 s each on 2 shared cores
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_every_family_traces_into_one_graph_with_the_eager_outputs(family: str) -> None:
     generator = _generator(family)
@@ -61,6 +61,46 @@ def test_every_family_traces_into_one_graph_with_the_eager_outputs(family: str) 
     assert images.shape == expected.shape == (3, 3, generator.resolution, generator.resolution)
     torch.testing.assert_close(images, expected, rtol=1e-5, atol=1e-5)
     assert expected.std() > 0.01  # a real image, not a constant
+
+
+@pytest.mark.parametrize("fixture", ["stylegan2-ada", "stylegan2-ada-cond", "stylegan3"])
+def test_the_compilers_form_equals_the_reference_ops(fixture: str) -> None:
+    """``for_compiler()``: shared-weight modulated convolutions, polyphase / strided resampling — the same images
+    up to float rounding, from every latent space; the original generator keeps NVIDIA's reference ops."""
+    generator = _generator(fixture)
+    variant = generator.for_compiler()
+    assert variant.net is generator.net and generator.reference_ops and not variant.reference_ops
+    latents_z = torch.randn(4, generator.z_dim, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        torch.testing.assert_close(variant.synthesize(latents_z), generator.synthesize(latents_z),
+                                   rtol=1e-5, atol=2e-5)
+        w_plus = generator.w_plus(generator.map(latents_z)["w"])
+        torch.testing.assert_close(variant.synthesize(w_plus, "w+"), generator.synthesize(w_plus, "w+"),
+                                   rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize(("size", "taps", "up", "padding"), [(20, 12, 2, [5, 6, 5, 6]), (36, 12, 2, [-3, 4, -3, 4]),
+                                                             (16, 24, 4, [10, 13, 10, 13]), (12, 6, 2, [0, 0, 1, -2])])
+def test_polyphase_upsampling_equals_zero_insertion(size: int, taps: int, up: int, padding: list[int]) -> None:
+    from stages.plugins.generators.nvlabs_common import upfirdn2d, upsample_polyphase
+
+    features = torch.randn(2, 3, size, size + 1, generator=torch.Generator().manual_seed(size))
+    fir = torch.rand(taps, generator=torch.Generator().manual_seed(taps))
+    expected = upfirdn2d(features, fir, up=up, padding=padding, gain=up ** 2)
+    torch.testing.assert_close(upsample_polyphase(features, fir, up, padding, up ** 2), expected,
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(upsample_polyphase(features, None, 1, padding, 1.0),
+                               upfirdn2d(features, None, padding=padding))
+
+
+@pytest.mark.parametrize("radial", [False, True])
+def test_strided_downsampling_equals_filtering_then_dropping(radial: bool) -> None:
+    from stages.plugins.generators.nvlabs_common import downsample_strided, upfirdn2d
+
+    features = torch.randn(2, 3, 40, 41, generator=torch.Generator().manual_seed(0))
+    fir = torch.rand(12, 12) if radial else torch.rand(12)
+    torch.testing.assert_close(downsample_strided(features, fir, 2), upfirdn2d(features, fir, down=2),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_compiled_synthesizer_pads_the_last_batch_and_says_so_in_its_fingerprint(tiny_params) -> None:

@@ -24,8 +24,8 @@ from torch import nn
 from stages.plugins.generators import build_generator
 from stages.plugins.generators.base import GeneratorFileError
 from stages.plugins.generators.nvlabs_pickle import RecordedModule, read_nvlabs_snapshot
-from stages.plugins.generators import stylegan2 as stylegan2_module
-from stages.plugins.generators import stylegan3 as stylegan3_module
+from stages.plugins.generators import nvlabs_stylegan2 as stylegan2_module
+from stages.plugins.generators import nvlabs_stylegan3 as stylegan3_module
 from stages.plugins.generators.nvlabs_stylegan2 import SynthesisNetwork as StyleGAN2Synthesis
 from stages.plugins.generators.nvlabs_stylegan3 import SynthesisNetwork as StyleGAN3Synthesis
 from stages.plugins.generators.nvlabs_stylegan3 import design_lowpass_filter, layer_schedule
