@@ -1,8 +1,9 @@
 """Run every benchmark in turn (``make bench``), each appending its table to BENCHMARKS.md.
 
 Run it on an otherwise idle machine: the benchmarks time CPU work, and other jobs on the same cores distort them.
-The InterFaceGAN-scale run (``bench/bench_scale.py``, 36 min on 2 CPU cores) is included only with
-``--scale``.
+The InterFaceGAN-scale run (``bench/bench_scale.py``, 36 min on 2 CPU cores) and the 100K run at 256²
+(``bench/bench_100k.py``) are included only with ``--scale``; the GPU benchmark (``bench/bench_gpu.py``) only where
+CUDA is available.
 
 Usage::
 
@@ -28,17 +29,28 @@ BENCHMARKS: tuple[tuple[str, list[str]], ...] = (
     ("Generators: bare forward vs the image pipeline, per format", ["bench.bench_generators"]),
     ("Training the attribute classifier on planted attributes", ["bench.bench_train_labeler"]),
     ("Explorer latency in a real browser", ["bench.bench_explore"]),
+    ("Compiled synthesis vs eager, full-size networks (CPU)", ["bench.bench_compile"]),
+    ("The pipeline's own ceiling, zero-cost 1024² generator", ["bench.bench_ceiling"]),
+    ("Stage start cost at 500K", ["bench.bench_start"]),
 )
-SCALE = ("InterFaceGAN-scale run (500K)", ["bench.bench_scale"])
+#: Long runs, only with --scale: 36 min and ≈ 30 min on 2 CPU cores.
+SCALE = (("InterFaceGAN-scale run (500K)", ["bench.bench_scale"]),
+         ("100K samples at 256² end to end, kill and resume", ["bench.bench_100k"]))
+#: Only where a CUDA device is present (≤ 5 min on one GPU).
+GPU = ("GPU: bare G vs eager vs compiled vs pipeline", ["bench.bench_gpu"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", action="store_true", help="also run the 500K preset end to end (36 min on 2 cores)")
+    parser.add_argument("--scale", action="store_true", help="also run the 500K preset and the 100K run at 256² end "
+                                                             "to end (≈ 1 h on 2 cores)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
     failed = []
-    for title, module in (*BENCHMARKS, *((SCALE,) if args.scale else ())):
+    import torch
+
+    gpu = (GPU,) if torch.cuda.is_available() else ()
+    for title, module in (*BENCHMARKS, *(SCALE if args.scale else ()), *gpu):
         print(f"\n=== {title}: python -m {' '.join(module)}", flush=True)
         start = time.perf_counter()
         result = subprocess.run([sys.executable, "-m", *module, *(["--no-write"] if args.no_write else [])], cwd=ROOT)

@@ -95,6 +95,9 @@ class SynthesizeParams(_Section):
     keep_images: bool = Field(True, description="store uint8 images; false: labels come straight from the generator")
     store_resolution: PositiveInt | None = Field(None, le=MAX_STORE_RESOLUTION,
                                                  description="side of stored images; null = the generator's")
+    compile: bool = Field(False, description="run the generator through torch.compile (inductor): faster after a "
+                                             "one-off compile; images within float tolerance of the eager path, "
+                                             "so the store's fingerprint says compiled")
 
     _device = field_validator("device")(_check_device)
 

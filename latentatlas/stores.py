@@ -629,6 +629,44 @@ class ChunkedStore(abc.ABC):
                     recorded.setdefault(name, set()).add(str((lineage or {}).get("fingerprint")))
         return recorded
 
+    def check_chunks_at_start(self, upstream: Mapping[str, "ChunkedStore"] | None = None) -> list[ChunkProblem]:
+        """What a stage start checks, without reading chunk data: every chunk's records, file sizes and lineage;
+        a chunk with a file modified after its record was written (a change in place, even one that kept the size)
+        is also checksummed. Cost: a few ``stat`` calls and small record reads per chunk, whatever the store's
+        size. A file damaged without its size or modification time changing (silent media corruption) is left to
+        :meth:`check_chunks` (``latentatlas verify``) and to every reader, which checksum what they read."""
+        problems = []
+        for index in range(self.info.n_chunks):
+            found = self.check_chunk(index, deep=False, upstream=upstream)
+            if not found and any(self._modified_after_record(key) for key in self.chunk_files(index)):
+                found = self.check_chunk(index, deep=True, upstream=upstream)
+            problems += found
+        return problems
+
+    def _modified_after_record(self, key: str) -> bool:
+        """Whether chunk file ``key`` changed after its record was written (its modification time is later than
+        the record's; the record is written after the file). Unknown times count as changed."""
+        file_time, record_time = self._modified_time(key), self._modified_time(self.record_key(key))
+        return file_time is None or record_time is None or file_time > record_time
+
+    def _modified_time(self, key: str) -> float | None:
+        """The modification time of the store's file ``key`` (ns since the epoch locally; seconds in an object
+        store, from whichever time its listing gives), or None when unknown or absent."""
+        path = self.path / key
+        try:
+            if not is_remote(path):
+                return float(path.stat().st_mtime_ns)
+            info = path.fs.info(path.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        for name in ("mtime", "LastModified", "last_modified", "updated", "created"):
+            value = info.get(name)
+            if hasattr(value, "timestamp"):
+                return float(value.timestamp())
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        return None
+
     def require_chunk(self, index: int, upstream: Mapping[str, "ChunkedStore"] | None = None) -> None:
         """Check chunk ``index``'s records, file sizes and lineage (no checksum: reads do that).
 

@@ -10,6 +10,7 @@ parameter names follow the snapshot files so that their tensors load by name.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -154,10 +155,10 @@ def upfirdn2d(x: torch.Tensor, fir: torch.Tensor | None, up: int = 1, down: int 
     pad_x0, pad_x1, pad_y0, pad_y1 = padding
     x = F.pad(x, [max(pad_x0, 0), max(pad_x1, 0), max(pad_y0, 0), max(pad_y1, 0)])
     x = x[:, :, max(-pad_y0, 0):x.shape[2] - max(-pad_y1, 0), max(-pad_x0, 0):x.shape[3] - max(-pad_x1, 0)]
-    if fir is None:
-        fir = torch.ones(1, 1, device=x.device)
-    if not (fir.numel() == 1 and gain == 1 and float(fir.reshape(())) == 1):
-        # flipped: a convolution, not conv2d's correlation
+    if fir is None:  # one tap of 1: the identity, times the gain (reads no tensor value: no graph break)
+        if gain != 1:
+            x = x * gain
+    else:  # flipped: a convolution, not conv2d's correlation (a single tap is a product: the same values)
         kernel = (fir * gain ** (fir.dim() / 2)).to(x.dtype).flip(list(range(fir.dim())))
         if kernel.dim() == 2:
             x = F.conv2d(x, kernel[None, None].repeat(channels, 1, 1, 1), groups=channels)
@@ -168,6 +169,50 @@ def upfirdn2d(x: torch.Tensor, fir: torch.Tensor | None, up: int = 1, down: int 
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
+
+
+def upsample_polyphase(x: torch.Tensor, fir: torch.Tensor | None, up: int, padding: Sequence[int],
+                       gain: float) -> torch.Tensor:
+    """:func:`upfirdn2d` with ``down = 1`` and a separable (k,) filter (or None), without multiplying the inserted
+    zeros: a stride-``up`` transposed convolution per axis (the polyphase form), then the same padding / cropping.
+    Equal to ``upfirdn2d(x, fir, up=up, padding=padding, gain=gain)`` up to float rounding, with 1/up of its
+    multiplications per axis. (N, C, H, W) → the shape :func:`upfirdn2d` gives."""
+    pad_x0, pad_x1, pad_y0, pad_y1 = padding
+    if fir is None:  # one tap: only the zero insertion (up = 1 here: SG3 uses no filter exactly then) and padding
+        if up != 1:
+            raise ValueError("upsample_polyphase: a filter is needed to upsample")
+        x = F.pad(x, [pad_x0, pad_x1, pad_y0, pad_y1])
+        return x * gain if gain != 1 else x
+    if fir.dim() != 1:
+        raise ValueError(f"upsample_polyphase needs a separable (k,) filter, got shape {tuple(fir.shape)}")
+    channels, taps = x.shape[1], fir.numel()
+    kernel = (fir * gain ** 0.5).to(x.dtype)
+    for axis, (before, after) in ((3, (pad_x0, pad_x1)), (2, (pad_y0, pad_y1))):
+        length = x.shape[axis]
+        shape = (channels, 1, 1, taps) if axis == 3 else (channels, 1, taps, 1)
+        stride = (1, up) if axis == 3 else (up, 1)
+        x = F.conv_transpose2d(x, kernel.reshape(1, 1, *shape[2:]).expand(shape), stride=stride, groups=channels)
+        # upfirdn2d's output sample m is the transposed convolution's sample m + taps − 1 − before.
+        offset = taps - 1 - before
+        wanted = length * up + before + after - taps + 1
+        crop = [-offset, offset + wanted - x.shape[axis]]
+        x = F.pad(x, crop + [0, 0]) if axis == 3 else F.pad(x, [0, 0] + crop)
+    return x
+
+
+def downsample_strided(x: torch.Tensor, fir: torch.Tensor | None, down: int) -> torch.Tensor:
+    """:func:`upfirdn2d` with ``up = 1``, no padding and gain 1, computing only the samples it keeps: a
+    stride-``down`` convolution (per axis for a (k,) filter; one 2-D pass for a radial (k, k) one). Equal to
+    ``upfirdn2d(x, fir, down=down)`` up to float rounding, with 1/down of its multiplications per axis."""
+    if fir is None:
+        return x[:, :, ::down, ::down] if down > 1 else x
+    channels = x.shape[1]
+    kernel = fir.to(x.dtype).flip(list(range(fir.dim())))  # a convolution, not conv2d's correlation
+    if kernel.dim() == 2:
+        return F.conv2d(x, kernel[None, None].expand(channels, 1, *kernel.shape), stride=down, groups=channels)
+    taps = kernel.numel()
+    x = F.conv2d(x, kernel.reshape(1, 1, 1, taps).expand(channels, 1, 1, taps), stride=(1, down), groups=channels)
+    return F.conv2d(x, kernel.reshape(1, 1, taps, 1).expand(channels, 1, taps, 1), stride=(down, 1), groups=channels)
 
 
 class StyleGANNet(nn.Module):
@@ -437,6 +482,18 @@ class StyleGANGenerator:
         label_text = "none" if label is None else ",".join(f"{v:g}" for v in label.tolist())
         self.fingerprint = (f"{name}:{implementation}:sha256={sha256}:psi={self.truncation_psi!r}:"
                             f"noise={noise_mode}:class={label_text}")
+        #: True: NVIDIA's reference formulation (grouped modulated convolutions, zero-insertion resampling: the
+        #: official code's outputs); False: the compiler's (see :meth:`for_compiler`).
+        self.reference_ops = True
+
+    def for_compiler(self) -> "StyleGANGenerator":
+        """This generator (the same network and weights, shared) in the form ``torch.compile`` makes fast: every
+        modulated convolution one shared-weight convolution between two channel scales (NVlabs'
+        ``fused_modconv=False``), resampling without the multiplications by inserted zeros or by dropped samples
+        (StyleGAN3). Outputs equal this generator's up to float rounding."""
+        variant = copy.copy(self)
+        variant.reference_ops = False
+        return variant
 
     @property
     def device(self) -> torch.device:
@@ -475,7 +532,8 @@ class StyleGANGenerator:
         else:
             raise ValueError(f"generator {self.name!r} has latent spaces {list(self.latent_spaces)}, not {space!r}")
         with torch.autocast(self.device.type, enabled=False):
-            return self.net.synthesis(ws.to(self.device, torch.float32), noise_mode=self.noise_mode)
+            return self.net.synthesis(ws.to(self.device, torch.float32), noise_mode=self.noise_mode,
+                                      reference_ops=self.reference_ops)
 
     def style_layer_names(self, include_torgb: bool = False) -> list[str]:
         """Names of the layers whose style weights :meth:`style_weights` returns, in the same order."""

@@ -86,8 +86,10 @@ def conv2d_resample(x: torch.Tensor, weight: torch.Tensor, fir: torch.Tensor | N
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, up: int,
-                     fir: torch.Tensor | None, padding: int) -> torch.Tensor:
-    """Style-modulated convolution, one weight per sample (run as a grouped convolution).
+                     fir: torch.Tensor | None, padding: int, fused: bool = True) -> torch.Tensor:
+    """Style-modulated convolution, one weight per sample (run as a grouped convolution; ``fused=False``: one
+    convolution with the shared weight between a per-input-channel and a per-output-channel scale, as NVlabs'
+    ``fused_modconv=False``, the same sums in another order).
 
     Args:
         x: (N, I, H, W) features (fp32, or fp16 in fp16 layers).
@@ -104,6 +106,13 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         weight = weight * (1 / math.sqrt(in_channels * kh * kw)
                            / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    if not fused:
+        x = x * styles.to(x.dtype).reshape(batch, in_channels, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), fir, up, padding, groups=1)
+        if demodulate:  # Σ_i,k (w[o,i,k]·s[n,i])² as (N, I) @ (I, O)
+            norms = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (N, O)
+            x = x * norms.to(x.dtype).reshape(batch, out_channels, 1, 1)
+        return x
     per_sample = weight.unsqueeze(0) * styles.reshape(batch, 1, in_channels, 1, 1)  # (N, O, I, k, k)
     if demodulate:
         norms = (per_sample.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (N, O)
@@ -135,11 +144,12 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn(resolution, resolution))
             self.noise_strength = nn.Parameter(torch.zeros([]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
-        """x (N, I, r/up, r/up), w (N, w_dim) → (N, O, r, r) in x's dtype."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str, reference_ops: bool = True) -> torch.Tensor:
+        """x (N, I, r/up, r/up), w (N, w_dim) → (N, O, r, r) in x's dtype (``reference_ops=False``: the
+        shared-weight form of the modulated convolution, equal up to float rounding)."""
         styles = self.affine(w)
         x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, fir=self.resample_filter,
-                             padding=self.padding)
+                             padding=self.padding, fused=reference_ops)
         if self.use_noise and noise_mode == "const":
             x = x + (self.noise_const * self.noise_strength).to(x.dtype)
         return bias_lrelu_clamp(x, self.bias, LRELU_SLOPE, LRELU_GAIN, self.conv_clamp)
@@ -156,9 +166,10 @@ class ToRGBLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, reference_ops: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, up=1, fir=None, padding=0)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, up=1, fir=None, padding=0,
+                             fused=reference_ops)
         return bias_lrelu_clamp(x, self.bias, None, 1.0, self.conv_clamp)
 
 
@@ -185,19 +196,19 @@ class SynthesisBlock(nn.Module):
         self.num_torgb = 1
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-                noise_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+                noise_mode: str, reference_ops: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = compute_dtype(self.use_fp16, ws.device)
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, ws[:, 0], noise_mode)
+            x = self.conv1(x, ws[:, 0], noise_mode, reference_ops)
         else:
-            x = self.conv0(x.to(dtype), ws[:, 0], noise_mode)
-            x = self.conv1(x, ws[:, 1], noise_mode)
+            x = self.conv0(x.to(dtype), ws[:, 0], noise_mode, reference_ops)
+            x = self.conv1(x, ws[:, 1], noise_mode, reference_ops)
         if img is not None:
             fir_width = self.resample_filter.shape[-1]
             pad = [(fir_width + 1) // 2, (fir_width - 2) // 2] * 2  # keeps the filtered samples centred
             img = upfirdn2d(img, self.resample_filter, up=2, padding=pad, gain=4)
-        rgb = self.torgb(x, ws[:, self.num_conv]).to(torch.float32)
+        rgb = self.torgb(x, ws[:, self.num_conv], reference_ops).to(torch.float32)
         return x, rgb if img is None else img + rgb
 
 
@@ -241,15 +252,16 @@ class SynthesisNetwork(nn.Module):
     def blocks(self) -> list[SynthesisBlock]:
         return [getattr(self, f"b{r}") for r in self.block_resolutions]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """(N, num_ws, w_dim) → (N, img_channels, R, R) float32."""
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", reference_ops: bool = True) -> torch.Tensor:
+        """(N, num_ws, w_dim) → (N, img_channels, R, R) float32 (``reference_ops=False``: the shared-weight form of
+        every modulated convolution, equal up to float rounding; the form a compiler makes fast)."""
         if ws.dim() != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         ws = ws.to(torch.float32)
         x = img = None
         first = 0
         for block in self.blocks():
-            x, img = block(x, img, ws[:, first:first + block.num_conv + block.num_torgb], noise_mode)
+            x, img = block(x, img, ws[:, first:first + block.num_conv + block.num_torgb], noise_mode, reference_ops)
             first += block.num_conv
         return img
 

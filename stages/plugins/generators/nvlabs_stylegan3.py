@@ -33,7 +33,7 @@ from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_
 from stages.plugins.generators.nvlabs_common import (LRELU_GAIN, LRELU_SLOPE, EqualizedLinear, MappingNetwork,
                                                StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
                                                NOISE_MODES, bias_lrelu_clamp, bound_recorded_arguments, compute_dtype, generator_arguments, label_vector, split_kwargs,
-                                               upfirdn2d)
+                                               upfirdn2d, downsample_strided, upsample_polyphase)
 from stages.runtime.weight_files import bounded_repr
 
 IMPLEMENTATION = "latentatlas-stylegan3-v1"
@@ -175,8 +175,9 @@ class SynthesisInput(nn.Module):
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, padding: int,
-                     input_gain: torch.Tensor) -> torch.Tensor:
-    """Per-sample modulated convolution (a grouped convolution over the batch).
+                     input_gain: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """Per-sample modulated convolution (a grouped convolution over the batch; ``fused=False``: one convolution with
+    the shared weight between a per-input-channel and a per-output-channel scale, the same sums in another order).
 
     Args:
         x: (N, I, H, W).
@@ -194,6 +195,13 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if demodulate:  # normalise magnitudes first (keeps fp16 in range; demodulation cancels the scales)
         weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
         styles = styles * styles.square().mean().rsqrt()
+    if not fused:  # w'[n,o,i] = w[o,i]·s[n,i]·d[n,o]·g, so conv(x, w'_n) = d[n,o] · conv(x·s_n·g, w)
+        x = x * (styles * input_gain).to(x.dtype).reshape(batch, in_channels, 1, 1)
+        x = nn.functional.conv2d(x, weight.to(x.dtype), padding=padding)
+        if demodulate:  # Σ_i,k (w[o,i,k]·s[n,i])² as (N, I) @ (I, O)
+            norms = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (N, O)
+            x = x * norms.to(x.dtype).reshape(batch, out_channels, 1, 1)
+        return x
     per_sample = weight.unsqueeze(0) * styles.unsqueeze(1).unsqueeze(3).unsqueeze(4)  # (N, O, I, k, k)
     if demodulate:
         norms = (per_sample.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (N, O)
@@ -246,19 +254,29 @@ class SynthesisLayer(nn.Module):
         pad_lo = (pad_total + self.up_factor) // 2
         self.padding = [pad_lo, pad_total - pad_lo, pad_lo, pad_total - pad_lo]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x (N, in_channels, in_size, in_size), w (N, w_dim) → (N, out_channels, out_size, out_size)."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, reference_ops: bool = True) -> torch.Tensor:
+        """x (N, in_channels, in_size, in_size), w (N, w_dim) → (N, out_channels, out_size, out_size).
+
+        ``reference_ops=False``: the same layer in the form a compiler makes fast (a shared-weight convolution
+        between two channel scales; polyphase upsampling and strided downsampling, which skip the inserted zeros
+        and the dropped samples), equal up to float rounding."""
         styles = self.affine(w)
         if self.is_torgb:
             styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel ** 2))
         dtype = compute_dtype(self.use_fp16, x.device)
         x = modulated_conv2d(x.to(dtype), self.weight, styles, demodulate=not self.is_torgb,
-                             padding=self.conv_kernel - 1, input_gain=self.magnitude_ema.rsqrt())
+                             padding=self.conv_kernel - 1, input_gain=self.magnitude_ema.rsqrt(),
+                             fused=reference_ops)
         x = bias_lrelu_clamp(x, self.bias, None, 1.0, None)
-        x = upfirdn2d(x, self.up_filter, up=self.up_factor, padding=self.padding, gain=self.up_factor ** 2)
+        if reference_ops:
+            x = upfirdn2d(x, self.up_filter, up=self.up_factor, padding=self.padding, gain=self.up_factor ** 2)
+        else:
+            x = upsample_polyphase(x, self.up_filter, self.up_factor, self.padding, self.up_factor ** 2)
         x = bias_lrelu_clamp(x, None, None if self.is_torgb else LRELU_SLOPE,
                              1.0 if self.is_torgb else LRELU_GAIN, self.conv_clamp)
-        return upfirdn2d(x, self.down_filter, down=self.down_factor)
+        if reference_ops:
+            return upfirdn2d(x, self.down_filter, down=self.down_factor)
+        return downsample_strided(x, self.down_filter, self.down_factor)
 
 
 class SynthesisNetwork(nn.Module):
@@ -297,14 +315,15 @@ class SynthesisNetwork(nn.Module):
             setattr(self, name, layer)
             self.layer_names.append(name)
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """(N, num_ws, w_dim) → (N, img_channels, R, R) float32 (``noise_mode`` is accepted: there is no noise)."""
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", reference_ops: bool = True) -> torch.Tensor:
+        """(N, num_ws, w_dim) → (N, img_channels, R, R) float32 (``noise_mode`` is accepted: there is no noise;
+        ``reference_ops``: see :meth:`SynthesisLayer.forward`)."""
         if ws.dim() != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         ws = ws.to(torch.float32)
         x = self.input(ws[:, 0])
         for index, name in enumerate(self.layer_names):
-            x = getattr(self, name)(x, ws[:, index + 1])
+            x = getattr(self, name)(x, ws[:, index + 1], reference_ops)
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)

@@ -141,6 +141,11 @@ class PGGANArchitecture:
         return cls(latent_dim=int(first.shape[1]), channels=tuple(channels), fused_scale=tuple(fused))
 
 
+def _remember_level_of_detail(module: nn.Module, incompatible_keys: object) -> None:
+    """Post-hook of ``load_state_dict``: keep the loaded ``lod`` buffer's value as ``module.level_of_detail``."""
+    module.level_of_detail = float(module.lod)
+
+
 class PGGANNet(nn.Module):
     """The PGGAN generator network: (N, L) latents (already sphere-normalized) → (N, 3, R, R) images."""
 
@@ -159,6 +164,10 @@ class PGGANNet(nn.Module):
                                                          activate=False))
             previous = channels
         self.register_buffer("lod", torch.zeros(()))
+        #: ``lod`` as a Python number, refreshed whenever a state dict is loaded: the forward pass branches on it
+        #: without reading a tensor (which would split a compiled graph).
+        self.level_of_detail = 0.0
+        self.register_load_state_dict_post_hook(_remember_level_of_detail)
 
     @property
     def num_blocks(self) -> int:
@@ -171,7 +180,7 @@ class PGGANNet(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         features = latents.view(latents.shape[0], latents.shape[1], 1, 1)
-        level_of_detail = float(self.lod)
+        level_of_detail = self.level_of_detail
         last_run = 0
         for index in range(self.num_blocks):
             if index + 1 + level_of_detail < self.num_blocks + 1:  # the official test on block_idx + lod

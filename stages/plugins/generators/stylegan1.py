@@ -286,6 +286,11 @@ class StyleGANArchitecture:
                    channels=tuple(channels), fused_scale=tuple(fused))
 
 
+def _remember_level_of_detail(module: nn.Module, incompatible_keys: object) -> None:
+    """Post-hook of ``load_state_dict``: keep the loaded ``lod`` buffer's value as ``module.level_of_detail``."""
+    module.level_of_detail = float(module.lod)
+
+
 class SynthesisNetwork(nn.Module):
     """w+ (N, num_ws, D) → (N, 3, R, R) images."""
 
@@ -304,9 +309,13 @@ class SynthesisNetwork(nn.Module):
             self.add_module(f"layer{2 * block + 1}", ConvLayer(channels, channels, size, w_dim))
             self.add_module(f"output{block}", ToRGB(channels))
         self.register_buffer("lod", torch.zeros(()))
+        #: ``lod`` as a Python number, refreshed whenever a state dict is loaded: the forward pass branches on it
+        #: without reading a tensor (which would split a compiled graph).
+        self.level_of_detail = 0.0
+        self.register_load_state_dict_post_hook(_remember_level_of_detail)
 
     def forward(self, latents_w_plus: torch.Tensor) -> torch.Tensor:
-        level_of_detail = float(self.lod)
+        level_of_detail = self.level_of_detail
         features = self.layer0(latents_w_plus[:, 0])
         features = self.layer1(features, latents_w_plus[:, 1])
         last_run = 0
