@@ -22,6 +22,9 @@ from stages.reporting.samples import EditSamples, EvaluationDraws, EvaluationRec
 from stages.reporting.statistics import (Estimate, clopper_pearson, correlation_interval, difference_of_shares, holm,
                                          minimum_detectable_difference, paired_p_values, rank_groups,
                                          resample_weights)
+from latentatlas.params import ParamsError
+from stages.reporting.samples import RecordError
+from tests.conftest import make_params
 from tests.toy import ATTRIBUTES, attribute_values, make_world
 
 ALPHAS = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
@@ -78,6 +81,14 @@ def test_resamples_are_seeded_paired_and_weigh_every_sample_once_on_row_zero() -
     np.testing.assert_array_equal(weights, resample_weights(32, 500, seed=1))  # every process draws the same
     assert not np.array_equal(weights, resample_weights(32, 500, seed=2))
     assert not np.array_equal(weights[:, :31], resample_weights(31, 500, seed=1))
+
+
+def test_too_few_resamples_and_incomplete_records_are_refused(world) -> None:
+    with pytest.raises(ParamsError, match="eval.bootstrap_resamples"):
+        make_params(eval={"bootstrap_resamples": 100})
+    frame = toy_record(world, {"smile": world.directions["smile"]}, 8, 0).edits_frame()
+    with pytest.raises(RecordError, match=r"edits of 'smile' \(plain\): expected every one of 8 held-out samples"):
+        EvaluationRecord.from_frames(frame.drop(index=3))
 
 
 def test_exact_and_score_intervals_match_their_closed_forms() -> None:

@@ -194,12 +194,14 @@ def _detectable(criteria: dict[str, np.ndarray], fits: np.ndarray) -> dict[str, 
     return detectable
 
 
-def _warning(attribute: str, best: int, ranked: int, n_heldout: int) -> str | None:
+def _warning(attribute: str, best: int, ranked: int, n_heldout: int, detectable: dict[str, float]) -> str | None:
+    """Why the ranking cannot order its leaders: more than half of the (fitting) methods share the best group."""
     if ranked < 3 or best * 2 <= ranked:
         return None
-    return (f"{attribute}: intervals too wide to rank: {best} of {ranked} methods share the best group with "
-            f"{n_heldout} held-out samples; differences detectable at this size are in the table's line above, and "
-            f"they shrink as 1/√n (4 × eval.n_samples halves them)")
+    sizes = ", ".join(f"{label} {value:.3g}" for label, value in detectable.items() if np.isfinite(value))
+    return (f"{attribute}: intervals too wide to rank the leaders: {best} of {ranked} methods share the best group "
+            f"with {n_heldout} held-out samples; their differences are below what this run can detect ({sizes}), "
+            f"which shrinks as 1/√n (4 × eval.n_samples halves it)")
 
 
 def rank_attribute(attribute: str, draws: dict[str, EvaluationDraws], details: dict[str, dict[str, Any]],
@@ -232,6 +234,7 @@ def rank_attribute(attribute: str, draws: dict[str, EvaluationDraws], details: d
             estimates[label] = {m: metric_estimate(value, metric, draws[m].record.n_samples)
                                 for m, value in found.items()}
     sorted_methods = [methods[k] for k in order]
+    detectable = _detectable(criteria, fits)
     group = {methods[k]: groups[k] for k in order}
     n_heldout = next(iter(draws.values())).record.n_samples
     return AttributeRanking(
@@ -241,17 +244,18 @@ def rank_attribute(attribute: str, draws: dict[str, EvaluationDraws], details: d
         fits={m: bool(f) for m, f in zip(methods, fits)},
         fit_r2={m: float("nan") if r2[m] is None else r2[m] for m in methods},
         p_adjusted=pd.DataFrame(adjusted, index=methods, columns=methods).loc[sorted_methods, sorted_methods],
-        estimates=estimates, detectable=_detectable(criteria, fits),
+        estimates=estimates, detectable=detectable,
         warning=_warning(attribute, sum(1 for m in sorted_methods if group[m] == 1 and bool(fits[methods.index(m)])),
-                         int(fits.sum()), n_heldout),
+                         int(fits.sum()), n_heldout, detectable),
         min_fit_r2=min_fit_r2)
 
 
 def headline(rankings: dict[str, AttributeRanking]) -> dict[str, Any]:
     """``reports/ranking.json`` (the DVC metric): per attribute each method's rank group, and per attribute the best
-    group (its methods, comma-separated)."""
+    group (its methods in alphabetical order, comma-separated: a group that keeps its members does not show as a
+    change when their point order flips)."""
     if "best_group" in rankings:
         raise ValueError("an attribute named 'best_group' collides with the ranking metric's own key")
     metric: dict[str, Any] = {attribute: dict(ranking.group) for attribute, ranking in rankings.items()}
-    metric["best_group"] = {attribute: ", ".join(ranking.best_group) for attribute, ranking in rankings.items()}
+    metric["best_group"] = {attribute: ", ".join(sorted(ranking.best_group)) for attribute, ranking in rankings.items()}
     return metric

@@ -113,8 +113,8 @@ class EvaluationRecord:
             rows = rows.sort_values(["alpha", "sample_id"])
             alphas = np.sort(rows["alpha"].unique()).astype(np.float64)
             shape = (len(alphas), len(sample_ids))
-            if len(rows) != shape[0] * shape[1] or not np.array_equal(
-                    rows["sample_id"].to_numpy().reshape(shape)[0], sample_ids):
+            if len(rows) != shape[0] * shape[1] or not (rows["sample_id"].to_numpy().reshape(shape)
+                                                         == sample_ids).all():
                 raise RecordError(f"edits of {direction!r} ({mode}): expected every one of {len(sample_ids)} held-out "
                                   f"samples at each of {len(alphas)} α, got {len(rows)} rows")
             grouped[(str(direction), str(mode))] = EditSamples(
