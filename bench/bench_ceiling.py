@@ -138,7 +138,8 @@ def main() -> None:
     verdict = "meets" if host >= need else "misses"
     body = (f"{machine_summary()}\n\nN = {args.n} images per part ({args.n_full} for the 1024² store), chunk "
             f"{args.chunk}, batch {args.batch}, one torch thread, local disk; zero-cost generator (1024²) and "
-            f"labeler (bench/zero_cost.py). 1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.\n\n" + "\n".join(rows) +
+            f"labeler (bench/zero_cost.py). 1-min load average {load_start:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end.\n\n" + "\n".join(rows) +
             f"\n\nTarget (working assumption: one H200-class GPU makes {TARGET_GPU_RATE} images/s of StyleGAN2 "
             f"1024² in fp16): a {HOST_CORES}-core host keeps up with {GPUS} GPUs ({TARGET_GPU_RATE * GPUS:,} "
             f"images/s) at ≥ {need:.0f} images/s per core of host work. Measured: {host:,.0f} per core → "

@@ -7,8 +7,8 @@ samples, timing each stage as a whole. Then, on the stores it wrote, times separ
   without (``verify=False``);
 - **write**: writing the same chunks into a fresh store through the store (durable write: fsync + rename + record)
   and as plain Zarr / pyarrow writes (what the stores did before records: no fsync, no record);
-- **startup check**: the deep check a stage runs before its chunks (``pending``: every file read and checksummed,
-  every record compared with its upstream).
+- **startup check**: the check a stage runs before its chunks (``pending``: every record and file size, every
+  record compared with its upstream; a file changed after its record is also read and checksummed).
 
 The overhead of a stage is (verified read − plain read of its *input*) + (recorded write − plain write of its
 output) + its startup check, as a share of the stage's time. Prints one markdown table and appends it, with the date
