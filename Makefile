@@ -26,6 +26,8 @@ run: setup
 	latentatlas repro
 
 test: setup
+	ruff check .
+	ruff format --check .
 	python -m pytest
 
 bench: setup

@@ -49,8 +49,18 @@ def _params(path: Path, n: int, chunk: int) -> Path:
 
 
 def _command(stage: str, params: Path, data_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", stage, "--params", str(params), "--data-dir", str(data_dir),
-            "--engine", "local"]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        stage,
+        "--params",
+        str(params),
+        "--data-dir",
+        str(data_dir),
+        "--engine",
+        "local",
+    ]
 
 
 class PeakRSS(threading.Thread):
@@ -77,8 +87,13 @@ class PeakRSS(threading.Thread):
 def _run_stage(stage: str, params: Path, data_dir: Path, kill_when=None) -> tuple[float, int, bool]:
     """(wall seconds, peak RSS bytes, killed) of one stage process; ``kill_when()`` true: SIGKILL its group."""
     start = time.perf_counter()
-    process = subprocess.Popen(_command(stage, params, data_dir), cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        _command(stage, params, data_dir),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     monitor = PeakRSS(process.pid)
     monitor.start()
     killed = False
@@ -114,7 +129,7 @@ def bare_rate(n: int = 4096, batch: int = 256) -> float:
         generator.synthesize(latents_z[:batch])
         start = time.perf_counter()
         for begin in range(0, n, batch):
-            generator.synthesize(latents_z[begin:begin + batch])
+            generator.synthesize(latents_z[begin : begin + batch])
         return n / (time.perf_counter() - start)
 
 
@@ -156,27 +171,31 @@ def main() -> None:
         store_bytes = {name: _disk(data_dir / name) for name in ("latents.zarr", "images.zarr")}
         total_bytes = _disk(data_dir)
     rate = args.n / (sample_s + first_s + resume_s)
-    gib = 2 ** 30
-    rows = ["| measure | value |", "|---|---:|",
-            f"| bare G: DCGAN 64² forward, 1 torch thread (images/s) | {bare:,.0f} |",
-            f"| run: sample + synthesize at 256², killed at 50 % and resumed (images/s) | {rate:,.0f} |",
-            f"| **run / bare G** | **{rate / bare:.2f}** |",
-            f"| wall: sample / synthesize until the kill / resume (s) | {sample_s:.0f} / {first_s:.0f} / "
-            f"{resume_s:.0f} |",
-            f"| killed with SIGKILL mid-run | {'yes' if killed else 'no (finished first)'} |",
-            f"| chunks on disk at the kill / recomputed on resume of those | {len(before)} / {len(before) - kept} |",
-            f"| chunks after resume / checked sound (read + CRC32C) | {images.info.n_chunks} / {report.done} |",
-            f"| peak RSS synthesize, N = {args.small_n:,} (MiB) | {small_rss / 2**20:,.0f} |",
-            f"| peak RSS synthesize, N = {args.n:,}: first run / resume (MiB) | {first_rss / 2**20:,.0f} / "
-            f"{resume_rss / 2**20:,.0f} |",
-            f"| images raw (uint8) / images store on disk (GiB) | {raw_bytes / gib:.2f} / "
-            f"{store_bytes['images.zarr'] / gib:.2f} |",
-            f"| data dir on disk / latents + images stores (GiB) | {total_bytes / gib:.2f} / "
-            f"{sum(store_bytes.values()) / gib:.2f} |"]
-    body = (f"{machine_summary()}\n\nN = {args.n:,}, chunk {args.chunk:,}, `dcgan-digiface` upscaled to 256² "
-            f"(`store_resolution: 256`), CPU, batch 256; each stage one process (`--engine local`), one torch "
-            f"thread, chunks written behind on a second thread. 1-min load average {load_start:.1f} at the start, "
-            f"{os.getloadavg()[0]:.1f} at the end. The data dir was deleted afterwards.\n\n" + "\n".join(rows))
+    gib = 2**30
+    rows = [
+        "| measure | value |",
+        "|---|---:|",
+        f"| bare G: DCGAN 64² forward, 1 torch thread (images/s) | {bare:,.0f} |",
+        f"| run: sample + synthesize at 256², killed at 50 % and resumed (images/s) | {rate:,.0f} |",
+        f"| **run / bare G** | **{rate / bare:.2f}** |",
+        f"| wall: sample / synthesize until the kill / resume (s) | {sample_s:.0f} / {first_s:.0f} / {resume_s:.0f} |",
+        f"| killed with SIGKILL mid-run | {'yes' if killed else 'no (finished first)'} |",
+        f"| chunks on disk at the kill / recomputed on resume of those | {len(before)} / {len(before) - kept} |",
+        f"| chunks after resume / checked sound (read + CRC32C) | {images.info.n_chunks} / {report.done} |",
+        f"| peak RSS synthesize, N = {args.small_n:,} (MiB) | {small_rss / 2**20:,.0f} |",
+        f"| peak RSS synthesize, N = {args.n:,}: first run / resume (MiB) | {first_rss / 2**20:,.0f} / "
+        f"{resume_rss / 2**20:,.0f} |",
+        f"| images raw (uint8) / images store on disk (GiB) | {raw_bytes / gib:.2f} / "
+        f"{store_bytes['images.zarr'] / gib:.2f} |",
+        f"| data dir on disk / latents + images stores (GiB) | {total_bytes / gib:.2f} / "
+        f"{sum(store_bytes.values()) / gib:.2f} |",
+    ]
+    body = (
+        f"{machine_summary()}\n\nN = {args.n:,}, chunk {args.chunk:,}, `dcgan-digiface` upscaled to 256² "
+        f"(`store_resolution: 256`), CPU, batch 256; each stage one process (`--engine local`), one torch "
+        f"thread, chunks written behind on a second thread. 1-min load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end. The data dir was deleted afterwards.\n\n" + "\n".join(rows)
+    )
     print(body)
     if not args.no_write:
         append_section("100K samples at 256² end to end, kill and resume (bench/bench_100k.py)", body)

@@ -41,11 +41,19 @@ GPUS, HOST_CORES = 5, 16
 def _params(n: int, chunk: int, store_resolution: int | None, batch: int):
     from latentatlas.params import parse_params
 
-    return parse_params({"generator": {"name": ZERO_COST, "kwargs": {"resolution": 1024, "bank_size": batch}},
-                         "sample": {"n_samples": n, "chunk_size": chunk},
-                         "synthesize": {"batch_size": batch, "device": "cpu", "store_resolution": store_resolution},
-                         "label": {"labeler": "bench.zero_cost:build_zero_cost_labeler", "batch_size": batch,
-                                   "device": "cpu", "contact_sheet_samples": 0}})
+    return parse_params(
+        {
+            "generator": {"name": ZERO_COST, "kwargs": {"resolution": 1024, "bank_size": batch}},
+            "sample": {"n_samples": n, "chunk_size": chunk},
+            "synthesize": {"batch_size": batch, "device": "cpu", "store_resolution": store_resolution},
+            "label": {
+                "labeler": "bench.zero_cost:build_zero_cost_labeler",
+                "batch_size": batch,
+                "device": "cpu",
+                "contact_sheet_samples": 0,
+            },
+        }
+    )
 
 
 def _timed(function) -> float:
@@ -79,24 +87,36 @@ def measure(n: int, chunk: int, batch: int, n_full: int) -> list[tuple[str, floa
         synthesizer.uint8(latents_z[:batch])  # warm-up
         seconds = _timed(lambda: synthesizer.uint8(latents_z))
         rates.append(("resize 1024² → 256² (antialiased) + uint8, on the device (here: the CPU)", chunk / seconds))
-        seconds = _timed(lambda: full.uint8(latents_z[:batch * 2]))
+        seconds = _timed(lambda: full.uint8(latents_z[: batch * 2]))
         rates.append(("uint8 conversion at 1024², on the device (here: the CPU)", batch * 2 / seconds))
 
         for side, count in ((256, n), (1024, n_full)):
-            pixels = (synthesizer if side == 256 else full).uint8(latents_z[:min(chunk, count)])
+            pixels = (synthesizer if side == 256 else full).uint8(latents_z[: min(chunk, count)])
             per_chunk = pixels.shape[0]
             path = root / f"write-{side}.zarr"
-            store = ZarrChunkStore.prepare(path, StoreInfo("images", {"bench": side}, count, per_chunk), arrays={
-                "images": ArraySpec((side, side, 3), "uint8", ("sample", "y", "x", "rgb"))})
+            store = ZarrChunkStore.prepare(
+                path,
+                StoreInfo("images", {"bench": side}, count, per_chunk),
+                arrays={"images": ArraySpec((side, side, 3), "uint8", ("sample", "y", "x", "rgb"))},
+            )
             chunks = range(count // per_chunk)
-            seconds = _timed(lambda store=store, pixels=pixels, chunks=chunks: [
-                store.write_chunk(index, {"images": pixels}) for index in chunks])
+            seconds = _timed(
+                lambda store=store, pixels=pixels, chunks=chunks: [
+                    store.write_chunk(index, {"images": pixels}) for index in chunks
+                ]
+            )
             size = sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
-            rates.append((f"store write {side}² uint8: compress, CRC32C, fsync, record ({size / count / 1024:.0f} KiB "
-                          f"per image on disk, {pixels.nbytes / per_chunk / 1024:.0f} KiB raw)", count / seconds))
+            rates.append(
+                (
+                    f"store write {side}² uint8: compress, CRC32C, fsync, record ({size / count / 1024:.0f} KiB "
+                    f"per image on disk, {pixels.nbytes / per_chunk / 1024:.0f} KiB raw)",
+                    count / seconds,
+                )
+            )
             reader = ZarrChunkStore.open(path, "images")
-            seconds = _timed(lambda reader=reader, chunks=chunks: [reader.read_chunk("images", index)
-                                                                   for index in chunks])
+            seconds = _timed(
+                lambda reader=reader, chunks=chunks: [reader.read_chunk("images", index) for index in chunks]
+            )
             rates.append((f"store read {side}²: read chunk, CRC32C check, decode to uint8", count / seconds))
 
         for write_behind in (False, True):
@@ -107,8 +127,13 @@ def measure(n: int, chunk: int, batch: int, n_full: int) -> list[tuple[str, floa
             if not write_behind:
                 shutil.rmtree(root / "images.zarr")
         seconds = _timed(lambda: run_stage(LabelStage(params, root)))
-        rates.append(("label stage at 256² on the CPU: read + check + decode, uint8 → float, zero-cost labeler, "
-                      "labels stored", n / seconds))
+        rates.append(
+            (
+                "label stage at 256² on the CPU: read + check + decode, uint8 → float, zero-cost labeler, "
+                "labels stored",
+                n / seconds,
+            )
+        )
     return rates
 
 
@@ -132,19 +157,24 @@ def main() -> None:
     host = 1 / (1 / sample + 1 / write + 1 / read)
     cpu_only = 1 / (1 / sample + 1 / resize + 1 / write + 1 / read)
     need = TARGET_GPU_RATE * GPUS / HOST_CORES
-    rows += [f"| **host ceiling per core, 1024² → 256² stored** (sampling + store write + the label stage's read; "
-             f"resize, uint8 and float conversions on the GPU) | **{host:,.0f}** |",
-             f"| same with the resize and uint8 on the CPU too | {cpu_only:,.0f} |"]
+    rows += [
+        f"| **host ceiling per core, 1024² → 256² stored** (sampling + store write + the label stage's read; "
+        f"resize, uint8 and float conversions on the GPU) | **{host:,.0f}** |",
+        f"| same with the resize and uint8 on the CPU too | {cpu_only:,.0f} |",
+    ]
     verdict = "meets" if host >= need else "misses"
-    body = (f"{machine_summary()}\n\nN = {args.n} images per part ({args.n_full} for the 1024² store), chunk "
-            f"{args.chunk}, batch {args.batch}, one torch thread, local disk; zero-cost generator (1024²) and "
-            f"labeler (bench/zero_cost.py). 1-min load average {load_start:.1f} at the start, "
-            f"{os.getloadavg()[0]:.1f} at the end.\n\n" + "\n".join(rows) +
-            f"\n\nTarget (working assumption: one H200-class GPU makes {TARGET_GPU_RATE} images/s of StyleGAN2 "
-            f"1024² in fp16): a {HOST_CORES}-core host keeps up with {GPUS} GPUs ({TARGET_GPU_RATE * GPUS:,} "
-            f"images/s) at ≥ {need:.0f} images/s per core of host work. Measured: {host:,.0f} per core → "
-            f"{host * HOST_CORES:,.0f} images/s on {HOST_CORES} cores, {host * HOST_CORES / TARGET_GPU_RATE:.1f} "
-            f"GPUs' worth: the target is **{verdict}**.")
+    body = (
+        f"{machine_summary()}\n\nN = {args.n} images per part ({args.n_full} for the 1024² store), chunk "
+        f"{args.chunk}, batch {args.batch}, one torch thread, local disk; zero-cost generator (1024²) and "
+        f"labeler (bench/zero_cost.py). 1-min load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end.\n\n"
+        + "\n".join(rows)
+        + f"\n\nTarget (working assumption: one H200-class GPU makes {TARGET_GPU_RATE} images/s of StyleGAN2 "
+        f"1024² in fp16): a {HOST_CORES}-core host keeps up with {GPUS} GPUs ({TARGET_GPU_RATE * GPUS:,} "
+        f"images/s) at ≥ {need:.0f} images/s per core of host work. Measured: {host:,.0f} per core → "
+        f"{host * HOST_CORES:,.0f} images/s on {HOST_CORES} cores, {host * HOST_CORES / TARGET_GPU_RATE:.1f} "
+        f"GPUs' worth: the target is **{verdict}**."
+    )
     print(body)
     if not args.no_write:
         append_section("The pipeline's own ceiling, 1024² zero-cost generator (bench/bench_ceiling.py)", body)

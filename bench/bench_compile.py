@@ -55,7 +55,7 @@ def _interleaved_rates(functions: dict[str, object], latents: torch.Tensor, batc
     for begin in range(0, latents.shape[0], batch):
         for name, function in functions.items():
             start = time.perf_counter()
-            function(latents[begin:begin + batch])
+            function(latents[begin : begin + batch])
             best[name] = min(best[name], time.perf_counter() - start)
     return {name: batch / seconds for name, seconds in best.items()}
 
@@ -86,8 +86,17 @@ def measure_one(name: str, batch: int, images: int, compile_only: bool) -> dict:
 
 
 def _in_subprocess(name: str, args: argparse.Namespace, cache_dir: str, compile_only: bool) -> dict:
-    command = [sys.executable, "-m", "bench.bench_compile", "--one", name, "--batch", str(args.batch),
-               "--images", str(args.images)] + (["--compile-only"] if compile_only else [])
+    command = [
+        sys.executable,
+        "-m",
+        "bench.bench_compile",
+        "--one",
+        name,
+        "--batch",
+        str(args.batch),
+        "--images",
+        str(args.images),
+    ] + (["--compile-only"] if compile_only else [])
     environment = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir}
     output = subprocess.run(command, cwd=ROOT, env=environment, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -106,9 +115,12 @@ def main() -> None:
         print(json.dumps(measure_one(args.one, args.batch, args.images, args.compile_only)))
         return
     load_start = os.getloadavg()[0]
-    rows = ["| network | eager = NVIDIA's reference ops (img/s) | compiler's form, eager (img/s) | compiled "
-            "(img/s) | compiled / eager | compile, cold cache (s) | compile, warm cache (s) | break-even "
-            "(images, cold) | max abs diff |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| network | eager = NVIDIA's reference ops (img/s) | compiler's form, eager (img/s) | compiled "
+        "(img/s) | compiled / eager | compile, cold cache (s) | compile, warm cache (s) | break-even "
+        "(images, cold) | max abs diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in args.networks:
         with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache_dir:
             cold = _in_subprocess(name, args, cache_dir, compile_only=False)
@@ -117,22 +129,27 @@ def main() -> None:
         gain_per_image = 1 / eager - 1 / compiled
         break_even = f"{cold['compile_s'] / gain_per_image:,.0f}" if gain_per_image > 0 else "never"
         form = cold.get("compiler_form_eager")
-        rows.append(f"| {name} ({cold['resolution']}²) | {eager:.3g} | {form:.3g} | {compiled:.3g} | "
-                    f"**{compiled / eager:.2f}** | {cold['compile_s']:.0f} | {warm['compile_s']:.0f} | {break_even} | "
-                    f"{cold['max_abs_diff']:.1e} |" if form is not None else
-                    f"| {name} ({cold['resolution']}²) | {eager:.3g} | — | {compiled:.3g} | "
-                    f"**{compiled / eager:.2f}** | {cold['compile_s']:.0f} | {warm['compile_s']:.0f} | {break_even} | "
-                    f"{cold['max_abs_diff']:.1e} |")
+        rows.append(
+            f"| {name} ({cold['resolution']}²) | {eager:.3g} | {form:.3g} | {compiled:.3g} | "
+            f"**{compiled / eager:.2f}** | {cold['compile_s']:.0f} | {warm['compile_s']:.0f} | {break_even} | "
+            f"{cold['max_abs_diff']:.1e} |"
+            if form is not None
+            else f"| {name} ({cold['resolution']}²) | {eager:.3g} | — | {compiled:.3g} | "
+            f"**{compiled / eager:.2f}** | {cold['compile_s']:.0f} | {warm['compile_s']:.0f} | {break_even} | "
+            f"{cold['max_abs_diff']:.1e} |"
+        )
         print(rows[-1], flush=True)
-    body = (f"{machine_summary()}\n\nCPU, fp32, one torch thread (the pipeline's setting), batch {args.batch}, "
-            f"{args.images} images per path, measured in turns (a batch of each path, then the next) and taken "
-            f"from each path's fastest batch (the machine is shared); random-weight full-size networks built by "
-            f"bench/fullsize.py (the official configurations' layers and shapes; no NVIDIA code). Eager is the "
-            f"reference formulation, whose outputs equal the official code's; compiled is `synthesize.compile: "
-            f"true` (torch.compile, inductor, weights frozen, on the generator's `for_compiler()` form). Compile "
-            f"times are the first call in a fresh process, with an empty and then a warm inductor cache. 1-min load "
-            f"average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores shared with other "
-            f"jobs inflate every time; the ratios are within one run).\n\n" + "\n".join(rows))
+    body = (
+        f"{machine_summary()}\n\nCPU, fp32, one torch thread (the pipeline's setting), batch {args.batch}, "
+        f"{args.images} images per path, measured in turns (a batch of each path, then the next) and taken "
+        f"from each path's fastest batch (the machine is shared); random-weight full-size networks built by "
+        f"bench/fullsize.py (the official configurations' layers and shapes; no NVIDIA code). Eager is the "
+        f"reference formulation, whose outputs equal the official code's; compiled is `synthesize.compile: "
+        f"true` (torch.compile, inductor, weights frozen, on the generator's `for_compiler()` form). Compile "
+        f"times are the first call in a fresh process, with an empty and then a warm inductor cache. 1-min load "
+        f"average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores shared with other "
+        f"jobs inflate every time; the ratios are within one run).\n\n" + "\n".join(rows)
+    )
     print(body)
     if not args.no_write:
         append_section("Compiled synthesis vs eager, full-size networks (bench/bench_compile.py)", body)

@@ -61,12 +61,16 @@ def worker_startup(n_workers: int = 2) -> dict[str, float]:
 
 def run_once(runner: str, n: int, chunk_size: int, data_dir: Path) -> list[dict[str, float]]:
     """Run ``sample`` and ``synthesize`` on ``runner``; one row of measurements per stage."""
-    from pipeline.flows import run_stage_flow
     from latentatlas.params import parse_params
+    from pipeline.flows import run_stage_flow
 
-    params = parse_params({"sample": {"n_samples": n, "chunk_size": chunk_size, "seed": 0},
-                           "synthesize": {"device": "cpu", "batch_size": 256},
-                           "runtime": {"task_runner": runner, "max_workers": 2}})
+    params = parse_params(
+        {
+            "sample": {"n_samples": n, "chunk_size": chunk_size, "seed": 0},
+            "synthesize": {"device": "cpu", "batch_size": 256},
+            "runtime": {"task_runner": runner, "max_workers": 2},
+        }
+    )
     rows = []
     for stage in STAGES:
         start = time.perf_counter()
@@ -82,10 +86,17 @@ def run_once(runner: str, n: int, chunk_size: int, data_dir: Path) -> list[dict[
             spans += max(report.ended for report in mine) - min(report.started for report in mine)
         per_chunk_overhead = (spans - compute - build) / len(reports)
         busy_per_worker = (compute + build + per_chunk_overhead * len(reports)) / params.runtime.max_workers
-        rows.append({"stage": stage, "chunks": len(reports), "wall": wall, "compute_per_chunk": compute / len(reports),
-                     "overhead_per_chunk": per_chunk_overhead,
-                     "build_per_worker": build / len(workers) if runner != "threads" else 0.0,
-                     "fixed": wall - busy_per_worker})
+        rows.append(
+            {
+                "stage": stage,
+                "chunks": len(reports),
+                "wall": wall,
+                "compute_per_chunk": compute / len(reports),
+                "overhead_per_chunk": per_chunk_overhead,
+                "build_per_worker": build / len(workers) if runner != "threads" else 0.0,
+                "fixed": wall - busy_per_worker,
+            }
+        )
     return rows
 
 
@@ -103,14 +114,18 @@ def main() -> None:
 
     from pipeline.prefect_server import local_prefect_server
 
-    rows = ["| chunk size | runner | stage | chunks | wall (s) | compute per chunk (s) | per-chunk task overhead (s) "
-            "| overhead / chunk compute | model build per worker (s) | fixed: set-up, cluster start/stop (s) |",
-            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| chunk size | runner | stage | chunks | wall (s) | compute per chunk (s) | per-chunk task overhead (s) "
+        "| overhead / chunk compute | model build per worker (s) | fixed: set-up, cluster start/stop (s) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     totals = []
     load_start = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="latentatlas-bench-dask-") as scratch, \
-            local_prefect_server(Path(scratch) / "prefect-home") as api_url, \
-            temporary_settings(updates={PREFECT_API_URL: api_url}):
+    with (
+        tempfile.TemporaryDirectory(prefix="latentatlas-bench-dask-") as scratch,
+        local_prefect_server(Path(scratch) / "prefect-home") as api_url,
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+    ):
         startup = worker_startup()
         for chunk_size in args.chunk_sizes:
             walls = {}
@@ -119,18 +134,31 @@ def main() -> None:
                 walls[runner] = sum(row["wall"] for row in measured)
                 for row in measured:
                     ratio = row["overhead_per_chunk"] / row["compute_per_chunk"]
-                    rows.append(f"| {chunk_size} | {runner} | {row['stage']} | {row['chunks']} | {row['wall']:.1f} | "
-                                f"{row['compute_per_chunk']:.3f} | {row['overhead_per_chunk']:.3f} | "
-                                f"{100 * ratio:.1f} % | {row['build_per_worker']:.2f} | {row['fixed']:.1f} |")
-            totals.append(f"| {chunk_size} | {walls['threads']:.1f} | {walls['dask']:.1f} | "
-                          f"{walls['dask'] / walls['threads']:.2f} |")
-    table = "\n".join(rows + [
-        "", f"N = {args.n}, sample + synthesize (`dcgan-digiface`, CPU, batch 256), max_workers = 2.", "",
-        "| chunk size | threads wall (s) | dask wall (s) | dask / threads |", "|---:|---:|---:|---:|", *totals, "",
-        f"Dask worker start-up alone (2 workers): cluster start {startup['start']:.1f} s, importing the pipeline in "
-        f"every worker {startup['import']:.1f} s, close {startup['close']:.1f} s. 1-min load average "
-        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores: above ~2, other jobs shared "
-        f"the machine and inflate compute times)."])
+                    rows.append(
+                        f"| {chunk_size} | {runner} | {row['stage']} | {row['chunks']} | {row['wall']:.1f} | "
+                        f"{row['compute_per_chunk']:.3f} | {row['overhead_per_chunk']:.3f} | "
+                        f"{100 * ratio:.1f} % | {row['build_per_worker']:.2f} | {row['fixed']:.1f} |"
+                    )
+            totals.append(
+                f"| {chunk_size} | {walls['threads']:.1f} | {walls['dask']:.1f} | "
+                f"{walls['dask'] / walls['threads']:.2f} |"
+            )
+    table = "\n".join(
+        rows
+        + [
+            "",
+            f"N = {args.n}, sample + synthesize (`dcgan-digiface`, CPU, batch 256), max_workers = 2.",
+            "",
+            "| chunk size | threads wall (s) | dask wall (s) | dask / threads |",
+            "|---:|---:|---:|---:|",
+            *totals,
+            "",
+            f"Dask worker start-up alone (2 workers): cluster start {startup['start']:.1f} s, importing the pipeline "
+            f"in every worker {startup['import']:.1f} s, close {startup['close']:.1f} s. 1-min load average "
+            f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores: above ~2, other jobs shared "
+            f"the machine and inflate compute times).",
+        ]
+    )
     print(table)
     if not args.no_write:
         append_section("Dask vs threads (`bench/bench_dask.py`)", f"{machine_summary()}\n\n{table}\n")

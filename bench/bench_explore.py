@@ -65,11 +65,18 @@ def build_run(root: Path, generator: dict, n_samples: int = 400) -> Path:
 
     torch.set_num_threads(1)
     space = "w" if generator["name"] != "dcgan-digiface" else "z"
-    raw = {"generator": generator, "sample": {"n_samples": n_samples, "chunk_size": n_samples // 2, "seed": 7},
-           "synthesize": {"batch_size": 64, "device": "cpu"},
-           "label": {"labeler": "faces", "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8},
-           "fit": {"methods": ["interfacegan"], "attributes": ["happy", "male"], "device": "cpu",
-                   "params": {"interfacegan": {"ratio": 0.25, "space": space}}}}
+    raw = {
+        "generator": generator,
+        "sample": {"n_samples": n_samples, "chunk_size": n_samples // 2, "seed": 7},
+        "synthesize": {"batch_size": 64, "device": "cpu"},
+        "label": {"labeler": "faces", "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8},
+        "fit": {
+            "methods": ["interfacegan"],
+            "attributes": ["happy", "male"],
+            "device": "cpu",
+            "params": {"interfacegan": {"ratio": 0.25, "space": space}},
+        },
+    }
     params = parse_params(raw, method_models=method_params_model)
     labeler = labeler_for(params.label)
     run_stage(SampleStage(params, root / "data"))
@@ -82,10 +89,30 @@ def build_run(root: Path, generator: dict, n_samples: int = 400) -> Path:
 
 def start_server(root: Path, params_path: Path) -> tuple[subprocess.Popen, str, str]:
     """``latentatlas explore`` on a free port, as its own process; returns it, the URL and the notes it printed."""
-    command = [sys.executable, "-m", "pipeline.cli", "explore", "--params", str(params_path), "--data-dir",
-               str(root / "data"), "--out-root", str(root), "--port", "0", "--device", "cpu"]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "explore",
+        "--params",
+        str(params_path),
+        "--data-dir",
+        str(root / "data"),
+        "--out-root",
+        str(root),
+        "--port",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    server = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     deadline = time.time() + 300
     lines = []
     while time.time() < deadline:
@@ -107,12 +134,21 @@ def browser():
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver is None:
-        raise SystemExit("the explorer benchmark needs Debian's chromium and chromium-driver "
-                         "(apt-get install -y chromium chromium-driver)")
+        raise SystemExit(
+            "the explorer benchmark needs Debian's chromium and chromium-driver "
+            "(apt-get install -y chromium chromium-driver)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", "--disable-extensions", "--no-first-run"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(driver), options=options)
 
@@ -131,8 +167,10 @@ SETTLED = """
     const query = queryOf(state);
     return document.getElementById('view').dataset.key === query
         && document.getElementById('scores').dataset.key === query;"""
-RESET = ("window.exploreStats.latencies = []; window.exploreStats.server = []; window.exploreStats.renders = 0; "
-         "window.exploreStats.inputs = 0;")
+RESET = (
+    "window.exploreStats.latencies = []; window.exploreStats.server = []; window.exploreStats.renders = 0; "
+    "window.exploreStats.inputs = 0;"
+)
 
 
 def measure(driver, url: str, slider_id: str, moves: int) -> dict[str, dict]:
@@ -184,8 +222,10 @@ def main() -> None:
     args = parser.parse_args()
     generators = {"dcgan": ("embedded DCGAN, 64×64 (z)", {"name": "dcgan-digiface", "kwargs": {}})}
     if STYLEGAN2_FIXTURE.is_file():
-        generators["stylegan2"] = ("StyleGAN2-ADA fixture, 32×32 (w)",
-                                   {"name": "stylegan2", "kwargs": {"path": str(STYLEGAN2_FIXTURE)}})
+        generators["stylegan2"] = (
+            "StyleGAN2-ADA fixture, 32×32 (w)",
+            {"name": "stylegan2", "kwargs": {"path": str(STYLEGAN2_FIXTURE)}},
+        )
     rows, notes = [], []
     driver = browser()
     try:
@@ -214,23 +254,30 @@ def main() -> None:
                 latencies = np.array(stats["latencies"])
                 p50, p95 = np.percentile(latencies, [50, 95])
                 server_p50, server_p95 = np.percentile(np.array(stats["server"]), [50, 95])
-                rows.append(f"| {title} | {phase} | {stats['inputs']} | {len(latencies)} | {p50:.0f} | {p95:.0f} | "
-                            f"{latencies.max():.0f} | {'yes' if p95 <= TARGET_P95_MS else 'no'} | "
-                            f"{server_p50:.0f} / {server_p95:.0f} |")
+                rows.append(
+                    f"| {title} | {phase} | {stats['inputs']} | {len(latencies)} | {p50:.0f} | {p95:.0f} | "
+                    f"{latencies.max():.0f} | {'yes' if p95 <= TARGET_P95_MS else 'no'} | "
+                    f"{server_p50:.0f} / {server_p95:.0f} |"
+                )
                 print(rows[-1], flush=True)
-            notes.append(f"{title}: 1/5/15-min load average {load_before} before, {load_after} after; "
-                         f"server: {server_notes}")
+            notes.append(
+                f"{title}: 1/5/15-min load average {load_before} before, {load_after} after; server: {server_notes}"
+            )
     finally:
         driver.quit()
-    table = ("| generator | input | slider inputs | images painted | p50 (ms) | p95 (ms) | max (ms) | p95 ≤ 100 ms | "
-             "server p50 / p95 (ms) |\n|---|---|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(rows))
-    body = (f"{machine_summary()}\n\n{table}\n\nInput event → the frame showing the new image painted, measured in "
-            f"headless Chromium (`window.exploreStats`); steps: one arrow key per move, each painted before the next; "
-            f"drag: the mouse dragging the thumb, a move every 16 ms (inputs beyond the images painted were "
-            f"coalesced: the newest position won). Server: `latentatlas explore` as its own process, one torch "
-            f"thread rendering and one scoring; its time per image (latent, generator, PNG) is "
-            f"its Server-Timing header. Browser, server and this script share the machine's cores.\n\n"
-            + "\n".join(f"- {note}" for note in notes))
+    table = (
+        "| generator | input | slider inputs | images painted | p50 (ms) | p95 (ms) | max (ms) | p95 ≤ 100 ms | "
+        "server p50 / p95 (ms) |\n|---|---|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(rows)
+    )
+    body = (
+        f"{machine_summary()}\n\n{table}\n\nInput event → the frame showing the new image painted, measured in "
+        f"headless Chromium (`window.exploreStats`); steps: one arrow key per move, each painted before the next; "
+        f"drag: the mouse dragging the thumb, a move every 16 ms (inputs beyond the images painted were "
+        f"coalesced: the newest position won). Server: `latentatlas explore` as its own process, one torch "
+        f"thread rendering and one scoring; its time per image (latent, generator, PNG) is "
+        f"its Server-Timing header. Browser, server and this script share the machine's cores.\n\n"
+        + "\n".join(f"- {note}" for note in notes)
+    )
     print(body)
     if not args.no_write:
         append_section("Explorer latency in a real browser (`bench/bench_explore.py`)", body)

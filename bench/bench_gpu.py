@@ -77,8 +77,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_rate(synthesize: Callable, latents: torch.Tensor, batch: int, device: torch.device,
-              amp: bool) -> tuple[float, float]:
+def bare_rate(
+    synthesize: Callable, latents: torch.Tensor, batch: int, device: torch.device, amp: bool
+) -> tuple[float, float]:
     """(images/s, seconds of the first batch) of ``synthesize`` over ``latents`` in batches, on ``device``."""
     from stages.runtime.device import inference_context
 
@@ -89,13 +90,14 @@ def bare_rate(synthesize: Callable, latents: torch.Tensor, batch: int, device: t
         first_s = time.perf_counter() - start
         start = time.perf_counter()
         for begin in range(0, latents.shape[0], batch):
-            synthesize(latents[begin:begin + batch].to(device), "z")
+            synthesize(latents[begin : begin + batch].to(device), "z")
         _sync(device)
         return latents.shape[0] / (time.perf_counter() - start), first_s
 
 
-def pipeline_rate(network: Network, name: str, fp16: bool, compiled: bool, device: str, images: int,
-                  labeled: bool = False) -> float:
+def pipeline_rate(
+    network: Network, name: str, fp16: bool, compiled: bool, device: str, images: int, labeled: bool = False
+) -> float:
     """Images/s of sample + synthesize (+ label) in this process on a fresh data dir, the models built before; the
     first synthesize chunk (the warm-up, and the compile when compiled) is not timed: steady state."""
     from latentatlas.params import parse_params
@@ -106,11 +108,20 @@ def pipeline_rate(network: Network, name: str, fp16: bool, compiled: bool, devic
 
     generator = _build(name, fp16)
     chunk = max(images // 4, network.batch)
-    params = parse_params({"generator": {"name": "dcgan-digiface"},
-                           "sample": {"n_samples": images, "chunk_size": chunk},
-                           "synthesize": {"batch_size": network.batch, "device": device, "amp": fp16,
-                                          "compile": compiled, "store_resolution": network.store_resolution},
-                           "label": {"batch_size": 256, "device": device, "contact_sheet_samples": 0}})
+    params = parse_params(
+        {
+            "generator": {"name": "dcgan-digiface"},
+            "sample": {"n_samples": images, "chunk_size": chunk},
+            "synthesize": {
+                "batch_size": network.batch,
+                "device": device,
+                "amp": fp16,
+                "compile": compiled,
+                "store_resolution": network.store_resolution,
+            },
+            "label": {"batch_size": 256, "device": device, "contact_sheet_samples": 0},
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="bench-gpu-", dir=os.environ.get("BENCH_TMP")) as folder:
         data_dir = Path(folder)
         start = time.perf_counter()
@@ -145,9 +156,11 @@ def run(device_spec: str, quick: bool, budget_s: float, compile_backend: str = "
     device = resolve_device(device_spec)
     check_compile_backend(device, compile_backend)
     deadline = time.perf_counter() + budget_s
-    rows = ["| network | precision | bare G eager (img/s) | bare G compiled (img/s) | compile (s) | "
-            "pipeline eager (img/s) | pipeline compiled (img/s) | compiled / eager | pipeline / bare (compiled) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| network | precision | bare G eager (img/s) | bare G compiled (img/s) | compile (s) | "
+        "pipeline eager (img/s) | pipeline compiled (img/s) | compiled / eager | pipeline / bare (compiled) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for network in NETWORKS:
         name = network.quick_name if quick else network.name
         images = 2 * min(network.batch, 4) if quick else network.images
@@ -170,20 +183,33 @@ def run(device_spec: str, quick: bool, budget_s: float, compile_backend: str = "
             compiled, compile_s = bare_rate(compiled_fn, latents, batch, device, amp)
             sized = Network(network.label, name, name, batch, images, network.store_resolution)
             piped = pipeline_rate(sized, name, fp16, False, device_spec, images)
-            piped_compiled = (pipeline_rate(sized, name, fp16, True, device_spec, images)
-                              if compile_backend == "inductor" and time.perf_counter() < deadline else float("nan"))
-            rows.append(f"| {network.label}{' (quick: ' + name + ')' if quick else ''} | {precision} | {eager:,.1f} | "
-                        f"{compiled:,.1f} | {compile_s:.0f} | {piped:,.1f} | {piped_compiled:,.1f} | "
-                        f"{compiled / eager:.2f} | {piped_compiled / compiled:.2f} |")
+            piped_compiled = (
+                pipeline_rate(sized, name, fp16, True, device_spec, images)
+                if compile_backend == "inductor" and time.perf_counter() < deadline
+                else float("nan")
+            )
+            rows.append(
+                f"| {network.label}{' (quick: ' + name + ')' if quick else ''} | {precision} | {eager:,.1f} | "
+                f"{compiled:,.1f} | {compile_s:.0f} | {piped:,.1f} | {piped_compiled:,.1f} | "
+                f"{compiled / eager:.2f} | {piped_compiled / compiled:.2f} |"
+            )
             print(rows[-1], flush=True)
     if time.perf_counter() < deadline:
         network = NETWORKS[-1]
         images = 8 if quick else network.images
-        labeled = pipeline_rate(Network(network.label, "dcgan-digiface", "dcgan-digiface", min(network.batch, images),
-                                        images, None), "dcgan-digiface", True, False, device_spec, images,
-                                labeled=True)
-        rows.append(f"| labeled spine: DCGAN 64² + `faces` labeler (sample + synthesize + label) | fp16 | | | | "
-                    f"{labeled:,.1f} | | | |")
+        labeled = pipeline_rate(
+            Network(network.label, "dcgan-digiface", "dcgan-digiface", min(network.batch, images), images, None),
+            "dcgan-digiface",
+            True,
+            False,
+            device_spec,
+            images,
+            labeled=True,
+        )
+        rows.append(
+            f"| labeled spine: DCGAN 64² + `faces` labeler (sample + synthesize + label) | fp16 | | | | "
+            f"{labeled:,.1f} | | | |"
+        )
     else:
         rows.append("| labeled spine | | skipped (time budget) | | | | | | |")
     return rows
@@ -199,11 +225,13 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     rows = run(args.device, args.quick, args.budget_s, args.compile_backend)
-    body = (f"{machine_summary()}\n\nRandom-weight full-size networks (bench/fullsize.py), fp16 = NVIDIA's "
-            f"num_fp16_res 4 (StyleGAN) / AMP (DCGAN); pipeline = sample + synthesize stages in-process, "
-            f"StyleGAN2 1024² stored at 256². Reference: NVIDIA's code at ≈ {NVIDIA_SG2_1024_FP16:.0f} images/s "
-            f"for StyleGAN2 1024² fp16 on one H200-class GPU (working assumption). Whole run "
-            f"{time.perf_counter() - start:.0f} s.\n\n" + "\n".join(rows))
+    body = (
+        f"{machine_summary()}\n\nRandom-weight full-size networks (bench/fullsize.py), fp16 = NVIDIA's "
+        f"num_fp16_res 4 (StyleGAN) / AMP (DCGAN); pipeline = sample + synthesize stages in-process, "
+        f"StyleGAN2 1024² stored at 256². Reference: NVIDIA's code at ≈ {NVIDIA_SG2_1024_FP16:.0f} images/s "
+        f"for StyleGAN2 1024² fp16 on one H200-class GPU (working assumption). Whole run "
+        f"{time.perf_counter() - start:.0f} s.\n\n" + "\n".join(rows)
+    )
     print(body)
     if not args.no_write and not args.quick:
         append_section("GPU: bare G vs compiled vs pipeline (bench/bench_gpu.py)", body)

@@ -36,15 +36,17 @@ import zarr
 from bench.common import ROOT, append_section, machine_summary
 from latentatlas.params import load_params
 from latentatlas.stores import ArraySpec, ChunkedStore, ParquetChunkStore, StoreInfo, ZarrChunkStore, open_store
-from stages.runtime.chunked import run_stage
 from stages.label import LabelStage
 from stages.plugins.methods import method_params_model
+from stages.runtime.chunked import run_stage
 from stages.sample import SampleStage
 from stages.synthesize import SynthesizeStage
 
-STAGES = (("sample", SampleStage, None, "latents.zarr"),
-          ("synthesize", SynthesizeStage, "latents.zarr", "images.zarr"),
-          ("label", LabelStage, "images.zarr", "labels"))
+STAGES = (
+    ("sample", SampleStage, None, "latents.zarr"),
+    ("synthesize", SynthesizeStage, "latents.zarr", "images.zarr"),
+    ("label", LabelStage, "images.zarr", "labels"),
+)
 
 
 def _seconds(action: Callable[[], object], repeats: int = 3) -> float:
@@ -68,8 +70,9 @@ def _read_all(store: ChunkedStore) -> None:
 
 def _write_costs(store: ChunkedStore, scratch: Path) -> tuple[float, float]:
     """(recorded, plain) seconds to write every chunk of ``store`` again into a fresh store in ``scratch``."""
-    info = StoreInfo(store.info.kind, {"bench": True}, store.info.n_samples, store.info.chunk_size,
-                     dict(store.info.details))
+    info = StoreInfo(
+        store.info.kind, {"bench": True}, store.info.n_samples, store.info.chunk_size, dict(store.info.details)
+    )
     if isinstance(store, ParquetChunkStore):
         tables = [store.read_chunk(index) for index in range(store.info.n_chunks)]
 
@@ -88,8 +91,10 @@ def _write_costs(store: ChunkedStore, scratch: Path) -> tuple[float, float]:
                 os.replace(staging, scratch / "plain" / f"part-{index:05d}.parquet")
 
         return _seconds(recorded), _seconds(plain)
-    arrays = {name: ArraySpec(tuple(array.shape[1:]), str(array.dtype), tuple(array.metadata.dimension_names))
-              for name, array in store.arrays.items()}
+    arrays = {
+        name: ArraySpec(tuple(array.shape[1:]), str(array.dtype), tuple(array.metadata.dimension_names))
+        for name, array in store.arrays.items()
+    }
     chunks = [{name: store.read_chunk(name, index) for name in store.arrays} for index in range(store.info.n_chunks)]
 
     def recorded_zarr() -> None:
@@ -101,10 +106,17 @@ def _write_costs(store: ChunkedStore, scratch: Path) -> tuple[float, float]:
     def plain_zarr() -> None:
         shutil.rmtree(scratch / "plain.zarr", ignore_errors=True)
         group = zarr.open_group(str(scratch / "plain.zarr"), mode="w")
-        created = {name: group.create_array(name, shape=(info.n_samples, *spec.tail_shape),
-                                            chunks=(info.chunk_size, *spec.tail_shape), dtype=spec.dtype,
-                                            fill_value=0, config={"write_empty_chunks": True})
-                   for name, spec in arrays.items()}
+        created = {
+            name: group.create_array(
+                name,
+                shape=(info.n_samples, *spec.tail_shape),
+                chunks=(info.chunk_size, *spec.tail_shape),
+                dtype=spec.dtype,
+                fill_value=0,
+                config={"write_empty_chunks": True},
+            )
+            for name, spec in arrays.items()
+        }
         for index, values in enumerate(chunks):
             rows = info.chunk_slice(index)
             for name, value in values.items():
@@ -144,20 +156,38 @@ def main() -> None:
                 check_s = _seconds(lambda: stage.pending)
             overhead = max(read_in - read_in_plain, 0.0) + max(write_recorded - write_plain, 0.0) + check_s
             size_mib = sum(p.stat().st_size for p in (data_dir / output_name).rglob("*") if p.is_file()) / 2**20
-            rows.append((name, stage_s, size_mib, read_in_plain, read_in, write_plain, write_recorded, check_s,
-                         100 * overhead / stage_s))
+            rows.append(
+                (
+                    name,
+                    stage_s,
+                    size_mib,
+                    read_in_plain,
+                    read_in,
+                    write_plain,
+                    write_recorded,
+                    check_s,
+                    100 * overhead / stage_s,
+                )
+            )
         load_end = os.getloadavg()[0]
 
-    header = ("| stage | stage (s) | output (MiB) | read input plain (s) | read input verified (s) | write plain (s) "
-              "| write recorded (s) | startup check (s) | overhead |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    lines = [f"| {name} | {stage_s:.2f} | {size:.1f} | {rp:.3f} | {rv:.3f} | {wp:.3f} | {wr:.3f} | {check:.3f} | "
-             f"{share:.1f} % |" for name, stage_s, size, rp, rv, wp, wr, check, share in rows]
+    header = (
+        "| stage | stage (s) | output (MiB) | read input plain (s) | read input verified (s) | write plain (s) "
+        "| write recorded (s) | startup check (s) | overhead |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = [
+        f"| {name} | {stage_s:.2f} | {size:.1f} | {rp:.3f} | {rv:.3f} | {wp:.3f} | {wr:.3f} | {check:.3f} | "
+        f"{share:.1f} % |"
+        for name, stage_s, size, rp, rv, wp, wr, check, share in rows
+    ]
     table = "\n".join([header, *lines])
-    body = (f"{machine_summary()}\n\nN = {args.n}, chunk size {args.chunk_size}, generator "
-            f"`{params.generator.name}`, labeler `{params.label.labeler}`, local disk, run in-process without "
-            f"Prefect. Reads and writes: best of 3 (warm page cache). Overhead = (verified − plain read of the "
-            f"input) + (recorded − plain write of the output) + the startup check, as a share of the stage's time. "
-            f"1-min load average {load_start:.1f} at the start, {load_end:.1f} at the end.\n\n{table}\n")
+    body = (
+        f"{machine_summary()}\n\nN = {args.n}, chunk size {args.chunk_size}, generator "
+        f"`{params.generator.name}`, labeler `{params.label.labeler}`, local disk, run in-process without "
+        f"Prefect. Reads and writes: best of 3 (warm page cache). Overhead = (verified − plain read of the "
+        f"input) + (recorded − plain write of the output) + the startup check, as a share of the stage's time. "
+        f"1-min load average {load_start:.1f} at the start, {load_end:.1f} at the end.\n\n{table}\n"
+    )
     print(body)
     if not args.no_write:
         append_section("Integrity: chunk records and verification (bench/bench_integrity.py)", body)

@@ -32,13 +32,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import append_section, machine_summary  # noqa: E402
-from stages.photo.align import FaceDetector, load_photo, prepare_photo  # noqa: E402
-from stages.runtime.device import CPU_THREADS  # noqa: E402
-from stages.photo.encoder import load_encoder  # noqa: E402
-from stages.plugins.generators import build_generator  # noqa: E402
-from stages.photo.invert import Inverter, default_alignment, inversion_settings, lpips_input  # noqa: E402
 from stages.latent.perceptual import build_lpips  # noqa: E402
+from stages.photo.align import FaceDetector, load_photo, prepare_photo  # noqa: E402
+from stages.photo.encoder import load_encoder  # noqa: E402
+from stages.photo.invert import Inverter, default_alignment, inversion_settings, lpips_input  # noqa: E402
+from stages.plugins.generators import build_generator  # noqa: E402
 from stages.plugins.generators.synthesis import uint8_to_images  # noqa: E402
+from stages.runtime.device import CPU_THREADS  # noqa: E402
 
 
 def grace_hopper_variants() -> list[tuple[str, np.ndarray]]:
@@ -48,8 +48,11 @@ def grace_hopper_variants() -> list[tuple[str, np.ndarray]]:
     path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     photo = Image.fromarray(load_photo(path))
     turned = photo.rotate(15, resample=Image.BICUBIC, expand=True, fillcolor=(128, 128, 128)).convert("L")
-    return [("grace_hopper.jpg", np.asarray(photo)), ("grace_hopper, mirrored", np.asarray(ImageOps.mirror(photo))),
-            ("grace_hopper, 15° grayscale", np.asarray(turned.convert("RGB")))]
+    return [
+        ("grace_hopper.jpg", np.asarray(photo)),
+        ("grace_hopper, mirrored", np.asarray(ImageOps.mirror(photo))),
+        ("grace_hopper, 15° grayscale", np.asarray(turned.convert("RGB"))),
+    ]
 
 
 def main() -> None:
@@ -68,8 +71,10 @@ def main() -> None:
     with torch.no_grad():
         targets = generator.synthesize(true).clamp(-1, 1)
     step_counts = [int(s) for s in args.steps.split(",")]
-    rows = ["| start | steps | LPIPS VGG | LPIPS Alex | PSNR (dB) | latent error | s / image |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| start | steps | LPIPS VGG | LPIPS Alex | PSNR (dB) | latent error | s / image |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for init in ("encoder", "random"):
         for steps in [0, *step_counts]:
             settings = inversion_settings(init=init, steps=steps, device="cpu", batch_size=args.n)
@@ -78,8 +83,10 @@ def main() -> None:
             with torch.no_grad():
                 alex_values = alex(lpips_input(result.images, 256), lpips_input(targets, 256))
             error = ((result.latents - true).norm(dim=1) / true.norm(dim=1)).mean()
-            rows.append(f"| {init} | {steps} | {result.lpips.mean():.3f} | {alex_values.mean():.3f} | "
-                        f"{result.psnr.mean():.1f} | {error:.3f} | {result.seconds / args.n:.2f} |")
+            rows.append(
+                f"| {init} | {steps} | {result.lpips.mean():.3f} | {alex_values.mean():.3f} | "
+                f"{result.psnr.mean():.1f} | {error:.3f} | {result.seconds / args.n:.2f} |"
+            )
             print(rows[-1], flush=True)
     generated = "\n".join(rows)
 
@@ -87,8 +94,10 @@ def main() -> None:
     alignment = default_alignment("dcgan-digiface")
     settings = inversion_settings(init="encoder", steps=100, device="cpu", batch_size=1)
     inverter = Inverter(generator, settings)
-    photo_rows = ["| photo | size | face prob. | align (s) | invert (s) | LPIPS VGG | LPIPS Alex | PSNR (dB) |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+    photo_rows = [
+        "| photo | size | face prob. | align (s) | invert (s) | LPIPS VGG | LPIPS Alex | PSNR (dB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, photo in grace_hopper_variants():
         started = time.perf_counter()
         crop = prepare_photo(photo, generator.resolution, alignment, detector, name)
@@ -97,23 +106,27 @@ def main() -> None:
         result = inverter.invert(target, inverter.initial(target, encoder, [0]))
         with torch.no_grad():
             alex_value = float(alex(lpips_input(result.images, 256), lpips_input(target, 256))[0])
-        photo_rows.append(f"| {name} | {photo.shape[1]}×{photo.shape[0]} | {crop.face.probability:.3f} | "
-                          f"{align_seconds:.2f} | {result.seconds:.1f} | {float(result.lpips[0]):.3f} | "
-                          f"{alex_value:.3f} | {float(result.psnr[0]):.1f} |")
+        photo_rows.append(
+            f"| {name} | {photo.shape[1]}×{photo.shape[0]} | {crop.face.probability:.3f} | "
+            f"{align_seconds:.2f} | {result.seconds:.1f} | {float(result.lpips[0]):.3f} | "
+            f"{alex_value:.3f} | {float(result.psnr[0]):.1f} |"
+        )
         print(photo_rows[-1], flush=True)
     photos = "\n".join(photo_rows)
     load_end = os.getloadavg()[0]
     meta = encoder.meta
-    body = (f"{machine_summary()}\n\nGenerator `dcgan-digiface` (64×64, z ∈ R^100), inversion in z: Adam, peak step "
-            f"{settings.learning_rate} (in σ of z), LPIPS-VGG + pixel MSE + {settings.prior_weight} × shell prior, "
-            f"batch {args.n}. Encoder: `{args.encoder}` (input {meta['settings']['input_size']} px, width "
-            f"{meta['settings']['width']}, {meta['settings']['epochs']} epochs on the default run's 19,500 training "
-            f"pairs; validation R² of z {meta['validation']['z']['r2']:.3f}, cosine "
-            f"{meta['validation']['z']['cosine']:.3f}). Random start: z ~ N(0, I), seeded.\n\n"
-            f"**Held-out generated faces** ({args.n}, true z known; latent error = mean ‖ẑ − z‖ / ‖z‖; steps 0 = the "
-            f"start itself):\n\n{generated}\n\n**Real photos** (MTCNN detection + similarity alignment onto the "
-            f"DCGAN's canonical face, then 100 steps from the encoder's start, one photo at a time):\n\n{photos}\n\n"
-            f"1-min load average {load_start:.1f} at the start, {load_end:.1f} at the end.\n")
+    body = (
+        f"{machine_summary()}\n\nGenerator `dcgan-digiface` (64×64, z ∈ R^100), inversion in z: Adam, peak step "
+        f"{settings.learning_rate} (in σ of z), LPIPS-VGG + pixel MSE + {settings.prior_weight} × shell prior, "
+        f"batch {args.n}. Encoder: `{args.encoder}` (input {meta['settings']['input_size']} px, width "
+        f"{meta['settings']['width']}, {meta['settings']['epochs']} epochs on the default run's 19,500 training "
+        f"pairs; validation R² of z {meta['validation']['z']['r2']:.3f}, cosine "
+        f"{meta['validation']['z']['cosine']:.3f}). Random start: z ~ N(0, I), seeded.\n\n"
+        f"**Held-out generated faces** ({args.n}, true z known; latent error = mean ‖ẑ − z‖ / ‖z‖; steps 0 = the "
+        f"start itself):\n\n{generated}\n\n**Real photos** (MTCNN detection + similarity alignment onto the "
+        f"DCGAN's canonical face, then 100 steps from the encoder's start, one photo at a time):\n\n{photos}\n\n"
+        f"1-min load average {load_start:.1f} at the start, {load_end:.1f} at the end.\n"
+    )
     print(body)
     if not args.no_write:
         append_section("GAN inversion: encoder start vs random start, real photos (`bench/bench_invert.py`)", body)

@@ -35,8 +35,8 @@ import numpy as np
 import yaml
 
 from bench.common import ROOT, append_section, machine_summary
-from pipeline.prefect_server import local_prefect_server
 from latentatlas.stores import ParquetChunkStore, StoreError, ZarrChunkStore
+from pipeline.prefect_server import local_prefect_server
 
 STORE_OF_STAGE = {"synthesize": ("images.zarr", ZarrChunkStore), "label": ("labels", ParquetChunkStore)}
 UPSTREAM = {"synthesize": ["sample"], "label": ["sample", "synthesize"]}
@@ -62,8 +62,14 @@ def _stage_command(stage: str, params_path: Path, data_dir: Path) -> list[str]:
 
 
 def _run(stage: str, params_path: Path, data_dir: Path, env: dict) -> None:
-    subprocess.run(_stage_command(stage, params_path, data_dir), cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        _stage_command(stage, params_path, data_dir),
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _chunks_on_disk(stage: str, data_dir: Path) -> set[int]:
@@ -82,14 +88,25 @@ def _task_runs(stage: str) -> list[list[TaskRun]]:
     from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
-        flow_runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[f"latentatlas-{stage}"])),
-                                          sort=FlowRunSort.EXPECTED_START_TIME_ASC)
+        flow_runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[f"latentatlas-{stage}"])),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+        )
         result = []
         for flow_run in flow_runs:
             task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
-            result.append([TaskRun(int(run.name.rsplit("-", 1)[1]), run.state_type.value if run.state_type else "?",
-                                   run.start_time, run.end_time)
-                           for run in task_runs if run.name.startswith(f"{stage}-chunk-")])
+            result.append(
+                [
+                    TaskRun(
+                        int(run.name.rsplit("-", 1)[1]),
+                        run.state_type.value if run.state_type else "?",
+                        run.start_time,
+                        run.end_time,
+                    )
+                    for run in task_runs
+                    if run.name.startswith(f"{stage}-chunk-")
+                ]
+            )
         return result
 
 
@@ -109,13 +126,19 @@ def main() -> None:
     parser.add_argument("--runner", choices=["threads", "dask"], default="threads")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kill-at", type=float, default=0.5, help="fraction of chunks on disk when the kill comes")
-    parser.add_argument("--kill-delay", type=float, default=0.5,
-                        help="then wait this fraction of a chunk's duration before the kill (0: just after one lands)")
+    parser.add_argument(
+        "--kill-delay",
+        type=float,
+        default=0.5,
+        help="then wait this fraction of a chunk's duration before the kill (0: just after one lands)",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-resume-") as scratch_name, \
-            local_prefect_server(Path(scratch_name) / "prefect-home") as api_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-resume-") as scratch_name,
+        local_prefect_server(Path(scratch_name) / "prefect-home") as api_url,
+    ):
         scratch = Path(scratch_name)
         os.environ["PREFECT_API_URL"] = api_url  # for this process's client too (read_task_runs)
         env = {**os.environ}
@@ -127,8 +150,14 @@ def main() -> None:
                 _run(upstream, params_path, data_dir, env)
         n_chunks = -(-args.n // args.chunk_size)
 
-        run = subprocess.Popen(_stage_command(args.stage, params_path, killed_dir), cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        run = subprocess.Popen(
+            _stage_command(args.stage, params_path, killed_dir),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         first_chunk_at = None
         while (done := len(_chunks_on_disk(args.stage, killed_dir))) < args.kill_at * n_chunks:
             if run.poll() is not None:
@@ -141,7 +170,7 @@ def main() -> None:
         wall_per_chunk = (time.perf_counter() - first_chunk_at) / max(done - 1, 1) if first_chunk_at else 0.0
         time.sleep(args.kill_delay * wall_per_chunk * args.workers)
         os.killpg(run.pid, signal.SIGKILL)
-        killed_at = dt.datetime.now(dt.timezone.utc)
+        killed_at = dt.datetime.now(dt.UTC)
         run.wait()
         on_disk = _chunks_on_disk(args.stage, killed_dir)
         time.sleep(2.0)  # let the server record the last state events it was sent
@@ -159,7 +188,8 @@ def main() -> None:
 
     lost_chunks = lost_s / chunk_s
     rows = [
-        "| measure | value |", "|---|---:|",
+        "| measure | value |",
+        "|---|---:|",
         f"| chunks (N / chunk size) | {n_chunks} ({args.n:,} / {args.chunk_size:,}) |",
         f"| workers ({args.runner}) | {args.workers} |",
         f"| chunks on disk at the kill | {len(on_disk)} ({len(on_disk) / n_chunks:.0%}) |",
@@ -171,12 +201,18 @@ def main() -> None:
         f"| finished chunks recomputed on resume | {len(redone_finished)} |",
         f"| resumed store bit-identical to an uninterrupted run | {'yes' if identical else '**NO**'} |",
     ]
-    body = "\n".join([
-        machine_summary(), "",
-        f"`{args.stage}` killed with SIGKILL (process group) {args.kill_delay:g} chunk-durations after "
-        f"{args.kill_at:.0%} of its chunks were on disk, then run again. In flight: tasks whose start reached the "
-        f"Prefect server and whose chunk was not on disk. Target: resume redoes at most the chunks in flight (≤ 1 chunk per worker) and no "
-        f"finished chunk.", "", *rows])
+    body = "\n".join(
+        [
+            machine_summary(),
+            "",
+            f"`{args.stage}` killed with SIGKILL (process group) {args.kill_delay:g} chunk-durations after "
+            f"{args.kill_at:.0%} of its chunks were on disk, then run again. In flight: tasks whose start reached the "
+            f"Prefect server and whose chunk was not on disk. Target: resume redoes at most the chunks in flight "
+            f"(≤ 1 chunk per worker) and no finished chunk.",
+            "",
+            *rows,
+        ]
+    )
     print(body)
     if not args.no_write:
         append_section(f"Kill and resume, {args.stage} ({args.runner}) (bench/bench_resume.py)", body)

@@ -116,8 +116,9 @@ def _prepare_clone(workdir: Path) -> str:
     if workdir.exists():
         raise SystemExit(f"--workdir {workdir} exists; remove it or pick another (the run starts from a fresh clone)")
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(workdir)], check=True)
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=workdir, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=workdir, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def _write_preset(workdir: Path, preset: Path, extra: list[str]) -> Path:
@@ -150,17 +151,23 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="latentatlas-scale-")) / "repo"
     commit = _prepare_clone(workdir)
     preset = _write_preset(workdir, args.preset.resolve(), args.extra)
-    params = parse_params(merge_overrides(yaml.safe_load((workdir / "params.yaml").read_text()),
-                                          yaml.safe_load(preset.read_text())))
+    params = parse_params(
+        merge_overrides(yaml.safe_load((workdir / "params.yaml").read_text()), yaml.safe_load(preset.read_text()))
+    )
     n_samples = params.sample.n_samples
-    print(f"clone {workdir} @ {commit}; preset {args.preset.name}: "
-          + ", ".join(f"{key}={value}" for key, value in flatten_overrides(yaml.safe_load(preset.read_text()))))
+    print(
+        f"clone {workdir} @ {commit}; preset {args.preset.name}: "
+        + ", ".join(f"{key}={value}" for key, value in flatten_overrides(yaml.safe_load(preset.read_text())))
+    )
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)  # the run starts its own server, as `latentatlas repro` does for a user
     start = time.perf_counter()
-    run = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "repro", "--preset", str(preset.relative_to(workdir))],
-                           cwd=workdir, env=env)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "repro", "--preset", str(preset.relative_to(workdir))],
+        cwd=workdir,
+        env=env,
+    )
     monitor = ProcessMonitor(run.pid)
     monitor.start()
     returncode = run.wait()
@@ -172,9 +179,14 @@ def main() -> None:
 
     traces = monitor.stages
     spine_s = sum(traces[name].wall_s for name in SPINE)
-    stores = {"data/latents.zarr": workdir / "data" / "latents.zarr", "data/images.zarr": workdir / "data" / "images.zarr",
-              "data/labels": workdir / "data" / "labels", "directions/": workdir / "directions",
-              "evaluations/": workdir / "evaluations", ".dvc/cache": workdir / ".dvc" / "cache"}
+    stores = {
+        "data/latents.zarr": workdir / "data" / "latents.zarr",
+        "data/images.zarr": workdir / "data" / "images.zarr",
+        "data/labels": workdir / "data" / "labels",
+        "directions/": workdir / "directions",
+        "evaluations/": workdir / "evaluations",
+        ".dvc/cache": workdir / ".dvc" / "cache",
+    }
     sizes = {name: _disk_usage(path) for name, path in stores.items()}
     metrics_path = workdir / "metrics" / "interfacegan.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -184,29 +196,41 @@ def main() -> None:
         rows.append(f"| {name} | {trace.wall_s:.0f} | {trace.peak_rss / 2**20:.0f} |")
     size_rows = ["| store | size on disk |", "|---|---:|"]
     size_rows += [f"| {name} | {size / 2**20:,.0f} MiB |" for name, size in sizes.items()]
-    body = "\n".join([
-        machine_summary(),
-        "",
-        f"`latentatlas repro --preset {args.preset.relative_to(ROOT) if args.preset.is_relative_to(ROOT) else args.preset}`"
-        + (f" with {', '.join(args.extra)}" if args.extra else "")
-        + f" in a fresh clone at {commit}: N = {n_samples:,}, chunk {params.sample.chunk_size}, "
-          f"runner {params.runtime.task_runner} × {params.runtime.max_workers}, methods {params.fit.methods}.",
-        "",
-        f"- whole run (Prefect server start, every stage, DVC hashing and caching): **{wall_s / 60:.1f} min**",
-        (f"- spine throughput (sample + synthesize + label): **{n_samples / spine_s:.0f} images/s** "
-         f"({spine_s / 60:.1f} min)"),
-        (f"- peak RSS of any stage process: **{max(t.peak_rss for t in traces.values()) / 2**20:.0f} MiB** "
-         f"(sampled every 0.2 s); kernel high-water mark over all the run's processes: {children_peak_mib:.0f} MiB"),
-        "",
-        *rows,
-        "",
-        *size_rows,
-    ])
+    shown_preset = args.preset.relative_to(ROOT) if args.preset.is_relative_to(ROOT) else args.preset
+    body = "\n".join(
+        [
+            machine_summary(),
+            "",
+            f"`latentatlas repro --preset {shown_preset}`"
+            + (f" with {', '.join(args.extra)}" if args.extra else "")
+            + f" in a fresh clone at {commit}: N = {n_samples:,}, chunk {params.sample.chunk_size}, "
+            f"runner {params.runtime.task_runner} × {params.runtime.max_workers}, methods {params.fit.methods}.",
+            "",
+            f"- whole run (Prefect server start, every stage, DVC hashing and caching): **{wall_s / 60:.1f} min**",
+            (
+                f"- spine throughput (sample + synthesize + label): **{n_samples / spine_s:.0f} images/s** "
+                f"({spine_s / 60:.1f} min)"
+            ),
+            (
+                f"- peak RSS of any stage process: **{max(t.peak_rss for t in traces.values()) / 2**20:.0f} MiB** "
+                f"(sampled every 0.2 s); kernel high-water mark over all the run's processes: "
+                f"{children_peak_mib:.0f} MiB"
+            ),
+            "",
+            *rows,
+            "",
+            *size_rows,
+        ]
+    )
     if metrics:
-        body += ("\n\nSanity (edits of held-out z, `metrics/interfacegan.json`; slope in label std per unit α, "
-                 "fraction of samples moved the right way): " + ", ".join(
-                     f"{name} {entry['slope_std']:+.3f} / {entry['moved_fraction']:.2f}"
-                     for name, entry in metrics["directions"].items()))
+        body += (
+            "\n\nSanity (edits of held-out z, `metrics/interfacegan.json`; slope in label std per unit α, "
+            "fraction of samples moved the right way): "
+            + ", ".join(
+                f"{name} {entry['slope_std']:+.3f} / {entry['moved_fraction']:.2f}"
+                for name, entry in metrics["directions"].items()
+            )
+        )
     print(body)
     if not args.no_write:
         append_section("InterFaceGAN-scale run (bench/bench_scale.py)", body)

@@ -45,15 +45,15 @@ def bare_generator_rate(n: int, batch_size: int = 256) -> float:
         generator.synthesize(latents_z[:batch_size])
         start = time.perf_counter()
         for begin in range(0, n, batch_size):
-            generator.synthesize(latents_z[begin:begin + batch_size])
+            generator.synthesize(latents_z[begin : begin + batch_size])
         return n / (time.perf_counter() - start)
 
 
 def labeler_rate(data_dir: Path, n: int = 4096, batch_size: int = 256) -> float:
     """Images/s of the ``faces`` suite on stored images."""
     from latentatlas.stores import ZarrChunkStore
-    from stages.plugins.labelers import build_labeler
     from stages.plugins.generators.synthesis import uint8_to_images
+    from stages.plugins.labelers import build_labeler
 
     labeler = build_labeler("faces").to(torch.device("cpu"))
     images = uint8_to_images(ZarrChunkStore.open(data_dir / "images.zarr").arrays["images"][:n])
@@ -61,7 +61,7 @@ def labeler_rate(data_dir: Path, n: int = 4096, batch_size: int = 256) -> float:
         labeler.score(images[:batch_size])
         start = time.perf_counter()
         for begin in range(0, images.shape[0], batch_size):
-            labeler.score(images[begin:begin + batch_size])
+            labeler.score(images[begin : begin + batch_size])
         return images.shape[0] / (time.perf_counter() - start)
 
 
@@ -77,8 +77,13 @@ def run_stages(n: int, data_dir: Path, api_url: str) -> dict[str, float]:
     peak_rss_mib = 0.0
     for stage in ("sample", "synthesize", "label"):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pipeline.cli", stage, "--params", str(params_path),
-                        "--data-dir", str(data_dir)], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", stage, "--params", str(params_path), "--data-dir", str(data_dir)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         timings[stage] = time.perf_counter() - start
         # RUSAGE_CHILDREN: the largest peak RSS among finished children, i.e. the stage processes so far
         peak_rss_mib = max(peak_rss_mib, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
@@ -94,16 +99,22 @@ def main() -> None:
     args = parser.parse_args()
 
     bare = bare_generator_rate(args.n)
-    rows = ["| measure | N | value | ratio to bare generator |", "|---|---:|---:|---:|",
-            f"| bare generator forward (images/s) | {args.n} | {bare:.0f} | 1.00 |"]
-    with tempfile.TemporaryDirectory(prefix="latentatlas-bench-") as scratch, \
-            local_prefect_server(Path(scratch) / "prefect-home") as api_url:
+    rows = [
+        "| measure | N | value | ratio to bare generator |",
+        "|---|---:|---:|---:|",
+        f"| bare generator forward (images/s) | {args.n} | {bare:.0f} | 1.00 |",
+    ]
+    with (
+        tempfile.TemporaryDirectory(prefix="latentatlas-bench-") as scratch,
+        local_prefect_server(Path(scratch) / "prefect-home") as api_url,
+    ):
         data_dir = Path(scratch) / f"data-{args.n}"
         timings = run_stages(args.n, data_dir, api_url)
         image_rate = args.n / (timings["sample"] + timings["synthesize"])
         spine_rate = args.n / (timings["sample"] + timings["synthesize"] + timings["label"])
         rows += [
-            f"| sample + synthesize, images stored (images/s) | {args.n} | {image_rate:.0f} | {image_rate / bare:.2f} |",
+            f"| sample + synthesize, images stored (images/s) | {args.n} | {image_rate:.0f} "
+            f"| {image_rate / bare:.2f} |",
             f"| sample + synthesize + label (images/s) | {args.n} | {spine_rate:.0f} | {spine_rate / bare:.2f} |",
             f"| stage wall times sample / synthesize / label (s) | {args.n} | "
             f"{timings['sample']:.1f} / {timings['synthesize']:.1f} / {timings['label']:.1f} | |",
@@ -111,22 +122,33 @@ def main() -> None:
         ]
         for n in args.rss_n:
             # A fresh measuring process per N, so RUSAGE_CHILDREN holds only that N's stage processes.
-            result = subprocess.run([sys.executable, "-c",
-                                     "import sys, json; from pathlib import Path; from bench.bench_spine import "
-                                     "run_stages; print(json.dumps(run_stages(int(sys.argv[1]), Path(sys.argv[2]), "
-                                     "sys.argv[3])))", str(n), str(Path(scratch) / f"rss-{n}" / "data"), api_url],
-                                    cwd=ROOT, capture_output=True, text=True)
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys, json; from pathlib import Path; from bench.bench_spine import "
+                    "run_stages; print(json.dumps(run_stages(int(sys.argv[1]), Path(sys.argv[2]), "
+                    "sys.argv[3])))",
+                    str(n),
+                    str(Path(scratch) / f"rss-{n}" / "data"),
+                    api_url,
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
             if result.returncode != 0:
                 raise SystemExit(f"peak-RSS run at N = {n} failed:\n{result.stderr[-3000:]}")
             rss = yaml.safe_load(result.stdout.strip().splitlines()[-1])
             rows.append(f"| peak RSS of the stage processes (MiB) | {n} | {rss['peak_rss_mib']:.0f} | |")
-            rows.append(f"| whole spine at N = {n}: sample / synthesize / label (s) | {n} | "
-                        f"{rss['sample']:.0f} / {rss['synthesize']:.0f} / {rss['label']:.0f} | |")
+            rows.append(
+                f"| whole spine at N = {n}: sample / synthesize / label (s) | {n} | "
+                f"{rss['sample']:.0f} / {rss['synthesize']:.0f} / {rss['label']:.0f} | |"
+            )
     table = "\n".join(rows)
     print(table)
     if not args.no_write:
-        append_section("Spine throughput and memory (`bench/bench_spine.py`)",
-                       f"{machine_summary()}\n\n{table}\n")
+        append_section("Spine throughput and memory (`bench/bench_spine.py`)", f"{machine_summary()}\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -65,26 +65,40 @@ def main() -> None:
 
     torch.set_num_threads(1)
     load_start = os.getloadavg()[0]
-    params = parse_params({
-        "generator": {"name": "bench.zero_cost:build_zero_cost_generator",
-                      "kwargs": {"resolution": 64, "z_dim": 100, "bank_size": 250}},
-        "sample": {"n_samples": args.n, "chunk_size": args.chunk},
-        "synthesize": {"batch_size": 250, "device": "cpu"}})
+    params = parse_params(
+        {
+            "generator": {
+                "name": "bench.zero_cost:build_zero_cost_generator",
+                "kwargs": {"resolution": 64, "z_dim": 100, "bank_size": 250},
+            },
+            "sample": {"n_samples": args.n, "chunk_size": args.chunk},
+            "synthesize": {"batch_size": 250, "device": "cpu"},
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="start-cost-", dir=os.environ.get("BENCH_TMP")) as folder:
         data_dir = Path(folder)
-        build_s, _ = _timed(lambda: (run_stage(SampleStage(params, data_dir)),
-                                     run_stage(SynthesizeStage(params, data_dir))))
+        build_s, _ = _timed(
+            lambda: (run_stage(SampleStage(params, data_dir)), run_stage(SynthesizeStage(params, data_dir)))
+        )
         images = data_dir / "images.zarr"
         size = sum(path.stat().st_size for path in images.rglob("*") if path.is_file())
-        rows = ["| check | page cache | chunk bytes read | seconds | share of the 500K synthesize stage (1,083 s) |",
-                "|---|---|---:|---:|---:|"]
+        rows = [
+            "| check | page cache | chunk bytes read | seconds | share of the 500K synthesize stage (1,083 s) |",
+            "|---|---|---:|---:|---:|",
+        ]
         figures = {}
         with SynthesizeStage(params, data_dir) as stage:
             upstream = stage.lineage_inputs
-            for name, check in (("full check (read + CRC32C every chunk), the old start",
-                                 lambda: stage.store.check_chunks(deep=True, upstream=upstream)),
-                                ("start check (records, sizes, times), the new start",
-                                 lambda: stage.store.check_chunks_at_start(upstream=upstream))):
+            for name, check in (
+                (
+                    "full check (read + CRC32C every chunk), the old start",
+                    lambda: stage.store.check_chunks(deep=True, upstream=upstream),
+                ),
+                (
+                    "start check (records, sizes, times), the new start",
+                    lambda: stage.store.check_chunks_at_start(upstream=upstream),
+                ),
+            ):
                 for cache in ("cold", "warm"):
                     if cache == "cold":
                         _drop_from_page_cache(data_dir)
@@ -94,22 +108,26 @@ def main() -> None:
                     assert not problems, problems[:3]
                     figures[(name, cache)] = seconds
                     read = f"{size / 2**30:.2f} GiB" if name.startswith("full") else "0"
-                    rows.append(f"| {name} | {cache} | {read} | {seconds:.3f} | "
-                                f"{100 * seconds / STAGE_500K_CPU_S:.3f} % |")
+                    rows.append(
+                        f"| {name} | {cache} | {read} | {seconds:.3f} | {100 * seconds / STAGE_500K_CPU_S:.3f} % |"
+                    )
                     print(rows[-1], flush=True)
     new_cold = figures[("start check (records, sizes, times), the new start", "cold")]
     old_cold = figures[("full check (read + CRC32C every chunk), the old start", "cold")]
     gpu_stage = args.n / 20_000
-    body = (f"{machine_summary()}\n\nN = {args.n:,} samples in chunks of {args.chunk:,} "
-            f"({args.n // args.chunk} chunks): latents z ∈ R^100 and 64² uint8 images ({size / 2**30:.2f} GiB on "
-            f"disk; built in {build_s:.0f} s with the zero-cost generator), local disk; the synthesize stage opened "
-            f"on the finished stores (a rerun: nothing to do but the check). Cold: the store's files dropped from the "
-            f"page cache first (posix_fadvise DONTNEED). 1-min load average {load_start:.1f} at the start, "
-            f"{os.getloadavg()[0]:.1f} at the end.\n\n" + "\n".join(rows) +
-            f"\n\nThe start now costs {new_cold:.2f} s cold ({100 * new_cold / STAGE_500K_CPU_S:.3f} % of the CPU "
-            f"stage; {old_cold / new_cold:.0f}× less than the full check). Against a GPU stage — say a 64² DCGAN at "
-            f"20,000 images/s, {gpu_stage:.0f} s for {args.n:,} images — it is {100 * new_cold / gpu_stage:.1f} %, "
-            f"where the full check would be {100 * old_cold / gpu_stage:.0f} %.")
+    body = (
+        f"{machine_summary()}\n\nN = {args.n:,} samples in chunks of {args.chunk:,} "
+        f"({args.n // args.chunk} chunks): latents z ∈ R^100 and 64² uint8 images ({size / 2**30:.2f} GiB on "
+        f"disk; built in {build_s:.0f} s with the zero-cost generator), local disk; the synthesize stage opened "
+        f"on the finished stores (a rerun: nothing to do but the check). Cold: the store's files dropped from the "
+        f"page cache first (posix_fadvise DONTNEED). 1-min load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end.\n\n"
+        + "\n".join(rows)
+        + f"\n\nThe start now costs {new_cold:.2f} s cold ({100 * new_cold / STAGE_500K_CPU_S:.3f} % of the CPU "
+        f"stage; {old_cold / new_cold:.0f}× less than the full check). Against a GPU stage — say a 64² DCGAN at "
+        f"20,000 images/s, {gpu_stage:.0f} s for {args.n:,} images — it is {100 * new_cold / gpu_stage:.1f} %, "
+        f"where the full check would be {100 * old_cold / gpu_stage:.0f} %."
+    )
     print(body)
     if not args.no_write:
         append_section("Stage start cost at 500K (bench/bench_start.py)", body)

@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages.plugins.methods.interfacegan import (  # noqa: E402
-    InterFaceGANParams, make_classifier, fit_attribute, select_samples)
+from stages.plugins.methods.interfacegan import InterFaceGANParams, fit_attribute, make_classifier, select_samples  # noqa: E402
 from tests.toy import SHARPNESS, planted_directions  # noqa: E402
 
 
@@ -65,26 +64,42 @@ def run(n: int, dim: int, noises: list[float], repeats: int) -> tuple[str, float
             params = InterFaceGANParams(solver=solver.removesuffix("_hinge"), loss=loss)
             selection = select_samples(scores, params, "smile")
             train_x = latents[selection.train_idx].astype(np.float64)
-            solver_time, _ = _timed(lambda p=params, x=train_x, s=selection: make_classifier(p).fit(x, s.train_y), repeats)
-            total_time, (vector, stats) = _timed(lambda p=params, x=latents, y=scores: fit_attribute(x, y, p, "smile"), repeats)
-            results[solver] = {"vector": vector.astype(np.float64), "solver_time": solver_time,
-                               "total_time": total_time, **stats}
+            solver_time, _ = _timed(
+                lambda p=params, x=train_x, s=selection: make_classifier(p).fit(x, s.train_y), repeats
+            )
+            total_time, (vector, stats) = _timed(
+                lambda p=params, x=latents, y=scores: fit_attribute(x, y, p, "smile"), repeats
+            )
+            results[solver] = {
+                "vector": vector.astype(np.float64),
+                "solver_time": solver_time,
+                "total_time": total_time,
+                **stats,
+            }
         ours, reference = results["linear_svc"], results["svc"]
         cos_pair = float(ours["vector"] @ reference["vector"])
         worst_cos = min(worst_cos, cos_pair, float(results["linear_svc_hinge"]["vector"] @ reference["vector"]))
-        for label, result in (("SVC(kernel='linear') (official code)", reference),
-                              ("LinearSVC hinge, dual (loss='hinge')", results["linear_svc_hinge"]),
-                              ("LinearSVC squared hinge, primal (default)", ours)):
-            rows.append(f"| {noise:g} | {label} | {result['solver_time']:.2f} | {result['total_time']:.2f} | "
-                        f"{float(result['vector'] @ reference['vector']):.4f} | "
-                        f"{float(result['vector'] @ planted):.4f} | {result['val_accuracy']:.4f} | "
-                        f"{result['remaining_accuracy']:.4f} |")
-        notes.append(f"logit noise {noise:g}: cos(default, SVC) = {cos_pair:.4f}, solver speed ratio SVC / default "
-                     f"= {reference['solver_time'] / ours['solver_time']:.0f}×, SVC / hinge-dual = "
-                     f"{reference['solver_time'] / results['linear_svc_hinge']['solver_time']:.1f}×")
-    summary = (f"N = {n:,} latents, D = {dim}, {ours['n_per_side']:,} per side ({ours['n_train']:,} train, "
-               f"{ours['n_val']:,} val, {ours['n_remaining']:,} remaining); scores sigmoid({SHARPNESS:g}·nᵀz + "
-               f"noise·ε); times are the best of {repeats}. " + "; ".join(notes) + ".")
+        for label, result in (
+            ("SVC(kernel='linear') (official code)", reference),
+            ("LinearSVC hinge, dual (loss='hinge')", results["linear_svc_hinge"]),
+            ("LinearSVC squared hinge, primal (default)", ours),
+        ):
+            rows.append(
+                f"| {noise:g} | {label} | {result['solver_time']:.2f} | {result['total_time']:.2f} | "
+                f"{float(result['vector'] @ reference['vector']):.4f} | "
+                f"{float(result['vector'] @ planted):.4f} | {result['val_accuracy']:.4f} | "
+                f"{result['remaining_accuracy']:.4f} |"
+            )
+        notes.append(
+            f"logit noise {noise:g}: cos(default, SVC) = {cos_pair:.4f}, solver speed ratio SVC / default "
+            f"= {reference['solver_time'] / ours['solver_time']:.0f}×, SVC / hinge-dual = "
+            f"{reference['solver_time'] / results['linear_svc_hinge']['solver_time']:.1f}×"
+        )
+    summary = (
+        f"N = {n:,} latents, D = {dim}, {ours['n_per_side']:,} per side ({ours['n_train']:,} train, "
+        f"{ours['n_val']:,} val, {ours['n_remaining']:,} remaining); scores sigmoid({SHARPNESS:g}·nᵀz + "
+        f"noise·ε); times are the best of {repeats}. " + "; ".join(notes) + "."
+    )
     return "\n".join(rows) + "\n\n" + summary, worst_cos
 
 
@@ -103,8 +118,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500_000, help="latents sampled (10K per side at 500K)")
     parser.add_argument("--dim", type=int, default=100, help="latent dimension")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats per solver (best is kept)")
-    parser.add_argument("--logit-noise", type=str, default="0.3,3",
-                        help="comma-separated logit noise levels: 0.3 = clean extremes, 3 = overlapping classes")
+    parser.add_argument(
+        "--logit-noise",
+        type=str,
+        default="0.3,3",
+        help="comma-separated logit noise levels: 0.3 = clean extremes, 3 = overlapping classes",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
     noises = [float(value) for value in args.logit_noise.split(",")]

@@ -3,9 +3,9 @@
 Data: N synthetic side × side PNGs (grey noise, values 64–191) with three planted binary attributes, each present with
 probability 1/2: a red square (side/5), a blue square (side/5), a green horizontal bar (side/2 × side/10), at random
 places (they may overlap). A CSV ``file,red_square,blue_square,green_bar``; ``val_fraction`` held out (seeded).
-Training: ``stages.plugins.labelers.training`` with a torchvision ResNet-18 from random init, one-cycle AdamW, progressive
-resizing, on the CPU. Then the written checkpoint is loaded as the ``torch-classifier`` labeler and its throughput
-measured on side × side images.
+Training: ``stages.plugins.labelers.training`` with a torchvision ResNet-18 from random init, one-cycle AdamW,
+progressive resizing, on the CPU. Then the written checkpoint is loaded as the ``torch-classifier`` labeler and its
+throughput measured on side × side images.
 
 Prints one markdown table and appends it, with the date and machine, to BENCHMARKS.md.
 
@@ -51,13 +51,13 @@ def write_planted(folder: Path, n: int, side: int, seed: int = 0) -> Path:
         present = rng.random(3) < 0.5
         if present[0]:
             top, left = rng.integers(0, side - square, size=2)
-            pixels[top:top + square, left:left + square] = (230, 20, 20)
+            pixels[top : top + square, left : left + square] = (230, 20, 20)
         if present[1]:
             top, left = rng.integers(0, side - square, size=2)
-            pixels[top:top + square, left:left + square] = (20, 20, 230)
+            pixels[top : top + square, left : left + square] = (20, 20, 230)
         if present[2]:
             top, left = rng.integers(0, side - bar_height), rng.integers(0, side - bar_width)
-            pixels[top:top + bar_height, left:left + bar_width] = (20, 210, 20)
+            pixels[top : top + bar_height, left : left + bar_width] = (20, 210, 20)
         name = f"{index:06d}.png"
         Image.fromarray(pixels).save(images / name)
         lines.append(name + "," + ",".join(str(int(flag)) for flag in present))
@@ -85,18 +85,32 @@ def main() -> None:
         start = time.perf_counter()
         write_planted(folder, args.n, args.side)
         data_seconds = time.perf_counter() - start
-        params = parse_train_params({
-            "images": str(folder / "images"), "labels": str(folder / "attrs.csv"), "val_fraction": 0.2,
-            "architecture": "resnet18", "epochs": args.epochs, "image_sizes": sizes, "batch_size": args.batch_size,
-            "max_lr": args.max_lr, "beta": args.beta, "device": "cpu", "out": str(folder / "model"),
-            "work_dir": str(folder / "work")})
+        params = parse_train_params(
+            {
+                "images": str(folder / "images"),
+                "labels": str(folder / "attrs.csv"),
+                "val_fraction": 0.2,
+                "architecture": "resnet18",
+                "epochs": args.epochs,
+                "image_sizes": sizes,
+                "batch_size": args.batch_size,
+                "max_lr": args.max_lr,
+                "beta": args.beta,
+                "device": "cpu",
+                "out": str(folder / "model"),
+                "work_dir": str(folder / "work"),
+            }
+        )
         load_start = os.getloadavg()[0]
         epochs = []
 
         def report(result) -> None:
             epochs.append(result)
-            print(f"epoch {result.epoch + 1}: size {result.image_size}, {result.seconds:.1f} s, "
-                  f"val accuracy {result.val_accuracy_mean:.4f}", flush=True)
+            print(
+                f"epoch {result.epoch + 1}: size {result.image_size}, {result.seconds:.1f} s, "
+                f"val accuracy {result.val_accuracy_mean:.4f}",
+                flush=True,
+            )
 
         start = time.perf_counter()
         metrics = train_labeler(params, on_epoch=report)
@@ -109,30 +123,44 @@ def main() -> None:
         labeler_rate = len(batch) / (time.perf_counter() - start)
         load_end = os.getloadavg()[0]
 
-    rows = ["| epoch | image side | train loss | val loss | val accuracy (mean) | val F-beta (mean) | seconds |",
-            "|---:|---:|---:|---:|---:|---:|---:|"]
-    rows += [f"| {r.epoch + 1} | {r.image_size} | {r.train_loss:.4f} | {r.val_loss:.4f} | "
-             f"{r.val_accuracy_mean:.4f} | {r.val_fbeta_mean:.4f} | {r.seconds:.1f} |" for r in epochs]
+    rows = [
+        "| epoch | image side | train loss | val loss | val accuracy (mean) | val F-beta (mean) | seconds |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows += [
+        f"| {r.epoch + 1} | {r.image_size} | {r.train_loss:.4f} | {r.val_loss:.4f} | "
+        f"{r.val_accuracy_mean:.4f} | {r.val_fbeta_mean:.4f} | {r.seconds:.1f} |"
+        for r in epochs
+    ]
     per_attribute = ["| attribute | val accuracy | val F-beta | precision | recall |", "|---|---:|---:|---:|---:|"]
-    per_attribute += [f"| {name} | {metrics['val']['accuracy'][name]:.4f} | {metrics['val']['fbeta'][name]:.4f} | "
-                      f"{metrics['val']['precision'][name]:.4f} | {metrics['val']['recall'][name]:.4f} |"
-                      for name in metrics["attributes"]]
+    per_attribute += [
+        f"| {name} | {metrics['val']['accuracy'][name]:.4f} | {metrics['val']['fbeta'][name]:.4f} | "
+        f"{metrics['val']['precision'][name]:.4f} | {metrics['val']['recall'][name]:.4f} |"
+        for name in metrics["attributes"]
+    ]
     train_images = metrics["n_train"]
     epoch_seconds = [r.seconds for r in epochs]
-    body = "\n".join([
-        machine_summary(), "",
-        f"Data: {args.n} synthetic {args.side}×{args.side} PNGs with three planted attributes (red square, blue "
-        f"square, green bar; each present with probability 1/2), {train_images} train / {metrics['n_val']} val. "
-        f"ResNet-18 (torchvision, weights=None, random init), AdamW + OneCycleLR (max lr {args.max_lr}), batch "
-        f"{args.batch_size}, image side by epoch {sizes} (last repeated), threshold 0.5, beta {args.beta:g}, CPU. "
-        f"Writing the data took {data_seconds:.0f} s.", "",
-        *rows, "", *per_attribute, "",
-        f"Training wall time {train_seconds:.0f} s for {args.epochs} epochs ({min(epoch_seconds):.1f}–"
-        f"{max(epoch_seconds):.1f} s per epoch, {train_images / np.mean(epoch_seconds):.0f} training images/s "
-        f"averaged over the sizes, validation included). The checkpoint as a `torch-classifier` labeler scores "
-        f"{labeler_rate:.0f} images/s ({args.side}×{args.side}, resized to {sizes[-1]}). 1-min load average "
-        f"{load_start:.1f} at the start, {load_end:.1f} at the end.",
-    ])
+    body = "\n".join(
+        [
+            machine_summary(),
+            "",
+            f"Data: {args.n} synthetic {args.side}×{args.side} PNGs with three planted attributes (red square, blue "
+            f"square, green bar; each present with probability 1/2), {train_images} train / {metrics['n_val']} val. "
+            f"ResNet-18 (torchvision, weights=None, random init), AdamW + OneCycleLR (max lr {args.max_lr}), batch "
+            f"{args.batch_size}, image side by epoch {sizes} (last repeated), threshold 0.5, beta {args.beta:g}, CPU. "
+            f"Writing the data took {data_seconds:.0f} s.",
+            "",
+            *rows,
+            "",
+            *per_attribute,
+            "",
+            f"Training wall time {train_seconds:.0f} s for {args.epochs} epochs ({min(epoch_seconds):.1f}–"
+            f"{max(epoch_seconds):.1f} s per epoch, {train_images / np.mean(epoch_seconds):.0f} training images/s "
+            f"averaged over the sizes, validation included). The checkpoint as a `torch-classifier` labeler scores "
+            f"{labeler_rate:.0f} images/s ({args.side}×{args.side}, resized to {sizes[-1]}). 1-min load average "
+            f"{load_start:.1f} at the start, {load_end:.1f} at the end.",
+        ]
+    )
     print(body)
     if not args.no_write:
         append_section("Attribute classifier training (`bench/bench_train_labeler.py`)", body)

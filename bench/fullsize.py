@@ -37,43 +37,67 @@ NETWORKS: dict[str, tuple[str, int]] = {
 }
 
 
-def _stylegan2(resolution: int, seed: int, fp16: bool = True, channel_base: int = 32768,
-               channel_max: int = 512) -> Generator:
+def _stylegan2(
+    resolution: int, seed: int, fp16: bool = True, channel_base: int = 32768, channel_max: int = 512
+) -> Generator:
     from stages.plugins.generators.nvlabs_common import MappingNetwork, StyleGANGenerator, StyleGANNet
     from stages.plugins.generators.nvlabs_stylegan2 import IMPLEMENTATION, SynthesisNetwork
 
     torch.manual_seed(seed)
     mapping = MappingNetwork(z_dim=512, c_dim=0, w_dim=512, num_layers=8, lr_multiplier=0.01)
-    synthesis = SynthesisNetwork(w_dim=512, img_resolution=resolution, img_channels=3, channel_base=channel_base,
-                                 channel_max=channel_max, num_fp16_res=4 if fp16 else 0, conv_clamp=256,
-                                 resample_filter=[1, 3, 3, 1], kernel_size=3, use_noise=True)
+    synthesis = SynthesisNetwork(
+        w_dim=512,
+        img_resolution=resolution,
+        img_channels=3,
+        channel_base=channel_base,
+        channel_max=channel_max,
+        num_fp16_res=4 if fp16 else 0,
+        conv_clamp=256,
+        resample_filter=[1, 3, 3, 1],
+        kernel_size=3,
+        use_noise=True,
+    )
     _randomise_noise_strengths(synthesis)
-    return StyleGANGenerator(StyleGANNet(mapping, synthesis), "stylegan2", f"random-{resolution}-seed{seed}", 1.0,
-                             "const", None, IMPLEMENTATION)
+    return StyleGANGenerator(
+        StyleGANNet(mapping, synthesis),
+        "stylegan2",
+        f"random-{resolution}-seed{seed}",
+        1.0,
+        "const",
+        None,
+        IMPLEMENTATION,
+    )
 
 
-def _stylegan3(config: str, seed: int, fp16: bool = True, resolution: int = 256,
-               channel_base: int = 16384) -> Generator:
+def _stylegan3(
+    config: str, seed: int, fp16: bool = True, resolution: int = 256, channel_base: int = 16384
+) -> Generator:
     from stages.plugins.generators.nvlabs_common import MappingNetwork, StyleGANGenerator, StyleGANNet
     from stages.plugins.generators.nvlabs_stylegan3 import IMPLEMENTATION, SYNTHESIS_DEFAULTS, SynthesisNetwork
 
     torch.manual_seed(seed)
-    arguments = {**SYNTHESIS_DEFAULTS, "channel_base": channel_base, "channel_max": 512,
-                 "num_fp16_res": 4 if fp16 else 0}
+    arguments = {
+        **SYNTHESIS_DEFAULTS,
+        "channel_base": channel_base,
+        "channel_max": 512,
+        "num_fp16_res": 4 if fp16 else 0,
+    }
     if config == "r":
         arguments.update(channel_base=32768, channel_max=1024, conv_kernel=1, use_radial_filters=True)
     mapping = MappingNetwork(z_dim=512, c_dim=0, w_dim=512, num_layers=2, lr_multiplier=0.01)
     synthesis = SynthesisNetwork(w_dim=512, img_resolution=resolution, img_channels=3, **arguments)
-    return StyleGANGenerator(StyleGANNet(mapping, synthesis), "stylegan3", f"random-{config}-seed{seed}", 1.0,
-                             "const", None, IMPLEMENTATION)
+    return StyleGANGenerator(
+        StyleGANNet(mapping, synthesis), "stylegan3", f"random-{config}-seed{seed}", 1.0, "const", None, IMPLEMENTATION
+    )
 
 
 def _pggan_1024(seed: int) -> Generator:
     from stages.plugins.generators.pggan import PGGANArchitecture, PGGANGenerator, PGGANNet
 
     torch.manual_seed(seed)
-    architecture = PGGANArchitecture(latent_dim=512, channels=(512, 512, 512, 512, 256, 128, 64, 32, 16),
-                                     fused_scale=(False,) * 9)
+    architecture = PGGANArchitecture(
+        latent_dim=512, channels=(512, 512, 512, 512, 256, 128, 64, 32, 16), fused_scale=(False,) * 9
+    )
     return PGGANGenerator(PGGANNet(architecture), "pggan", f"pggan:random-1024-seed{seed}")
 
 

@@ -34,16 +34,21 @@ BENCHMARKS: tuple[tuple[str, list[str]], ...] = (
     ("Stage start cost at 500K", ["bench.bench_start"]),
 )
 #: Long runs, only with --scale: 36 min and ≈ 30 min on 2 CPU cores.
-SCALE = (("InterFaceGAN-scale run (500K)", ["bench.bench_scale"]),
-         ("100K samples at 256² end to end, kill and resume", ["bench.bench_100k"]))
+SCALE = (
+    ("InterFaceGAN-scale run (500K)", ["bench.bench_scale"]),
+    ("100K samples at 256² end to end, kill and resume", ["bench.bench_100k"]),
+)
 #: Only where a CUDA device is present (≤ 5 min on one GPU).
 GPU = ("GPU: bare G vs eager vs compiled vs pipeline", ["bench.bench_gpu"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", action="store_true", help="also run the 500K preset and the 100K run at 256² end "
-                                                             "to end (≈ 1 h on 2 cores)")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="also run the 500K preset and the 100K run at 256² end to end (≈ 1 h on 2 cores)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
     failed = []

@@ -46,7 +46,7 @@ class ZeroCostGenerator:
     def device(self) -> torch.device:
         return self.bank.device
 
-    def to(self, device: torch.device) -> "ZeroCostGenerator":
+    def to(self, device: torch.device) -> ZeroCostGenerator:
         self.bank = self.bank.to(device)
         return self
 
@@ -58,12 +58,15 @@ class ZeroCostGenerator:
         if space != "z":
             raise ValueError(f"generator {self.name!r} has only the latent space 'z', not {space!r}")
         if latents.dim() != 2 or latents.shape[1] != self.z_dim:
-            raise ValueError(f"generator {self.name!r} expects latents of shape (N, {self.z_dim}), "
-                             f"got {tuple(latents.shape)}")
+            raise ValueError(
+                f"generator {self.name!r} expects latents of shape (N, {self.z_dim}), got {tuple(latents.shape)}"
+            )
         if latents.shape[0] > self.bank_size:
-            raise ValueError(f"generator {self.name!r} holds {self.bank_size} images; use synthesize.batch_size ≤ "
-                             f"{self.bank_size} (or a larger bank_size)")
-        return self.bank[:latents.shape[0]]
+            raise ValueError(
+                f"generator {self.name!r} holds {self.bank_size} images; use synthesize.batch_size ≤ "
+                f"{self.bank_size} (or a larger bank_size)"
+            )
+        return self.bank[: latents.shape[0]]
 
 
 class ZeroCostLabeler:
@@ -73,7 +76,7 @@ class ZeroCostLabeler:
     attributes = ("mean",)
     fingerprint = "zero-cost-labeler/1"
 
-    def to(self, device: torch.device) -> "ZeroCostLabeler":
+    def to(self, device: torch.device) -> ZeroCostLabeler:
         return self
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
@@ -81,8 +84,9 @@ class ZeroCostLabeler:
 
 
 @plugin("generator")
-def build_zero_cost_generator(resolution: int = 1024, z_dim: int = 512, bank_size: int = 64,
-                              seed: int = 0) -> ZeroCostGenerator:
+def build_zero_cost_generator(
+    resolution: int = 1024, z_dim: int = 512, bank_size: int = 64, seed: int = 0
+) -> ZeroCostGenerator:
     """A :class:`ZeroCostGenerator` (see the module docstring)."""
     return ZeroCostGenerator(resolution, z_dim, bank_size, seed)
 

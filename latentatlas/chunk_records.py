@@ -68,23 +68,37 @@ class ChunkRecord:
         return f"crc32c:{self.crc32c}/{self.size}"
 
     def to_bytes(self) -> bytes:
-        raw = {"format": RECORD_FORMAT, "store": self.store, "chunk": self.chunk, "file": self.file,
-               "size": self.size, "crc32c": self.crc32c, "upstream": self.upstream}
+        raw = {
+            "format": RECORD_FORMAT,
+            "store": self.store,
+            "chunk": self.chunk,
+            "file": self.file,
+            "size": self.size,
+            "crc32c": self.crc32c,
+            "upstream": self.upstream,
+        }
         return (json.dumps(raw, indent=1, sort_keys=True) + "\n").encode()
 
     @classmethod
-    def from_bytes(cls, payload: bytes) -> "ChunkRecord":
+    def from_bytes(cls, payload: bytes) -> ChunkRecord:
         """Raises: ValueError: not a record of this format (the message says what is wrong)."""
         try:
             raw = json.loads(payload)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"not JSON ({error})") from None
         if not isinstance(raw, dict) or raw.get("format") != RECORD_FORMAT:
-            raise ValueError(f"format {raw.get('format') if isinstance(raw, dict) else None!r}, expected "
-                             f"{RECORD_FORMAT!r}")
+            raise ValueError(
+                f"format {raw.get('format') if isinstance(raw, dict) else None!r}, expected {RECORD_FORMAT!r}"
+            )
         try:
-            return cls(store=str(raw["store"]), chunk=int(raw["chunk"]), file=str(raw["file"]),
-                       size=int(raw["size"]), crc32c=str(raw["crc32c"]), upstream=dict(raw["upstream"]))
+            return cls(
+                store=str(raw["store"]),
+                chunk=int(raw["chunk"]),
+                file=str(raw["file"]),
+                size=int(raw["size"]),
+                crc32c=str(raw["crc32c"]),
+                upstream=dict(raw["upstream"]),
+            )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"missing or bad field {error}") from None
 
@@ -135,32 +149,44 @@ class ChecksummingZarrStore(WrapperStore[Store]):
         chunk_key: ``key → True`` for the keys that are chunks (metadata keys pass through unchecked).
     """
 
-    def __init__(self, store: Store, *, local_root: Path | None, chunk_key: Callable[[str], bool],
-                 on_chunk_written: Callable[[str, int, str], None],
-                 on_chunk_read: Callable[[str, bytes | None], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        local_root: Path | None,
+        chunk_key: Callable[[str], bool],
+        on_chunk_written: Callable[[str, int, str], None],
+        on_chunk_read: Callable[[str, bytes | None], None],
+    ) -> None:
         super().__init__(store)
         self.local_root = local_root
         self.chunk_key = chunk_key
         self.on_chunk_written = on_chunk_written
         self.on_chunk_read = on_chunk_read
 
-    def _with_store(self, store: Store) -> "ChecksummingZarrStore":
-        return type(self)(store, local_root=self.local_root, chunk_key=self.chunk_key,
-                          on_chunk_written=self.on_chunk_written, on_chunk_read=self.on_chunk_read)
+    def _with_store(self, store: Store) -> ChecksummingZarrStore:
+        return type(self)(
+            store,
+            local_root=self.local_root,
+            chunk_key=self.chunk_key,
+            on_chunk_written=self.on_chunk_written,
+            on_chunk_read=self.on_chunk_read,
+        )
 
-    async def get(self, key: str, prototype: BufferPrototype,
-                  byte_range: ByteRequest | None = None) -> Buffer | None:
+    async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
         value = await self._store.get(key, prototype, byte_range)
         if byte_range is None and self.chunk_key(key):
             await asyncio.to_thread(self.on_chunk_read, key, None if value is None else value.to_bytes())
         return value
 
-    async def get_partial_values(self, prototype: BufferPrototype,
-                                 key_ranges: Iterable[tuple[str, ByteRequest | None]]) -> list[Buffer | None]:
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
         return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
 
-    async def _get_many(self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
-                        ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
+    async def _get_many(
+        self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
+    ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
         for key, prototype, byte_range in requests:
             yield key, await self.get(key, prototype, byte_range)
 
@@ -199,9 +225,13 @@ def upstream_mismatch(recorded: Mapping[str, Any], expected: Mapping[str, Any]) 
         elif was.get("fingerprint") != now.get("fingerprint"):
             parts.append(f"{name} had fingerprint {was.get('fingerprint')}, now {now.get('fingerprint')}")
         else:
-            changed = sorted(key for key in set(was.get("files", {})) | set(now.get("files", {}))
-                             if was.get("files", {}).get(key) != now.get("files", {}).get(key))
-            details = ", ".join(f"{key} was {was.get('files', {}).get(key)}, is {now.get('files', {}).get(key)}"
-                                for key in changed[:2])
+            changed = sorted(
+                key
+                for key in set(was.get("files", {})) | set(now.get("files", {}))
+                if was.get("files", {}).get(key) != now.get("files", {}).get(key)
+            )
+            details = ", ".join(
+                f"{key} was {was.get('files', {}).get(key)}, is {now.get('files', {}).get(key)}" for key in changed[:2]
+            )
             parts.append(f"{name}: {details}")
     return "; ".join(parts)

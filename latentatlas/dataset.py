@@ -60,24 +60,31 @@ class LatentDataset:
 
     def _open_stores(self) -> None:
         verify = self.verify
-        self.latents_store = ZarrChunkStore.open(self.data_dir / LATENTS_STORE, "latents", require_complete=True,
-                                                 verify=verify)
-        self.images_store = ZarrChunkStore.open(self.data_dir / IMAGES_STORE, "images", require_complete=True,
-                                                verify=verify)
-        self.labels_store = ParquetChunkStore.open(self.data_dir / LABELS_STORE, "labels", require_complete=True,
-                                                   verify=verify)
+        self.latents_store = ZarrChunkStore.open(
+            self.data_dir / LATENTS_STORE, "latents", require_complete=True, verify=verify
+        )
+        self.images_store = ZarrChunkStore.open(
+            self.data_dir / IMAGES_STORE, "images", require_complete=True, verify=verify
+        )
+        self.labels_store = ParquetChunkStore.open(
+            self.data_dir / LABELS_STORE, "labels", require_complete=True, verify=verify
+        )
         if self.images_store.info.inputs.get("latents") != self.latents_store.info.fingerprint:
-            raise StoreError(f"{self.images_store.path} was synthesized from other latents than "
-                             f"{self.latents_store.path}; rerun `dvc repro`")
+            raise StoreError(
+                f"{self.images_store.path} was synthesized from other latents than "
+                f"{self.latents_store.path}; rerun `dvc repro`"
+            )
         if self.labels_store.info.inputs.get("images") != self.images_store.info.fingerprint:
-            raise StoreError(f"{self.labels_store.path} was computed from other images than "
-                             f"{self.images_store.path}; rerun `dvc repro`")
+            raise StoreError(
+                f"{self.labels_store.path} was computed from other images than "
+                f"{self.images_store.path}; rerun `dvc repro`"
+            )
 
     def close(self) -> None:
         """Release the read locks (if any were taken); the stores stay readable."""
         self._locks.close()
 
-    def __enter__(self) -> "LatentDataset":
+    def __enter__(self) -> LatentDataset:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -162,8 +169,10 @@ class LatentDataset:
         table = self.labels_store.read_chunk(index, columns=columns)
         rows = self.labels_store.info.chunk_slice(index)
         if not np.array_equal(table.column("sample_id").to_numpy(), np.arange(rows.start, rows.stop)):
-            raise StoreError(f"{self.labels_store.part_path(index)}: sample_id does not match its chunk rows "
-                             f"{rows.start}..{rows.stop - 1}; rerun `latentatlas label`")
+            raise StoreError(
+                f"{self.labels_store.part_path(index)}: sample_id does not match its chunk rows "
+                f"{rows.start}..{rows.stop - 1}; rerun `latentatlas label`"
+            )
         return table
 
     def arrays(self, attributes: Sequence[str] | None = None, space: str = "z") -> tuple[np.ndarray, np.ndarray]:
@@ -176,8 +185,11 @@ class LatentDataset:
             self.check_chunk(index)
             latents[rows] = self.latents_store.read_chunk(space, index)
             table = self._labels_chunk(index, ["sample_id", *attributes])
-            scores[rows] = np.stack([table.column(name).to_numpy() for name in attributes], axis=1) \
-                if attributes else np.empty((rows.stop - rows.start, 0), np.float32)
+            scores[rows] = (
+                np.stack([table.column(name).to_numpy() for name in attributes], axis=1)
+                if attributes
+                else np.empty((rows.stop - rows.start, 0), np.float32)
+            )
         return latents, scores
 
     def torch_dataset(self, attributes: Sequence[str] | None = None, space: str = "z", images: bool = False):
@@ -195,8 +207,11 @@ class LatentDataset:
         return builtins.list(attributes)
 
 
-def open(data_dir: str | Path = "data", verify: bool = True,  # noqa: A001 (mirrors zarr.open / xr.open_dataset)
-         read_lock: bool = False) -> LatentDataset:
+def open(
+    data_dir: str | Path = "data",
+    verify: bool = True,  # noqa: A001 (mirrors zarr.open / xr.open_dataset)
+    read_lock: bool = False,
+) -> LatentDataset:
     """Open the labeled latent dataset under ``data_dir`` (what ``dvc repro`` wrote).
 
     Args:

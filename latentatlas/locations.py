@@ -20,11 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from upath import UPath
+
 from latentatlas.errors import LatentAtlasError
 
 # Protocols whose writes become visible only when complete (one PUT or a committed upload).
-OBJECT_STORE_PROTOCOLS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs",
-                          "abfs": "adlfs", "abfss": "adlfs", "memory": None}
+OBJECT_STORE_PROTOCOLS = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "memory": None,
+}
 _URL = re.compile(r"^(?P<protocol>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
 
 StorePath = Path | UPath
@@ -51,16 +60,19 @@ def store_path(location: str | os.PathLike[str] | StorePath) -> StorePath:
     if protocol in ("file", "local"):
         return Path(match.group("rest"))
     if protocol not in OBJECT_STORE_PROTOCOLS:
-        raise LocationError(f"{text}: stores cannot live on {protocol}:// (a chunk written there could be seen half "
-                            f"written); use a local path, a shared filesystem, or an object store: "
-                            f"{', '.join(sorted(p + '://' for p in OBJECT_STORE_PROTOCOLS))}")
+        raise LocationError(
+            f"{text}: stores cannot live on {protocol}:// (a chunk written there could be seen half "
+            f"written); use a local path, a shared filesystem, or an object store: "
+            f"{', '.join(sorted(p + '://' for p in OBJECT_STORE_PROTOCOLS))}"
+        )
     try:
         path = UPath(text, **_storage_options(protocol))
         path.fs  # instantiates the backend: fails here if its package is missing  # noqa: B018
     except ImportError:
         package = OBJECT_STORE_PROTOCOLS[protocol]
-        raise LocationError(f"{text}: {protocol}:// needs the fsspec backend {package!r}: pip install {package}") \
-            from None
+        raise LocationError(
+            f"{text}: {protocol}:// needs the fsspec backend {package!r}: pip install {package}"
+        ) from None
     return path
 
 

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
 from latentatlas.errors import LatentAtlasError
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -93,11 +103,15 @@ class SynthesizeParams(_Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
     amp: bool = Field(True, description="fp16 autocast on CUDA (ignored on the CPU)")
     keep_images: bool = Field(True, description="store uint8 images; false: labels come straight from the generator")
-    store_resolution: PositiveInt | None = Field(None, le=MAX_STORE_RESOLUTION,
-                                                 description="side of stored images; null = the generator's")
-    compile: bool = Field(False, description="run the generator through torch.compile (inductor): faster after a "
-                                             "one-off compile; images within float tolerance of the eager path, "
-                                             "so the store's fingerprint says compiled")
+    store_resolution: PositiveInt | None = Field(
+        None, le=MAX_STORE_RESOLUTION, description="side of stored images; null = the generator's"
+    )
+    compile: bool = Field(
+        False,
+        description="run the generator through torch.compile (inductor): faster after a "
+        "one-off compile; images within float tolerance of the eager path, "
+        "so the store's fingerprint says compiled",
+    )
 
     _device = field_validator("device")(_check_device)
 
@@ -113,8 +127,11 @@ class LabelParams(_Section):
     labeler: str = Field("faces", description="registered labeler (suite) name or 'package.module:factory'")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the labeler factory")
     labelers: list[str | LabelerEntry] | None = Field(
-        None, min_length=1, description="several labelers composed into one suite, columns concatenated in this "
-                                        "order (instead of labeler/kwargs); clashing attribute names are an error")
+        None,
+        min_length=1,
+        description="several labelers composed into one suite, columns concatenated in this "
+        "order (instead of labeler/kwargs); clashing attribute names are an error",
+    )
     batch_size: PositiveInt = Field(256, description="images per labeler forward pass")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
     contact_sheet_samples: int = Field(32, ge=0, le=256, description="first samples drawn on the contact sheet")
@@ -122,7 +139,7 @@ class LabelParams(_Section):
     _device = field_validator("device")(_check_device)
 
     @model_validator(mode="after")
-    def _one_way_to_name_labelers(self) -> "LabelParams":
+    def _one_way_to_name_labelers(self) -> LabelParams:
         if self.labelers is not None and {"labeler", "kwargs"} & self.model_fields_set:
             raise ValueError("give either labeler (+ kwargs) or labelers (a list), not both")
         return self
@@ -134,10 +151,14 @@ class LabelParams(_Section):
         return [LabelerEntry(name=entry) if isinstance(entry, str) else entry for entry in self.labelers]
 
 
-_CLUSTER_ADDRESS = {"dask": re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$"),
-                    "ray": re.compile(r"^(auto|ray://\S+|[\w.-]+:\d+)$")}
-_RUNNER_PACKAGES = {"dask": ("prefect_dask", "pip install -e . (prefect-dask is a dependency)"),
-                    "ray": ("prefect_ray", "pip install -e '.[ray]' (prefect-ray and ray are an optional extra)")}
+_CLUSTER_ADDRESS = {
+    "dask": re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$"),
+    "ray": re.compile(r"^(auto|ray://\S+|[\w.-]+:\d+)$"),
+}
+_RUNNER_PACKAGES = {
+    "dask": ("prefect_dask", "pip install -e . (prefect-dask is a dependency)"),
+    "ray": ("prefect_ray", "pip install -e '.[ray]' (prefect-ray and ray are an optional extra)"),
+}
 
 
 class RuntimeParams(_Section):
@@ -150,27 +171,37 @@ class RuntimeParams(_Section):
     """
 
     task_runner: Literal["threads", "dask", "ray"] = Field(
-        "threads", description="Prefect task runner for the chunk tasks: threads | dask | ray")
+        "threads", description="Prefect task runner for the chunk tasks: threads | dask | ray"
+    )
     max_workers: PositiveInt = Field(2, description="chunk tasks in flight at once (local threads or processes)")
-    dask_address: str | None = Field(None, description="null: a LocalCluster of max_workers processes; or the "
-                                                       "scheduler of an existing cluster, tcp://host:8786")
-    ray_address: str | None = Field(None, description="null: a local Ray instance with max_workers CPUs; or an "
-                                                      "existing cluster: auto, host:6379 or ray://host:10001")
+    dask_address: str | None = Field(
+        None,
+        description="null: a LocalCluster of max_workers processes; or the "
+        "scheduler of an existing cluster, tcp://host:8786",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="null: a local Ray instance with max_workers CPUs; or an "
+        "existing cluster: auto, host:6379 or ray://host:10001",
+    )
 
     @model_validator(mode="after")
-    def _check_runner(self) -> "RuntimeParams":
+    def _check_runner(self) -> RuntimeParams:
         import importlib.util
 
         for runner, address in (("dask", self.dask_address), ("ray", self.ray_address)):
             if address is not None and not _CLUSTER_ADDRESS[runner].match(address):
-                raise ValueError(f"{runner}_address: expected "
-                                 f"{'tcp://host:port' if runner == 'dask' else 'auto, host:port or ray://host:port'}"
-                                 f" (or null for a local cluster), got {address!r}")
+                raise ValueError(
+                    f"{runner}_address: expected "
+                    f"{'tcp://host:port' if runner == 'dask' else 'auto, host:port or ray://host:port'}"
+                    f" (or null for a local cluster), got {address!r}"
+                )
         if self.task_runner in _RUNNER_PACKAGES:
             module, install = _RUNNER_PACKAGES[self.task_runner]
             if importlib.util.find_spec(module) is None:
-                raise ValueError(f"task_runner: {self.task_runner!r} needs the {module} package, which is not "
-                                 f"installed: {install}")
+                raise ValueError(
+                    f"task_runner: {self.task_runner!r} needs the {module} package, which is not installed: {install}"
+                )
         return self
 
 
@@ -182,17 +213,24 @@ class FitParams(_Section):
     one per named variant in ``variants`` (a method run again with other params: ``{name: {method: <method>, ...its
     params}}``). Methods and variants are the *entries* that are fitted, evaluated and ranked side by side."""
 
-    methods: list[str] = Field(default_factory=lambda: ["interfacegan"], min_length=1,
-                               description="methods to run, each a DVC job writing directions/<method>/")
+    methods: list[str] = Field(
+        default_factory=lambda: ["interfacegan"],
+        min_length=1,
+        description="methods to run, each a DVC job writing directions/<method>/",
+    )
     variants: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="named variants of a method with other params, each its own DVC job "
-                                          "writing directions/<name>/: {name: {method: <method>, <its params>}}; "
-                                          "keep the key ({} for none): dvc.yaml iterates it")
-    attributes: list[str] | None = Field(None, min_length=1,
-                                         description="attributes to fit (null: every labeled attribute)")
+        default_factory=dict,
+        description="named variants of a method with other params, each its own DVC job "
+        "writing directions/<name>/: {name: {method: <method>, <its params>}}; "
+        "keep the key ({} for none): dvc.yaml iterates it",
+    )
+    attributes: list[str] | None = Field(
+        None, min_length=1, description="attributes to fit (null: every labeled attribute)"
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict,
-                                              description="per-method params, validated by each method's model")
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-method params, validated by each method's model"
+    )
 
     _device = field_validator("device")(_check_device)
 
@@ -216,7 +254,7 @@ class FitParams(_Section):
         return self.params.get(entry, {})
 
     @model_validator(mode="after")
-    def _check_methods(self, info: ValidationInfo) -> "FitParams":
+    def _check_methods(self, info: ValidationInfo) -> FitParams:
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods: listed twice: {sorted({m for m in self.methods if self.methods.count(m) > 1})}")
         method_models: MethodModels | None = (info.context or {}).get(METHOD_MODELS)
@@ -228,8 +266,10 @@ class FitParams(_Section):
                 except LookupError as error:
                     raise ValueError(f"methods: {error}") from None
             if method not in self.params:
-                raise ValueError(f"params.{method}: missing; every method in fit.methods needs a params section "
-                                 f"(use {{}} for its defaults): DVC tracks it to rerun only that method")
+                raise ValueError(
+                    f"params.{method}: missing; every method in fit.methods needs a params section "
+                    f"(use {{}} for its defaults): DVC tracks it to rerun only that method"
+                )
         for name, section in self.variants.items():
             self._check_variant(name, section, method_models, models)
         for entry, model in models.items():
@@ -241,18 +281,23 @@ class FitParams(_Section):
                 raise ValueError(problems) from None
         return self
 
-    def _check_variant(self, name: str, section: dict[str, Any], method_models: MethodModels | None,
-                       models: dict[str, type[BaseModel]]) -> None:
+    def _check_variant(
+        self, name: str, section: dict[str, Any], method_models: MethodModels | None, models: dict[str, type[BaseModel]]
+    ) -> None:
         """A variant's name is a new folder name (not a method's) and its section names a registered method."""
         if not _ENTRY_NAME.match(name):
-            raise ValueError(f"variants.{name}: a variant's name becomes directions/<name>/ and a DVC stage name: use "
-                             f"letters, digits, '_', '.' and '-' (not first)")
+            raise ValueError(
+                f"variants.{name}: a variant's name becomes directions/<name>/ and a DVC stage name: use "
+                f"letters, digits, '_', '.' and '-' (not first)"
+            )
         if name in self.methods:
             raise ValueError(f"variants.{name}: also listed in fit.methods; give the variant its own name")
         method = section.get("method")
         if not isinstance(method, str):
-            raise ValueError(f"variants.{name}.method: missing; name the method this variant runs "
-                             f"({{method: ortho-linear, lam: 0.0}})")
+            raise ValueError(
+                f"variants.{name}.method: missing; name the method this variant runs "
+                f"({{method: ortho-linear, lam: 0.0}})"
+            )
         if method in self.variants:
             raise ValueError(f"variants.{name}.method: {method!r} is another variant; name a method")
         if method_models is None:
@@ -282,13 +327,16 @@ class FitParams(_Section):
             return self._method_params[method]
         where = f"fit.variants.{method}" if method in self.variants else f"fit.params.{method}"
         if model is None:
-            raise ParamsError(f"{where}: not validated; parse the params with method_models= "
-                              f"(stages.plugins.methods.method_params_model) or pass the method's params model")
+            raise ParamsError(
+                f"{where}: not validated; parse the params with method_models= "
+                f"(stages.plugins.methods.method_params_model) or pass the method's params model"
+            )
         try:
             return model.model_validate(self.entry_section(method))
         except pydantic.ValidationError as error:
-            raise ParamsError("; ".join(f"{where}.{'.'.join(map(str, p['loc']))}: {p['msg']}"
-                                        for p in error.errors())) from None
+            raise ParamsError(
+                "; ".join(f"{where}.{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in error.errors())
+            ) from None
 
 
 class EvalParams(_Section):
@@ -297,24 +345,36 @@ class EvalParams(_Section):
     n_samples: PositiveInt = Field(128, description="held-out z per direction")
     chunk_size: PositiveInt = Field(64, description="held-out samples per chunk (unit of work and resume)")
     seed: int = Field(1, ge=0, description="seed of the held-out stream (disjoint from the fit stream)")
-    alphas: list[float] = Field(default_factory=lambda: [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0], min_length=3,
-                                description="edit strengths; must include 0 (the original)")
-    attributes: list[str] | None = Field(None, min_length=1,
-                                         description="attributes to evaluate (null: fit.attributes)")
-    condition_on: list[str] = Field(default_factory=list,
-                                    description="also evaluate conditional editing holding these directions fixed")
-    layers: list[int] | None = Field(None, min_length=2, max_length=2,
-                                     description="W+ layers [start, stop) that edits of W directions "
-                                                       "move (null: every layer, a plain W edit)")
+    alphas: list[float] = Field(
+        default_factory=lambda: [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0],
+        min_length=3,
+        description="edit strengths; must include 0 (the original)",
+    )
+    attributes: list[str] | None = Field(
+        None, min_length=1, description="attributes to evaluate (null: fit.attributes)"
+    )
+    condition_on: list[str] = Field(
+        default_factory=list, description="also evaluate conditional editing holding these directions fixed"
+    )
+    layers: list[int] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="W+ layers [start, stop) that edits of W directions move (null: every layer, a plain W edit)",
+    )
     ppl_samples: PositiveInt = Field(32, description="(z, t) samples per direction for the perceptual path length")
     lpips_net: Literal["alex", "vgg"] = Field("alex", description="LPIPS backbone")
     grid_samples: int = Field(4, ge=1, le=16, description="rows of each traversal grid PNG")
     batch_size: PositiveInt = Field(256, description="images per generator / labeler pass")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:<k>")
-    bootstrap_resamples: int = Field(10000, ge=1000, le=200000,
-                                     description="bootstrap resamples of the held-out samples behind every 95 % "
-                                                 "interval and paired comparison (seeded from eval.seed); the "
-                                                 "comparisons' p-values are no finer than 2 / resamples")
+    bootstrap_resamples: int = Field(
+        10000,
+        ge=1000,
+        le=200000,
+        description="bootstrap resamples of the held-out samples behind every 95 % "
+        "interval and paired comparison (seeded from eval.seed); the "
+        "comparisons' p-values are no finer than 2 / resamples",
+    )
 
     _device = field_validator("device")(_check_device)
 
@@ -338,13 +398,20 @@ class EvalParams(_Section):
 class ReportParams(_Section):
     """The report stage: how directions are ranked and which attribute the reproduction tables centre on."""
 
-    min_fit_r2: float = Field(0.1, ge=-1.0, le=1.0,
-                              description="a direction whose own fit explains less of its attribute's held-out "
-                                          "variance (R², where the method reports one) ranks after every direction "
-                                          "that fits, marked")
-    reference_attribute: str | None = Field(None, description="attribute whose edit the reproduction's "
-                                                              "orthogonality tables follow (the paper's 'Young'); "
-                                                              "null: the first evaluated attribute")
+    min_fit_r2: float = Field(
+        0.1,
+        ge=-1.0,
+        le=1.0,
+        description="a direction whose own fit explains less of its attribute's held-out "
+        "variance (R², where the method reports one) ranks after every direction "
+        "that fits, marked",
+    )
+    reference_attribute: str | None = Field(
+        None,
+        description="attribute whose edit the reproduction's "
+        "orthogonality tables follow (the paper's 'Young'); "
+        "null: the first evaluated attribute",
+    )
 
 
 class Params(_Section):
@@ -358,9 +425,12 @@ class Params(_Section):
     runtime: RuntimeParams = RuntimeParams()
 
 
-def format_validation_error(source: str, error: pydantic.ValidationError,
-                            unknown_key: str = "unknown key (check the spelling; see params.yaml in the repository "
-                                               "for every key)", prefix: str = "") -> str:
+def format_validation_error(
+    source: str,
+    error: pydantic.ValidationError,
+    unknown_key: str = "unknown key (check the spelling; see params.yaml in the repository for every key)",
+    prefix: str = "",
+) -> str:
     """One line per problem of a pydantic validation error: ``<source>: <dotted.key>: <what was expected> (got …)``.
 
     Args:
@@ -373,15 +443,19 @@ def format_validation_error(source: str, error: pydantic.ValidationError,
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = unknown_key
-        elif ("input" in problem and not isinstance(problem["input"], dict)
-              and not (problem.get("ctx") or {}).get(HIDE_INPUT)):
+        elif (
+            "input" in problem
+            and not isinstance(problem["input"], dict)
+            and not (problem.get("ctx") or {}).get(HIDE_INPUT)
+        ):
             message += f" (got {problem['input']!r})"
         lines.append(f"{source}: {key}: {message}")
     return "\n".join(lines)
 
 
-def validate_plugin_kwargs(model: type[BaseModel], kwargs: dict[str, Any], plugin: str, source: str,
-                           where: str) -> BaseModel:
+def validate_plugin_kwargs(
+    model: type[BaseModel], kwargs: dict[str, Any], plugin: str, source: str, where: str
+) -> BaseModel:
     """The kwargs of ``plugin`` (``"labeler 'http'"``) validated by its params ``model``.
 
     Raises:
@@ -391,8 +465,9 @@ def validate_plugin_kwargs(model: type[BaseModel], kwargs: dict[str, Any], plugi
         return model.model_validate(kwargs)
     except pydantic.ValidationError as error:
         takes = ", ".join(sorted(model.model_fields)) or "no kwargs"
-        raise ParamsError(format_validation_error(source, error, unknown_key=f"unknown key; {plugin} takes {takes}",
-                                                  prefix=where)) from None
+        raise ParamsError(
+            format_validation_error(source, error, unknown_key=f"unknown key; {plugin} takes {takes}", prefix=where)
+        ) from None
 
 
 def plugin_kwargs_problems(params: Params, source: str, plugin_models: PluginModels) -> list[str]:
@@ -402,12 +477,15 @@ def plugin_kwargs_problems(params: Params, source: str, plugin_models: PluginMod
     a plugin without a model is checked against its factory's signature then."""
     label = params.label
     entries: list[tuple[str, str, str, dict[str, Any]]] = [
-        ("generator.kwargs", "generator", params.generator.name, params.generator.kwargs)]
+        ("generator.kwargs", "generator", params.generator.name, params.generator.kwargs)
+    ]
     if label.labelers is None:
         entries.append(("label.kwargs", "labeler", label.labeler, label.kwargs))
     else:
-        entries += [(f"label.labelers.{index}.kwargs", "labeler", entry.name, entry.kwargs)
-                    for index, entry in enumerate(label.entries())]
+        entries += [
+            (f"label.labelers.{index}.kwargs", "labeler", entry.name, entry.kwargs)
+            for index, entry in enumerate(label.entries())
+        ]
     problems: list[str] = []
     for where, kind, name, kwargs in entries:
         try:
@@ -423,8 +501,12 @@ def plugin_kwargs_problems(params: Params, source: str, plugin_models: PluginMod
     return problems
 
 
-def parse_params(raw: dict[str, Any], source: str = "params", method_models: MethodModels | None = None,
-                 plugin_models: PluginModels | None = None) -> Params:
+def parse_params(
+    raw: dict[str, Any],
+    source: str = "params",
+    method_models: MethodModels | None = None,
+    plugin_models: PluginModels | None = None,
+) -> Params:
     """Validate a params mapping (as read from YAML) into :class:`Params`.
 
     Args:
@@ -458,8 +540,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (line {seen[key] + 1} and line "
-                                f"{key_node.start_mark.line + 1})", key_node.start_mark)
+                    None,
+                    None,
+                    f"key {key!r} is given twice (line {seen[key] + 1} and line {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
@@ -472,21 +557,24 @@ def _read_yaml(path: Path, what: str) -> Any:
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
     if loaded is None:
-        raise ParamsError(f"{path}: the {what} is empty; expected a mapping of sections (see params.yaml in the "
-                          f"repository)")
+        raise ParamsError(
+            f"{path}: the {what} is empty; expected a mapping of sections (see params.yaml in the repository)"
+        )
     return loaded
 
 
-def load_params(path: str | Path, method_models: MethodModels | None = None,
-                plugin_models: PluginModels | None = None) -> Params:
+def load_params(
+    path: str | Path, method_models: MethodModels | None = None, plugin_models: PluginModels | None = None
+) -> Params:
     """Read and validate ``params.yaml`` (``method_models``, ``plugin_models``: see :func:`parse_params`).
 
     Raises:
         ParamsError: the file is missing, is not YAML, or a key has the wrong type or value.
     """
     path = Path(path)
-    return parse_params(_read_yaml(path, "params file"), source=str(path), method_models=method_models,
-                        plugin_models=plugin_models)
+    return parse_params(
+        _read_yaml(path, "params file"), source=str(path), method_models=method_models, plugin_models=plugin_models
+    )
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -520,9 +608,12 @@ def flatten_overrides(overrides: dict[str, Any], prefix: str = "") -> list[tuple
     return pairs
 
 
-def load_preset(preset_path: str | Path, params_path: str | Path = "params.yaml",
-                method_models: MethodModels | None = None,
-                plugin_models: PluginModels | None = None) -> list[tuple[str, Any]]:
+def load_preset(
+    preset_path: str | Path,
+    params_path: str | Path = "params.yaml",
+    method_models: MethodModels | None = None,
+    plugin_models: PluginModels | None = None,
+) -> list[tuple[str, Any]]:
     """Read a preset (a partial params file: only the keys it changes, e.g. ``params/interfacegan-500k.yaml``),
     check that ``params_path`` with the preset applied validates, and return its dotted overrides.
 
@@ -535,6 +626,7 @@ def load_preset(preset_path: str | Path, params_path: str | Path = "params.yaml"
     if not overrides:
         raise ParamsError(f"{preset_path}: the preset changes no key (expected sections such as 'sample:')")
     merged = merge_overrides(_read_yaml_mapping(params_path), overrides)
-    parse_params(merged, source=f"{params_path} + {preset_path}", method_models=method_models,
-                 plugin_models=plugin_models)
+    parse_params(
+        merged, source=f"{params_path} + {preset_path}", method_models=method_models, plugin_models=plugin_models
+    )
     return flatten_overrides(overrides)

@@ -108,8 +108,9 @@ class Registry(Generic[T]):
         self.entry_point_group = f"latentatlas.{kind}s"
         self._factories: dict[str, Callable[..., T]] = {}
 
-    def register(self, name: str, params: type[pydantic.BaseModel] | None = None
-                 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(
+        self, name: str, params: type[pydantic.BaseModel] | None = None
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Register a built-in factory as ``name`` (with ``params``: its kwargs' model, see :func:`plugin`)."""
 
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
@@ -140,14 +141,17 @@ class Registry(Generic[T]):
             if name not in self._factories:
                 raise RuntimeError(f"{self.builtins[name]} was expected to register {self.kind} {name!r} and did not")
             return self._factories[name]
-        points = [point for point in importlib.metadata.entry_points(group=self.entry_point_group)
-                  if point.name == name]
+        points = [
+            point for point in importlib.metadata.entry_points(group=self.entry_point_group) if point.name == name
+        ]
         if points:
             return self._callable(name, points[0].load())
         if ":" not in name:
-            raise RegistryError(f"unknown {self.kind} {name!r}; expected one of {self.names()}"
-                                f"{' or ' + str(self.entry_point_names()) if self.entry_point_names() else ''}, or an "
-                                f"import path 'package.module:factory' to a factory marked @plugin({self.kind!r})")
+            raise RegistryError(
+                f"unknown {self.kind} {name!r}; expected one of {self.names()}"
+                f"{' or ' + str(self.entry_point_names()) if self.entry_point_names() else ''}, or an "
+                f"import path 'package.module:factory' to a factory marked @plugin({self.kind!r})"
+            )
         module_name, _, attribute = name.partition(":")
         try:
             module = importlib.import_module(module_name)
@@ -157,10 +161,12 @@ class Registry(Generic[T]):
         if factory is None:
             raise RegistryError(f"{self.kind} {name!r}: module {module_name!r} has no attribute {attribute!r}")
         if self.kind not in declared_kinds(factory):
-            raise RegistryError(f"{self.kind} {name!r}: refused, {module_name}.{attribute} is not declared a "
-                                f"latentatlas {self.kind} plugin; mark the factory with "
-                                f"@latentatlas.registry.plugin({self.kind!r}) or declare it as an entry point in "
-                                f"the group {self.entry_point_group!r} (a params file may only name plugins)")
+            raise RegistryError(
+                f"{self.kind} {name!r}: refused, {module_name}.{attribute} is not declared a "
+                f"latentatlas {self.kind} plugin; mark the factory with "
+                f"@latentatlas.registry.plugin({self.kind!r}) or declare it as an entry point in "
+                f"the group {self.entry_point_group!r} (a params file may only name plugins)"
+            )
         return self._callable(name, factory)
 
     def _callable(self, name: str, factory: Any) -> Callable[..., T]:
@@ -196,6 +202,8 @@ class Registry(Generic[T]):
         try:
             signature.bind(**kwargs)
         except TypeError as error:
-            raise RegistryError(f"{self.kind} {name!r}: kwargs {sorted(kwargs)} do not fit its factory "
-                                f"{getattr(factory, '__qualname__', factory)}{signature} ({error})") from None
+            raise RegistryError(
+                f"{self.kind} {name!r}: kwargs {sorted(kwargs)} do not fit its factory "
+                f"{getattr(factory, '__qualname__', factory)}{signature} ({error})"
+            ) from None
         return factory(**kwargs)

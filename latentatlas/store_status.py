@@ -61,12 +61,16 @@ class StoreStatus:
         if report.store is None:
             lines = [f"{self.name:14s} {report.error}"]
             if self.needed_by:
-                lines.append(f"    {' and '.join(self.needed_by)} {'was' if len(self.needed_by) == 1 else 'were'} "
-                             f"computed from it")
+                lines.append(
+                    f"    {' and '.join(self.needed_by)} {'was' if len(self.needed_by) == 1 else 'were'} "
+                    f"computed from it"
+                )
         else:
             info = report.store.info
-            lines = [f"{self.name:14s} {self.state:10s} {report.done}/{info.n_chunks} chunks  N={info.n_samples}  "
-                     f"fingerprint={info.fingerprint}"]
+            lines = [
+                f"{self.name:14s} {self.state:10s} {report.done}/{info.n_chunks} chunks  N={info.n_samples}  "
+                f"fingerprint={info.fingerprint}"
+            ]
             lines += [f"    {reason}" for reason in report.stale]
             lines += [f"    computed from {name}, which is stale itself" for name in self.stale_via]
             lines += [f"    {note}" for note in report.unchecked]
@@ -109,8 +113,10 @@ class DataDirStatus:
         """The closing line of ``status`` when some store needs repair."""
         states = sorted({store.state for store in self.needing_repair})
         count = len(self.needing_repair)
-        return (f"{self.data_dir}: {count} {'store needs' if count == 1 else 'stores need'} repair "
-                f"({', '.join(states)}: see above); rerun the stages named (or `dvc repro`)")
+        return (
+            f"{self.data_dir}: {count} {'store needs' if count == 1 else 'stores need'} repair "
+            f"({', '.join(states)}: see above); rerun the stages named (or `dvc repro`)"
+        )
 
 
 def data_dir_status(data_dir: StorePath, deep: bool = True) -> DataDirStatus:
@@ -125,14 +131,16 @@ def data_dir_status(data_dir: StorePath, deep: bool = True) -> DataDirStatus:
     statuses: dict[str, StoreStatus] = {}
     for name, report in reports.items():
         needed_by = tuple(other for other, other_report in reports.items() if name in other_report.inputs)
-        stale_via = tuple(input_name for input_name in report.inputs
-                          if input_name in statuses and statuses[input_name].state == "stale")
+        stale_via = tuple(
+            input_name
+            for input_name in report.inputs
+            if input_name in statuses and statuses[input_name].state == "stale"
+        )
         own_stage = _stage_of(name, report)
         rerun: tuple[str, ...] = ()
         if stale_via:
             rerun = (*statuses[stale_via[0]].rerun, own_stage)
-        elif (report.state in NEEDS_REPAIR and report.store is not None) or (report.state == "absent"
-                                                                           and needed_by):
+        elif (report.state in NEEDS_REPAIR and report.store is not None) or (report.state == "absent" and needed_by):
             rerun = (own_stage,)
         statuses[name] = StoreStatus(name, report, stale_via, needed_by, tuple(dict.fromkeys(rerun)))
     return DataDirStatus(data_dir, tuple(statuses.values()))

@@ -50,13 +50,28 @@ import pyarrow.parquet as pq
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
-from latentatlas.locations import StorePath, is_remote, store_path, zarr_storage_options
 from latentatlas.atomic import atomic_write_bytes, atomic_write_json, fsync_folder
-from latentatlas.chunk_records import (BAD_RECORD, DAMAGED, FOREIGN_RECORD, GAP_KINDS, MISPLACED_RECORD, MISSING,
-                                       NOT_WRITTEN, OTHER_UPSTREAM, RECORDS_DIR, UNRECORDED, WRONG_SIZE,
-                                       ChecksummingZarrStore, ChunkProblem, ChunkRecord, crc32c_hex, upstream_mismatch)
+from latentatlas.chunk_records import (
+    BAD_RECORD,
+    DAMAGED,
+    FOREIGN_RECORD,
+    GAP_KINDS,
+    MISPLACED_RECORD,
+    MISSING,
+    NOT_WRITTEN,
+    OTHER_UPSTREAM,
+    RECORDS_DIR,
+    UNRECORDED,
+    WRONG_SIZE,
+    ChecksummingZarrStore,
+    ChunkProblem,
+    ChunkRecord,
+    crc32c_hex,
+    upstream_mismatch,
+)
 from latentatlas.errors import LatentAtlasError
 from latentatlas.layout import IMAGES_STORE, LABELS_STORE, LATENTS_STORE
+from latentatlas.locations import StorePath, is_remote, store_path, zarr_storage_options
 
 STORE_FORMAT = "latentatlas/1"
 ATTRS_KEY = "latentatlas"
@@ -96,6 +111,7 @@ def rebuild_hint(path: StorePath, kind: str | None = None) -> str:
     stage = PRODUCING_STAGE.get(kind or "") or PRODUCING_STAGE_BY_NAME.get(store_path(path).name)
     return f"rerun `latentatlas {stage}` to rebuild it" if stage else "rerun the stage that writes it to rebuild it"
 
+
 _OS_ERROR_ADVICE = {
     errno.ENOSPC: "the disk is full: free some space and rerun (finished chunks are kept)",
     errno.EDQUOT: "the disk quota is exhausted: free some space and rerun (finished chunks are kept)",
@@ -112,8 +128,10 @@ def os_error(error: OSError, doing: str) -> StoreError:
     advice = _OS_ERROR_ADVICE.get(error.errno or -1)
     reason = error.strerror or type(error).__name__
     if advice is None:
-        return StoreError(f"{doing}: {reason} ({error.filename or 'no file named'}); nothing half-written is left, "
-                          f"rerun when the cause is fixed")
+        return StoreError(
+            f"{doing}: {reason} ({error.filename or 'no file named'}); nothing half-written is left, "
+            f"rerun when the cause is fixed"
+        )
     return StoreError(f"{doing}: {advice} [{reason}]")
 
 
@@ -145,8 +163,9 @@ class StoreInfo:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint_of({"kind": self.kind, "n_samples": self.n_samples, "chunk_size": self.chunk_size,
-                               "inputs": self.inputs})
+        return fingerprint_of(
+            {"kind": self.kind, "n_samples": self.n_samples, "chunk_size": self.chunk_size, "inputs": self.inputs}
+        )
 
     @property
     def n_chunks(self) -> int:
@@ -161,17 +180,24 @@ class StoreInfo:
         return {"format": STORE_FORMAT, "fingerprint": self.fingerprint, **asdict(self)}
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any], where: Path) -> "StoreInfo":
+    def from_json(cls, raw: Mapping[str, Any], where: Path) -> StoreInfo:
         if raw.get("format") != STORE_FORMAT:
             raise StoreError(f"{where}: store format {raw.get('format')!r}, expected {STORE_FORMAT!r}")
         try:
-            info = cls(kind=raw["kind"], inputs=raw["inputs"], n_samples=raw["n_samples"],
-                       chunk_size=raw["chunk_size"], details=raw.get("details", {}), complete=raw["complete"])
+            info = cls(
+                kind=raw["kind"],
+                inputs=raw["inputs"],
+                n_samples=raw["n_samples"],
+                chunk_size=raw["chunk_size"],
+                details=raw.get("details", {}),
+                complete=raw["complete"],
+            )
         except (KeyError, TypeError) as error:
             raise LostMetadataError(where.parent, f"{where.name} is corrupted: missing {error}") from None
         if info.fingerprint != raw.get("fingerprint"):
-            raise LostMetadataError(where.parent, f"{where.name} is corrupted: its fingerprint does not match its "
-                                                  f"inputs", info.kind)
+            raise LostMetadataError(
+                where.parent, f"{where.name} is corrupted: its fingerprint does not match its inputs", info.kind
+            )
         return info
 
 
@@ -187,8 +213,9 @@ def store_lock(path: StorePath, lock_dir: Path | None = None) -> Iterator[None]:
     """
     path = store_path(path)
     if is_remote(path):
-        warnings.warn(f"{path}: object stores have no locks; make sure no other run writes this store now",
-                      stacklevel=3)
+        warnings.warn(
+            f"{path}: object stores have no locks; make sure no other run writes this store now", stacklevel=3
+        )
         yield
         return
     check_data_dir(path.parent)
@@ -208,11 +235,14 @@ def store_lock(path: StorePath, lock_dir: Path | None = None) -> Iterator[None]:
             holder = handle.read().strip() or "unknown"
             readers = _lock_holders(lock_path, "READ")
             if readers:
-                raise StoreLockedError(f"{path} is being read by another run (pid {', '.join(map(str, readers))} "
-                                       f"holds a read lock on {lock_path}); wait for it to finish or stop it") \
-                    from None
-            raise StoreLockedError(f"{path} is being written by another run (pid {holder} holds {lock_path}); "
-                                   f"wait for it to finish or stop it") from None
+                raise StoreLockedError(
+                    f"{path} is being read by another run (pid {', '.join(map(str, readers))} "
+                    f"holds a read lock on {lock_path}); wait for it to finish or stop it"
+                ) from None
+            raise StoreLockedError(
+                f"{path} is being written by another run (pid {holder} holds {lock_path}); "
+                f"wait for it to finish or stop it"
+            ) from None
         try:  # the holder's pid, for the message of a run refused meanwhile
             handle.seek(0)
             handle.truncate()
@@ -266,8 +296,10 @@ def store_read_lock(path: StorePath) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise StoreLockedError(f"{path} is being written by another run (pid {holder} holds {lock_path}); "
-                                   f"wait for it to finish before reading it") from None
+            raise StoreLockedError(
+                f"{path} is being written by another run (pid {holder} holds {lock_path}); "
+                f"wait for it to finish before reading it"
+            ) from None
         yield
     finally:
         handle.close()
@@ -286,8 +318,9 @@ def check_data_dir(folder: StorePath) -> None:
     for candidate in (folder, *folder.parents):
         if candidate.exists():
             if not candidate.is_dir():
-                raise StoreError(f"{candidate}: the data dir is a file, expected a folder; remove it or choose "
-                                 f"another --data-dir")
+                raise StoreError(
+                    f"{candidate}: the data dir is a file, expected a folder; remove it or choose another --data-dir"
+                )
             return
 
 
@@ -331,8 +364,10 @@ def _read_info(path: StorePath) -> StoreInfo | _HalfMade | None:
                 return None  # an empty folder (e.g. made by hand or by a tool): nothing to lose
             if _has_records(path):
                 raise LostMetadataError(path, "its zarr.json is missing; its chunk records show it is ours")
-            raise StoreError(f"{path}: not a Zarr store (no zarr.json); it is not ours, so it is left alone — "
-                             f"remove it or pick another path")
+            raise StoreError(
+                f"{path}: not a Zarr store (no zarr.json); it is not ours, so it is left alone — "
+                f"remove it or pick another path"
+            )
         try:
             raw = json.loads(meta_file.read_text())
             attributes = raw.get("attributes", {}) if isinstance(raw, dict) else {}
@@ -346,17 +381,20 @@ def _read_info(path: StorePath) -> StoreInfo | _HalfMade | None:
             if not any(path.iterdir()):
                 return None
             if _has_records(path):
-                raise LostMetadataError(path, f"its {PARQUET_INFO_FILE} is missing; its chunk records show it is "
-                                              f"ours")
-            raise StoreError(f"{path}: not a latentatlas Parquet store (no {PARQUET_INFO_FILE}); it is not ours, "
-                             f"so it is left alone — remove it or pick another path")
+                raise LostMetadataError(path, f"its {PARQUET_INFO_FILE} is missing; its chunk records show it is ours")
+            raise StoreError(
+                f"{path}: not a latentatlas Parquet store (no {PARQUET_INFO_FILE}); it is not ours, "
+                f"so it is left alone — remove it or pick another path"
+            )
         try:
             attributes = {ATTRS_KEY: json.loads(meta_file.read_text())}
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise LostMetadataError(path, f"its {PARQUET_INFO_FILE} is corrupted: {error}") from None
     if ATTRS_KEY not in attributes:
-        raise StoreError(f"{meta_file}: a Zarr store without latentatlas metadata (a foreign store); it is left "
-                         f"alone — remove it or pick another path")
+        raise StoreError(
+            f"{meta_file}: a Zarr store without latentatlas metadata (a foreign store); it is left "
+            f"alone — remove it or pick another path"
+        )
     return StoreInfo.from_json(attributes[ATTRS_KEY], meta_file)
 
 
@@ -402,8 +440,9 @@ def _remove_partial_writes(path: StorePath) -> None:
     if is_remote(path):
         return
     for leftover in path.rglob("*"):
-        if leftover.is_file() and (leftover.name.endswith(".partial")
-                                   or (leftover.name.startswith(".") and leftover.name.endswith(".tmp"))):
+        if leftover.is_file() and (
+            leftover.name.endswith(".partial") or (leftover.name.startswith(".") and leftover.name.endswith(".tmp"))
+        ):
             leftover.unlink(missing_ok=True)
 
 
@@ -486,8 +525,9 @@ class ChunkedStore(abc.ABC):
         try:
             return ChunkRecord.from_bytes(payload)
         except ValueError as error:
-            raise StoreError(f"{self.path / self.record_key(file_key)}: not a chunk record ({error}); "
-                             f"{self.stage_hint()}") from None
+            raise StoreError(
+                f"{self.path / self.record_key(file_key)}: not a chunk record ({error}); {self.stage_hint()}"
+            ) from None
 
     def _write_record(self, record: ChunkRecord) -> None:
         atomic_write_bytes(self.path / self.record_key(record.file), record.to_bytes())
@@ -515,10 +555,12 @@ class ChunkedStore(abc.ABC):
             files[key] = record.digest if record is not None else None
         return {"fingerprint": self.info.fingerprint, "files": files}
 
-    def check_file(self, index: int, key: str, record: ChunkRecord | None, data: bytes | None,
-                   size: int | None, deep: bool) -> ChunkProblem | None:
+    def check_file(
+        self, index: int, key: str, record: ChunkRecord | None, data: bytes | None, size: int | None, deep: bool
+    ) -> ChunkProblem | None:
         """Whether chunk file ``key`` (its ``data``, or only its ``size`` when not ``deep``) matches ``record``.
         Returns the problem, or None."""
+
         def problem(kind: str, detail: str) -> ChunkProblem:
             return ChunkProblem(str(self.path), index, key, kind, detail)
 
@@ -529,15 +571,23 @@ class ChunkedStore(abc.ABC):
                 return problem(NOT_WRITTEN, "no file, no record")
             return problem(UNRECORDED, "the file has no record (a run stopped between writing it and recording it)")
         if record.store != self.info.fingerprint:
-            return problem(FOREIGN_RECORD, f"the record belongs to chunk {record.chunk} ({record.file}) of store "
-                                           f"{record.store}, this store is {self.info.fingerprint} (the store was "
-                                           f"rebuilt or replaced since it was opened, or files were copied in)")
+            return problem(
+                FOREIGN_RECORD,
+                f"the record belongs to chunk {record.chunk} ({record.file}) of store "
+                f"{record.store}, this store is {self.info.fingerprint} (the store was "
+                f"rebuilt or replaced since it was opened, or files were copied in)",
+            )
         if record.chunk != index or record.file != key:
             if size == record.size and (data is None or crc32c_hex(data) == record.crc32c):
-                return problem(MISPLACED_RECORD, f"the file and its record are chunk {record.chunk}'s ({record.file}) "
-                                                 f"of this store: chunk files were moved or swapped")
-            return problem(MISPLACED_RECORD, f"its record is chunk {record.chunk}'s ({record.file}) of this store: "
-                                             f"records were moved or swapped")
+                return problem(
+                    MISPLACED_RECORD,
+                    f"the file and its record are chunk {record.chunk}'s ({record.file}) "
+                    f"of this store: chunk files were moved or swapped",
+                )
+            return problem(
+                MISPLACED_RECORD,
+                f"its record is chunk {record.chunk}'s ({record.file}) of this store: records were moved or swapped",
+            )
         if size is None:
             return problem(MISSING, f"the file is gone; its record says {record.size} bytes")
         if size != record.size:
@@ -546,9 +596,14 @@ class ChunkedStore(abc.ABC):
             return problem(DAMAGED, f"crc32c {crc32c_hex(data)}, its record says {record.crc32c}")
         return None
 
-    def check_chunk(self, index: int, deep: bool = True, upstream: Mapping[str, "ChunkedStore"] | None = None,
-                    lineage: bool = True, _siblings: dict[str, "ChunkedStore | StoreError"] | None = None
-                    ) -> list[ChunkProblem]:
+    def check_chunk(
+        self,
+        index: int,
+        deep: bool = True,
+        upstream: Mapping[str, ChunkedStore] | None = None,
+        lineage: bool = True,
+        _siblings: dict[str, ChunkedStore | StoreError] | None = None,
+    ) -> list[ChunkProblem]:
         """The problems of chunk ``index`` (empty: it is done and matches its records).
 
         Args:
@@ -574,9 +629,14 @@ class ChunkedStore(abc.ABC):
                 problems.append(found)
         return problems
 
-    def _check_upstream(self, index: int, key: str, record: ChunkRecord,
-                        upstream: Mapping[str, "ChunkedStore"] | None,
-                        siblings: dict[str, "ChunkedStore | StoreError"]) -> ChunkProblem | None:
+    def _check_upstream(
+        self,
+        index: int,
+        key: str,
+        record: ChunkRecord,
+        upstream: Mapping[str, ChunkedStore] | None,
+        siblings: dict[str, ChunkedStore | StoreError],
+    ) -> ChunkProblem | None:
         """Whether ``record``'s upstream is what ``upstream`` holds now for chunk ``index`` (None: the sibling
         stores the record names, opened once into ``siblings``)."""
         if upstream is None:
@@ -588,8 +648,13 @@ class ChunkedStore(abc.ABC):
                     except StoreError as error:
                         siblings[name] = error
                 if isinstance(siblings[name], StoreError):
-                    return ChunkProblem(str(self.path), index, key, OTHER_UPSTREAM,
-                                        f"its upstream {name} cannot be opened ({siblings[name]})")
+                    return ChunkProblem(
+                        str(self.path),
+                        index,
+                        key,
+                        OTHER_UPSTREAM,
+                        f"its upstream {name} cannot be opened ({siblings[name]})",
+                    )
                 upstream[name] = siblings[name]  # type: ignore[assignment]
         expected = {}
         for name, store in upstream.items():
@@ -599,8 +664,13 @@ class ChunkedStore(abc.ABC):
                 # lineage of this one, and may not even exist.
                 expected[name] = {"fingerprint": store.info.fingerprint}
             elif index >= store.info.n_chunks:
-                return ChunkProblem(str(self.path), index, key, OTHER_UPSTREAM,
-                                    f"its upstream {name} has only {store.info.n_chunks} chunks")
+                return ChunkProblem(
+                    str(self.path),
+                    index,
+                    key,
+                    OTHER_UPSTREAM,
+                    f"its upstream {name} has only {store.info.n_chunks} chunks",
+                )
             else:
                 expected[name] = store.lineage(index)
         difference = upstream_mismatch(record.upstream, expected)
@@ -608,12 +678,16 @@ class ChunkedStore(abc.ABC):
             return None
         return ChunkProblem(str(self.path), index, key, OTHER_UPSTREAM, difference)
 
-    def check_chunks(self, deep: bool = True, upstream: Mapping[str, "ChunkedStore"] | None = None,
-                     lineage: bool = True) -> list[ChunkProblem]:
+    def check_chunks(
+        self, deep: bool = True, upstream: Mapping[str, ChunkedStore] | None = None, lineage: bool = True
+    ) -> list[ChunkProblem]:
         """The problems of every chunk, in chunk order (see :meth:`check_chunk`)."""
         siblings: dict[str, ChunkedStore | StoreError] = {}
-        return [problem for index in range(self.info.n_chunks)
-                for problem in self.check_chunk(index, deep, upstream, lineage, siblings)]
+        return [
+            problem
+            for index in range(self.info.n_chunks)
+            for problem in self.check_chunk(index, deep, upstream, lineage, siblings)
+        ]
 
     def recorded_upstream(self) -> dict[str, set[str]]:
         """The upstream stores this store's chunks were computed from, by name, each with the fingerprints its
@@ -629,7 +703,7 @@ class ChunkedStore(abc.ABC):
                     recorded.setdefault(name, set()).add(str((lineage or {}).get("fingerprint")))
         return recorded
 
-    def check_chunks_at_start(self, upstream: Mapping[str, "ChunkedStore"] | None = None) -> list[ChunkProblem]:
+    def check_chunks_at_start(self, upstream: Mapping[str, ChunkedStore] | None = None) -> list[ChunkProblem]:
         """What a stage start checks, without reading chunk data: every chunk's records, file sizes and lineage;
         a chunk with a file modified after its record was written (a change in place, even one that kept the size)
         is also checksummed. Cost: a few ``stat`` calls and small record reads per chunk, whatever the store's
@@ -667,7 +741,7 @@ class ChunkedStore(abc.ABC):
                 return float(value)
         return None
 
-    def require_chunk(self, index: int, upstream: Mapping[str, "ChunkedStore"] | None = None) -> None:
+    def require_chunk(self, index: int, upstream: Mapping[str, ChunkedStore] | None = None) -> None:
         """Check chunk ``index``'s records, file sizes and lineage (no checksum: reads do that).
 
         Raises:
@@ -728,7 +802,7 @@ class ChunkedStore(abc.ABC):
         self.info = info
 
     @classmethod
-    def prepare(cls, path: StorePath, info: StoreInfo, **layout: Any) -> "ChunkedStore":
+    def prepare(cls, path: StorePath, info: StoreInfo, **layout: Any) -> ChunkedStore:
         """Open the store at ``path`` for writing ``info``'s contents: resume it if its fingerprint matches,
         else wipe and create it. Call under :func:`store_lock`.
 
@@ -750,13 +824,15 @@ class ChunkedStore(abc.ABC):
                 _remove_tree(path)
                 existing = None
             if existing is HALF_MADE:
-                warnings.warn(f"{path}: a run stopped while creating or wiping this store; rebuilding it",
-                              stacklevel=2)
+                warnings.warn(f"{path}: a run stopped while creating or wiping this store; rebuilding it", stacklevel=2)
                 _remove_tree(path)
                 existing = None
             elif existing is not None and existing.fingerprint != info.fingerprint:
-                warnings.warn(f"{path} was produced by other inputs (fingerprint {existing.fingerprint} ≠ "
-                              f"{info.fingerprint}): wiping it and rebuilding", stacklevel=2)
+                warnings.warn(
+                    f"{path} was produced by other inputs (fingerprint {existing.fingerprint} ≠ "
+                    f"{info.fingerprint}): wiping it and rebuilding",
+                    stacklevel=2,
+                )
                 _remove_tree(path)
                 existing = None
             elif existing is None and path.exists() and not is_remote(path):
@@ -781,8 +857,9 @@ class ChunkedStore(abc.ABC):
         return cls.open(path, expected_kind=info.kind)
 
     @classmethod
-    def open(cls, path: StorePath, expected_kind: str | None = None, require_complete: bool = False,
-             verify: bool = True) -> "ChunkedStore":
+    def open(
+        cls, path: StorePath, expected_kind: str | None = None, require_complete: bool = False, verify: bool = True
+    ) -> ChunkedStore:
         """Open an existing store for reading (or resuming).
 
         Args:
@@ -796,13 +873,16 @@ class ChunkedStore(abc.ABC):
         if info is None:
             raise StoreError(f"{path}: no store here; run the stage that produces it first (e.g. `dvc repro`)")
         if info is HALF_MADE:
-            raise StoreError(f"{path}: a run stopped while creating or wiping this store; rerun the stage that "
-                             f"produces it")
+            raise StoreError(
+                f"{path}: a run stopped while creating or wiping this store; rerun the stage that produces it"
+            )
         if expected_kind is not None and info.kind != expected_kind:
             raise StoreError(f"{path}: holds a {info.kind!r} store, expected {expected_kind!r}")
         if require_complete and not info.complete:
-            raise StoreError(f"{path}: store is incomplete (a run stopped before finishing, or bad chunks are being "
-                             f"recomputed); rerun `dvc repro` to complete it")
+            raise StoreError(
+                f"{path}: store is incomplete (a run stopped before finishing, or bad chunks are being "
+                f"recomputed); rerun `dvc repro` to complete it"
+            )
         return cls(path, info, verify=verify)
 
 
@@ -829,14 +909,14 @@ class ZarrChunkStore(ChunkedStore):
         super().__init__(path, info, verify)
         self._written: dict[str, tuple[int, str]] = {}  # chunk key → (size, crc32c) of the bytes just written
         self._array_names = list(info.details.get("arrays", []))
-        self.zarr_store = _checksumming_zarr_store(self.path, self._is_chunk_key, self._chunk_written,
-                                                   self._chunk_read)
+        self.zarr_store = _checksumming_zarr_store(self.path, self._is_chunk_key, self._chunk_written, self._chunk_read)
         try:
             self.group = zarr.open_group(store=self.zarr_store, mode="r+")
             # Zarr does not persist write_empty_chunks: without it, a chunk equal to the fill value (all zeros)
             # would be deleted instead of written, and never be done.
-            self.arrays = {name: self.group[name].with_config({"write_empty_chunks": True})
-                           for name in self._array_names}
+            self.arrays = {
+                name: self.group[name].with_config({"write_empty_chunks": True}) for name in self._array_names
+            }
         except (KeyError, FileNotFoundError) as error:
             raise LostMetadataError(self.path, f"the zarr.json of its array {error} is missing", info.kind) from None
 
@@ -848,15 +928,19 @@ class ZarrChunkStore(ChunkedStore):
         zarr_store = _checksumming_zarr_store(store_path(path), lambda key: False, lambda *_: None, lambda *_: None)
         group = zarr.open_group(store=zarr_store, mode="a")
         for name, spec in arrays.items():
-            group.create_array(name, shape=(info.n_samples, *spec.tail_shape),
-                               chunks=(info.chunk_size, *spec.tail_shape), dtype=spec.dtype,
-                               dimension_names=spec.dimension_names, fill_value=0,
-                               config={"write_empty_chunks": True})
+            group.create_array(
+                name,
+                shape=(info.n_samples, *spec.tail_shape),
+                chunks=(info.chunk_size, *spec.tail_shape),
+                dtype=spec.dtype,
+                dimension_names=spec.dimension_names,
+                fill_value=0,
+                config={"write_empty_chunks": True},
+            )
         group.attrs[ATTRS_KEY] = info.to_json()
 
     @classmethod
-    def prepare(cls, path: StorePath, info: StoreInfo,
-                arrays: Mapping[str, ArraySpec] | None = None) -> "ZarrChunkStore":
+    def prepare(cls, path: StorePath, info: StoreInfo, arrays: Mapping[str, ArraySpec] | None = None) -> ZarrChunkStore:
         # "arrays" is part of what a reader needs, so it joins the details before the fingerprint comparison.
         info = StoreInfo(**{**asdict(info), "details": {**info.details, "arrays": sorted(arrays or {})}})
         return super().prepare(path, info, arrays=arrays)  # type: ignore[return-value]
@@ -895,13 +979,15 @@ class ZarrChunkStore(ChunkedStore):
     def _chunk_read(self, key: str, data: bytes | None) -> None:
         index = self._chunk_index(key)
         if data is None:
-            raise StoreError(f"{self.path}: chunk {index} ({key}) is missing (it would read as zeros); "
-                             f"{self.stage_hint()}")
+            raise StoreError(
+                f"{self.path}: chunk {index} ({key}) is missing (it would read as zeros); {self.stage_hint()}"
+            )
         if self.verify:
             self.check_data(index, key, data)  # type: ignore[arg-type]
 
-    def write_chunk(self, index: int, values: Mapping[str, np.ndarray],
-                    upstream: Mapping[str, Any] | None = None) -> None:
+    def write_chunk(
+        self, index: int, values: Mapping[str, np.ndarray], upstream: Mapping[str, Any] | None = None
+    ) -> None:
         """Write chunk ``index`` of every array (each value: (chunk length, *tail_shape)), then its records.
 
         Args:
@@ -918,8 +1004,10 @@ class ZarrChunkStore(ChunkedStore):
             array = self.arrays[name]
             expected = (rows.stop - rows.start, *array.shape[1:])
             if value.shape != expected or value.dtype != array.dtype:
-                raise StoreError(f"{self.path}/{name}: chunk {index} must be {expected} {array.dtype}, "
-                                 f"got {value.shape} {value.dtype}")
+                raise StoreError(
+                    f"{self.path}/{name}: chunk {index} must be {expected} {array.dtype}, "
+                    f"got {value.shape} {value.dtype}"
+                )
         try:
             self._drop_records(index)
             for name, value in values.items():
@@ -928,8 +1016,7 @@ class ZarrChunkStore(ChunkedStore):
                 if key not in self._written:
                     raise RuntimeError(f"{self.path}: chunk {index} ({key}) was not written by Zarr (a bug)")
                 size, crc32c = self._written.pop(key)
-                self._write_record(ChunkRecord(self.info.fingerprint, index, key, size, crc32c,
-                                               dict(upstream or {})))
+                self._write_record(ChunkRecord(self.info.fingerprint, index, key, size, crc32c, dict(upstream or {})))
         except OSError as error:
             raise os_error(error, f"{self.path}: cannot write chunk {index}") from None
 
@@ -945,10 +1032,16 @@ class ZarrChunkStore(ChunkedStore):
 def _checksumming_zarr_store(path: StorePath, chunk_key, on_written, on_read) -> ChecksummingZarrStore:
     if is_remote(path):
         base = FsspecStore.from_url(str(path), storage_options=zarr_storage_options(path))
-        return ChecksummingZarrStore(base, local_root=None, chunk_key=chunk_key, on_chunk_written=on_written,
-                                     on_chunk_read=on_read)
-    return ChecksummingZarrStore(LocalStore(str(path)), local_root=Path(path), chunk_key=chunk_key,
-                                 on_chunk_written=on_written, on_chunk_read=on_read)
+        return ChecksummingZarrStore(
+            base, local_root=None, chunk_key=chunk_key, on_chunk_written=on_written, on_chunk_read=on_read
+        )
+    return ChecksummingZarrStore(
+        LocalStore(str(path)),
+        local_root=Path(path),
+        chunk_key=chunk_key,
+        on_chunk_written=on_written,
+        on_chunk_read=on_read,
+    )
 
 
 class ParquetChunkStore(ChunkedStore):
@@ -1004,8 +1097,9 @@ class ParquetChunkStore(ChunkedStore):
         try:
             self._drop_records(index)
             atomic_write_bytes(self.path / key, payload)
-            self._write_record(ChunkRecord(self.info.fingerprint, index, key, len(payload), crc32c_hex(payload),
-                                           dict(upstream or {})))
+            self._write_record(
+                ChunkRecord(self.info.fingerprint, index, key, len(payload), crc32c_hex(payload), dict(upstream or {}))
+            )
         except OSError as error:
             raise os_error(error, f"{self.path}: cannot write chunk {index}") from None
 
@@ -1020,8 +1114,9 @@ class ParquetChunkStore(ChunkedStore):
         try:
             return pq.read_table(pa.BufferReader(data), columns=columns)
         except (pa.ArrowException, OSError) as error:
-            raise StoreError(f"{self.path}: chunk {index} ({key}) cannot be read ({error}); "
-                             f"{self.stage_hint()}") from None
+            raise StoreError(
+                f"{self.path}: chunk {index} ({key}) cannot be read ({error}); {self.stage_hint()}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -1080,8 +1175,12 @@ def inspect_store(path: StorePath, deep: bool = True) -> StoreReport:
     path = store_path(path)
     try:
         if _read_info(path) is None:
-            return StoreReport(path, None, error=f"{path}: no store here; run the stage that produces it first "
-                                                 f"(e.g. `dvc repro`)", exists=False)
+            return StoreReport(
+                path,
+                None,
+                error=f"{path}: no store here; run the stage that produces it first (e.g. `dvc repro`)",
+                exists=False,
+            )
         store = open_store(path)
         recorded = store.recorded_upstream()
         inputs: dict[str, ChunkedStore] = {}
@@ -1093,12 +1192,21 @@ def inspect_store(path: StorePath, deep: bool = True) -> StoreReport:
                 unchecked.append(f"its lineage is not checked: its input {name} cannot be opened")
                 continue
             if inputs[name].info.fingerprint not in fingerprints:
-                stale.append(f"computed from {name} {', '.join(sorted(fingerprints))}, which has been rebuilt since "
-                             f"(now {inputs[name].info.fingerprint}: other params or chunking)")
+                stale.append(
+                    f"computed from {name} {', '.join(sorted(fingerprints))}, which has been rebuilt since "
+                    f"(now {inputs[name].info.fingerprint}: other params or chunking)"
+                )
         lineage = not stale and not unchecked
         problems = store.check_chunks(deep=deep, upstream=inputs if lineage else None, lineage=lineage)
     except StoreError as error:
         return StoreReport(path, None, error=str(error))
     bad_indices = {problem.index for problem in problems}
-    return StoreReport(store.path, store, problems=tuple(problems), done=store.info.n_chunks - len(bad_indices),
-                       inputs=tuple(sorted(recorded)), stale=tuple(stale), unchecked=tuple(unchecked))
+    return StoreReport(
+        store.path,
+        store,
+        problems=tuple(problems),
+        done=store.info.n_chunks - len(bad_indices),
+        inputs=tuple(sorted(recorded)),
+        stale=tuple(stale),
+        unchecked=tuple(unchecked),
+    )

@@ -61,11 +61,15 @@ class LatentTorchDataset(Dataset):
             rows = self.source.labels_store.info.chunk_slice(index)
             sample_ids = table.column("sample_id").to_numpy()
             if not np.array_equal(sample_ids, np.arange(rows.start, rows.stop)):
-                raise StoreError(f"{self.source.labels_store.part_path(index)}: holds sample_id "
-                                 f"{sample_ids[0]}..{sample_ids[-1]}, but chunk {index} is rows {rows.start}.."
-                                 f"{rows.stop - 1}; the labels store was altered: rerun `latentatlas label`")
-            chunk = {"latents": self.source.latents_store.read_chunk(self.space, index),
-                     "labels": np.stack([table.column(name).to_numpy() for name in self.attributes], axis=1)}
+                raise StoreError(
+                    f"{self.source.labels_store.part_path(index)}: holds sample_id "
+                    f"{sample_ids[0]}..{sample_ids[-1]}, but chunk {index} is rows {rows.start}.."
+                    f"{rows.stop - 1}; the labels store was altered: rerun `latentatlas label`"
+                )
+            chunk = {
+                "latents": self.source.latents_store.read_chunk(self.space, index),
+                "labels": np.stack([table.column(name).to_numpy() for name in self.attributes], axis=1),
+            }
             if self.images:
                 chunk["images"] = self.source.images_store.read_chunk("images", index)
             self._cached_index, self._cached = index, chunk

@@ -37,8 +37,14 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "preset_command", "read_params", "user_errors"]
 
-params_option = click.option("--params", "params_path", type=click.Path(path_type=Path), default="params.yaml",
-                             show_default=True, help="params file")
+params_option = click.option(
+    "--params",
+    "params_path",
+    type=click.Path(path_type=Path),
+    default="params.yaml",
+    show_default=True,
+    help="params file",
+)
 
 
 def _data_dir(context: click.Context, parameter: click.Parameter, value: str) -> StorePath:
@@ -49,14 +55,30 @@ def _data_dir(context: click.Context, parameter: click.Parameter, value: str) ->
         raise click.ClickException(f"--data-dir {error}") from None
 
 
-data_dir_option = click.option("--data-dir", default="data", callback=_data_dir, show_default=True,
-                               help="folder holding the stores: a local path or an object-store URL (s3://bucket/run)")
-engine_option = click.option("--engine", type=click.Choice(["prefect", "local"]), default="prefect",
-                             show_default=True, help="prefect: a flow with one task per chunk; local: a plain loop")
-out_root_option = click.option("--out-root", type=click.Path(path_type=Path, file_okay=False), default=".",
-                               show_default=True, help="root of directions/, evaluations/, metrics/ and reports/")
-method_option = click.option("--method", required=True,
-                             help="a method listed in params.yaml: fit.methods, or a variant's name in fit.variants")
+data_dir_option = click.option(
+    "--data-dir",
+    default="data",
+    callback=_data_dir,
+    show_default=True,
+    help="folder holding the stores: a local path or an object-store URL (s3://bucket/run)",
+)
+engine_option = click.option(
+    "--engine",
+    type=click.Choice(["prefect", "local"]),
+    default="prefect",
+    show_default=True,
+    help="prefect: a flow with one task per chunk; local: a plain loop",
+)
+out_root_option = click.option(
+    "--out-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".",
+    show_default=True,
+    help="root of directions/, evaluations/, metrics/ and reports/",
+)
+method_option = click.option(
+    "--method", required=True, help="a method listed in params.yaml: fit.methods, or a variant's name in fit.variants"
+)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -124,8 +146,13 @@ _stage_command("label", "Score every image with the labeler suite into DATA_DIR/
 
 
 @main.command(name="train-labeler")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-              default="train_labeler.yaml", help="YAML settings (stages/plugins/labelers/training.py: TrainLabelerParams)")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="train_labeler.yaml",
+    help="YAML settings (stages/plugins/labelers/training.py: TrainLabelerParams)",
+)
 @user_errors()
 def train_labeler_command(config_path: Path) -> None:
     """Train a multi-label attribute classifier (ResNet, one-cycle, progressive resizing) on an image folder with
@@ -140,8 +167,13 @@ def train_labeler_command(config_path: Path) -> None:
 @main.command(name="train-encoder")
 @params_option
 @data_dir_option
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default="models/encoder",
-              help="folder for encoder.pt and metrics.json")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default="models/encoder",
+    help="folder for encoder.pt and metrics.json",
+)
 @encoder_options()
 @user_errors()
 def train_encoder_command(params_path: Path, data_dir: StorePath, out_dir: Path, settings: EncoderSettings) -> None:
@@ -152,20 +184,36 @@ def train_encoder_command(params_path: Path, data_dir: StorePath, out_dir: Path,
 
 @main.command()
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="folder receiving latents.zarr (the inverted latents) and images.zarr (their reconstructions)")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="folder receiving latents.zarr (the inverted latents) and images.zarr (their reconstructions)",
+)
 @click.option("--chunk-size", type=click.IntRange(min=1), default=8, help="photos per chunk (the unit of resume)")
 @inversion_options(batch_size=True)
 @params_option
-@click.option("--engine", type=click.Choice(["prefect", "local"]), default="local",
-              help="local: a loop in this process; prefect: a flow with one task per chunk (workers: runtime.*)")
+@click.option(
+    "--engine",
+    type=click.Choice(["prefect", "local"]),
+    default="local",
+    help="local: a loop in this process; prefect: a flow with one task per chunk (workers: runtime.*)",
+)
 @user_errors()
-def invert(photos: tuple[Path, ...], out_dir: Path, chunk_size: int, inversion: InversionOptions, params_path: Path,
-           engine: str) -> None:
+def invert(
+    photos: tuple[Path, ...],
+    out_dir: Path,
+    chunk_size: int,
+    inversion: InversionOptions,
+    params_path: Path,
+    engine: str,
+) -> None:
     """Invert PHOTOS (files or folders, sorted by name) into OUT/latents.zarr, chunk by chunk (a rerun resumes),
     and write their reconstructions to OUT/images.zarr: `latentatlas label --data-dir OUT` then labels them."""
-    click.echo(_commands().invert_photos(read_params(params_path), photos, out_dir, inversion, chunk_size, engine,
-                                         note=_note))
+    click.echo(
+        _commands().invert_photos(read_params(params_path), photos, out_dir, inversion, chunk_size, engine, note=_note)
+    )
 
 
 @main.command()
@@ -211,8 +259,12 @@ def evaluate(method: str, params_path: Path, data_dir: StorePath, out_root: Path
 @params_option
 @data_dir_option
 @out_root_option
-@click.option("--include", "included", multiple=True,
-              help="also rank this evaluated directions set (e.g. one brought in by `directions import`)")
+@click.option(
+    "--include",
+    "included",
+    multiple=True,
+    help="also rank this evaluated directions set (e.g. one brought in by `directions import`)",
+)
 @user_errors()
 def report(params_path: Path, data_dir: StorePath, out_root: Path, included: tuple[str, ...]) -> None:
     """Write OUT_ROOT/reports/report.html (self-contained) and reports/summary.md comparing every method."""
@@ -224,13 +276,18 @@ def report(params_path: Path, data_dir: StorePath, out_root: Path, included: tup
 @data_dir_option
 @out_root_option
 @click.option("--host", default="127.0.0.1", help="address to listen on (other than loopback: the network sees it)")
-@click.option("--port", type=click.IntRange(0, 65535), default=None,
-              help="port [default: 8765, or a free one when it is taken]; 0: a free one")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="port [default: 8765, or a free one when it is taken]; 0: a free one",
+)
 @click.option("--invert-steps", type=click.IntRange(min=0), default=40, help="optimisation steps for a dropped photo")
 @click.option("--device", default="auto", help="auto | cpu | cuda | cuda:<k>")
 @user_errors()
-def explore(params_path: Path, data_dir: StorePath, out_root: Path, host: str, port: int | None, invert_steps: int,
-            device: str) -> None:
+def explore(
+    params_path: Path, data_dir: StorePath, out_root: Path, host: str, port: int | None, invert_steps: int, device: str
+) -> None:
     """Serve a web app over a finished run: a slider per direction (live image and scores), compare mode, photo
     upload, exports. Prints the URL; Ctrl-C stops it."""
     from pipeline.explore.app import open_and_serve  # FastAPI, torch: only when the command runs
@@ -240,8 +297,13 @@ def explore(params_path: Path, data_dir: StorePath, out_root: Path, host: str, p
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--port", type=int, default=4200, help="port of the Prefect server (and its UI) started for the run")
-@click.option("--preset", "preset_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="a partial params file (e.g. params/interfacegan-500k.yaml): run it as `dvc exp run -S ...`")
+@click.option(
+    "--preset",
+    "preset_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="a partial params file (e.g. params/interfacegan-500k.yaml): run it as `dvc exp run -S ...`",
+)
 @click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
 @user_errors()
 def repro(port: int, preset_path: Path | None, dvc_args: tuple[str, ...]) -> None:
@@ -275,8 +337,10 @@ def verify(data_dir: Path) -> None:
     """Check every chunk of every store against its record (size, CRC32C) and its upstream chunks; exit 1 naming
     each bad chunk and the stage to rerun, 0 when every store is complete and sound."""
     if not _print_data_dir_status(data_dir, deep=True).all_complete:
-        raise click.ClickException(f"{data_dir}: not every store is complete and sound (see above); rerun the "
-                                   f"stages named (or `dvc repro`): they recompute exactly the bad chunks")
+        raise click.ClickException(
+            f"{data_dir}: not every store is complete and sound (see above); rerun the "
+            f"stages named (or `dvc repro`): they recompute exactly the bad chunks"
+        )
 
 
 def _print_data_dir_status(data_dir: StorePath, deep: bool) -> DataDirStatus:
@@ -294,19 +358,40 @@ def directions() -> None:
 
 
 @directions.command(name="import")
-@click.option("--format", "source_format", type=click.Choice(["interfacegan", "ganspace", "sefa"]), required=True,
-              help="the files' format (see stages/latent/interchange.py)")
+@click.option(
+    "--format",
+    "source_format",
+    type=click.Choice(["interfacegan", "ganspace", "sefa"]),
+    required=True,
+    help="the files' format (see stages/latent/interchange.py)",
+)
 @click.option("--name", required=True, help="the set's name: written to OUT_ROOT/directions/<name>/")
 @click.option("--model", default=None, help="InterFaceGAN: the model prefix of the file names (e.g. stylegan_ffhq)")
-@click.option("--space", type=click.Choice(["z", "w"]), default=None,
-              help="latent space (default: from the file names; z for SeFa)")
-@click.option("--components", "n_components", type=click.IntRange(min=1), default=None,
-              help="GANSpace / SeFa: keep the first N components")
+@click.option(
+    "--space",
+    type=click.Choice(["z", "w"]),
+    default=None,
+    help="latent space (default: from the file names; z for SeFa)",
+)
+@click.option(
+    "--components",
+    "n_components",
+    type=click.IntRange(min=1),
+    default=None,
+    help="GANSpace / SeFa: keep the first N components",
+)
 @out_root_option
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
 @user_errors()
-def import_directions_command(source_format: str, name: str, model: str | None, space: str | None,
-                              n_components: int | None, out_root: Path, files: tuple[Path, ...]) -> None:
+def import_directions_command(
+    source_format: str,
+    name: str,
+    model: str | None,
+    space: str | None,
+    n_components: int | None,
+    out_root: Path,
+    files: tuple[Path, ...],
+) -> None:
     """Import published FILES as a directions set, evaluated and ranked like a fitted one
     (`latentatlas evaluate --method NAME`, `latentatlas report --include NAME`)."""
     click.echo(_commands().import_directions(source_format, files, name, model, space, n_components, out_root))
@@ -316,8 +401,13 @@ def import_directions_command(source_format: str, name: str, model: str | None, 
 @click.option("--method", required=True, help="the directions set: OUT_ROOT/directions/<method>/")
 @click.option("--format", "target_format", type=click.Choice(["interfacegan"]), default="interfacegan")
 @click.option("--model", required=True, help="model prefix of the boundary file names (e.g. stylegan_ffhq)")
-@click.option("--to", "target", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="folder for the boundary files")
+@click.option(
+    "--to",
+    "target",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="folder for the boundary files",
+)
 @out_root_option
 @user_errors()
 def export_directions_command(method: str, target_format: str, model: str, target: Path, out_root: Path) -> None:

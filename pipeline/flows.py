@@ -81,8 +81,11 @@ class UserErrorConsoleFilter(logging.Filter):
             if run_id is not None:
                 self.user_error_runs.add(str(run_id))
             return False
-        return not (run_id is not None and str(run_id) in self.user_error_runs
-                    and record.getMessage().startswith("Finished in state Failed"))
+        return not (
+            run_id is not None
+            and str(run_id) in self.user_error_runs
+            and record.getMessage().startswith("Finished in state Failed")
+        )
 
 
 def quiet_user_errors_on_console() -> None:
@@ -92,8 +95,9 @@ def quiet_user_errors_on_console() -> None:
     from prefect.logging.handlers import PrefectConsoleHandler
 
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, PrefectConsoleHandler) and \
-                not any(isinstance(existing, UserErrorConsoleFilter) for existing in handler.filters):
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(existing, UserErrorConsoleFilter) for existing in handler.filters
+        ):
             handler.addFilter(UserErrorConsoleFilter())
 
 
@@ -117,8 +121,9 @@ def _unit_progress(stage_name: str, unit_slug: str) -> UnitProgress:
         fraction = 100.0 * step / max(total, 1)
         if artifact_id is None:
             key = re.sub(r"[^a-z0-9-]+", "-", f"{stage_name}-{unit_slug}-progress".lower())
-            artifact_id = create_progress_artifact(progress=fraction, key=key,
-                                                   description=f"latentatlas {stage_name} {unit_slug}: steps")
+            artifact_id = create_progress_artifact(
+                progress=fraction, key=key, description=f"latentatlas {stage_name} {unit_slug}: steps"
+            )
         else:
             update_progress_artifact(artifact_id, progress=fraction)
         shown = "  ".join(f"{key}={value:.4g}" for key, value in metrics.items())
@@ -133,8 +138,10 @@ def _unit_line(stage_name: str, report: UnitReport) -> str:
     rate = report.size / report.compute_s if report.compute_s > 0 else float("inf")
     gpu = f", peak GPU memory {report.gpu_peak_bytes / 2**20:.0f} MiB" if report.gpu_peak_bytes is not None else ""
     build = f" (+{report.build_s:.1f} s building the stage)" if report.build_s > 0 else ""
-    return (f"{stage_name} {report.name}: {report.size} {size_noun} in {report.compute_s:.2f} s "
-            f"({rate:.1f} {size_noun}/s) on {report.device}{gpu}{build}; host {report.host}, pid {report.pid}")
+    return (
+        f"{stage_name} {report.name}: {report.size} {size_noun} in {report.compute_s:.2f} s "
+        f"({rate:.1f} {size_noun}/s) on {report.device}{gpu}{build}; host {report.host}, pid {report.pid}"
+    )
 
 
 @dataclass(frozen=True)
@@ -171,17 +178,26 @@ def run_units(stage: Stage, show_progress: bool = True) -> UnitRun:
     total_size = sum(sizes)
     size_done = total_size - sum(sizes[unit] for unit in pending)
     units, measure = f"{stage.unit_noun}s", stage.size_noun
-    artifact_id = create_progress_artifact(progress=100.0 * done / max(total, 1), key=f"{stage.name}-progress",
-                                           description=f"latentatlas {stage.name}: {units} complete")
-    logger.info(f"{stage.name}: {len(pending)} of {total} {units} to run ({size_done}/{total_size} {measure} "
-                f"done) on {runtime.task_runner}, {runtime.max_workers} at once; output {stage.output}")
+    artifact_id = create_progress_artifact(
+        progress=100.0 * done / max(total, 1),
+        key=f"{stage.name}-progress",
+        description=f"latentatlas {stage.name}: {units} complete",
+    )
+    logger.info(
+        f"{stage.name}: {len(pending)} of {total} {units} to run ({size_done}/{total_size} {measure} "
+        f"done) on {runtime.task_runner}, {runtime.max_workers} at once; output {stage.output}"
+    )
     reports = []
     target = serving(stage) if stage.units_travel else contextlib.nullcontext(stage)
-    with target as task_target, _placement(runtime), \
-            tqdm(total=total, initial=done, desc=stage.name, unit=stage.unit_noun, disable=not show_progress) as bar:
+    with (
+        target as task_target,
+        _placement(runtime),
+        tqdm(total=total, initial=done, desc=stage.name, unit=stage.unit_noun, disable=not show_progress) as bar,
+    ):
         start = time.perf_counter()
-        futures = [unit_task.submit(task_target, stage.name, stage.unit_name(unit).replace(" ", "-"), unit)
-                   for unit in pending]
+        futures = [
+            unit_task.submit(task_target, stage.name, stage.unit_name(unit).replace(" ", "-"), unit) for unit in pending
+        ]
         for future in as_completed(futures):
             report = future.result()  # re-raises a unit's error; units already written stay valid
             reports.append(report)
@@ -189,8 +205,9 @@ def run_units(stage: Stage, show_progress: bool = True) -> UnitRun:
             size_done += report.size
             bar.update(1)
             update_progress_artifact(artifact_id, progress=100.0 * done / total)
-            logger.info(f"{_unit_line(stage.name, report)}; {size_done}/{total_size} {measure} done "
-                        f"({done}/{total} {units})")
+            logger.info(
+                f"{_unit_line(stage.name, report)}; {size_done}/{total_size} {measure} done ({done}/{total} {units})"
+            )
         wall_s = time.perf_counter() - start
     stage.finish()
     logger.info(f"{stage.name}: {stage.output} complete, {total_size} {measure}; {units} took {wall_s:.1f} s")
@@ -224,16 +241,23 @@ def unit_task_runner(runtime: RuntimeParams) -> TaskRunner:
 
         if runtime.dask_address:
             return DaskTaskRunner(address=runtime.dask_address)
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                              cluster_kwargs={"n_workers": runtime.max_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": runtime.max_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            },
+        )
     if runtime.task_runner == "ray":
         from prefect_ray import RayTaskRunner
 
         if runtime.ray_address:
             return RayTaskRunner(address=runtime.ray_address)
-        return RayTaskRunner(init_kwargs={"num_cpus": runtime.max_workers, "include_dashboard": False,
-                                          "logging_level": logging.WARNING})
+        return RayTaskRunner(
+            init_kwargs={"num_cpus": runtime.max_workers, "include_dashboard": False, "logging_level": logging.WARNING}
+        )
     return ThreadPoolTaskRunner(max_workers=runtime.max_workers)
 
 
@@ -258,7 +282,8 @@ def prefect_api_for_workers(runtime: RuntimeParams) -> Iterator[None]:
         raise DistributedSetupError(
             f"runtime.task_runner: {runtime.task_runner} on the cluster at {_remote_address(runtime)} needs a real "
             f"Prefect server its workers can reach: run `prefect server start --host 0.0.0.0` (or `make ui`) and "
-            f"export PREFECT_API_URL=http://<this host>:4200/api")
+            f"export PREFECT_API_URL=http://<this host>:4200/api"
+        )
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()  # the process-wide ephemeral server; stopped at exit
@@ -283,8 +308,10 @@ def _contained_dask(runtime: RuntimeParams) -> Iterator[None]:
 
     logger = logging.getLogger("distributed")
     level = logger.level
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}),
-               "DASK_LOGGING__DISTRIBUTED": "warning"}
+    environ = {
+        **dask.config.get("distributed.nanny.pre-spawn-environ", default={}),
+        "DASK_LOGGING__DISTRIBUTED": "warning",
+    }
     saved = dict(os.environ)
     logger.setLevel(logging.WARNING)
     try:
@@ -310,7 +337,8 @@ def run_stage_flow(stage_name: str, params: Params, data_dir: StorePath, **optio
     """
     runtime = unit_runtime(params.runtime, stage_class(stage_name).units_travel)
     quiet_user_errors_on_console()
-    prefect_flow = flow(name=flow_name(stage_name, **options), task_runner=unit_task_runner(runtime),
-                        validate_parameters=False)(_stage_flow)
+    prefect_flow = flow(
+        name=flow_name(stage_name, **options), task_runner=unit_task_runner(runtime), validate_parameters=False
+    )(_stage_flow)
     with pinned_threads(), prefect_api_for_workers(runtime), _contained_dask(runtime):
         return prefect_flow(stage_name, params, location_string(data_dir), options)

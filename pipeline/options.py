@@ -145,8 +145,9 @@ class InversionOptions:
         return plan_inversion(params, self.settings, self.encoder_path, self.align, self.face_index)
 
 
-def _inversion_options(encoder_path: Path | None, align: bool | None, face_index: int | None,
-                       **settings: Any) -> InversionOptions:
+def _inversion_options(
+    encoder_path: Path | None, align: bool | None, face_index: int | None, **settings: Any
+) -> InversionOptions:
     from stages.photo.invert import inversion_settings
 
     return InversionOptions(inversion_settings(**settings), encoder_path, align, face_index)
@@ -157,25 +158,51 @@ def inversion_options(batch_size: bool = False) -> Callable[[Any], Any]:
     ``batch_size``: with ``--batch-size`` (invert; edit optimises one photo)."""
     batch = [click.option("--batch-size", type=click.IntRange(min=1), default=8, help="photos optimised together")]
     return option_group(
-        "inversion", _inversion_options,
+        "inversion",
+        _inversion_options,
         *(batch if batch_size else []),
-        click.option("--space", type=click.Choice(["z", "w", "w+"]), default=None,
-                     help="latent space of the inversion [default: w+ for style-based generators, else z; edit: "
-                          "the directions' space (W directions: w+)]"),
+        click.option(
+            "--space",
+            type=click.Choice(["z", "w", "w+"]),
+            default=None,
+            help="latent space of the inversion [default: w+ for style-based generators, else z; edit: "
+            "the directions' space (W directions: w+)]",
+        ),
         click.option("--steps", type=click.IntRange(min=0), default=100, help="optimisation steps per photo"),
-        click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=0.1,
-                     help="Adam's peak step, in standard deviations of the latent"),
+        click.option(
+            "--lr",
+            "learning_rate",
+            type=click.FloatRange(min=0, min_open=True),
+            default=0.1,
+            help="Adam's peak step, in standard deviations of the latent",
+        ),
         click.option("--lpips-net", type=click.Choice(["vgg", "alex"]), default="vgg", help="LPIPS trunk of the loss"),
-        click.option("--init", type=click.Choice(["encoder", "mean", "random"]), default="encoder",
-                     help="start: the trained encoder's guess (falls back to mean w / random z when the default "
-                          "encoder file is absent), the mean w, or a random latent"),
-        click.option("--encoder", "encoder_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                     help="encoder file [default: models/encoder/encoder.pt]"),
-        click.option("--align/--no-align", default=None,
-                     help="detect the face (MTCNN) and align it to the generator's canonical crop [default: on for "
-                          "the embedded face generator]; --no-align centre-crops the photo"),
-        click.option("--face-index", type=click.IntRange(min=0), default=None,
-                     help="the face to use when a photo has several (0 = the largest)"),
+        click.option(
+            "--init",
+            type=click.Choice(["encoder", "mean", "random"]),
+            default="encoder",
+            help="start: the trained encoder's guess (falls back to mean w / random z when the default "
+            "encoder file is absent), the mean w, or a random latent",
+        ),
+        click.option(
+            "--encoder",
+            "encoder_path",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="encoder file [default: models/encoder/encoder.pt]",
+        ),
+        click.option(
+            "--align/--no-align",
+            default=None,
+            help="detect the face (MTCNN) and align it to the generator's canonical crop [default: on for "
+            "the embedded face generator]; --no-align centre-crops the photo",
+        ),
+        click.option(
+            "--face-index",
+            type=click.IntRange(min=0),
+            default=None,
+            help="the face to use when a photo has several (0 = the largest)",
+        ),
         click.option("--device", default="auto", help="auto | cpu | cuda | cuda:<k>"),
     )
 
@@ -199,17 +226,31 @@ def _edit_options(keep: list[str] | None, **values: Any) -> EditOptions:
 
 
 edit_options = functools.partial(
-    option_group, "edit", _edit_options,
-    click.option("--directions", "directions_path", type=click.Path(path_type=Path, file_okay=False), required=True,
-                 help="a directions set: directions/<method>"),
+    option_group,
+    "edit",
+    _edit_options,
+    click.option(
+        "--directions",
+        "directions_path",
+        type=click.Path(path_type=Path, file_okay=False),
+        required=True,
+        help="a directions set: directions/<method>",
+    ),
     click.option("--attribute", required=True, help="the direction to move along (e.g. happy)"),
     click.option("--alphas", type=AlphaList(), default="-3,-1.5,0,1.5,3", help="comma-separated edit strengths"),
-    click.option("--keep", type=NameList(), default=None,
-                 help="comma-separated attributes to hold fixed (conditional editing)"),
-    click.option("--layers", type=LayerRange(), default=None,
-                 help="W+ only: move layers start,stop (e.g. 0,8) [default: all]"),
-    click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-                 help="folder for latents.zarr, the strip (PNG) and the scores (CSV, JSON) [default: edits/<photo>]"),
+    click.option(
+        "--keep", type=NameList(), default=None, help="comma-separated attributes to hold fixed (conditional editing)"
+    ),
+    click.option(
+        "--layers", type=LayerRange(), default=None, help="W+ only: move layers start,stop (e.g. 0,8) [default: all]"
+    ),
+    click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="folder for latents.zarr, the strip (PNG) and the scores (CSV, JSON) [default: edits/<photo>]",
+    ),
 )
 
 
@@ -223,13 +264,16 @@ def _encoder_settings(**values: Any) -> EncoderSettings:
 
 
 encoder_options = functools.partial(
-    option_group, "settings", _encoder_settings,
+    option_group,
+    "settings",
+    _encoder_settings,
     click.option("--epochs", type=click.IntRange(min=1), default=3),
     click.option("--batch-size", type=click.IntRange(min=1), default=64),
     click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=2e-3),
     click.option("--width", type=click.IntRange(min=1), default=32, help="channels of the first conv"),
-    click.option("--input-size", type=click.IntRange(min=8), default=32,
-                 help="side images are resized to (power of 2)"),
+    click.option(
+        "--input-size", type=click.IntRange(min=8), default=32, help="side images are resized to (power of 2)"
+    ),
     click.option("--val-samples", type=click.IntRange(min=1), default=500, help="held-out samples (the last ones)"),
     click.option("--max-train-samples", type=click.IntRange(min=1), default=None),
     click.option("--seed", type=click.IntRange(min=0), default=0),

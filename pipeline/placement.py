@@ -7,9 +7,9 @@ run their units in the threads of the process that holds them, and their tasks r
 A stage object holds the store lock, open stores and models: it never travels. The process that prepared the store
 (the *driver*) describes it with a small picklable :class:`StageSpec` (stage class, params, data dir, options, and
 the fingerprint of the store it prepared); a worker process turns the spec back into a stage with
-:func:`attached_stage` — the stage built in *attach* mode (see :class:`stages.runtime.chunked.ChunkedStage`). Built stages
-are kept in a small per-process cache keyed by the spec, so a worker builds its generator/labeler once, not once per
-chunk. The driver registers its own stage in that cache (:func:`serving`), so chunk tasks that run in the driver's
+:func:`attached_stage` — the stage built in *attach* mode (see :class:`stages.runtime.chunked.ChunkedStage`). Built
+stages are kept in a small per-process cache keyed by the spec, so a worker builds its generator/labeler once, not once
+per chunk. The driver registers its own stage in that cache (:func:`serving`), so chunk tasks that run in the driver's
 threads use it directly at no extra cost.
 """
 
@@ -60,19 +60,26 @@ class StageSpec:
     params: Params | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, stage: ChunkedStage) -> "StageSpec":
+    def of(cls, stage: ChunkedStage) -> StageSpec:
         """The spec of a driver's stage.
 
         Raises:
             ValueError: the stage holds injected models (it cannot be rebuilt from params elsewhere).
         """
         if stage.injected:
-            raise ValueError(f"{stage.name}: a stage built with injected models (generator=, labeler=, ...) "
-                             f"cannot run on worker processes; let it build them from params")
+            raise ValueError(
+                f"{stage.name}: a stage built with injected models (generator=, labeler=, ...) "
+                f"cannot run on worker processes; let it build them from params"
+            )
         params_json = json.dumps(stage.params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return cls(stage_class=f"{type(stage).__module__}:{type(stage).__qualname__}", params_json=params_json,
-                   data_dir=location_string(stage.data_dir), fingerprint=stage.store.info.fingerprint,
-                   options=tuple(sorted(stage.options.items())), params=stage.params)
+        return cls(
+            stage_class=f"{type(stage).__module__}:{type(stage).__qualname__}",
+            params_json=params_json,
+            data_dir=location_string(stage.data_dir),
+            fingerprint=stage.store.info.fingerprint,
+            options=tuple(sorted(stage.options.items())),
+            params=stage.params,
+        )
 
     def build(self, cuda_index: int | None = None) -> ChunkedStage:
         """Build the stage in attach mode (``cuda_index``: put its models on that CUDA device where the params say
@@ -84,8 +91,10 @@ class StageSpec:
         """
         data_dir = store_path(self.data_dir)
         if not data_dir.is_dir():
-            raise StageAttachError(f"worker on {socket.gethostname()}: data dir {self.data_dir} does not exist "
-                                   f"here; the data dir must be on a filesystem every worker sees, at the same path")
+            raise StageAttachError(
+                f"worker on {socket.gethostname()}: data dir {self.data_dir} does not exist "
+                f"here; the data dir must be on a filesystem every worker sees, at the same path"
+            )
         module_name, _, class_name = self.stage_class.partition(":")
         stage_cls = getattr(importlib.import_module(module_name), class_name)
         params = self.params if self.params is not None else parse_params(json.loads(self.params_json))
@@ -109,9 +118,11 @@ class StageSpec:
 
 def _on_cuda_device(params: Params, index: int) -> Params:
     """``params`` with every ``device: auto`` of the stage sections replaced by ``cuda:<index>``."""
-    updates = {name: section.model_copy(update={"device": f"cuda:{index}"})
-               for name in ("synthesize", "label", "eval")
-               if (section := getattr(params, name)).device == "auto"}
+    updates = {
+        name: section.model_copy(update={"device": f"cuda:{index}"})
+        for name in ("synthesize", "label", "eval")
+        if (section := getattr(params, name)).device == "auto"
+    }
     return params.model_copy(update=updates)
 
 
@@ -252,7 +263,18 @@ def run_unit_on(target: StageSpec | Stage, unit: int, progress: UnitProgress | N
         start = time.perf_counter()
         stage.run_unit(unit, progress)
         compute_s = time.perf_counter() - start
-    return UnitReport(index=unit, name=stage.unit_name(unit), host=socket.gethostname(), pid=os.getpid(),
-                      thread=threading.get_native_id(), build_s=build_s, compute_s=compute_s, started=started,
-                      ended=time.time(), size=stage.unit_size(unit), size_noun=stage.size_noun, device=str(device),
-                      gpu_peak_bytes=torch.cuda.max_memory_allocated(device) if on_cuda else None)
+    return UnitReport(
+        index=unit,
+        name=stage.unit_name(unit),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        thread=threading.get_native_id(),
+        build_s=build_s,
+        compute_s=compute_s,
+        started=started,
+        ended=time.time(),
+        size=stage.unit_size(unit),
+        size_noun=stage.size_noun,
+        device=str(device),
+        gpu_peak_bytes=torch.cuda.max_memory_allocated(device) if on_cuda else None,
+    )

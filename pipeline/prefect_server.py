@@ -92,8 +92,11 @@ def _is_recorded_server(record: ServerRecord) -> bool:
     except OSError:
         return False
     command = " ".join(argv)
-    return ("prefect server start" in command and f"--port {record.port}" in command
-            and f"PREFECT_HOME={record.home}" in environ)
+    return (
+        "prefect server start" in command
+        and f"--port {record.port}" in command
+        and f"PREFECT_HOME={record.home}" in environ
+    )
 
 
 def read_server_record(home: Path) -> ServerRecord | None:
@@ -154,14 +157,21 @@ def server_environment(home: Path, port: int, ui: bool) -> dict[str, str]:
     process's environment with :data:`pipeline.settings.DEFAULTS`: no telemetry), and a UI that calls this server's
     API (Prefect's UI otherwise calls ``PREFECT_API_URL`` or port 4200)."""
     api_url = f"http://127.0.0.1:{port}/api"
-    return {**with_defaults(os.environ), "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "true" if ui else "false",
-            "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-            "PREFECT_API_URL": api_url, "PREFECT_UI_API_URL": api_url}
+    return {
+        **with_defaults(os.environ),
+        "PREFECT_HOME": str(home),
+        "PREFECT_UI_ENABLED": "true" if ui else "false",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_UI_API_URL": api_url,
+    }
 
 
 @contextlib.contextmanager
-def local_prefect_server(home: Path, port: int | None = None, ui: bool = False,
-                         timeout_s: float = 90.0) -> Iterator[str]:
+def local_prefect_server(
+    home: Path, port: int | None = None, ui: bool = False, timeout_s: float = 90.0
+) -> Iterator[str]:
     """Run ``prefect server start`` on 127.0.0.1 with its database under ``home``; yield its API URL.
 
     First stops a server a killed run left for the same ``home`` (:func:`stop_orphaned_server`). The server is
@@ -175,9 +185,13 @@ def local_prefect_server(home: Path, port: int | None = None, ui: bool = False,
     home.mkdir(parents=True, exist_ok=True)
     stop_orphaned_server(home)
     port = port or free_port()
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=server_environment(home, port, ui),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_environment(home, port, ui),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/api"
     try:
         start_ticks = _start_ticks(server.pid)
@@ -193,8 +207,9 @@ def local_prefect_server(home: Path, port: int | None = None, ui: bool = False,
                 if server.poll() is not None:
                     raise PrefectServerError(f"prefect server exited with status {server.returncode}") from None
                 if time.monotonic() > deadline:
-                    raise PrefectServerError(f"prefect server did not answer on port {port} "
-                                             f"within {timeout_s:.0f} s") from None
+                    raise PrefectServerError(
+                        f"prefect server did not answer on port {port} within {timeout_s:.0f} s"
+                    ) from None
                 time.sleep(0.5)
         yield url
     finally:
@@ -218,13 +233,18 @@ def serve_ui(home: Path, port: int) -> NoReturn:
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     stop_orphaned_server(home)
-    os.execve(sys.executable, [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], server_environment(home, port, ui=True))
+    os.execve(
+        sys.executable,
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        server_environment(home, port, ui=True),
+    )
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.prefect_server",
-                                     description="Run a Prefect server with its UI in the foreground (make ui).")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.prefect_server",
+        description="Run a Prefect server with its UI in the foreground (make ui).",
+    )
     parser.add_argument("--home", type=Path, required=True, help="PREFECT_HOME: where its database lives")
     parser.add_argument("--port", type=int, default=4200, help="port on 127.0.0.1 (default 4200)")
     arguments = parser.parse_args(argv)

@@ -10,8 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from latentatlas.params import load_preset
-from pipeline.prefect_server import (PrefectServerError, free_port, local_prefect_server, port_is_free,
-                                     stop_orphaned_server)
+from pipeline.prefect_server import (
+    PrefectServerError,
+    free_port,
+    local_prefect_server,
+    port_is_free,
+    stop_orphaned_server,
+)
 from pipeline.signals import run_until_signalled, signals_exit
 
 
@@ -25,8 +30,9 @@ def preset_command(preset_path: Path, params_path: Path, dvc_args: tuple[str, ..
     from stages.plugins.methods import method_params_model  # every fit method: imported only for a preset
     from stages.plugins.params import plugin_params_model
 
-    overrides = load_preset(preset_path, params_path, method_models=method_params_model,
-                            plugin_models=plugin_params_model)
+    overrides = load_preset(
+        preset_path, params_path, method_models=method_params_model, plugin_models=plugin_params_model
+    )
     set_args = [arg for key, value in overrides for arg in ("-S", f"{key}={json.dumps(value)}")]
     return ["dvc", "exp", "run", *set_args, *dvc_args]
 

@@ -54,15 +54,22 @@ from stages.latent.directions import DirectionSet
 from stages.latent.editing import DirectionEdit, LatentField, direction_edits
 from stages.latent.metrics import field_perceptual_path_length_terms, perceptual_path_length_terms
 from stages.latent.perceptual import resize_for_lpips
-from stages.plugins.labelers.scoring import score_images
 from stages.latent.streams import heldout_latents_z
-from stages.plugins.generators.synthesis import ImageSynthesizer, images_to_uint8
 from stages.plugins.generators import Generator, generator_for
+from stages.plugins.generators.synthesis import ImageSynthesizer, images_to_uint8
 from stages.plugins.labelers import Labeler, labeler_for
+from stages.plugins.labelers.scoring import score_images
 from stages.plugins.methods.base import METHODS
 from stages.reporting.contact_sheet import render_traversal_grid, write_contact_sheet
-from stages.reporting.samples import (EDIT_KEYS, MODES, SUMMARY_KEYS, EditDraws, EvaluationDraws, EvaluationRecord,
-                                      metric_estimate)
+from stages.reporting.samples import (
+    EDIT_KEYS,
+    MODES,
+    SUMMARY_KEYS,
+    EditDraws,
+    EvaluationDraws,
+    EvaluationRecord,
+    metric_estimate,
+)
 from stages.reporting.statistics import BOOTSTRAP_STREAM, LEVEL, Estimate
 from stages.runtime.chunked import ChunkedStage
 from stages.runtime.device import inference_context, resolve_device
@@ -89,22 +96,36 @@ class EvaluateStage(ChunkedStage):
 
     name = "evaluate"
 
-    def __init__(self, params: Params, data_dir: Path, method: str, layout: OutputLayout = OutputLayout(),
-                 generator: Generator | None = None,
-                 labeler: Labeler | None = None, lpips: torch.nn.Module | None = None, *,
-                 attach: str | None = None) -> None:
+    def __init__(
+        self,
+        params: Params,
+        data_dir: Path,
+        method: str,
+        layout: OutputLayout = OutputLayout(),
+        generator: Generator | None = None,
+        labeler: Labeler | None = None,
+        lpips: torch.nn.Module | None = None,
+        *,
+        attach: str | None = None,
+    ) -> None:
         """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.runtime.chunked.ChunkedStage`;
         the held-out overlap check is the driver's."""
         layout = OutputLayout(Path(layout.root).resolve())
-        super().__init__(params, data_dir, attach=attach, options={"method": method, "layout": layout},
-                         injected=generator is not None or labeler is not None or lpips is not None)
+        super().__init__(
+            params,
+            data_dir,
+            attach=attach,
+            options={"method": method, "layout": layout},
+            injected=generator is not None or labeler is not None or lpips is not None,
+        )
         self.params, self.method, self.settings = params, method, params.eval
         self.layout = layout
         self._load_directions_and_data(data_dir)
         self._choose_edits()
         self._build_models(generator, labeler, lpips)
-        self.store: ParquetChunkStore = self._open_output(ParquetChunkStore, layout.evaluations_root() / method,
-                                                          self._store_info())
+        self.store: ParquetChunkStore = self._open_output(
+            ParquetChunkStore, layout.evaluations_root() / method, self._store_info()
+        )
         if attach is None:
             self._check_heldout_is_disjoint()
 
@@ -125,24 +146,28 @@ class EvaluateStage(ChunkedStage):
         attributes its components match (the others are recorded as unmatched) and holds the conditions it has."""
         base_method = self.params.fit.base_method(self.method)  # a variant is evaluated as its method
         supervised = METHODS.build(base_method).supervised if base_method in METHODS.names() else True
-        self.targets: dict[str, DirectionEdit] = direction_edits(self.directions, self.attributes,
-                                                                 allow_missing=not supervised)
+        self.targets: dict[str, DirectionEdit] = direction_edits(
+            self.directions, self.attributes, allow_missing=not supervised
+        )
         self.unmatched = [name for name in self.attributes if name not in self.targets]
         condition_on = self.settings.condition_on
         self.conditions = [name for name in condition_on if name in self.targets]
         unknown = [name for name in condition_on if name not in self.targets]
         if unknown and supervised:
-            raise EvaluationError(f"eval.condition_on: {unknown} are not among the evaluated attributes "
-                                  f"{list(self.targets)}")
+            raise EvaluationError(
+                f"eval.condition_on: {unknown} are not among the evaluated attributes {list(self.targets)}"
+            )
         self.modes = list(MODES) if self.conditions else ["plain"]
         self.alphas = np.asarray(self.settings.alphas, dtype=np.float64)
 
-    def _build_models(self, generator: Generator | None, labeler: Labeler | None,
-                      lpips: torch.nn.Module | None) -> None:
+    def _build_models(
+        self, generator: Generator | None, labeler: Labeler | None, lpips: torch.nn.Module | None
+    ) -> None:
         """Generator (behind a batched synthesizer), labeler and LPIPS (built on first use) on the eval device; the
         edit space and W+ layers checked against the generator."""
-        synth_settings = self.params.synthesize.model_copy(update={"batch_size": self.settings.batch_size,
-                                                                   "device": self.settings.device})
+        synth_settings = self.params.synthesize.model_copy(
+            update={"batch_size": self.settings.batch_size, "device": self.settings.device}
+        )
         generator = generator_for(self.params.generator, generator)
         self.synthesizer = ImageSynthesizer(generator, synth_settings)
         self.device = resolve_device(self.settings.device)
@@ -156,29 +181,46 @@ class EvaluateStage(ChunkedStage):
         """The evaluation store's description: its fingerprint covers everything a chunk depends on (not the
         statistics computed in ``finish``)."""
         settings = self.settings
-        inputs = {"stage": "evaluate", "method": self.method, "directions": self.directions.meta.get("fingerprint"),
-                  "directions_vectors": _digest(self.directions.vectors),
-                  "labels": self.data.labels_store.info.fingerprint,
-                  "eval": settings.model_dump(mode="json", exclude=set(STATISTICS_KEYS)),
-                  "attributes": self.attributes, "labeler": self.labeler.fingerprint,
-                  **self.synthesizer.fingerprint_inputs(),
-                  "edits": {name: self.edit_kind(name) for name in self.targets}}
+        inputs = {
+            "stage": "evaluate",
+            "method": self.method,
+            "directions": self.directions.meta.get("fingerprint"),
+            "directions_vectors": _digest(self.directions.vectors),
+            "labels": self.data.labels_store.info.fingerprint,
+            "eval": settings.model_dump(mode="json", exclude=set(STATISTICS_KEYS)),
+            "attributes": self.attributes,
+            "labeler": self.labeler.fingerprint,
+            **self.synthesizer.fingerprint_inputs(),
+            "edits": {name: self.edit_kind(name) for name in self.targets},
+        }
         rows_per_sample = len(self.targets) * len(self.modes) * len(self.alphas)
-        return StoreInfo("evaluation", inputs, settings.n_samples, settings.chunk_size,
-                         details={"rows_per_sample": rows_per_sample, "targets": list(self.targets),
-                                  "modes": self.modes, "alphas": settings.alphas,
-                                  "scores": list(self.labeler.attributes)})
+        return StoreInfo(
+            "evaluation",
+            inputs,
+            settings.n_samples,
+            settings.chunk_size,
+            details={
+                "rows_per_sample": rows_per_sample,
+                "targets": list(self.targets),
+                "modes": self.modes,
+                "alphas": settings.alphas,
+                "scores": list(self.labeler.attributes),
+            },
+        )
 
     def _check_space(self, generator: Generator, layers: list[int] | None) -> tuple[int, int] | None:
         """Edits happen in the space the directions were fitted in (z, or w: held-out z mapped first), W+ layers
         ``layers`` only when given. Returns the layer range, or None."""
         if self.space not in ("z", "w") or self.space not in generator.latent_spaces:
-            raise EvaluationError(f"{self.method}: directions live in space {self.space!r}, but the generator "
-                                  f"{generator.name!r} is driven from {list(generator.latent_spaces)} (edits need z or w)")
+            raise EvaluationError(
+                f"{self.method}: directions live in space {self.space!r}, but the generator "
+                f"{generator.name!r} is driven from {list(generator.latent_spaces)} (edits need z or w)"
+            )
         dim = self.z_dim if self.space == "z" else int(generator.w_dim)
         if self.directions.dim != dim:
-            raise EvaluationError(f"{self.method}: directions are {self.directions.dim}-d, the generator's "
-                                  f"{self.space} is {dim}-d")
+            raise EvaluationError(
+                f"{self.method}: directions are {self.directions.dim}-d, the generator's {self.space} is {dim}-d"
+            )
         if layers is None or self.space != "w":
             return None  # W+ layer ranges apply to directions in w; z directions edit z (metrics say layers: null)
         if layers[1] > int(generator.num_ws):
@@ -191,8 +233,12 @@ class EvaluateStage(ChunkedStage):
         the metrics say so (``edit``)."""
         nonlinear = sorted(name for name, target in self.targets.items() if target.field is not None)
         if nonlinear and self.layers is not None:
-            logger.warning("%s: eval.layers edits W+ layers along vectors; the nonlinear models of %s are edited "
-                           "along their mean-gradient vectors instead of their gradient paths", self.method, nonlinear)
+            logger.warning(
+                "%s: eval.layers edits W+ layers along vectors; the nonlinear models of %s are edited "
+                "along their mean-gradient vectors instead of their gradient paths",
+                self.method,
+                nonlinear,
+            )
             self.targets = {name: dataclasses.replace(target, field=None) for name, target in self.targets.items()}
 
     def _check_heldout_is_disjoint(self) -> None:
@@ -202,8 +248,10 @@ class EvaluateStage(ChunkedStage):
             fitted |= _row_keys(store.read_chunk("z", index))
         for index in range(self.store.info.n_chunks):
             if _row_keys(self.heldout(index)) & fitted:
-                raise EvaluationError(f"held-out chunk {index} shares latents with the fitted data "
-                                      f"({store.path}); choose another eval.seed")
+                raise EvaluationError(
+                    f"held-out chunk {index} shares latents with the fitted data "
+                    f"({store.path}); choose another eval.seed"
+                )
 
     # ------------------------------------------------------------------------------------------------ editing
 
@@ -253,9 +301,21 @@ class EvaluateStage(ChunkedStage):
     def _distances(self, originals: torch.Tensor, edited: torch.Tensor) -> np.ndarray:
         """(n,) LPIPS between each original and its edit, in batches."""
         batch_size = self.settings.batch_size
-        return torch.cat([self.lpips(resize_for_lpips(originals[s:s + batch_size].to(self.device)),
-                                     resize_for_lpips(edited[s:s + batch_size].to(self.device)))
-                          for s in range(0, len(originals), batch_size)]).float().cpu().numpy().reshape(-1)
+        return (
+            torch.cat(
+                [
+                    self.lpips(
+                        resize_for_lpips(originals[s : s + batch_size].to(self.device)),
+                        resize_for_lpips(edited[s : s + batch_size].to(self.device)),
+                    )
+                    for s in range(0, len(originals), batch_size)
+                ]
+            )
+            .float()
+            .cpu()
+            .numpy()
+            .reshape(-1)
+        )
 
     def _measure(self, latents_z: np.ndarray, attribute: str, mode: str) -> dict[str, np.ndarray]:
         """One direction × mode on n held-out latents: columns ``alpha``, ``lpips`` and every score, (M · n,) each,
@@ -267,8 +327,10 @@ class EvaluateStage(ChunkedStage):
             for position in range(len(self.alphas)):
                 scores.append(score_images(self.labeler, images[position].to(self.device), self.settings.batch_size))
                 distances.append(self._distances(originals, images[position]))
-        measured = {"alpha": np.repeat(self.alphas, len(latents_z)).astype(np.float32),
-                    "lpips": np.concatenate(distances).astype(np.float32)}
+        measured = {
+            "alpha": np.repeat(self.alphas, len(latents_z)).astype(np.float32),
+            "lpips": np.concatenate(distances).astype(np.float32),
+        }
         stacked = np.concatenate(scores)
         measured.update({name: stacked[:, k] for k, name in enumerate(self.labeler.attributes)})
         return measured
@@ -282,13 +344,23 @@ class EvaluateStage(ChunkedStage):
             for mode in self.modes:
                 measured = self._measure(latents_z, attribute, mode)
                 count = len(measured["alpha"])
-                parts.append({"sample_id": np.tile(sample_ids, len(self.alphas)),
-                              "direction": [attribute] * count, "mode": [mode] * count, **measured})
+                parts.append(
+                    {
+                        "sample_id": np.tile(sample_ids, len(self.alphas)),
+                        "direction": [attribute] * count,
+                        "mode": [mode] * count,
+                        **measured,
+                    }
+                )
         columns = ["sample_id", "direction", "mode", "alpha", "lpips", *self.labeler.attributes]
-        table = pa.table({name: pa.array(np.concatenate([part[name] for part in parts]))
-                          if name not in ("direction", "mode")
-                          else pa.array([value for part in parts for value in part[name]], pa.string())
-                          for name in columns})
+        table = pa.table(
+            {
+                name: pa.array(np.concatenate([part[name] for part in parts]))
+                if name not in ("direction", "mode")
+                else pa.array([value for part in parts for value in part[name]], pa.string())
+                for name in columns
+            }
+        )
         self.store.write_chunk(index, table)
 
     # ------------------------------------------------------------------------------------------------ finish
@@ -323,16 +395,26 @@ class EvaluateStage(ChunkedStage):
 
     def _description(self) -> dict[str, Any]:
         """What was evaluated and where: the entry, its method, the edit space and layers, the held-out count."""
-        return {"method": self.method, "base_method": self.params.fit.base_method(self.method),
-                "space": self.space, "layers": list(self.layers) if self.layers is not None else None,
-                "n_heldout": self.store.info.n_samples, "condition_on": list(self.conditions),
-                "unmatched_attributes": self.unmatched}  # asked for, but no component of this method moves them
+        return {
+            "method": self.method,
+            "base_method": self.params.fit.base_method(self.method),
+            "space": self.space,
+            "layers": list(self.layers) if self.layers is not None else None,
+            "n_heldout": self.store.info.n_samples,
+            "condition_on": list(self.conditions),
+            "unmatched_attributes": self.unmatched,
+        }  # asked for, but no component of this method moves them
 
     def _ppl_terms(self, target: DirectionEdit) -> np.ndarray:
         """The per-sample PPL terms along the target's direction (its gradient path for a nonlinear model)."""
-        options = {"space": self.space, "n_samples": self.settings.ppl_samples,
-                   "t_max": float(np.abs(self.alphas).max()), "seed": self.settings.seed,
-                   "batch_size": self.settings.batch_size, "device": self.device}
+        options = {
+            "space": self.space,
+            "n_samples": self.settings.ppl_samples,
+            "t_max": float(np.abs(self.alphas).max()),
+            "seed": self.settings.seed,
+            "batch_size": self.settings.batch_size,
+            "device": self.device,
+        }
         generator = self.synthesizer.generator
         if target.field is None:
             return perceptual_path_length_terms(generator, target.vector[None], self.lpips, **options)[0]
@@ -346,25 +428,36 @@ class EvaluateStage(ChunkedStage):
             flat = images.reshape(-1, *images.shape[2:])
             with inference_context(self.device, amp=False):
                 scores = score_images(self.labeler, flat.to(self.device), self.settings.batch_size)
-            target = scores[:, list(self.labeler.attributes).index(attribute)] \
-                if attribute in self.labeler.attributes else np.full(len(flat), np.nan)
+            target = (
+                scores[:, list(self.labeler.attributes).index(attribute)]
+                if attribute in self.labeler.attributes
+                else np.full(len(flat), np.nan)
+            )
             pixels = images_to_uint8(flat).reshape(len(self.alphas), len(latents_z), *images.shape[3:], 3)
-            grid = render_traversal_grid(pixels.transpose(1, 0, 2, 3, 4), self.alphas,
-                                         target.reshape(len(self.alphas), -1).T,
-                                         title=f"{self.method}: {attribute}")
+            grid = render_traversal_grid(
+                pixels.transpose(1, 0, 2, 3, 4),
+                self.alphas,
+                target.reshape(len(self.alphas), -1).T,
+                title=f"{self.method}: {attribute}",
+            )
             write_contact_sheet(self.layout.grids_root() / self.method / f"{attribute}.png", grid)
 
 
 def headline_metrics(details: dict[str, Any]) -> dict[str, Any]:
     """``metrics/<method>.json``: where the edits were made, and per attribute and on average only
     :data:`HEADLINE_KEYS` (+ the mean PPL), each with its interval."""
+
     def pick(entry: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
         picked = {key: entry[key] for key in keys if key in entry}
         return {**picked, "ci95": {key: entry["ci95"][key] for key in picked if key in entry.get("ci95", {})}}
 
-    return {"space": details.get("space"), "layers": details.get("layers"), "n_heldout": details.get("n_heldout"),
-            "directions": {attribute: pick(entry, HEADLINE_KEYS) for attribute, entry in details["directions"].items()},
-            "summary": pick(details["summary"], (*HEADLINE_KEYS, "ppl"))}
+    return {
+        "space": details.get("space"),
+        "layers": details.get("layers"),
+        "n_heldout": details.get("n_heldout"),
+        "directions": {attribute: pick(entry, HEADLINE_KEYS) for attribute, entry in details["directions"].items()},
+        "summary": pick(details["summary"], (*HEADLINE_KEYS, "ppl")),
+    }
 
 
 def _digest(vectors: np.ndarray) -> str:
@@ -382,8 +475,10 @@ def _edit_entry(edits: EditDraws, prefix: str, n_samples: int) -> tuple[dict[str
     table = {}
     for other, cells in edits.table_ii.items():
         estimates = {key: Estimate.from_draws(draws) for key, draws in cells.items()}
-        table[other] = {**{key: e.value for key, e in estimates.items()},
-                        "ci95": {key: e.interval for key, e in estimates.items()}}
+        table[other] = {
+            **{key: e.value for key, e in estimates.items()},
+            "ci95": {key: e.interval for key, e in estimates.items()},
+        }
     values[prefix + "table_ii"] = table
     return values, intervals
 
@@ -395,26 +490,47 @@ def _curve_points(attribute: str, mode: str, alphas: np.ndarray, edits: EditDraw
     points = []
     for position, alpha in enumerate(alphas):
         estimate = Estimate.from_draws(edits.curve[:, position])
-        points.append({"direction": attribute, "mode": mode, "alpha": float(alpha), "target_mean": estimate.value,
-                       "target_low": estimate.low, "target_high": estimate.high,
-                       "target_std": float(edits.curve_std[position])})
+        points.append(
+            {
+                "direction": attribute,
+                "mode": mode,
+                "alpha": float(alpha),
+                "target_mean": estimate.value,
+                "target_low": estimate.low,
+                "target_high": estimate.high,
+                "target_std": float(edits.curve_std[position]),
+            }
+        )
     return points
 
 
-def summarize(draws: EvaluationDraws, targets: Mapping[str, DirectionEdit],
-              fit_stats: Mapping[str, dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def summarize(
+    draws: EvaluationDraws, targets: Mapping[str, DirectionEdit], fit_stats: Mapping[str, dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The details (every metric with its interval, per attribute and averaged) and the per-α curves of one
     evaluation, from its draws (see :mod:`stages.reporting.samples` for the definitions)."""
     record, n_samples = draws.record, draws.record.n_samples
     spread = {name: float(draws.spread[0, k]) for k, name in enumerate(record.score_names)}
-    details: dict[str, Any] = {"directions": {}, "summary": {}, "spread": spread, "intervals": {
-        "level": LEVEL, "resamples": draws.resamples, "seed": draws.seed, "stream": BOOTSTRAP_STREAM,
-        "method": "percentile bootstrap over the held-out samples (the same resamples for every method); "
-                  "moved_fraction: exact Clopper–Pearson; ppl: bootstrap over its own (z, t) samples"}}
+    details: dict[str, Any] = {
+        "directions": {},
+        "summary": {},
+        "spread": spread,
+        "intervals": {
+            "level": LEVEL,
+            "resamples": draws.resamples,
+            "seed": draws.seed,
+            "stream": BOOTSTRAP_STREAM,
+            "method": "percentile bootstrap over the held-out samples (the same resamples for every method); "
+            "moved_fraction: exact Clopper–Pearson; ppl: bootstrap over its own (z, t) samples",
+        },
+    }
     curves: list[dict[str, Any]] = []
     for attribute, target in targets.items():
-        entry: dict[str, Any] = {"source_direction": target.source, "fit": fit_stats.get(target.source, {}),
-                                 "edit": target.kind}
+        entry: dict[str, Any] = {
+            "source_direction": target.source,
+            "fit": fit_stats.get(target.source, {}),
+            "edit": target.kind,
+        }
         intervals: dict[str, Any] = {}
         for mode in MODES:
             edits = draws.edit(attribute, mode, full=True)

@@ -32,13 +32,13 @@ from latentatlas import dataset
 from latentatlas.layout import OutputLayout
 from latentatlas.params import Params
 from latentatlas.stores import fingerprint_of, store_lock
-from stages.runtime.device import resolve_device
-from stages.runtime.stage import UnitProgress, run_stage
+from stages.latent.directions import INDEX_FILE, DirectionSet, concatenate_direction_sets
 from stages.plugins.generators import generator_for
 from stages.plugins.labelers import labeler_for
 from stages.plugins.labelers.scoring import score_frame
-from stages.latent.directions import INDEX_FILE, DirectionSet, concatenate_direction_sets
 from stages.plugins.methods.base import METHODS, FitContext, MethodInputError, MethodSpec
+from stages.runtime.device import resolve_device
+from stages.runtime.stage import UnitProgress, run_stage
 
 
 class FitStage:
@@ -53,8 +53,15 @@ class FitStage:
     unit_noun: ClassVar[str] = "unit"
     size_noun: ClassVar[str] = "attributes"
 
-    def __init__(self, params: Params, data_dir: Path, method: str, layout: OutputLayout = OutputLayout(),
-                 generator: Any = None, labeler: Any = None) -> None:
+    def __init__(
+        self,
+        params: Params,
+        data_dir: Path,
+        method: str,
+        layout: OutputLayout = OutputLayout(),
+        generator: Any = None,
+        labeler: Any = None,
+    ) -> None:
         self.method = method  # the entry's name: a method, or a variant of one (fit.variants)
         self.params = params
         self.base_method = params.fit.base_method(method)
@@ -65,15 +72,23 @@ class FitStage:
         self.attributes = list(params.fit.attributes or self.data.attributes)
         unknown = [name for name in self.attributes if name not in self.data.attributes]
         if unknown:
-            raise MethodInputError(f"fit.attributes: {unknown} are not labeled attributes; the labels have "
-                                   f"{self.data.attributes}")
+            raise MethodInputError(
+                f"fit.attributes: {unknown} are not labeled attributes; the labels have {self.data.attributes}"
+            )
         self.device = resolve_device(params.fit.device)
         self.layout = layout
         self.out_dir = layout.directions(method)
         self.input_fingerprint = self.data.labels_store.info.fingerprint
-        self.fingerprint = fingerprint_of({"method": method, "base_method": self.base_method, "params": self.method_params.model_dump(mode="json"),
-                                           "attributes": self.attributes, "input": self.input_fingerprint,
-                                           "device_type": self.device.type})
+        self.fingerprint = fingerprint_of(
+            {
+                "method": method,
+                "base_method": self.base_method,
+                "params": self.method_params.model_dump(mode="json"),
+                "attributes": self.attributes,
+                "input": self.input_fingerprint,
+                "device_type": self.device.type,
+            }
+        )
         self.work_dir = layout.fit_work_root() / f"{method}-{self.fingerprint}"
         self.units_dir = self.work_dir / "units"
         self._generator, self._labeler = generator, labeler
@@ -106,14 +121,15 @@ class FitStage:
         inside ``directions/`` (which DVC hashes as the report's input)."""
         return store_lock(self.out_dir, lock_dir=self.layout.locks_root())
 
-    def __enter__(self) -> "FitStage":
+    def __enter__(self) -> FitStage:
         self._exit_stack.enter_context(self.lock())
         self._locked = True
         self._exit_stack.callback(setattr, self, "_locked", False)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -170,11 +186,17 @@ class FitStage:
 
     def context(self, attributes: list[str], progress=None) -> FitContext:
         needs_generator = self.spec.needs_generator
-        return FitContext(latents=self.latents, labels=self.labels[attributes], attributes=attributes,
-                          generator=self.generator if needs_generator else None,
-                          score_images=self.score_images if needs_generator else None, device=self.device,
-                          work_dir=self.work_dir, input_fingerprint=self.input_fingerprint,
-                          progress=progress or (lambda step, total, metrics: None))
+        return FitContext(
+            latents=self.latents,
+            labels=self.labels[attributes],
+            attributes=attributes,
+            generator=self.generator if needs_generator else None,
+            score_images=self.score_images if needs_generator else None,
+            device=self.device,
+            work_dir=self.work_dir,
+            input_fingerprint=self.input_fingerprint,
+            progress=progress or (lambda step, total, metrics: None),
+        )
 
     def fit_unit(self, attributes: list[str], progress=None) -> DirectionSet:
         """The directions of ``attributes`` (one unit's group), computed in memory (nothing saved)."""
@@ -201,15 +223,21 @@ class FitStage:
         """Concatenate the units' results (in attribute order), record provenance, save atomically."""
         directions = parts[0] if len(parts) == 1 else (self.spec.combine or concatenate_direction_sets)(parts)
         directions.method = self.method  # e.g. "ortho-linear-noreg", a variant of "ortho-linear" (fit.variants)
-        directions.meta = {**directions.meta, "method": self.method, "base_method": self.base_method,
-                           "fingerprint": self.fingerprint,
-                           "input_fingerprint": self.input_fingerprint, "attributes": self.attributes,
-                           "params": self.method_params.model_dump(mode="json")}
+        directions.meta = {
+            **directions.meta,
+            "method": self.method,
+            "base_method": self.base_method,
+            "fingerprint": self.fingerprint,
+            "input_fingerprint": self.input_fingerprint,
+            "attributes": self.attributes,
+            "params": self.method_params.model_dump(mode="json"),
+        }
         directions.save(self.out_dir)
         return directions
 
 
-def run_fit(params: Params, data_dir: Path, method: str, layout: OutputLayout = OutputLayout(),
-            **plugins: Any) -> DirectionSet:
+def run_fit(
+    params: Params, data_dir: Path, method: str, layout: OutputLayout = OutputLayout(), **plugins: Any
+) -> DirectionSet:
     """Fit ``method`` in this process, unit after unit (no Prefect): for tests and scripting."""
     return run_stage(FitStage(params, data_dir, method, layout=layout, **plugins))

@@ -32,17 +32,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import stages.reporting.figures as figures
 from latentatlas import dataset
 from latentatlas.atomic import atomic_write_bytes, atomic_write_json
 from latentatlas.errors import LatentAtlasError
 from latentatlas.layout import OutputLayout
 from latentatlas.params import Params
 from stages.latent.directions import DirectionSet, select_directions
-import stages.reporting.figures as figures
-from stages.reporting.ranking import CRITERIA, AttributeRanking, headline, rank_attribute
-from stages.reporting.reproduction import (Entry, RunInputs, build_reproduction, render_html, render_markdown,
-                                           reproduction_record)
 from stages.reporting.claims import PaperSection
+from stages.reporting.ranking import CRITERIA, AttributeRanking, headline, rank_attribute
+from stages.reporting.reproduction import (
+    Entry,
+    RunInputs,
+    build_reproduction,
+    render_html,
+    render_markdown,
+    reproduction_record,
+)
 from stages.reporting.samples import EvaluationDraws, EvaluationRecord
 from stages.reporting.statistics import LEVEL, POWER, resample_weights
 
@@ -90,8 +96,10 @@ def load_draws(methods: list[str], layout: OutputLayout, resamples: int, seed: i
     first = next(iter(records.values()))
     for method, record in records.items():
         if not np.array_equal(record.sample_ids, first.sample_ids):
-            raise ReportError(f"{method} was evaluated on other held-out samples than {methods[0]} "
-                              f"({record.n_samples} vs {first.n_samples}): rerun its evaluation with this eval section")
+            raise ReportError(
+                f"{method} was evaluated on other held-out samples than {methods[0]} "
+                f"({record.n_samples} vs {first.n_samples}): rerun its evaluation with this eval section"
+            )
     weights = resample_weights(first.n_samples, resamples, seed)
     return {method: EvaluationDraws(record, resamples, seed, weights) for method, record in records.items()}
 
@@ -106,8 +114,7 @@ def load_inputs(params: Params, data_dir: Path, methods: list[str], layout: Outp
         names = data.attributes
         _, scores = data.arrays(names)
         correlation = pd.DataFrame(np.corrcoef(scores.T), index=names, columns=names)
-        return ReportInputs(methods, details, curves, directions, draws, correlation, data.n_samples,
-                            list(data.spaces))
+        return ReportInputs(methods, details, curves, directions, draws, correlation, data.n_samples, list(data.spaces))
 
 
 def rank_methods(inputs: ReportInputs, min_fit_r2: float | None) -> dict[str, AttributeRanking]:
@@ -116,29 +123,54 @@ def rank_methods(inputs: ReportInputs, min_fit_r2: float | None) -> dict[str, At
     return {attribute: rank_attribute(attribute, inputs.draws, inputs.details, min_fit_r2) for attribute in attributes}
 
 
-def write_rankings(rankings: dict[str, AttributeRanking], inputs: ReportInputs, params: Params,
-                   layout: OutputLayout) -> None:
+def write_rankings(
+    rankings: dict[str, AttributeRanking], inputs: ReportInputs, params: Params, layout: OutputLayout
+) -> None:
     """``reports/ranking.json`` (headline) and ``reports/ranking.details.json``."""
     atomic_write_json(layout.ranking_metrics(), headline(rankings))
-    atomic_write_json(layout.ranking_details(), {
-        "level": LEVEL, "power": POWER, "resamples": params.eval.bootstrap_resamples, "seed": params.eval.seed,
-        "n_heldout": next(iter(inputs.draws.values())).record.n_samples,
-        "attributes": {attribute: ranking.to_json() for attribute, ranking in rankings.items()}})
+    atomic_write_json(
+        layout.ranking_details(),
+        {
+            "level": LEVEL,
+            "power": POWER,
+            "resamples": params.eval.bootstrap_resamples,
+            "seed": params.eval.seed,
+            "n_heldout": next(iter(inputs.draws.values())).record.n_samples,
+            "attributes": {attribute: ranking.to_json() for attribute, ranking in rankings.items()},
+        },
+    )
 
 
 def reproduction(params: Params, inputs: ReportInputs) -> tuple[list[PaperSection], str]:
     """The papers' sections and the header that says what they were measured on."""
-    entries = {m: Entry(name=m, base_method=params.fit.base_method(m), directions=inputs.directions[m],
-                        details=inputs.details[m], draws=inputs.draws[m]) for m in inputs.methods}
-    run = RunInputs(entries, inputs.label_correlation, inputs.n_labeled, inputs.latent_spaces,
-                    params.report.reference_attribute, params.eval.bootstrap_resamples, params.eval.seed)
-    header = (f"Measured on generator {params.generator.name!r}, labeler {params.label.labeler!r}, "
-              f"{inputs.n_labeled} fit samples, {params.eval.n_samples} held-out samples per direction, "
-              f"α ∈ {params.eval.alphas}. Every claim is judged by a rule fixed in advance "
-              f"(stages/reporting/reproduction.py): the direction of the relation, the minimum effect it needs and "
-              f"a 95 % interval that must exclude no effect; yes / no / inconclusive (interval too wide to tell) / "
-              f"n/a (not measurable here). Where a relation fails, the note says why it may (different GAN, "
-              f"labelers, scale).")
+    entries = {
+        m: Entry(
+            name=m,
+            base_method=params.fit.base_method(m),
+            directions=inputs.directions[m],
+            details=inputs.details[m],
+            draws=inputs.draws[m],
+        )
+        for m in inputs.methods
+    }
+    run = RunInputs(
+        entries,
+        inputs.label_correlation,
+        inputs.n_labeled,
+        inputs.latent_spaces,
+        params.report.reference_attribute,
+        params.eval.bootstrap_resamples,
+        params.eval.seed,
+    )
+    header = (
+        f"Measured on generator {params.generator.name!r}, labeler {params.label.labeler!r}, "
+        f"{inputs.n_labeled} fit samples, {params.eval.n_samples} held-out samples per direction, "
+        f"α ∈ {params.eval.alphas}. Every claim is judged by a rule fixed in advance "
+        f"(stages/reporting/reproduction.py): the direction of the relation, the minimum effect it needs and "
+        f"a 95 % interval that must exclude no effect; yes / no / inconclusive (interval too wide to tell) / "
+        f"n/a (not measurable here). Where a relation fails, the note says why it may (different GAN, "
+        f"labelers, scale)."
+    )
     return build_reproduction(run), header
 
 
@@ -158,47 +190,65 @@ def space_label(method_metrics: dict[str, Any]) -> str:
 
 def how_to_read(params: Params) -> str:
     """What the ranking tables mean (plain text, one paragraph)."""
-    return (f"Every number carries its {LEVEL:.0%} interval [low, high]: a bootstrap over the "
-            f"{params.eval.n_samples} held-out samples ({params.eval.bootstrap_resamples} resamples seeded from "
-            f"eval.seed {params.eval.seed}; 'moved the intended way' is exact, Clopper–Pearson). Every method is "
-            f"judged on the same held-out latents, so comparisons are paired. Mean rank (lower is better) = mean rank "
-            f"of effect ↑, entanglement per unit effect ↓ and LPIPS per unit effect ↓ (effect and entanglement in "
-            f"standard deviations of the labeled data). Two methods are in different groups only when every method "
-            f"of the better group ranks significantly before every method of the worse one (paired bootstrap, "
-            f"Holm-corrected over all pairs of the attribute, 5 %); group 1 is the best group. P(best): share of "
-            f"resamples in which the method has the lowest mean rank. A direction whose own fit explains less than "
-            f"R² = {params.report.min_fit_r2:g} of its attribute (held-out) ranks after every direction that fits "
-            f"(column 'fit').")
+    return (
+        f"Every number carries its {LEVEL:.0%} interval [low, high]: a bootstrap over the "
+        f"{params.eval.n_samples} held-out samples ({params.eval.bootstrap_resamples} resamples seeded from "
+        f"eval.seed {params.eval.seed}; 'moved the intended way' is exact, Clopper–Pearson). Every method is "
+        f"judged on the same held-out latents, so comparisons are paired. Mean rank (lower is better) = mean rank "
+        f"of effect ↑, entanglement per unit effect ↓ and LPIPS per unit effect ↓ (effect and entanglement in "
+        f"standard deviations of the labeled data). Two methods are in different groups only when every method "
+        f"of the better group ranks significantly before every method of the worse one (paired bootstrap, "
+        f"Holm-corrected over all pairs of the attribute, 5 %); group 1 is the best group. P(best): share of "
+        f"resamples in which the method has the lowest mean rank. A direction whose own fit explains less than "
+        f"R² = {params.report.min_fit_r2:g} of its attribute (held-out) ranks after every direction that fits "
+        f"(column 'fit')."
+    )
 
 
 def detectable_line(ranking: AttributeRanking, n_heldout: int) -> str:
     """The smallest differences this run could have detected for one attribute, in words."""
-    parts = ", ".join(f"{label} {ranking.detectable[label]:.3g}" for label, _ in CRITERIA
-                      if np.isfinite(ranking.detectable[label]))
+    parts = ", ".join(
+        f"{label} {ranking.detectable[label]:.3g}" for label, _ in CRITERIA if np.isfinite(ranking.detectable[label])
+    )
     pairs = sum(ranking.fits.values()) * (sum(ranking.fits.values()) - 1) // 2
-    return (f"Smallest difference this run could detect ({POWER:.0%} power, {pairs} Holm-corrected pairs, "
-            f"{n_heldout} held-out samples): {parts or '–'}.")
+    return (
+        f"Smallest difference this run could detect ({POWER:.0%} power, {pairs} Holm-corrected pairs, "
+        f"{n_heldout} held-out samples): {parts or '–'}."
+    )
 
 
 def best_line(ranking: AttributeRanking) -> str:
     return f"Best group: {', '.join(ranking.best_group)}."
 
 
-def summary_markdown(params: Params, inputs: ReportInputs, rankings: dict[str, AttributeRanking],
-                     sections: list[PaperSection]) -> str:
+def summary_markdown(
+    params: Params, inputs: ReportInputs, rankings: dict[str, AttributeRanking], sections: list[PaperSection]
+) -> str:
     """``reports/summary.md``: what was measured, how to read it, and per attribute the ranking with intervals,
     groups, the detectable differences and any warning; then the reproduction's verdicts."""
     n_heldout = next(iter(inputs.draws.values())).record.n_samples
-    lines = ["# latentatlas report", "", f"Methods: {', '.join(inputs.methods)}. Held-out samples per direction: "
-             f"{n_heldout}; α ∈ {params.eval.alphas}.", "", how_to_read(params), "",
-             "Edits were made in: " + "; ".join(f"{m}: {space_label(inputs.details[m])}" for m in inputs.methods)
-             + ".", ""]
+    lines = [
+        "# latentatlas report",
+        "",
+        f"Methods: {', '.join(inputs.methods)}. Held-out samples per direction: {n_heldout}; α ∈ {params.eval.alphas}.",
+        "",
+        how_to_read(params),
+        "",
+        "Edits were made in: " + "; ".join(f"{m}: {space_label(inputs.details[m])}" for m in inputs.methods) + ".",
+        "",
+    ]
     warnings = [ranking.warning for ranking in rankings.values() if ranking.warning]
     if warnings:
         lines += ["**Warnings**", ""] + [f"- {warning}" for warning in warnings] + [""]
     for attribute, ranking in rankings.items():
-        lines += [f"## {attribute}", "", best_line(ranking) + " " + detectable_line(ranking, n_heldout), "",
-                  ranking.display_table().to_markdown(), ""]
+        lines += [
+            f"## {attribute}",
+            "",
+            best_line(ranking) + " " + detectable_line(ranking, n_heldout),
+            "",
+            ranking.display_table().to_markdown(),
+            "",
+        ]
     verdicts = [(claim.id, claim.verdict) for section in sections for claim in section.claims]
     lines += ["## Reproduction", "", "See REPRODUCTION.md: " + ", ".join(f"{id_} **{v}**" for id_, v in verdicts), ""]
     return "\n".join(lines)
@@ -210,9 +260,11 @@ def ranking_html(rankings: dict[str, AttributeRanking], inputs: ReportInputs) ->
     sections = []
     for attribute, ranking in rankings.items():
         warning = f"<p class='warning'>⚠ {html.escape(ranking.warning)}</p>" if ranking.warning else ""
-        sections.append(f"<h3>{html.escape(attribute)}</h3><p>{html.escape(best_line(ranking))} "
-                        f"{html.escape(detectable_line(ranking, n_heldout))}</p>{warning}"
-                        + ranking.display_table().to_html(classes="ranking"))
+        sections.append(
+            f"<h3>{html.escape(attribute)}</h3><p>{html.escape(best_line(ranking))} "
+            f"{html.escape(detectable_line(ranking, n_heldout))}</p>{warning}"
+            + ranking.display_table().to_html(classes="ranking")
+        )
         sections.append(figures.img(figures.rank_intervals(ranking), f"rank intervals {attribute}"))
         sections.append(figures.img(figures.curves(inputs.curves, attribute), f"curves {attribute}"))
     return sections
@@ -220,27 +272,44 @@ def ranking_html(rankings: dict[str, AttributeRanking], inputs: ReportInputs) ->
 
 def geometry_html(inputs: ReportInputs, attributes: list[str]) -> list[str]:
     """Cosine heatmaps within each method and across methods, and the labels' correlation."""
-    selected = {m: select_directions(inputs.directions[m],
-                                     [a for a in attributes if a in inputs.details[m]["directions"]],
-                                     allow_missing=True) for m in inputs.methods}
+    selected = {
+        m: select_directions(
+            inputs.directions[m], [a for a in attributes if a in inputs.details[m]["directions"]], allow_missing=True
+        )
+        for m in inputs.methods
+    }
     sections = ["<h2>Geometry</h2>"]
     for method in inputs.methods:
         names = list(selected[method])
         if len(names) > 1:
             vectors = np.stack([selected[method][a][0] for a in names])
-            sections.append(figures.img(figures.heatmap(vectors @ vectors.T, names,
-                                                        f"{method}: cosine between directions"), f"cosine {method}"))
+            sections.append(
+                figures.img(
+                    figures.heatmap(vectors @ vectors.T, names, f"{method}: cosine between directions"),
+                    f"cosine {method}",
+                )
+            )
     if len(inputs.methods) > 1:
         for attribute in attributes:
             having = [m for m in inputs.methods if attribute in selected[m]]
             vectors = np.stack([selected[m][attribute][0] for m in having])
-            sections.append(figures.img(figures.heatmap(vectors @ vectors.T, having,
-                                                        f"{attribute}: cosine across methods"),
-                                        f"across methods {attribute}"))
+            sections.append(
+                figures.img(
+                    figures.heatmap(vectors @ vectors.T, having, f"{attribute}: cosine across methods"),
+                    f"across methods {attribute}",
+                )
+            )
     names = list(inputs.label_correlation.index)
-    sections.append(figures.img(figures.heatmap(inputs.label_correlation.to_numpy(), names,
-                                                f"Pearson correlation of the labels (N = {inputs.n_labeled} "
-                                                f"synthesized samples)"), "attribute correlation"))
+    sections.append(
+        figures.img(
+            figures.heatmap(
+                inputs.label_correlation.to_numpy(),
+                names,
+                f"Pearson correlation of the labels (N = {inputs.n_labeled} synthesized samples)",
+            ),
+            "attribute correlation",
+        )
+    )
     return sections
 
 
@@ -255,8 +324,10 @@ def fit_statistics_html(inputs: ReportInputs) -> list[str]:
 
 
 def grids_html(inputs: ReportInputs, layout: OutputLayout) -> list[str]:
-    sections = ["<h2>Traversal grids</h2><p>Rows: held-out samples; columns: α; caption: the target attribute "
-                "re-labeled after the edit.</p>"]
+    sections = [
+        "<h2>Traversal grids</h2><p>Rows: held-out samples; columns: α; caption: the target attribute "
+        "re-labeled after the edit.</p>"
+    ]
     for method in inputs.methods:
         for attribute in inputs.details[method]["directions"]:
             grid = layout.grids_root() / method / f"{attribute}.png"
@@ -265,23 +336,39 @@ def grids_html(inputs: ReportInputs, layout: OutputLayout) -> list[str]:
     return sections
 
 
-def report_html(params: Params, inputs: ReportInputs, rankings: dict[str, AttributeRanking],
-                sections: list[PaperSection], header: str, layout: OutputLayout) -> str:
+def report_html(
+    params: Params,
+    inputs: ReportInputs,
+    rankings: dict[str, AttributeRanking],
+    sections: list[PaperSection],
+    header: str,
+    layout: OutputLayout,
+) -> str:
     """The whole self-contained page."""
     methods = inputs.methods
-    parts = [f"<h1>latentatlas report</h1><p>Methods: {html.escape(', '.join(methods))}. Held-out samples per "
-             f"direction: {params.eval.n_samples}; α ∈ {params.eval.alphas}. Every number comes from "
-             f"re-synthesized, re-labeled edits of held-out latents. Edits were made in: "
-             + html.escape("; ".join(f"{m}: {space_label(inputs.details[m])}" for m in methods)) + ".</p>",
-             f"<h2>Ranking per attribute</h2><p>{html.escape(how_to_read(params))} "
-             f"<a href='#reproduction'>Reproduction of the papers' findings</a>.</p>",
-             *ranking_html(rankings, inputs), *geometry_html(inputs, list(rankings)), *fit_statistics_html(inputs),
-             render_html(sections, header), *grids_html(inputs, layout)]
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
-             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%;"
-             "margin:6px 0}.warning{color:#a40}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>latentatlas report</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    parts = [
+        f"<h1>latentatlas report</h1><p>Methods: {html.escape(', '.join(methods))}. Held-out samples per "
+        f"direction: {params.eval.n_samples}; α ∈ {params.eval.alphas}. Every number comes from "
+        f"re-synthesized, re-labeled edits of held-out latents. Edits were made in: "
+        + html.escape("; ".join(f"{m}: {space_label(inputs.details[m])}" for m in methods))
+        + ".</p>",
+        f"<h2>Ranking per attribute</h2><p>{html.escape(how_to_read(params))} "
+        f"<a href='#reproduction'>Reproduction of the papers' findings</a>.</p>",
+        *ranking_html(rankings, inputs),
+        *geometry_html(inputs, list(rankings)),
+        *fit_statistics_html(inputs),
+        render_html(sections, header),
+        *grids_html(inputs, layout),
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
+        "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%;"
+        "margin:6px 0}.warning{color:#a40}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>latentatlas report</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
 
 def build_report(params: Params, data_dir: Path, methods: list[str], layout: OutputLayout = OutputLayout()) -> None:

@@ -22,9 +22,9 @@ from types import TracebackType
 from latentatlas.layout import IMAGES_STORE, LATENTS_STORE
 from latentatlas.params import Params
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
-from stages.runtime.chunked import ChunkedStage, MemoryNeed
-from stages.plugins.generators.synthesis import ImageSynthesizer
 from stages.plugins.generators import Generator, generator_for
+from stages.plugins.generators.synthesis import ImageSynthesizer
+from stages.runtime.chunked import ChunkedStage, MemoryNeed
 
 
 class ChunkWriter:
@@ -104,8 +104,15 @@ class ChunkWriter:
 class SynthesizeStage(ChunkedStage):
     name = "synthesize"
 
-    def __init__(self, params: Params, data_dir: Path, generator: Generator | None = None, *,
-                 attach: str | None = None, write_behind: bool = True) -> None:
+    def __init__(
+        self,
+        params: Params,
+        data_dir: Path,
+        generator: Generator | None = None,
+        *,
+        attach: str | None = None,
+        write_behind: bool = True,
+    ) -> None:
         """``attach``: worker mode (the driver's store fingerprint), see :class:`stages.runtime.chunked.ChunkedStage`.
         ``write_behind``: a driver writes chunks on a background thread while computing the next (an attached
         worker always writes in line: its driver marks the store complete once every task has returned)."""
@@ -115,25 +122,38 @@ class SynthesizeStage(ChunkedStage):
         self.keep_images = params.synthesize.keep_images
         resolution = self.synthesizer.resolution
         arrays = {"images": ArraySpec((resolution, resolution, 3), "uint8", ("sample", "y", "x", "rgb"))}
-        inputs = {"stage": "synthesize", "latents": self.latents.info.fingerprint, "keep_images": self.keep_images,
-                  **self.synthesizer.fingerprint_inputs()}
+        inputs = {
+            "stage": "synthesize",
+            "latents": self.latents.info.fingerprint,
+            "keep_images": self.keep_images,
+            **self.synthesizer.fingerprint_inputs(),
+        }
         latents_info = self.latents.info
-        info = StoreInfo("images", inputs, latents_info.n_samples, latents_info.chunk_size,
-                         details={"images_kept": self.keep_images, "resolution": resolution,
-                                  "generator": params.generator.name})
+        info = StoreInfo(
+            "images",
+            inputs,
+            latents_info.n_samples,
+            latents_info.chunk_size,
+            details={"images_kept": self.keep_images, "resolution": resolution, "generator": params.generator.name},
+        )
         path = self.data_dir / IMAGES_STORE
         needs: list[MemoryNeed] = []
         if self.keep_images:  # else no chunk is computed here (the label stage synthesizes them)
             rows = min(latents_info.chunk_size, latents_info.n_samples)
             z_shape = tuple(self.latents.arrays["z"].shape[1:])
-            needs = [MemoryNeed(f"{LATENTS_STORE} chunk", latents_info.chunk_size, z_shape, "float32"),
-                     MemoryNeed("the chunk's pixels", rows, arrays["images"].tail_shape, "uint8"),
-                     MemoryNeed(f"{IMAGES_STORE} chunk", latents_info.chunk_size, arrays["images"].tail_shape,
-                                "uint8"),
-                     *self.synthesizer.memory_needs(rows)]
+            needs = [
+                MemoryNeed(f"{LATENTS_STORE} chunk", latents_info.chunk_size, z_shape, "float32"),
+                MemoryNeed("the chunk's pixels", rows, arrays["images"].tail_shape, "uint8"),
+                MemoryNeed(f"{IMAGES_STORE} chunk", latents_info.chunk_size, arrays["images"].tail_shape, "uint8"),
+                *self.synthesizer.memory_needs(rows),
+            ]
         self.store: ZarrChunkStore = self._open_output(
-            ZarrChunkStore, path, info, arrays=arrays if self.keep_images else {},
-            memory=(needs, "sample.chunk_size, synthesize.batch_size or synthesize.store_resolution"))
+            ZarrChunkStore,
+            path,
+            info,
+            arrays=arrays if self.keep_images else {},
+            memory=(needs, "sample.chunk_size, synthesize.batch_size or synthesize.store_resolution"),
+        )
         self.writer = ChunkWriter(depth=1) if write_behind and not self.attached else None
 
     def run_chunk(self, index: int) -> None:
@@ -154,8 +174,9 @@ class SynthesizeStage(ChunkedStage):
             self.writer.drain()
         super().finish()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         """Close; while another error propagates, a write error behind it is not raised over it (its chunk stays
         unrecorded either way)."""
         if self.writer is not None and exc_type is not None:

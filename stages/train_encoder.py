@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import math
 import time
@@ -24,21 +23,24 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
-from torch import nn
 
 from latentatlas.atomic import atomic_write_bytes, atomic_write_json
-from latentatlas.errors import LatentAtlasError
 from latentatlas.layout import ENCODER_WORK_DIR, IMAGES_STORE, LATENTS_STORE, LOCKS_DIR
 from latentatlas.locations import StorePath, store_path
 from latentatlas.params import Params
 from latentatlas.stores import StoreError, ZarrChunkStore, fingerprint_of, store_lock, store_read_lock
-from stages.runtime.device import CPU_THREADS, pinned_threads, resolve_device
+from stages.photo.encoder import (
+    ENCODER_FILE,
+    ENCODER_VERSION,
+    METRICS_FILE,
+    EncoderError,
+    EncoderSettings,
+    LatentEncoder,
+    encoder_payload,
+)
 from stages.plugins.generators import generator_for
 from stages.plugins.generators.synthesis import ImageSynthesizer, uint8_to_images
-
-from stages.photo.encoder import (ENCODER_FILE, ENCODER_VERSION, METRICS_FILE, EncoderError, EncoderSettings,
-    LatentEncoder, encoder_payload)
+from stages.runtime.device import CPU_THREADS, pinned_threads, resolve_device
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,16 @@ class EncoderTraining:
         lock_dir: the output's lock folder (never inside ``out_dir``, which DVC hashes).
     """
 
-    def __init__(self, params: Params, data_dir: str | StorePath, out_dir: Path, settings: EncoderSettings,
-                 work_root: Path = Path(ENCODER_WORK_DIR), lock_dir: Path = Path(LOCKS_DIR),
-                 generator: Any = None) -> None:
+    def __init__(
+        self,
+        params: Params,
+        data_dir: str | StorePath,
+        out_dir: Path,
+        settings: EncoderSettings,
+        work_root: Path = Path(ENCODER_WORK_DIR),
+        lock_dir: Path = Path(LOCKS_DIR),
+        generator: Any = None,
+    ) -> None:
         self.params, self.settings = params, settings
         self.data_dir, self.out_dir = store_path(data_dir), Path(out_dir)
         self._exit_stack = contextlib.ExitStack()
@@ -81,8 +90,9 @@ class EncoderTraining:
             raise
         if self.images.info.inputs.get("latents") != self.latents.info.fingerprint:
             self.close()
-            raise StoreError(f"{self.images.path} was synthesized from other latents than {self.latents.path}; "
-                             f"rerun `dvc repro`")
+            raise StoreError(
+                f"{self.images.path} was synthesized from other latents than {self.latents.path}; rerun `dvc repro`"
+            )
         self.spaces = [space for space in self.latents.info.details["spaces"] if space != "w+"]
         self.outputs = {space: int(self.latents.arrays[space].shape[1]) for space in self.spaces}
         self.generator_fingerprint = str(self.images.info.inputs.get("generator"))
@@ -96,16 +106,24 @@ class EncoderTraining:
             self.n_train = min(self.n_train, settings.max_train_samples)
         if self.n_train < 2 or self.n_val < 1:
             self.close()
-            raise EncoderError(f"{self.latents.path}: {n_samples} samples are too few to train an encoder (it holds "
-                               f"out the last {self.n_val} and needs at least 2 more)")
-        self.fingerprint = fingerprint_of({"version": ENCODER_VERSION, "settings": settings.model_dump(mode="json"),
-                                           "latents": self.latents.info.fingerprint,
-                                           "images": self.images.info.fingerprint,
-                                           "device_type": self.device.type, "cpu_threads": CPU_THREADS})
+            raise EncoderError(
+                f"{self.latents.path}: {n_samples} samples are too few to train an encoder (it holds "
+                f"out the last {self.n_val} and needs at least 2 more)"
+            )
+        self.fingerprint = fingerprint_of(
+            {
+                "version": ENCODER_VERSION,
+                "settings": settings.model_dump(mode="json"),
+                "latents": self.latents.info.fingerprint,
+                "images": self.images.info.fingerprint,
+                "device_type": self.device.type,
+                "cpu_threads": CPU_THREADS,
+            }
+        )
         self.work_dir = Path(work_root) / self.fingerprint
         self._synthesizer: ImageSynthesizer | None = None
 
-    def __enter__(self) -> "EncoderTraining":
+    def __enter__(self) -> EncoderTraining:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -120,8 +138,10 @@ class EncoderTraining:
         ``{space: (n, dim)}`` float32 latents on the device)."""
         rows = self.latents.info.chunk_slice(index)
         count = max(0, min(rows.stop, stop) - rows.start)
-        latents = {space: torch.from_numpy(np.asarray(self.latents.read_chunk(space, index))[:count]).to(self.device)
-                   for space in self.spaces}
+        latents = {
+            space: torch.from_numpy(np.asarray(self.latents.read_chunk(space, index))[:count]).to(self.device)
+            for space in self.spaces
+        }
         if self.images_kept:
             images = uint8_to_images(np.asarray(self.images.read_chunk("images", index))[:count], self.device)
         else:
@@ -197,21 +217,43 @@ class EncoderTraining:
                 train_loss = self._train_epoch(network, optimizer, epoch)
                 validation = self.validate(network)
                 result = EpochResult(epoch, train_loss, validation, time.perf_counter() - started)
-                history.append({"epoch": epoch, "train_loss": train_loss, "validation": validation,
-                                "seconds": round(result.seconds, 2)})
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "train_loss": train_loss,
+                        "validation": validation,
+                        "seconds": round(result.seconds, 2),
+                    }
+                )
                 buffer = io.BytesIO()
-                torch.save({"model": network.state_dict(), "optimizer": optimizer.state_dict(),
-                            "history": history, "epoch": epoch}, buffer)
+                torch.save(
+                    {
+                        "model": network.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "history": history,
+                        "epoch": epoch,
+                    },
+                    buffer,
+                )
                 atomic_write_bytes(checkpoint, buffer.getvalue())
                 if on_epoch is not None:
                     on_epoch(result)
-            metrics = {"fingerprint": self.fingerprint, "generator_fingerprint": self.generator_fingerprint,
-                       "n_train": self.n_train, "n_val": self.n_val, "epochs": history,
-                       "validation": history[-1]["validation"] if history else {}}
-            meta = {"generator_fingerprint": self.generator_fingerprint, "fingerprint": self.fingerprint,
-                    "latents_fingerprint": self.latents.info.fingerprint,
-                    "images_fingerprint": self.images.info.fingerprint,
-                    "settings": self.settings.model_dump(mode="json"), "validation": metrics["validation"]}
+            metrics = {
+                "fingerprint": self.fingerprint,
+                "generator_fingerprint": self.generator_fingerprint,
+                "n_train": self.n_train,
+                "n_val": self.n_val,
+                "epochs": history,
+                "validation": history[-1]["validation"] if history else {},
+            }
+            meta = {
+                "generator_fingerprint": self.generator_fingerprint,
+                "fingerprint": self.fingerprint,
+                "latents_fingerprint": self.latents.info.fingerprint,
+                "images_fingerprint": self.images.info.fingerprint,
+                "settings": self.settings.model_dump(mode="json"),
+                "validation": metrics["validation"],
+            }
             atomic_write_bytes(self.out_dir / ENCODER_FILE, encoder_payload(network, meta))
             atomic_write_json(self.out_dir / METRICS_FILE, metrics)
             return metrics
@@ -227,10 +269,12 @@ class EncoderTraining:
             images, latents = self.chunk_pairs(int(index), self.n_train)
             order = torch.from_numpy(rng.permutation(images.shape[0])).to(self.device)
             for start in range(0, len(order), self.settings.batch_size):
-                rows = order[start:start + self.settings.batch_size]
+                rows = order[start : start + self.settings.batch_size]
                 predicted = network.standardised(images[rows])
-                loss = sum(F.mse_loss(predicted[space], network.standardise(space, latents[space][rows]))
-                           for space in self.spaces) / len(self.spaces)
+                loss = sum(
+                    F.mse_loss(predicted[space], network.standardise(space, latents[space][rows]))
+                    for space in self.spaces
+                ) / len(self.spaces)
                 for group in optimizer.param_groups:
                     group["lr"] = self.learning_rate(step)
                 optimizer.zero_grad(set_to_none=True)
@@ -254,7 +298,7 @@ class EncoderTraining:
             for space in self.spaces:
                 true = latents[space].float()
                 standard_error = network.standardise(space, predicted[space]) - network.standardise(space, true)
-                sums[space]["squared_error"] += float((standard_error ** 2).mean(1).sum())
+                sums[space]["squared_error"] += float((standard_error**2).mean(1).sum())
                 sums[space]["cosine"] += float(F.cosine_similarity(predicted[space], true, dim=1).sum())
                 sums[space]["n"] += true.shape[0]
                 targets[space].append(network.standardise(space, true))
@@ -263,14 +307,24 @@ class EncoderTraining:
             standardised_targets = torch.cat(targets[space])
             variance = float(standardised_targets.var(0).mean())
             mse = values["squared_error"] / values["n"]
-            result[space] = {"mse": round(mse, 5), "r2": round(1 - mse / max(variance, 1e-12), 5),
-                             "cosine": round(values["cosine"] / values["n"], 5)}
+            result[space] = {
+                "mse": round(mse, 5),
+                "r2": round(1 - mse / max(variance, 1e-12), 5),
+                "cosine": round(values["cosine"] / values["n"], 5),
+            }
         return result
 
 
-def train_encoder(params: Params, data_dir: str | StorePath, out_dir: Path, settings: EncoderSettings,
-                  work_root: Path = Path(ENCODER_WORK_DIR), lock_dir: Path = Path(LOCKS_DIR),
-                  on_epoch: Callable[[EpochResult], None] | None = None, generator: Any = None) -> dict[str, Any]:
+def train_encoder(
+    params: Params,
+    data_dir: str | StorePath,
+    out_dir: Path,
+    settings: EncoderSettings,
+    work_root: Path = Path(ENCODER_WORK_DIR),
+    lock_dir: Path = Path(LOCKS_DIR),
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    generator: Any = None,
+) -> dict[str, Any]:
     """Train the encoder on ``data_dir``'s stores into ``out_dir`` (see :class:`EncoderTraining`)."""
     with EncoderTraining(params, data_dir, out_dir, settings, work_root, lock_dir, generator) as training:
         return training.run(on_epoch)

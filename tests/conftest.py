@@ -23,8 +23,10 @@ def on_ci() -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     if on_ci() and not SHARED_DIR.is_dir():
-        raise pytest.UsageError(f"CI is set but the shared fixtures are missing: expected {SHARED_DIR} (shared/ "
-                                f"beside the clone); on CI the tests that read them must run, not skip")
+        raise pytest.UsageError(
+            f"CI is set but the shared fixtures are missing: expected {SHARED_DIR} (shared/ "
+            f"beside the clone); on CI the tests that read them must run, not skip"
+        )
     from pipeline.settings import apply_defaults
 
     apply_defaults()
@@ -40,9 +42,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def make_params(**sections: dict) -> Params:
     """Params with the given sections merged over a tiny default (N = 300, chunks of 100, colour labeler), every
     method's section validated by its own model, as the CLI loads them."""
-    raw: dict = {"sample": {"n_samples": 300, "chunk_size": 100, "seed": 7},
-                 "synthesize": {"batch_size": 64, "device": "cpu"},
-                 "label": {"labeler": COLOR_LABELER, "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8}}
+    raw: dict = {
+        "sample": {"n_samples": 300, "chunk_size": 100, "seed": 7},
+        "synthesize": {"batch_size": 64, "device": "cpu"},
+        "label": {"labeler": COLOR_LABELER, "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8},
+    }
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
     from stages.plugins.methods import method_params_model
@@ -57,8 +61,8 @@ def tiny_params() -> Params:
 
 def run_spine(params: Params, data_dir: Path) -> None:
     """sample → synthesize → label in this process, without Prefect."""
-    from stages.runtime.chunked import run_stage
     from stages.label import LabelStage
+    from stages.runtime.chunked import run_stage
     from stages.sample import SampleStage
     from stages.synthesize import SynthesizeStage
 
@@ -78,14 +82,17 @@ def tree_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (lock files excluded), by relative path."""
     import hashlib
 
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.endswith(".lock")}
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.endswith(".lock")
+    }
 
 
 def run_toy_spine(params: Params, data_dir: Path, world) -> None:
     """sample → synthesize → label with the planted toy generator and labeler (tests/toy.py) injected."""
-    from stages.runtime.chunked import run_stage
     from stages.label import LabelStage
+    from stages.runtime.chunked import run_stage
     from stages.sample import SampleStage
     from stages.synthesize import SynthesizeStage
 

@@ -14,7 +14,7 @@ class ColorStatsLabeler:
     attributes = ("red", "green", "blue", "brightness")
     fingerprint = "color-stats/1"
 
-    def to(self, device: torch.device) -> "ColorStatsLabeler":
+    def to(self, device: torch.device) -> ColorStatsLabeler:
         return self
 
     def score(self, images: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,12 @@ import pytest
 import torch
 
 from stages.plugins.generators import build_generator
-from stages.plugins.generators.synthesis import (CompileUnavailableError, ImageSynthesizer, check_compile_backend,
-                                                 images_to_uint8)
+from stages.plugins.generators.synthesis import (
+    CompileUnavailableError,
+    ImageSynthesizer,
+    check_compile_backend,
+    images_to_uint8,
+)
 from tests.conftest import REPO_ROOT, make_params
 
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "generators"
@@ -23,8 +27,7 @@ FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "generators"
 FAMILIES = {
     "dcgan": ("dcgan-digiface", {}),
     "stylegan2-ada": ("stylegan2", {"path": "stylegan2-ada/network-snapshot-000000.pkl"}),
-    "stylegan2-ada-cond": ("stylegan2", {"path": "stylegan2-ada-cond/network-snapshot-000000.pkl",
-                                         "class_index": 1}),
+    "stylegan2-ada-cond": ("stylegan2", {"path": "stylegan2-ada-cond/network-snapshot-000000.pkl", "class_index": 1}),
     "stylegan3": ("stylegan3", {"path": "stylegan3/network-snapshot-000000.pkl"}),
     "pggan": ("pggan", {"path": "interfacegan-pggan/pggan_fixture.pth"}),
     "stylegan": ("stylegan", {"path": "interfacegan-stylegan/stylegan_fixture.pth"}),
@@ -72,25 +75,27 @@ def test_the_compilers_form_equals_the_reference_ops(fixture: str) -> None:
     assert variant.net is generator.net and generator.reference_ops and not variant.reference_ops
     latents_z = torch.randn(4, generator.z_dim, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        torch.testing.assert_close(variant.synthesize(latents_z), generator.synthesize(latents_z),
-                                   rtol=1e-5, atol=2e-5)
+        torch.testing.assert_close(variant.synthesize(latents_z), generator.synthesize(latents_z), rtol=1e-5, atol=2e-5)
         w_plus = generator.w_plus(generator.map(latents_z)["w"])
-        torch.testing.assert_close(variant.synthesize(w_plus, "w+"), generator.synthesize(w_plus, "w+"),
-                                   rtol=1e-5, atol=2e-5)
+        torch.testing.assert_close(
+            variant.synthesize(w_plus, "w+"), generator.synthesize(w_plus, "w+"), rtol=1e-5, atol=2e-5
+        )
 
 
-@pytest.mark.parametrize(("size", "taps", "up", "padding"), [(20, 12, 2, [5, 6, 5, 6]), (36, 12, 2, [-3, 4, -3, 4]),
-                                                             (16, 24, 4, [10, 13, 10, 13]), (12, 6, 2, [0, 0, 1, -2])])
+@pytest.mark.parametrize(
+    ("size", "taps", "up", "padding"),
+    [(20, 12, 2, [5, 6, 5, 6]), (36, 12, 2, [-3, 4, -3, 4]), (16, 24, 4, [10, 13, 10, 13]), (12, 6, 2, [0, 0, 1, -2])],
+)
 def test_polyphase_upsampling_equals_zero_insertion(size: int, taps: int, up: int, padding: list[int]) -> None:
     from stages.plugins.generators.nvlabs_common import upfirdn2d, upsample_polyphase
 
     features = torch.randn(2, 3, size, size + 1, generator=torch.Generator().manual_seed(size))
     fir = torch.rand(taps, generator=torch.Generator().manual_seed(taps))
-    expected = upfirdn2d(features, fir, up=up, padding=padding, gain=up ** 2)
-    torch.testing.assert_close(upsample_polyphase(features, fir, up, padding, up ** 2), expected,
-                               rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(upsample_polyphase(features, None, 1, padding, 1.0),
-                               upfirdn2d(features, None, padding=padding))
+    expected = upfirdn2d(features, fir, up=up, padding=padding, gain=up**2)
+    torch.testing.assert_close(upsample_polyphase(features, fir, up, padding, up**2), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        upsample_polyphase(features, None, 1, padding, 1.0), upfirdn2d(features, None, padding=padding)
+    )
 
 
 @pytest.mark.parametrize("radial", [False, True])
@@ -99,8 +104,9 @@ def test_strided_downsampling_equals_filtering_then_dropping(radial: bool) -> No
 
     features = torch.randn(2, 3, 40, 41, generator=torch.Generator().manual_seed(0))
     fir = torch.rand(12, 12) if radial else torch.rand(12)
-    torch.testing.assert_close(downsample_strided(features, fir, 2), upfirdn2d(features, fir, down=2),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        downsample_strided(features, fir, 2), upfirdn2d(features, fir, down=2), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_compiled_synthesizer_pads_the_last_batch_and_says_so_in_its_fingerprint(tiny_params) -> None:
@@ -115,8 +121,10 @@ def test_compiled_synthesizer_pads_the_last_batch_and_says_so_in_its_fingerprint
     np.testing.assert_array_equal(compiled.uint8(latents_z), eager.uint8(latents_z))
     assert calls == [8, 8]  # one compiled shape for the whole run
     assert "compiled" not in eager.fingerprint_inputs()  # default stores keep their fingerprint and bytes
-    assert compiled.fingerprint_inputs() == {**eager.fingerprint_inputs(),
-                                             "compiled": f"torch.compile/eager/torch-{torch.__version__}"}
+    assert compiled.fingerprint_inputs() == {
+        **eager.fingerprint_inputs(),
+        "compiled": f"torch.compile/eager/torch-{torch.__version__}",
+    }
 
 
 def test_compile_is_off_by_default_and_the_param_turns_it_on() -> None:

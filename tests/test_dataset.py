@@ -38,7 +38,8 @@ def test_pandas_and_duckdb_read_the_labels_folder_as_one_table(tiny_run) -> None
 
     with duckdb.connect() as connection:
         count, mean_red = connection.execute(
-            f"SELECT count(*), avg(red) FROM read_parquet('{tiny_run}/labels/*.parquet')").fetchall()[0]
+            f"SELECT count(*), avg(red) FROM read_parquet('{tiny_run}/labels/*.parquet')"
+        ).fetchall()[0]
     assert count == 300
     assert mean_red == pytest.approx(frame["red"].mean(), rel=1e-5)
 

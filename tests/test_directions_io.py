@@ -22,10 +22,16 @@ def test_interfacegan_file_names() -> None:
     assert interfacegan_name(Path("pggan_celebahq_age_boundary.npy"), None) == ("age", "z", [])
     assert interfacegan_name(Path("stylegan_ffhq_smile_w_boundary.npy"), None) == ("smile", "w", [])
     assert interfacegan_name(Path("pggan_celebahq_age_c_gender_eyeglasses_boundary.npy"), None) == (
-        "age", "z", ["gender", "eyeglasses"])
+        "age",
+        "z",
+        ["gender", "eyeglasses"],
+    )
     assert interfacegan_name(Path("mygan_age_boundary.npy"), "mygan") == ("age", "z", [])
     assert interfacegan_name(Path("stylegan2_ffhq_w/boundary_Mouth_Slightly_Open.npy"), None) == (
-        "mouth_slightly_open", "w", [])
+        "mouth_slightly_open",
+        "w",
+        [],
+    )
     with pytest.raises(DirectionsError, match="not an InterFaceGAN boundary name"):
         interfacegan_name(Path("age.npy"), None)
 
@@ -65,8 +71,13 @@ def test_ganspace_and_sefa_files(tmp_path) -> None:
     rng = np.random.default_rng(1)
     components = _unit(rng, 5, 12) * 3.0  # GANSpace normalises; we do too
     ganspace_file = tmp_path / "stylegan2-ffhq_style_ipca_c5_n1000_w.npz"
-    np.savez_compressed(ganspace_file, lat_comp=components[:, None, :], lat_stdev=np.arange(5, dtype=np.float32),
-                        var_ratio=np.linspace(0.5, 0.1, 5, dtype=np.float32), act_comp=np.zeros((5, 3)))
+    np.savez_compressed(
+        ganspace_file,
+        lat_comp=components[:, None, :],
+        lat_stdev=np.arange(5, dtype=np.float32),
+        var_ratio=np.linspace(0.5, 0.1, 5, dtype=np.float32),
+        act_comp=np.zeros((5, 3)),
+    )
     ganspace = import_directions("ganspace", [ganspace_file], "ganspace-published", n_components=3)
     assert ganspace.space == "w" and ganspace.names == ["c000", "c001", "c002"]
     np.testing.assert_allclose(ganspace.vectors, components[:3] / 3.0, atol=1e-6)
@@ -89,16 +100,44 @@ def test_cli_import_then_export(tmp_path) -> None:
     for attribute, vector in zip(["age", "smile"], _unit(rng, 2, 8)):
         np.save(tmp_path / f"pggan_celebahq_{attribute}_boundary.npy", vector[None, :])
     files = [str(p) for p in sorted(tmp_path.glob("*.npy"))]
-    result = CliRunner().invoke(main, ["directions", "import", "--format", "interfacegan", "--name", "published",
-                                       "--out-root", str(tmp_path / "out"), *files])
+    result = CliRunner().invoke(
+        main,
+        [
+            "directions",
+            "import",
+            "--format",
+            "interfacegan",
+            "--name",
+            "published",
+            "--out-root",
+            str(tmp_path / "out"),
+            *files,
+        ],
+    )
     assert result.exit_code == 0, result.output
     loaded = DirectionSet.load(tmp_path / "out" / "directions" / "published")
     assert loaded.names == ["age", "smile"] and loaded.space == "z"
-    result = CliRunner().invoke(main, ["directions", "export", "--method", "published", "--model", "pggan_celebahq",
-                                       "--to", str(tmp_path / "back"), "--out-root", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "directions",
+            "export",
+            "--method",
+            "published",
+            "--model",
+            "pggan_celebahq",
+            "--to",
+            str(tmp_path / "back"),
+            "--out-root",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "back").iterdir()) == [
-        "pggan_celebahq_age_boundary.npy", "pggan_celebahq_smile_boundary.npy"]
-    missing = CliRunner().invoke(main, ["directions", "import", "--format", "sefa", "--name", "x",
-                                        str(tmp_path / "absent.npy")])
+        "pggan_celebahq_age_boundary.npy",
+        "pggan_celebahq_smile_boundary.npy",
+    ]
+    missing = CliRunner().invoke(
+        main, ["directions", "import", "--format", "sefa", "--name", "x", str(tmp_path / "absent.npy")]
+    )
     assert missing.exit_code == 1 and "absent.npy: no such file" in missing.output

@@ -39,8 +39,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
 
     from pipeline.prefect_server import local_prefect_server
 
-    with local_prefect_server(tmp_path_factory.mktemp("prefect-server-home")) as url, \
-            temporary_settings(updates={PREFECT_API_URL: url}):
+    with (
+        local_prefect_server(tmp_path_factory.mktemp("prefect-server-home")) as url,
+        temporary_settings(updates={PREFECT_API_URL: url}),
+    ):
         yield url
 
 
@@ -77,8 +79,11 @@ def test_dask_workers_write_the_same_bytes_as_threads(tmp_path: Path, threads_ru
     from pipeline.flows import run_stage_flow
 
     before = dict(os.environ)
-    runs = [run_stage_flow("sample", make_params(**SIZES, runtime={"task_runner": "dask", "max_workers": 2}),
-                           tmp_path / "dask")]
+    runs = [
+        run_stage_flow(
+            "sample", make_params(**SIZES, runtime={"task_runner": "dask", "max_workers": 2}), tmp_path / "dask"
+        )
+    ]
     assert dict(os.environ) == before  # the flow's own cluster leaves this process's environment as it was
     saved_environ = dict(os.environ)  # Dask's nannies set OMP_NUM_THREADS=1, ... in this process: put it back
     try:
@@ -136,8 +141,12 @@ def s3_server(monkeypatch):
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    }.items():
         monkeypatch.setenv(key, value)
     import s3fs
 
@@ -157,7 +166,7 @@ def _object_digest(url: str) -> dict[str, str]:
 
     root = store_path(url)
     prefix = root.path.rstrip("/") + "/"
-    return {key[len(prefix):]: hashlib.sha256(root.fs.cat_file(key)).hexdigest() for key in root.fs.find(root.path)}
+    return {key[len(prefix) :]: hashlib.sha256(root.fs.cat_file(key)).hexdigest() for key in root.fs.find(root.path)}
 
 
 @pytest.mark.slow
@@ -180,6 +189,7 @@ def test_dask_workers_write_an_s3_store_byte_identical_to_threads(s3_server: str
 
 
 # -- the spec path, in this process ---------------------------------------------------------------------------------
+
 
 def _attach_stage(spec: StageSpec) -> ChunkedStage:
     return spec.build()

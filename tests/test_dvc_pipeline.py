@@ -30,10 +30,21 @@ SMALL_PARAMS = {
     "sample": {"n_samples": 1600, "chunk_size": 200, "seed": 1},
     "synthesize": {"batch_size": 100, "device": "cpu"},
     "label": {"labeler": COLOR_LABELER, "batch_size": 100, "device": "cpu", "contact_sheet_samples": 8},
-    "fit": {"methods": ["interfacegan"], "attributes": ["red", "brightness"],
-            "params": {"interfacegan": {"ratio": 0.1}}, "variants": {}},  # {}: DVC's foreach defines no variant job
-    "eval": {"n_samples": 16, "chunk_size": 8, "alphas": [-1.0, 0.0, 1.0], "attributes": ["red"], "condition_on": [],
-             "ppl_samples": 4, "grid_samples": 2},
+    "fit": {
+        "methods": ["interfacegan"],
+        "attributes": ["red", "brightness"],
+        "params": {"interfacegan": {"ratio": 0.1}},
+        "variants": {},
+    },  # {}: DVC's foreach defines no variant job
+    "eval": {
+        "n_samples": 16,
+        "chunk_size": 8,
+        "alphas": [-1.0, 0.0, 1.0],
+        "attributes": ["red"],
+        "condition_on": [],
+        "ppl_samples": 4,
+        "grid_samples": 2,
+    },
     "runtime": {"max_workers": 2},
 }
 STORES = ("latents.zarr", "images.zarr", "labels", "contact_sheet.png")
@@ -60,8 +71,13 @@ def _workspace(root: Path, params: dict, prefect_api: str) -> tuple[Path, dict]:
         shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
     (root / "params.yaml").write_text(yaml.safe_dump(_full_params(params)))
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "DVC_SITE_CACHE_DIR": str(root / ".dvc-site"),
-           "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "DVC_SITE_CACHE_DIR": str(root / ".dvc-site"),
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(command, cwd=root, env=env, check=True)
     shutil.copy(REPO_ROOT / ".dvc" / "config", root / ".dvc" / "config")  # the shipped settings (cache links)
@@ -70,16 +86,21 @@ def _workspace(root: Path, params: dict, prefect_api: str) -> tuple[Path, dict]:
 
 def _repro(root: Path, env: dict, *targets: str) -> str:
     """``dvc repro [targets]`` (a target runs it and what it depends on, not what follows it)."""
-    result = subprocess.run(["dvc", "repro", *targets], cwd=root, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(["dvc", "repro", *targets], cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 
 
 def _digest(data_dir: Path) -> dict[str, str]:
-    return {f"{store}/{name}": digest for store in STORES
-            for name, digest in (tree_digest(data_dir / store).items() if (data_dir / store).is_dir()
-                                 else {"": tree_digest(data_dir)[store]}.items())}
+    return {
+        f"{store}/{name}": digest
+        for store in STORES
+        for name, digest in (
+            tree_digest(data_dir / store).items()
+            if (data_dir / store).is_dir()
+            else {"": tree_digest(data_dir)[store]}.items()
+        )
+    }
 
 
 def test_repro_twice_and_params_change_reruns_only_that_stage(tmp_path, prefect_api) -> None:
@@ -90,12 +111,21 @@ def test_repro_twice_and_params_change_reruns_only_that_stage(tmp_path, prefect_
     params = {**SMALL_PARAMS, "fit": {**SMALL_PARAMS["fit"], "variants": variant}}
     root, env = _workspace(tmp_path / "project", params, prefect_api)
     first = _repro(root, env)
-    for stage in ("sample", "synthesize", "label", "fit@interfacegan", "evaluate@interfacegan",
-                  "fit-variant@interfacegan-wide", "evaluate-variant@interfacegan-wide", "report"):
+    for stage in (
+        "sample",
+        "synthesize",
+        "label",
+        "fit@interfacegan",
+        "evaluate@interfacegan",
+        "fit-variant@interfacegan-wide",
+        "evaluate-variant@interfacegan-wide",
+        "report",
+    ):
         assert f"Running stage '{stage}'" in first
     assert "interfacegan" in (root / "reports" / "report.html").read_text()
-    status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status"], cwd=root, env=env,
-                            capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "status"], cwd=root, env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert status.count("complete   8/8 chunks") == 3
     directions = json.loads((root / "directions" / "interfacegan-wide" / "directions.json").read_text())
     assert directions["meta"]["base_method"] == "interfacegan" and directions["meta"]["params"]["ratio"] == 0.3
@@ -107,8 +137,10 @@ def test_repro_twice_and_params_change_reruns_only_that_stage(tmp_path, prefect_
     second = _repro(root, env)
     assert "Running stage" not in second
 
-    changed = {**params, "fit": {**params["fit"], "variants": {"interfacegan-wide": {"method": "interfacegan",
-                                                                                    "ratio": 0.2}}}}
+    changed = {
+        **params,
+        "fit": {**params["fit"], "variants": {"interfacegan-wide": {"method": "interfacegan", "ratio": 0.2}}},
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(_full_params(changed)))
     third = _repro(root, env)
     ran = sorted(line.split("'")[1] for line in third.splitlines() if line.startswith("Running stage"))
@@ -120,8 +152,9 @@ def test_repro_twice_and_params_change_reruns_only_that_stage(tmp_path, prefect_
     assert "Running stage 'label'" in fourth
     assert "Running stage 'sample'" not in fourth and "Running stage 'synthesize'" not in fourth
     after = _digest(root / "data")
-    assert {k: v for k, v in after.items() if not k.startswith("labels")} == \
-           {k: v for k, v in before.items() if not k.startswith("labels")}
+    assert {k: v for k, v in after.items() if not k.startswith("labels")} == {
+        k: v for k, v in before.items() if not k.startswith("labels")
+    }
 
 
 def _chunk_files(store: Path) -> dict[Path, int]:
@@ -131,9 +164,14 @@ def _chunk_files(store: Path) -> dict[Path, int]:
     chunks, records = store / "images" / "c", store / "images" / "_records"
     if not chunks.is_dir():
         return {}
-    return {path: path.stat().st_mtime_ns for path in chunks.rglob("*")
-            if path.is_file() and not path.name.endswith((".partial", ".tmp")) and not path.name.startswith(".")
-            and (records / f"{int(path.relative_to(chunks).parts[0]):05d}.json").is_file()}
+    return {
+        path: path.stat().st_mtime_ns
+        for path in chunks.rglob("*")
+        if path.is_file()
+        and not path.name.endswith((".partial", ".tmp"))
+        and not path.name.startswith(".")
+        and (records / f"{int(path.relative_to(chunks).parts[0]):05d}.json").is_file()
+    }
 
 
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, prefect_api) -> None:
@@ -143,8 +181,14 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, prefect_api) -> 
     _repro(reference, reference_env, "label")
 
     root, env = _workspace(tmp_path / "killed", SMALL_PARAMS, prefect_api)
-    run = subprocess.Popen(["dvc", "repro", "label"], cwd=root, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        ["dvc", "repro", "label"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     images = root / "data" / "images.zarr"
     deadline = time.monotonic() + 300
     while len(_chunk_files(images)) < 3:
@@ -204,8 +248,9 @@ def test_linked_cache_is_never_modified_by_resume_wipe_or_checkout(tmp_path, pre
 
     chunk = next(path for path in (root / "data" / "images.zarr" / "images" / "c").rglob("*") if path.is_file())
     chunk.unlink()
-    result = subprocess.run(["dvc", "checkout", "--force", "synthesize"], cwd=root, env=env, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        ["dvc", "checkout", "--force", "synthesize"], cwd=root, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert chunk.is_file() and chunk.stat().st_nlink == 2  # restored as a link to the cached bytes
     _assert_cache_intact(root)
@@ -213,20 +258,27 @@ def test_linked_cache_is_never_modified_by_resume_wipe_or_checkout(tmp_path, pre
     assert "changed outs" not in status.stdout, status.stdout
 
 
-STYLEGAN2_FIXTURE = REPO_ROOT.parent / "shared" / "fixtures" / "generators" / "stylegan2-ada" / \
-    "network-snapshot-000000.pkl"
+STYLEGAN2_FIXTURE = (
+    REPO_ROOT.parent / "shared" / "fixtures" / "generators" / "stylegan2-ada" / "network-snapshot-000000.pkl"
+)
 
 
 @pytest.mark.skipif(not STYLEGAN2_FIXTURE.is_file(), reason=f"fixture {STYLEGAN2_FIXTURE} is not here")
 def test_whole_dag_on_a_stylegan2_pickle_fits_in_w_and_edits_w_plus_layers(tmp_path, prefect_api) -> None:
     """`dvc repro` on the NVlabs StyleGAN2-ADA fixture: latents stored in z and w, InterFaceGAN fitted in W, edits
     evaluated in W+ layers [0, 4), and the report says where the edits were made."""
-    params = {**SMALL_PARAMS,
-              "generator": {"name": "stylegan2", "kwargs": {"path": str(STYLEGAN2_FIXTURE), "truncation_psi": 0.7}},
-              "sample": {"n_samples": 400, "chunk_size": 100, "seed": 1},
-              "fit": {"methods": ["interfacegan"], "attributes": ["red", "brightness"], "variants": {},
-                      "params": {"interfacegan": {"ratio": 0.1, "space": "w"}}},
-              "eval": {**SMALL_PARAMS["eval"], "layers": [0, 4]}}
+    params = {
+        **SMALL_PARAMS,
+        "generator": {"name": "stylegan2", "kwargs": {"path": str(STYLEGAN2_FIXTURE), "truncation_psi": 0.7}},
+        "sample": {"n_samples": 400, "chunk_size": 100, "seed": 1},
+        "fit": {
+            "methods": ["interfacegan"],
+            "attributes": ["red", "brightness"],
+            "variants": {},
+            "params": {"interfacegan": {"ratio": 0.1, "space": "w"}},
+        },
+        "eval": {**SMALL_PARAMS["eval"], "layers": [0, 4]},
+    }
     root, env = _workspace(tmp_path / "project", params, prefect_api)
     output = _repro(root, env)
     for stage in ("sample", "synthesize", "label", "fit@interfacegan", "evaluate@interfacegan", "report"):

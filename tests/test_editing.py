@@ -9,8 +9,8 @@ import torch
 
 from stages.latent.directions import DirectionSet
 from stages.latent.editing import EditError, conditional_direction, edit
-from stages.plugins.methods.tunagan import TunaGANParams, fit_tunagan
 from stages.latent.fields import load_model
+from stages.plugins.methods.tunagan import TunaGANParams, fit_tunagan
 from tests.toy import cosine, make_context, make_world
 
 
@@ -54,8 +54,12 @@ def test_linear_edit_values_types_and_shapes(latents):
 
 
 def test_edit_by_name_from_a_direction_set(world, latents):
-    directions = DirectionSet(method="toy", space="z", names=["pose", "age"],
-                              vectors=np.stack([world.directions["pose"], world.directions["age"]]))
+    directions = DirectionSet(
+        method="toy",
+        space="z",
+        names=["pose", "age"],
+        vectors=np.stack([world.directions["pose"], world.directions["age"]]),
+    )
     edited = edit(latents, "pose", 2.0, directions=directions)
     np.testing.assert_allclose(_t(world, edited, "pose") - _t(world, latents, "pose"), 2.0, atol=1e-5)
     with pytest.raises(KeyError, match="no direction 'smile'"):
@@ -73,14 +77,17 @@ def test_edit_through_the_generator_and_labeler(world, latents):
         np.testing.assert_allclose(after["smile"], before["smile"], atol=1e-4)  # orthogonal: untouched
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(latents=np.zeros(24)), "latents must be"),
-    (dict(direction=np.ones(23)), r"shape \(24,\)"),
-    (dict(direction=np.zeros(24)), "zero vector"),
-    (dict(alpha=np.ones((2, 2))), "alpha must be"),
-    (dict(alpha=float("nan")), "alpha must be finite"),
-    (dict(keep=[np.ones(20)]), r"keep\[0\] must have shape"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(latents=np.zeros(24)), "latents must be"),
+        (dict(direction=np.ones(23)), r"shape \(24,\)"),
+        (dict(direction=np.zeros(24)), "zero vector"),
+        (dict(alpha=np.ones((2, 2))), "alpha must be"),
+        (dict(alpha=float("nan")), "alpha must be finite"),
+        (dict(keep=[np.ones(20)]), r"keep\[0\] must have shape"),
+    ],
+)
 def test_edit_errors(latents, bad, message):
     arguments = dict(latents=latents, direction=np.ones(24), alpha=1.0, keep=None) | bad
     with pytest.raises(EditError, match=message):
@@ -134,8 +141,12 @@ def test_conditional_edit_keeps_the_condition_fixed(world, latents):
 
 
 def test_conditional_edit_by_names(world, latents):
-    directions = DirectionSet(method="toy", space="z", names=["age", "gender", "glasses"],
-                              vectors=np.stack([world.directions[n] for n in ("age", "gender", "glasses")]))
+    directions = DirectionSet(
+        method="toy",
+        space="z",
+        names=["age", "gender", "glasses"],
+        vectors=np.stack([world.directions[n] for n in ("age", "gender", "glasses")]),
+    )
     edited = edit(latents, "age", 1.0, keep=["gender", "glasses"], directions=directions)
     for name in ("gender", "glasses"):
         np.testing.assert_allclose(_t(world, edited, name), _t(world, latents, name), atol=1e-5)

@@ -17,19 +17,27 @@ import pytest
 
 from latentatlas.layout import OutputLayout
 from stages import evaluate as evaluate_module
-from stages.runtime.chunked import run_stage
-from stages.latent.directions import DirectionSet
 from stages.evaluate import EvaluateStage, EvaluationError
-from stages.latent.directions import DirectionsError, select_directions
+from stages.latent.directions import DirectionsError, DirectionSet, select_directions
 from stages.latent.perceptual import build_lpips
 from stages.report import build_report
 from stages.reporting.samples import EvaluationDraws, EvaluationRecord
+from stages.runtime.chunked import run_stage
 from tests.conftest import make_params, run_toy_spine, tree_digest
 from tests.toy import make_world
 
-EVAL = {"n_samples": 24, "chunk_size": 12, "alphas": [-2.0, -1.0, 0.0, 1.0, 2.0], "attributes": ["smile", "glasses"],
-        "condition_on": ["gender"], "ppl_samples": 4, "grid_samples": 2, "batch_size": 64, "device": "cpu",
-        "bootstrap_resamples": 1000}
+EVAL = {
+    "n_samples": 24,
+    "chunk_size": 12,
+    "alphas": [-2.0, -1.0, 0.0, 1.0, 2.0],
+    "attributes": ["smile", "glasses"],
+    "condition_on": ["gender"],
+    "ppl_samples": 4,
+    "grid_samples": 2,
+    "batch_size": 64,
+    "device": "cpu",
+    "bootstrap_resamples": 1000,
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +45,19 @@ def toy_run(tmp_path_factory):
     """A labeled toy store plus two direction sets: the planted truth and random directions."""
     root = tmp_path_factory.mktemp("toy-eval")
     world = make_world(z_dim=24)
-    params = make_params(sample={"n_samples": 400, "chunk_size": 200},
-                         fit={"methods": ["interfacegan"], "attributes": ["smile", "glasses", "gender"],
-                              "params": {"interfacegan": {}}},
-                         eval={**EVAL, "attributes": ["smile", "glasses", "gender"]})
+    params = make_params(
+        sample={"n_samples": 400, "chunk_size": 200},
+        fit={"methods": ["interfacegan"], "attributes": ["smile", "glasses", "gender"], "params": {"interfacegan": {}}},
+        eval={**EVAL, "attributes": ["smile", "glasses", "gender"]},
+    )
     run_toy_spine(params, root / "data", world)
     names = ["smile", "glasses", "gender"]
     DirectionSet("truth", "z", names, np.stack([world.directions[n] for n in names])).save(root / "directions/truth")
     rng = np.random.default_rng(5)
     noise = rng.standard_normal((3, world.z_dim))
     DirectionSet("random", "z", names, noise / np.linalg.norm(noise, axis=1, keepdims=True)).save(
-        root / "directions/random")
+        root / "directions/random"
+    )
     lpips = build_lpips("alex")
     for method in ("truth", "random"):
         run_stage(_stage(root, params, world, method, lpips))
@@ -58,8 +68,15 @@ def _stage(root: Path, params, world, method: str, lpips, out_root: Path | None 
     """``out_root``: another output root for the evaluation, with a copy of ``root``'s directions."""
     if out_root is not None and not (out_root / "directions").exists():
         shutil.copytree(root / "directions", out_root / "directions")
-    return EvaluateStage(params, root / "data", method, layout=OutputLayout(out_root or root), generator=world.generator,
-                         labeler=world.labeler, lpips=lpips)
+    return EvaluateStage(
+        params,
+        root / "data",
+        method,
+        layout=OutputLayout(out_root or root),
+        generator=world.generator,
+        labeler=world.labeler,
+        lpips=lpips,
+    )
 
 
 def _metrics(root: Path, method: str) -> dict:
@@ -138,8 +155,9 @@ def test_any_statistic_recomputes_from_the_per_sample_record(toy_run) -> None:
     stored = pads.dataset(str(root / "evaluations" / "truth"), format="parquet").to_table().to_pandas()
     keys = ["direction", "mode", "alpha", "sample_id"]
     saved = record.edits_frame().sort_values(keys).reset_index(drop=True)
-    pd.testing.assert_frame_equal(saved, stored.sort_values(keys).reset_index(drop=True)[saved.columns],
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        saved, stored.sort_values(keys).reset_index(drop=True)[saved.columns], check_dtype=False
+    )
 
 
 def test_changing_the_bootstrap_keeps_the_evaluation_store(toy_run, tmp_path) -> None:
@@ -173,10 +191,17 @@ def test_killed_evaluation_resumes_to_identical_results(toy_run, tmp_path) -> No
 
 def test_unsupervised_components_are_matched_by_their_attribute() -> None:
     vectors = np.eye(3, dtype=np.float32)
-    components = DirectionSet("sefa", "z", ["c000", "c001", "c002"], vectors,
-                              stats={"c000": {"attribute": "smile", "correlation": 0.3},
-                                     "c001": {"attribute": "smile", "correlation": -0.8},
-                                     "c002": {"attribute": "age", "correlation": 0.5}})
+    components = DirectionSet(
+        "sefa",
+        "z",
+        ["c000", "c001", "c002"],
+        vectors,
+        stats={
+            "c000": {"attribute": "smile", "correlation": 0.3},
+            "c001": {"attribute": "smile", "correlation": -0.8},
+            "c002": {"attribute": "age", "correlation": 0.5},
+        },
+    )
     selected = select_directions(components, ["smile", "age"])
     assert selected["smile"][1] == "c001"
     np.testing.assert_array_equal(selected["smile"][0], -vectors[1])  # flipped: +α must raise smile
@@ -210,12 +235,13 @@ def test_w_directions_are_edited_in_w_and_w_plus_layers(tmp_path) -> None:
     """A direction fitted in W is evaluated by editing the held-out z's w; with eval.layers only those W+ layers
     move (the toy generator's image is that of the mean of its two W+ layers: half the effect)."""
     world = make_world(z_dim=24, with_mapping=True)
-    params = make_params(sample={"n_samples": 400, "chunk_size": 200},
-                         fit={"methods": ["interfacegan"], "attributes": ["age"], "params": {"interfacegan": {}}},
-                         eval={**EVAL, "attributes": ["age"], "condition_on": []})
+    params = make_params(
+        sample={"n_samples": 400, "chunk_size": 200},
+        fit={"methods": ["interfacegan"], "attributes": ["age"], "params": {"interfacegan": {}}},
+        eval={**EVAL, "attributes": ["age"], "condition_on": []},
+    )
     run_toy_spine(params, tmp_path / "data", world)
-    DirectionSet("truth-w", "w", ["age"], world.direction_in("age", "w")[None]).save(
-        tmp_path / "directions/truth-w")
+    DirectionSet("truth-w", "w", ["age"], world.direction_in("age", "w")[None]).save(tmp_path / "directions/truth-w")
     lpips = build_lpips("alex")
     slopes = {}
     for layers in (None, [0, 1]):
@@ -231,7 +257,6 @@ def test_w_directions_are_edited_in_w_and_w_plus_layers(tmp_path) -> None:
     with pytest.raises(EvaluationError, match=r"eval.layers \[0, 3\]: the generator has 2 W\+ layers"):
         bad = params.model_copy(update={"eval": params.eval.model_copy(update={"layers": [0, 3]})})
         _stage(tmp_path, bad, world, "truth-w", lpips, out_root=tmp_path / "bad")
-    DirectionSet("truth-z", "z", ["age"], world.direction_in("age", "z")[None]).save(
-        tmp_path / "directions/truth-z")
+    DirectionSet("truth-z", "z", ["age"], world.direction_in("age", "z")[None]).save(tmp_path / "directions/truth-z")
     layered = params.model_copy(update={"eval": params.eval.model_copy(update={"layers": [0, 1]})})
     assert _stage(tmp_path, layered, world, "truth-z", lpips, out_root=tmp_path / "z").layers is None  # z edits z

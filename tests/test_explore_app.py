@@ -39,8 +39,13 @@ def test_the_page_and_its_files_are_served_locally(client) -> None:
 
 def test_catalog_render_and_scores(client, engine) -> None:  # noqa: F811
     catalog = client.get("/api/catalog").json()
-    assert catalog["generator"] == {"name": "toy", "resolution": 8, "spaces": ["z", "w", "w+"], "has_w": True,
-                                    "num_ws": 2}
+    assert catalog["generator"] == {
+        "name": "toy",
+        "resolution": 8,
+        "spaces": ["z", "w", "w+"],
+        "has_w": True,
+        "num_ws": 2,
+    }
     assert [group["attribute"] for group in catalog["groups"]][:2] == ["smile", "age"]
     assert "other-gan" in catalog["skipped"] and catalog["photo"]["encoder_note"]
     image = client.get("/api/render", params={"start": "seed:5", "e": "truth/age:1.5"})
@@ -70,20 +75,23 @@ def test_compare_names_its_tiles(client) -> None:
     np.testing.assert_allclose(np.array(age[1:]) - age[0], 12.0, atol=0.3)
 
 
-@pytest.mark.parametrize("path, status, message", [
-    ("/api/render?e=truth/age:99", 400, "α 99.0 is not a number in [-10, 10]"),
-    ("/api/render?start=photo:../../etc/passwd", 400, "a photo id is 32 lowercase hex digits"),
-    ("/api/render?e=truth/nope:1", 400, "no slider 'truth/nope'"),
-    ("/api/render?layers=0,9", 400, "the generator has 2 W+ layers"),
-    ("/api/render?bogus=1", 400, "unknown query key 'bogus'"),
-    ("/api/export/strip.png?slider=truth/age&steps=99", 400, "steps 99: expected a value in [2, 25]"),
-    ("/api/export/traversal.exe?slider=truth/age", 400, "format 'exe'"),
-    ("/api/photos/..%2F..%2Fetc%2Fpasswd/aligned.png", 404, "no such page"),
-    ("/api/photos/0123456789abcdef0123456789abcdeg/aligned.png", 400, "32 lowercase hex digits"),
-    ("/api/jobs/nope", 400, "no photo job 'nope'"),
-    ("/static/../params.yaml", 404, "no such page"),
-    ("/nowhere", 404, "no such page or API: /nowhere"),
-])
+@pytest.mark.parametrize(
+    "path, status, message",
+    [
+        ("/api/render?e=truth/age:99", 400, "α 99.0 is not a number in [-10, 10]"),
+        ("/api/render?start=photo:../../etc/passwd", 400, "a photo id is 32 lowercase hex digits"),
+        ("/api/render?e=truth/nope:1", 400, "no slider 'truth/nope'"),
+        ("/api/render?layers=0,9", 400, "the generator has 2 W+ layers"),
+        ("/api/render?bogus=1", 400, "unknown query key 'bogus'"),
+        ("/api/export/strip.png?slider=truth/age&steps=99", 400, "steps 99: expected a value in [2, 25]"),
+        ("/api/export/traversal.exe?slider=truth/age", 400, "format 'exe'"),
+        ("/api/photos/..%2F..%2Fetc%2Fpasswd/aligned.png", 404, "no such page"),
+        ("/api/photos/0123456789abcdef0123456789abcdeg/aligned.png", 400, "32 lowercase hex digits"),
+        ("/api/jobs/nope", 400, "no photo job 'nope'"),
+        ("/static/../params.yaml", 404, "no such page"),
+        ("/nowhere", 404, "no such page or API: /nowhere"),
+    ],
+)
 def test_a_bad_request_gets_one_clear_line(client, path: str, status: int, message: str) -> None:
     response = client.get(path)
     assert response.status_code == status
@@ -152,8 +160,20 @@ def test_exports_download_with_names(client) -> None:
 
 def test_the_cli_command_names_what_is_missing(tmp_path) -> None:
     (tmp_path / "params.yaml").write_text("generator: {name: dcgan-digiface}\n")
-    result = CliRunner().invoke(main, ["explore", "--params", str(tmp_path / "params.yaml"), "--data-dir",
-                                       str(tmp_path / "data"), "--out-root", str(tmp_path), "--port", "0"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "explore",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--out-root",
+            str(tmp_path),
+            "--port",
+            "0",
+        ],
+    )
     assert result.exit_code == 1
     assert "no directions set that can edit generator 'dcgan-digiface'; finish a run first" in result.output
 

@@ -61,11 +61,20 @@ def build_face_run(root: Path):
     from stages.sample import SampleStage
     from stages.synthesize import SynthesizeStage
 
-    params = make_params(sample={"n_samples": 200, "chunk_size": 100}, label={"labeler": "faces"},
-                         fit={"methods": ["interfacegan", "ortho-linear", "sefa"], "attributes": ["happy", "male"],
-                              "device": "cpu",
-                              "params": {"interfacegan": {"ratio": 0.25}, "ortho-linear": {"epochs": 30},
-                                         "sefa": {"n_components": 2, "naming": {"n_samples": 8}}}})
+    params = make_params(
+        sample={"n_samples": 200, "chunk_size": 100},
+        label={"labeler": "faces"},
+        fit={
+            "methods": ["interfacegan", "ortho-linear", "sefa"],
+            "attributes": ["happy", "male"],
+            "device": "cpu",
+            "params": {
+                "interfacegan": {"ratio": 0.25},
+                "ortho-linear": {"epochs": 30},
+                "sefa": {"n_components": 2, "naming": {"n_samples": 8}},
+            },
+        },
+    )
     labeler = labeler_for(params.label)
     data_dir = root / "data"
     run_stage(SampleStage(params, data_dir))
@@ -93,8 +102,9 @@ class Site:
             if value:
                 return value
             time.sleep(0.05)
-        errors = self.run("return document.getElementById('error').hidden ? '' : "
-                          "document.getElementById('error-text').textContent")
+        errors = self.run(
+            "return document.getElementById('error').hidden ? '' : document.getElementById('error-text').textContent"
+        )
         raise AssertionError(f"timed out waiting for {what}" + (f"; the page says: {errors}" if errors else ""))
 
     def open(self, query: str = "") -> None:
@@ -104,6 +114,7 @@ class Site:
 
     def settled(self) -> str:
         """Wait until the shown image and its scores are those of the page's current state; return its query."""
+
         def done():
             return self.run("""
                 const query = queryOf(state);
@@ -111,11 +122,13 @@ class Site:
                 const scored = state.mode === 'compare' ? document.getElementById('compare-tiles').dataset.scoresKey
                                                         : document.getElementById('scores').dataset.key;
                 return canvas.dataset.key === query && scored === query ? query : null;""")
+
         return self.wait(done, "the image and scores of the current state")
 
     def score(self, name: str) -> float:
-        return float(self.driver.find_element("css selector", f'#scores tr[data-score="{name}"]')
-                     .get_attribute("data-value"))
+        return float(
+            self.driver.find_element("css selector", f'#scores tr[data-score="{name}"]').get_attribute("data-value")
+        )
 
     def pixels(self, canvas: str = "view") -> np.ndarray:
         data_url = self.run(f"return document.getElementById('{canvas}').toDataURL('image/png')")
@@ -140,6 +153,7 @@ class Site:
         def found():
             files = [path for path in self.downloads.iterdir() if path.name.endswith(suffix)]
             return files[0] if files else None
+
         return self.wait(found, f"a downloaded *{suffix}")
 
 
@@ -160,11 +174,19 @@ def site(tmp_path_factory):
     downloads = tmp_path_factory.mktemp("downloads")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", "--disable-extensions", "--no-first-run"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         options.add_argument(argument)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
@@ -201,8 +223,11 @@ def test_compare_mode_shows_every_method_under_one_slider(site) -> None:
     site.settled()
     tiles = site.driver.find_elements("css selector", "#compare-tiles .tile")
     assert [tile.get_attribute("data-slider") for tile in tiles] == [
-        "start", "interfacegan/happy", "ortho-linear/happy", *([s.id for s in site.engine.compare_sliders("happy")
-                                                               if s.set_name == "sefa"])]
+        "start",
+        "interfacegan/happy",
+        "ortho-linear/happy",
+        *([s.id for s in site.engine.compare_sliders("happy") if s.set_name == "sefa"]),
+    ]
     strip = site.pixels("compare-canvas")
     assert strip.shape == (160, 160 * len(tiles), 3)
     before = [float(tile.get_attribute("data-value")) for tile in tiles]
@@ -210,8 +235,10 @@ def test_compare_mode_shows_every_method_under_one_slider(site) -> None:
     site.press(site.driver.find_element("id", "compare-alpha"), Keys.ARROW_RIGHT, 30)
     query = site.settled()
     assert "mode=compare" in query and "cmp=happy" in query and "calpha=3" in query
-    after = [float(tile.get_attribute("data-value")) for tile in site.driver.find_elements("css selector",
-                                                                                           "#compare-tiles .tile")]
+    after = [
+        float(tile.get_attribute("data-value"))
+        for tile in site.driver.find_elements("css selector", "#compare-tiles .tile")
+    ]
     assert after[0] == before[0] and after[1] > before[1] + 0.1  # InterFaceGAN's edit made the face happier
     moved = site.pixels("compare-canvas").astype(int)
     assert np.abs(moved[:, :160] - strip[:, :160]).max() == 0  # the start tile stays
@@ -229,26 +256,35 @@ def test_a_dropped_photo_is_aligned_inverted_and_becomes_the_start(site) -> None
     note = site.driver.find_element("id", "photo-note").text
     assert "no usable encoder" in note and "4 steps" in note  # this tiny run trained none
     site.driver.find_element("id", "photo-file").send_keys(str(photo))
-    state = site.wait(lambda: site.run("const s = document.getElementById('drop').dataset.jobState; "
-                                       "return ['done', 'failed', 'cancelled'].includes(s) ? s : null"),
-                      "the photo's inversion")
+    state = site.wait(
+        lambda: site.run(
+            "const s = document.getElementById('drop').dataset.jobState; "
+            "return ['done', 'failed', 'cancelled'].includes(s) ? s : null"
+        ),
+        "the photo's inversion",
+    )
     assert state == "done", site.run("return document.getElementById('error-text').textContent")
     query = site.settled()
     assert "start=photo%3A" in query
     assert np.abs(site.pixels().astype(int) - face_before.astype(int)).mean() > 2.0
-    assert site.wait(lambda: site.run("return document.getElementById('photo-aligned').naturalWidth"),
-                     "the aligned crop") == 64
+    assert (
+        site.wait(lambda: site.run("return document.getElementById('photo-aligned').naturalWidth"), "the aligned crop")
+        == 64
+    )
     assert "PSNR" in site.driver.find_element("id", "photo-summary").text
     site.slider("interfacegan/happy").send_keys("\ue014")  # one step right: the photo edits like any start
     assert "e=interfacegan%2Fhappy%3A0.1" in site.settled()
     # dropped onto the page instead of chosen: the same photo, so its inversion is reused
-    site.run("""
+    site.run(
+        """
         const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
         const transfer = new DataTransfer();
         transfer.items.add(new File([bytes], 'grace_hopper.jpg', { type: 'image/jpeg' }));
         document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: transfer,
                                                                               bubbles: true, cancelable: true }));
-        """, base64.b64encode(photo.read_bytes()).decode())
+        """,
+        base64.b64encode(photo.read_bytes()).decode(),
+    )
     site.wait(lambda: "reused" in site.driver.find_element("id", "photo-summary").text, "the dropped photo")
 
 
@@ -289,4 +325,3 @@ def test_the_permalink_restores_the_whole_view(site) -> None:
     assert site.slider("interfacegan/happy").get_attribute("value") == "2"
     assert site.slider("ortho-linear/male").get_attribute("value") == "-1.5"
     assert site.driver.find_element("css selector", 'input[data-hold="male"]').is_selected()
-

@@ -47,10 +47,17 @@ def toy_run(tmp_path_factory):
     DirectionSet("truth-w", "w", NAMES, planted @ mapping).save(root / "directions" / "truth-w")
     components = np.stack([-world.directions["age"], world.directions["pose"], np.eye(24)[5]])
     components /= np.linalg.norm(components, axis=1, keepdims=True)
-    DirectionSet("components", "z", ["c000", "c001", "c002"], components,
-                 stats={"c000": {"attribute": "age", "correlation": -0.9},
-                        "c001": {"attribute": "pose", "correlation": 0.8},
-                        "c002": {"attribute": None, "correlation": 0.0}}).save(root / "directions" / "components")
+    DirectionSet(
+        "components",
+        "z",
+        ["c000", "c001", "c002"],
+        components,
+        stats={
+            "c000": {"attribute": "age", "correlation": -0.9},
+            "c001": {"attribute": "pose", "correlation": 0.8},
+            "c002": {"attribute": None, "correlation": 0.0},
+        },
+    ).save(root / "directions" / "components")
     DirectionSet("other-gan", "z", ["smile"], np.eye(7)[:1]).save(root / "directions" / "other-gan")
     return root, params, world
 
@@ -59,8 +66,16 @@ def toy_run(tmp_path_factory):
 def engine(toy_run):
     root, params, world = toy_run
     settings = InversionSettings(lpips_weight=0.0, learning_rate=0.2, device="cpu")
-    return ExploreEngine(params, root / "data", root, generator=world.generator, labeler=world.labeler, device="cpu",
-                         invert_steps=60, inversion=settings)
+    return ExploreEngine(
+        params,
+        root / "data",
+        root,
+        generator=world.generator,
+        labeler=world.labeler,
+        device="cpu",
+        invert_steps=60,
+        inversion=settings,
+    )
 
 
 def state(query: str) -> ExploreState:
@@ -68,29 +83,40 @@ def state(query: str) -> ExploreState:
 
 
 def test_a_state_survives_its_url() -> None:
-    original = ExploreState(Start("sample", 17), (("truth/age", 1.5), ("components/c000", -0.25)), ("gender",),
-                            (0, 1), 0.7, "compare", "smile", 2.0)
+    original = ExploreState(
+        Start("sample", 17),
+        (("truth/age", 1.5), ("components/c000", -0.25)),
+        ("gender",),
+        (0, 1),
+        0.7,
+        "compare",
+        "smile",
+        2.0,
+    )
     query = to_query(original)
     assert parse_query(parse_qsl(query)) == original
     assert "e=truth%2Fage%3A1.5" in query and "keep=gender" in query and "layers=0%2C1" in query
     assert parse_query([]) == ExploreState()  # an empty query is the default view
 
 
-@pytest.mark.parametrize("query, message", [
-    ("bogus=1", "unknown query key 'bogus'"),
-    ("start=seed:-4", r"start seed:-4: expected an integer"),
-    ("start=photo:../../etc/passwd", "a photo id is 32 lowercase hex digits"),
-    ("start=moon:1", "start 'moon'"),
-    ("e=truth/age:nan", "is not a finite number"),
-    ("e=truth/age:11", r"α 11.0 is not a number in \[-10, 10\]"),
-    ("e=age:1", "expected <direction set>/<direction>:<α>"),
-    ("e=truth/age:1&e=truth/age:2", "given more than once"),
-    ("layers=3,1", "need 0 <= start < stop"),
-    ("layers=a,b", "expected two integers"),
-    ("psi=7", r"psi 7.0: expected a number in \[-1, 2\]"),
-    ("psi=1&psi=2", "psi: given 2 times"),
-    ("mode=dance", "mode 'dance'"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("bogus=1", "unknown query key 'bogus'"),
+        ("start=seed:-4", r"start seed:-4: expected an integer"),
+        ("start=photo:../../etc/passwd", "a photo id is 32 lowercase hex digits"),
+        ("start=moon:1", "start 'moon'"),
+        ("e=truth/age:nan", "is not a finite number"),
+        ("e=truth/age:11", r"α 11.0 is not a number in \[-10, 10\]"),
+        ("e=age:1", "expected <direction set>/<direction>:<α>"),
+        ("e=truth/age:1&e=truth/age:2", "given more than once"),
+        ("layers=3,1", "need 0 <= start < stop"),
+        ("layers=a,b", "expected two integers"),
+        ("psi=7", r"psi 7.0: expected a number in \[-1, 2\]"),
+        ("psi=1&psi=2", "psi: given 2 times"),
+        ("mode=dance", "mode 'dance'"),
+    ],
+)
 def test_bad_queries_are_named(query: str, message: str) -> None:
     with pytest.raises(ExploreInputError, match=message):
         state(query)
@@ -117,8 +143,9 @@ def test_moving_a_slider_moves_its_attribute_by_the_planted_amount(engine) -> No
     after = engine.scores(state("start=seed:5&e=truth/age:1.5"))
     assert after["age"] - before["age"] == pytest.approx(12.0 * 1.5, abs=0.3)  # age = 40 + 12 n·z
     assert after["pose"] == pytest.approx(before["pose"], abs=0.3)  # pose is orthogonal to age
-    assert not np.array_equal(engine.render(state("start=seed:5")).pixels,
-                              engine.render(state("start=seed:5&e=truth/age:1.5")).pixels)
+    assert not np.array_equal(
+        engine.render(state("start=seed:5")).pixels, engine.render(state("start=seed:5&e=truth/age:1.5")).pixels
+    )
 
 
 def test_sliders_compose_and_a_component_moves_its_named_attribute_up(engine, toy_run) -> None:
@@ -153,18 +180,22 @@ def test_w_layers_and_truncation(engine) -> None:
     assert one_layer["age"] - start["age"] == pytest.approx(6.0, abs=0.3)
     assert engine.latent(state("start=seed:4&layers=0,1"))[0] == "w+"
     # ψ = 0 pulls every start to the mean w: two seeds give one image
-    np.testing.assert_array_equal(engine.render(state("start=seed:1&psi=0")).pixels,
-                                  engine.render(state("start=seed:2&psi=0")).pixels)
+    np.testing.assert_array_equal(
+        engine.render(state("start=seed:1&psi=0")).pixels, engine.render(state("start=seed:2&psi=0")).pixels
+    )
 
 
-@pytest.mark.parametrize("query, message", [
-    ("e=nope/age:1", "no slider 'nope/age'"),
-    ("keep=beard", r"keep \['beard'\]: no set has a direction"),
-    ("layers=0,3", "the generator has 2 W\\+ layers"),
-    ("start=sample:120", r"the run has samples 0..119"),
-    ("start=photo:0123456789abcdef0123456789abcdef", "no inversion of it in this run"),
-    ("cmp=beard&mode=compare", "no set has a direction for it"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("e=nope/age:1", "no slider 'nope/age'"),
+        ("keep=beard", r"keep \['beard'\]: no set has a direction"),
+        ("layers=0,3", "the generator has 2 W\\+ layers"),
+        ("start=sample:120", r"the run has samples 0..119"),
+        ("start=photo:0123456789abcdef0123456789abcdef", "no inversion of it in this run"),
+        ("cmp=beard&mode=compare", "no set has a direction for it"),
+    ],
+)
 def test_requests_the_run_cannot_serve_are_named(engine, query: str, message: str) -> None:
     with pytest.raises(ExploreInputError, match=message):
         parsed = state(query)
@@ -213,14 +244,17 @@ def _png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("payload, status, message", [
-    (b"", 400, "the upload is empty"),
-    (b"x" * 2049, 413, "at most 0 MiB"),
-    (b"#!/bin/sh\nrm -rf /\n", 415, "not an image Pillow can read"),
-    (_png_header(8000, 8000), 413, "64.0 megapixels; at most 40 .*decompression bombs"),
-    (_png_header(30000, 30000), 413, "refused undecoded: a decompression bomb"),
-    (_png_header(16, 16), 400, "too small to invert"),
-])
+@pytest.mark.parametrize(
+    "payload, status, message",
+    [
+        (b"", 400, "the upload is empty"),
+        (b"x" * 2049, 413, "at most 0 MiB"),
+        (b"#!/bin/sh\nrm -rf /\n", 415, "not an image Pillow can read"),
+        (_png_header(8000, 8000), 413, "64.0 megapixels; at most 40 .*decompression bombs"),
+        (_png_header(30000, 30000), 413, "refused undecoded: a decompression bomb"),
+        (_png_header(16, 16), 400, "too small to invert"),
+    ],
+)
 def test_uploads_are_checked_before_decoding(payload: bytes, status: int, message: str) -> None:
     limits = UploadLimits(max_bytes=2048 if len(payload) > 2048 else 20 * 2**20)
     with pytest.raises(UploadError, match=message) as caught:
@@ -264,9 +298,16 @@ def test_a_photo_is_inverted_then_edited_and_a_job_can_be_cancelled(engine) -> N
     again = engine.photos.submit(photo)  # the same photo and settings: reused, not inverted again
     assert again.state == "done" and again.photo_id == job.photo_id and "reused" in again.message
 
-    slow = ExploreEngine(toy_params(), engine.data_dir, engine.layout.root, generator=engine.generator,
-                         labeler=engine.scorers[0], device="cpu", invert_steps=100_000,
-                         inversion=InversionSettings(lpips_weight=0.0, device="cpu"))
+    slow = ExploreEngine(
+        toy_params(),
+        engine.data_dir,
+        engine.layout.root,
+        generator=engine.generator,
+        labeler=engine.scorers[0],
+        device="cpu",
+        invert_steps=100_000,
+        inversion=InversionSettings(lpips_weight=0.0, device="cpu"),
+    )
     running = slow.photos.submit(_png(np.full((48, 48, 3), 90, np.uint8)))
     deadline = time.time() + 30
     while running.step < 3 and time.time() < deadline:
@@ -279,8 +320,9 @@ def test_a_photo_is_inverted_then_edited_and_a_job_can_be_cancelled(engine) -> N
 def test_a_run_without_directions_is_refused(tmp_path, toy_run) -> None:
     _, params, world = toy_run
     with pytest.raises(ExploreError, match="no directions set that can edit generator 'toy'; finish a run first"):
-        ExploreEngine(params, tmp_path / "data", tmp_path, generator=world.generator, labeler=world.labeler,
-                      device="cpu")
+        ExploreEngine(
+            params, tmp_path / "data", tmp_path, generator=world.generator, labeler=world.labeler, device="cpu"
+        )
 
 
 def test_a_generator_without_w_refuses_layers_and_truncation(toy_run, tmp_path) -> None:
@@ -288,8 +330,9 @@ def test_a_generator_without_w_refuses_layers_and_truncation(toy_run, tmp_path) 
     flat = make_world(z_dim=24)
     truth = DirectionSet.load(root / "directions" / "truth")
     truth.save(tmp_path / "directions" / "truth")
-    engine = ExploreEngine(params, tmp_path / "data", tmp_path, generator=flat.generator, labeler=flat.labeler,
-                           device="cpu")
+    engine = ExploreEngine(
+        params, tmp_path / "data", tmp_path, generator=flat.generator, labeler=flat.labeler, device="cpu"
+    )
     assert engine.describe()["generator"]["has_w"] is False and engine.photos.space == "z"
     assert engine.describe()["samples"] == 0 and "no stored samples" in engine.describe()["samples_note"]
     with pytest.raises(ExploreInputError, match="layers and psi apply to generators with W"):
@@ -304,8 +347,14 @@ def test_what_a_request_names_never_becomes_a_path(engine, tmp_path) -> None:
     assert Path(engine.photos.cache_dir).resolve().is_relative_to(Path(engine.layout.root).resolve())
 
 
-SG2_FIXTURE = (Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "generators" / "stylegan2-ada"
-               / "network-snapshot-000000.pkl")
+SG2_FIXTURE = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "fixtures"
+    / "generators"
+    / "stylegan2-ada"
+    / "network-snapshot-000000.pkl"
+)
 
 
 @pytest.mark.skipif(not SG2_FIXTURE.is_file(), reason=f"StyleGAN2-ADA fixture not found at {SG2_FIXTURE}")
@@ -318,13 +367,23 @@ def test_a_real_style_generator_edits_in_w_plus_layers_with_truncation(tmp_path)
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((2, 64))
     DirectionSet("random-w", "w", ["red", "blue"], vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).save(
-        tmp_path / "directions" / "random-w")
+        tmp_path / "directions" / "random-w"
+    )
     params = make_params(generator={"name": "stylegan2", "kwargs": {"path": str(SG2_FIXTURE)}})
-    engine = ExploreEngine(params, tmp_path / "data", tmp_path, generator=generator, labeler=build_color_labeler(),
-                           device="cpu", invert_steps=3, inversion=InversionSettings(lpips_weight=0.0, device="cpu"))
+    engine = ExploreEngine(
+        params,
+        tmp_path / "data",
+        tmp_path,
+        generator=generator,
+        labeler=build_color_labeler(),
+        device="cpu",
+        invert_steps=3,
+        inversion=InversionSettings(lpips_weight=0.0, device="cpu"),
+    )
     assert engine.describe()["generator"]["num_ws"] == 8 and engine.photos.space == "w+"
-    np.testing.assert_array_equal(engine.render(state("start=seed:1&psi=0")).pixels,
-                                  engine.render(state("start=seed:2&psi=0")).pixels)
+    np.testing.assert_array_equal(
+        engine.render(state("start=seed:1&psi=0")).pixels, engine.render(state("start=seed:2&psi=0")).pixels
+    )
     start = engine.render(state("start=seed:1")).pixels.astype(int)
     everywhere = engine.render(state("start=seed:1&e=random-w/red:3")).pixels.astype(int)
     coarse = engine.render(state("start=seed:1&e=random-w/red:3&layers=0,2"))
@@ -332,7 +391,12 @@ def test_a_real_style_generator_edits_in_w_plus_layers_with_truncation(tmp_path)
     moved_layers = np.abs(coarse.latent[0] - engine.latent(state("start=seed:1&layers=0,2"))[1][0].numpy()).max(1)
     assert (moved_layers[:2] > 1).all() and (moved_layers[2:] == 0).all()  # only layers 0 and 1 moved
     assert np.abs(everywhere - start).mean() > np.abs(coarse.pixels.astype(int) - start).mean() > 0
-    job = _wait(engine.photos.submit(_png(np.asarray(Image.fromarray(engine.render(state("start=seed:5")).pixels)
-                                                     .resize((64, 64), Image.NEAREST)))))
+    job = _wait(
+        engine.photos.submit(
+            _png(
+                np.asarray(Image.fromarray(engine.render(state("start=seed:5")).pixels).resize((64, 64), Image.NEAREST))
+            )
+        )
+    )
     assert job.state == "done", job.message
     assert engine.latent(state(f"start=photo:{job.photo_id}&e=random-w/blue:1"))[1].shape == (1, 8, 64)

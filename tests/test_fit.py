@@ -10,22 +10,30 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from latentatlas.params import ParamsError
-from stages.latent.directions import DirectionSet
 from latentatlas.layout import OutputLayout
+from latentatlas.params import ParamsError
+from pipeline.cli import main
 from stages.fit import FitStage, run_fit
-from stages.plugins.methods.base import MethodInputError
+from stages.latent.directions import DirectionSet
 from stages.latent.fields import load_model
+from stages.plugins.methods.base import MethodInputError
 from stages.runtime.stage import run_stage
 from tests.conftest import make_params, run_toy_spine, tree_digest
 from tests.toy import cosine, make_world
 
 ATTRIBUTES = ["smile", "gender", "pose"]
-FIT = {"methods": ["interfacegan", "tunagan", "tunagan-linear", "ortho-linear", "sefa"], "attributes": ATTRIBUTES,
-       "device": "cpu",
-       "params": {"interfacegan": {"ratio": 0.1}, "tunagan": {"epochs": 15}, "tunagan-linear": {},
-                  "ortho-linear": {"epochs": 30}, "sefa": {"n_components": 4}}}
+FIT = {
+    "methods": ["interfacegan", "tunagan", "tunagan-linear", "ortho-linear", "sefa"],
+    "attributes": ATTRIBUTES,
+    "device": "cpu",
+    "params": {
+        "interfacegan": {"ratio": 0.1},
+        "tunagan": {"epochs": 15},
+        "tunagan-linear": {},
+        "ortho-linear": {"epochs": 30},
+        "sefa": {"n_components": 4},
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +88,9 @@ def _counting_fits(monkeypatch, stage: FitStage, kill_after: int | None = None) 
 
 
 @pytest.mark.parametrize("method", ["interfacegan", "tunagan"])
-def test_a_killed_fit_resumes_at_its_unfinished_units_and_writes_the_same_bytes(toy_store, tmp_path, monkeypatch,
-                                                                                method) -> None:
+def test_a_killed_fit_resumes_at_its_unfinished_units_and_writes_the_same_bytes(
+    toy_store, tmp_path, monkeypatch, method
+) -> None:
     """Each finished unit is kept under the fit's work dir: a rerun fits only the others, and the directions are
     byte-identical to an uninterrupted fit's (TunaGAN: with its per-attribute model files). A finished fit leaves
     no unit results behind (a rerun fits everything again)."""
@@ -133,8 +142,9 @@ def test_tunagan_units_recombine_with_their_models(toy_store) -> None:
 
 def test_closed_form_method_uses_the_generator(toy_store) -> None:
     root, params, world = toy_store
-    stage = FitStage(params, root / "data", "sefa", layout=OutputLayout(root), generator=world.generator,
-                     labeler=world.labeler)
+    stage = FitStage(
+        params, root / "data", "sefa", layout=OutputLayout(root), generator=world.generator, labeler=world.labeler
+    )
     directions = run_stage(stage)
     assert abs(cosine(directions.vectors[0], world.generator.dominant_direction)) > 0.999
     assert directions.stats[directions.names[0]]["attribute"] == "pose"
@@ -152,6 +162,18 @@ def test_bad_fit_requests(toy_store, tmp_path) -> None:
     with pytest.raises(ParamsError, match=r"params.interfacegan.ratio"):
         make_params(fit={**FIT, "params": {**FIT["params"], "interfacegan": {"ratio": 3}}})
     (tmp_path / "params.yaml").write_text(json.dumps({"fit": FIT}))
-    result = CliRunner().invoke(main, ["fit", "--method", "ganspace", "--params", str(tmp_path / "params.yaml"),
-                                       "--data-dir", str(root / "data"), "--engine", "local"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "fit",
+            "--method",
+            "ganspace",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--data-dir",
+            str(root / "data"),
+            "--engine",
+            "local",
+        ],
+    )
     assert result.exit_code == 1 and "does not list 'ganspace'" in result.output

@@ -20,15 +20,23 @@ from scipy import stats
 from latentatlas.params import ParamsError
 from stages.plugins.generators import FactorizableGenerator, Generator, build_generator
 from stages.plugins.generators.base import GeneratorFileError
-from stages.plugins.generators.biggan import (BigGANConfig, BigGANGenerator, BigGANNet, noise_from_standard_normal,
-                                      standard_normal_from_noise, standing_statistics)
+from stages.plugins.generators.biggan import (
+    BigGANConfig,
+    BigGANGenerator,
+    BigGANNet,
+    noise_from_standard_normal,
+    standard_normal_from_noise,
+    standing_statistics,
+)
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "generators" / "biggan"
 STYLEGAN_PTH = FIXTURE.parent / "interfacegan-stylegan" / "stylegan_fixture.pth"
 TOLERANCE = 1e-4
 
-needs_fixture = pytest.mark.skipif(not (FIXTURE / "pytorch_model.bin").is_file(),  # only tests that read it skip
-                                   reason=f"BigGAN fixture absent: {FIXTURE}")
+needs_fixture = pytest.mark.skipif(
+    not (FIXTURE / "pytorch_model.bin").is_file(),  # only tests that read it skip
+    reason=f"BigGAN fixture absent: {FIXTURE}",
+)
 
 
 def max_abs(got: torch.Tensor, want: np.ndarray) -> float:
@@ -65,7 +73,8 @@ def test_reads_its_architecture_from_config_and_weights(generator: BigGANGenerat
     assert generator.map(torch.zeros(2, 32)) == {}
     assert generator.fingerprint.startswith(
         "biggan:eaaf69d4737f97008fe413bb98fe4327a25d487555f124b1ee4607e7b6f39869:"
-        "62b993a3c64869b6b6573bab7910a1844282e905ef1636c07cf327359805c19f:")
+        "62b993a3c64869b6b6573bab7910a1844282e905ef1636c07cf327359805c19f:"
+    )
     assert "class=3" in generator.fingerprint and "truncation=0.4" in generator.fingerprint
 
 
@@ -75,8 +84,9 @@ def test_network_reproduces_the_package_in_eval_mode(generator: BigGANGenerator,
     """Truncation 0.4 (one BN-statistics row), 1.0 (the last row), 0.626 (the package's reversed interpolation)."""
     truncation = float(reference["truncation" + key])
     with torch.no_grad():
-        images = generator.net(torch.from_numpy(reference["noise" + key]),
-                               torch.from_numpy(reference["class_vector"]), truncation)
+        images = generator.net(
+            torch.from_numpy(reference["noise" + key]), torch.from_numpy(reference["class_vector"]), truncation
+        )
     assert images.shape == (8, 3, 32, 32)
     assert max_abs(images, reference["img" + key]) < TOLERANCE
     if key == "":  # the package's first train-mode call differs from eval by one power iteration (7.7e-6)
@@ -177,13 +187,22 @@ def test_reduced_precision_autocast(generator: BigGANGenerator, reference: dict)
 # ------------------------------------------------------------------------------------------------ other configurations
 
 
-OTHER_CONFIG = {"output_dim": 16, "z_dim": 12, "class_embed_dim": 12, "channel_width": 4, "num_classes": 5,
-                "layers": [[True, 16, 8], [False, 8, 4], [True, 4, 2], [False, 2, 1]], "attention_layer_position": 1,
-                "eps": 1e-4, "n_stats": 11}
+OTHER_CONFIG = {
+    "output_dim": 16,
+    "z_dim": 12,
+    "class_embed_dim": 12,
+    "channel_width": 4,
+    "num_classes": 5,
+    "layers": [[True, 16, 8], [False, 8, 4], [True, 4, 2], [False, 2, 1]],
+    "attention_layer_position": 1,
+    "eps": 1e-4,
+    "n_stats": 11,
+}
 
 
-def write_random_biggan(folder: Path, raw_config: dict, seed: int, weights_name: str = "pytorch_model.bin",
-                        config_name: str = "config.json") -> BigGANNet:
+def write_random_biggan(
+    folder: Path, raw_config: dict, seed: int, weights_name: str = "pytorch_model.bin", config_name: str = "config.json"
+) -> BigGANNet:
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
     config_path = folder / config_name
@@ -215,13 +234,21 @@ def test_loads_another_configuration(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = net(noise_from_standard_normal(latents, 0.55), class_vector, 0.55)
         assert float((generator.synthesize(latents) - expected).abs().max()) < 1e-5
-    cached = write_random_biggan(tmp_path / "cache", OTHER_CONFIG, seed=2, weights_name="m-pytorch_model.bin",
-                                 config_name="m-config.json")
-    from_cache = build_generator("biggan", path=str(tmp_path / "cache" / "m-pytorch_model.bin"), class_index=4,
-                                 truncation=0.55)
+    cached = write_random_biggan(
+        tmp_path / "cache", OTHER_CONFIG, seed=2, weights_name="m-pytorch_model.bin", config_name="m-config.json"
+    )
+    from_cache = build_generator(
+        "biggan", path=str(tmp_path / "cache" / "m-pytorch_model.bin"), class_index=4, truncation=0.55
+    )
     with torch.no_grad():
-        assert float((from_cache.synthesize(latents) - cached(noise_from_standard_normal(latents, 0.55),
-                                                              class_vector, 0.55)).abs().max()) < 1e-5
+        assert (
+            float(
+                (from_cache.synthesize(latents) - cached(noise_from_standard_normal(latents, 0.55), class_vector, 0.55))
+                .abs()
+                .max()
+            )
+            < 1e-5
+        )
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -284,15 +311,18 @@ def test_a_stylegan_file_given_as_biggan_is_one_line(tmp_path: Path) -> None:
 
 
 @needs_fixture
-@pytest.mark.parametrize("kwargs, match", [
-    ({}, "exactly one of class_index"),
-    ({"class_index": 10}, r"class_index 10 is not a class of this model: expected an integer in 0\.\.9"),
-    ({"class_index": -1}, r"kwargs\.class_index: Input should be greater than or equal to 0 \(got -1\)"),
-    ({"class_index": 1, "class_onehot": [1.0] + [0.0] * 9}, "exactly one of class_index"),
-    ({"class_onehot": [1.0, 0.0]}, "class_onehot must be a list of 10 finite numbers"),
-    ({"class_index": 2, "truncation": 0.0}, r"kwargs\.truncation: Input should be greater than 0"),
-    ({"class_index": 2, "truncation": 1.5}, r"kwargs\.truncation: Input should be less than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "exactly one of class_index"),
+        ({"class_index": 10}, r"class_index 10 is not a class of this model: expected an integer in 0\.\.9"),
+        ({"class_index": -1}, r"kwargs\.class_index: Input should be greater than or equal to 0 \(got -1\)"),
+        ({"class_index": 1, "class_onehot": [1.0] + [0.0] * 9}, "exactly one of class_index"),
+        ({"class_onehot": [1.0, 0.0]}, "class_onehot must be a list of 10 finite numbers"),
+        ({"class_index": 2, "truncation": 0.0}, r"kwargs\.truncation: Input should be greater than 0"),
+        ({"class_index": 2, "truncation": 1.5}, r"kwargs\.truncation: Input should be less than or equal to 1"),
+    ],
+)
 def test_bad_class_or_truncation_is_one_line(kwargs: dict, match: str) -> None:
     with pytest.raises(ParamsError, match=match) as error:
         build_generator("biggan", path=str(FIXTURE), **kwargs)

@@ -27,10 +27,13 @@ STYLEGAN_DIR = FIXTURES / "interfacegan-stylegan"
 BIGGAN_BIN = FIXTURES / "biggan" / "pytorch_model.bin"
 TOLERANCE = 1e-4
 
-needs_pggan = pytest.mark.skipif(not (PGGAN_DIR / "pggan_fixture.pth").is_file(),
-                                 reason=f"InterFaceGAN PGGAN fixture absent: {PGGAN_DIR}")
-needs_stylegan = pytest.mark.skipif(not (STYLEGAN_DIR / "stylegan_fixture.pth").is_file(),
-                                    reason=f"InterFaceGAN StyleGAN fixture absent: {STYLEGAN_DIR}")
+needs_pggan = pytest.mark.skipif(
+    not (PGGAN_DIR / "pggan_fixture.pth").is_file(), reason=f"InterFaceGAN PGGAN fixture absent: {PGGAN_DIR}"
+)
+needs_stylegan = pytest.mark.skipif(
+    not (STYLEGAN_DIR / "stylegan_fixture.pth").is_file(),
+    reason=f"InterFaceGAN StyleGAN fixture absent: {STYLEGAN_DIR}",
+)
 
 
 def max_abs(got: torch.Tensor, want: np.ndarray) -> float:
@@ -192,21 +195,23 @@ def test_pggan_under_reduced_precision_autocast(pggan: PGGANGenerator, pggan_ref
 
 
 @needs_stylegan
-def test_stylegan_reads_its_architecture_from_the_file(stylegan: StyleGANGenerator,
-                                                       stylegan_reference: dict) -> None:
+def test_stylegan_reads_its_architecture_from_the_file(stylegan: StyleGANGenerator, stylegan_reference: dict) -> None:
     assert isinstance(stylegan, Generator)
     assert stylegan.latent_spaces == ("z", "w", "w+")
     assert (stylegan.z_dim, stylegan.w_dim, stylegan.num_ws, stylegan.resolution) == (32, 32, 8, 32)
     assert stylegan.net.architecture == StyleGANArchitecture(32, 32, 32, 8, (48, 32, 24, 16), (False,) * 4)
-    assert (stylegan.truncation_psi, stylegan.truncation_layers) == (float(stylegan_reference["truncation_psi"]),
-                                                                     int(stylegan_reference["truncation_layers"]))
+    assert (stylegan.truncation_psi, stylegan.truncation_layers) == (
+        float(stylegan_reference["truncation_psi"]),
+        int(stylegan_reference["truncation_layers"]),
+    )
     assert max_abs(stylegan.net.truncation.w_avg, stylegan_reference["w_avg"]) == 0.0
     assert "truncation_layers=8,truncation_psi=0.7" in stylegan.fingerprint
 
 
 @needs_stylegan
-def test_stylegan_reproduces_mapping_truncation_and_images(stylegan: StyleGANGenerator,
-                                                           stylegan_reference: dict) -> None:
+def test_stylegan_reproduces_mapping_truncation_and_images(
+    stylegan: StyleGANGenerator, stylegan_reference: dict
+) -> None:
     ref = stylegan_reference
     z_raw = torch.from_numpy(ref["z_raw"])
     w_avg = torch.from_numpy(ref["w_avg"])
@@ -231,16 +236,20 @@ def test_stylegan_reproduces_mapping_truncation_and_images(stylegan: StyleGANGen
 def test_stylegan_partial_truncation_matches_interfacegan_in_z_w_and_w_plus(stylegan_reference: dict) -> None:
     """ψ 0.5 on the first 4 of 8 layers: z, map(z)["w"] and InterFaceGAN's wp all give its image."""
     ref = stylegan_reference
-    generator = build_generator("stylegan", path=str(STYLEGAN_DIR / "stylegan_fixture.pth"), truncation_psi=0.5,
-                                truncation_layers=4)
+    generator = build_generator(
+        "stylegan", path=str(STYLEGAN_DIR / "stylegan_fixture.pth"), truncation_psi=0.5, truncation_layers=4
+    )
     z_raw = torch.from_numpy(ref["z_raw"])
     with torch.no_grad():
         assert max_abs(generator.w_plus_from_z(z_raw), ref["wp_psi05_l4"]) < TOLERANCE
         latents_w = generator.map(z_raw)["w"]
         assert max_abs(latents_w, ref["wp_psi05_l4"][:, 0]) < TOLERANCE
         assert max_abs(generator.w_plus(latents_w), ref["wp_psi05_l4"]) < TOLERANCE
-        for images in (generator.synthesize(z_raw), generator.synthesize(latents_w, "w"),
-                       generator.synthesize(torch.from_numpy(ref["wp_psi05_l4"]), "w+")):
+        for images in (
+            generator.synthesize(z_raw),
+            generator.synthesize(latents_w, "w"),
+            generator.synthesize(torch.from_numpy(ref["wp_psi05_l4"]), "w+"),
+        ):
             assert max_abs(images, ref["img_psi05_l4"]) < TOLERANCE
     assert "truncation_layers=4,truncation_psi=0.5" in generator.fingerprint
 
@@ -265,8 +274,9 @@ def test_stylegan_checks_latent_shapes_and_spaces(stylegan: StyleGANGenerator) -
     with pytest.raises(ValueError, match="not 'y'"):
         stylegan.synthesize(torch.zeros(2, 32), "y")
     with pytest.raises(ParamsError, match="truncation_psi 0 with truncation_layers 4"):
-        build_generator("stylegan", path=str(STYLEGAN_DIR / "stylegan_fixture.pth"), truncation_psi=0.0,
-                        truncation_layers=4)
+        build_generator(
+            "stylegan", path=str(STYLEGAN_DIR / "stylegan_fixture.pth"), truncation_psi=0.0, truncation_layers=4
+        )
 
 
 @needs_stylegan
@@ -347,8 +357,9 @@ def test_missing_file_is_one_line(name: str, tmp_path: Path) -> None:
 
 @needs_pggan
 @needs_stylegan
-@pytest.mark.parametrize("name, source", [("pggan", PGGAN_DIR / "pggan_fixture.pth"),
-                                          ("stylegan", STYLEGAN_DIR / "stylegan_fixture.pth")])
+@pytest.mark.parametrize(
+    "name, source", [("pggan", PGGAN_DIR / "pggan_fixture.pth"), ("stylegan", STYLEGAN_DIR / "stylegan_fixture.pth")]
+)
 def test_truncated_file_is_one_line(name: str, source: Path, tmp_path: Path) -> None:
     truncated = tmp_path / source.name
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
@@ -359,12 +370,15 @@ def test_truncated_file_is_one_line(name: str, source: Path, tmp_path: Path) -> 
 
 @needs_pggan
 @needs_stylegan
-@pytest.mark.parametrize("name, source, expected", [
-    ("pggan", STYLEGAN_DIR / "stylegan_fixture.pth", "InterFaceGAN PGGAN"),
-    ("stylegan", PGGAN_DIR / "pggan_fixture.pth", "InterFaceGAN StyleGAN"),
-    ("stylegan", BIGGAN_BIN, "InterFaceGAN StyleGAN"),
-    ("pggan", BIGGAN_BIN, "InterFaceGAN PGGAN"),
-])
+@pytest.mark.parametrize(
+    "name, source, expected",
+    [
+        ("pggan", STYLEGAN_DIR / "stylegan_fixture.pth", "InterFaceGAN PGGAN"),
+        ("stylegan", PGGAN_DIR / "pggan_fixture.pth", "InterFaceGAN StyleGAN"),
+        ("stylegan", BIGGAN_BIN, "InterFaceGAN StyleGAN"),
+        ("pggan", BIGGAN_BIN, "InterFaceGAN PGGAN"),
+    ],
+)
 def test_a_file_of_another_format_is_one_line(name: str, source: Path, expected: str) -> None:
     if not source.is_file():
         pytest.skip(f"fixture absent: {source}")

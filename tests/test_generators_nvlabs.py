@@ -23,18 +23,20 @@ from torch import nn
 
 from latentatlas.params import ParamsError
 from stages.plugins.generators import build_generator
-from stages.plugins.generators.base import GeneratorFileError
-from stages.plugins.generators.nvlabs_pickle import RecordedModule, read_nvlabs_snapshot
 from stages.plugins.generators import nvlabs_stylegan2 as stylegan2_module
 from stages.plugins.generators import nvlabs_stylegan3 as stylegan3_module
+from stages.plugins.generators.base import GeneratorFileError
+from stages.plugins.generators.nvlabs_common import MappingNetwork, StyleGANGenerator, StyleGANNet
+from stages.plugins.generators.nvlabs_pickle import RecordedModule, read_nvlabs_snapshot
 from stages.plugins.generators.nvlabs_stylegan2 import SynthesisNetwork as StyleGAN2Synthesis
 from stages.plugins.generators.nvlabs_stylegan3 import SynthesisNetwork as StyleGAN3Synthesis
 from stages.plugins.generators.nvlabs_stylegan3 import design_lowpass_filter, layer_schedule
-from stages.plugins.generators.nvlabs_common import MappingNetwork, StyleGANGenerator, StyleGANNet
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "generators"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(),  # only tests that read them skip without them
-                                    reason=f"NVlabs generator fixtures not found at {FIXTURES}")
+needs_fixtures = pytest.mark.skipif(
+    not FIXTURES.is_dir(),  # only tests that read them skip without them
+    reason=f"NVlabs generator fixtures not found at {FIXTURES}",
+)
 SG2 = FIXTURES / "stylegan2-ada" / "network-snapshot-000000.pkl"
 SG2_COND = FIXTURES / "stylegan2-ada-cond" / "network-snapshot-000000.pkl"
 SG3 = FIXTURES / "stylegan3" / "network-snapshot-000000.pkl"
@@ -65,8 +67,12 @@ def test_unconditional_reproduces_reference(name: str, pkl: Path) -> None:
     plain = build_generator(name, path=str(pkl))
     truncated = build_generator(name, path=str(pkl), truncation_psi=0.7)
     num_ws = ref["w"].shape[1]
-    assert (plain.z_dim, plain.w_dim, plain.num_ws, plain.resolution) == (z.shape[1], ref["w"].shape[2], num_ws,
-                                                                         ref["img"].shape[-1])
+    assert (plain.z_dim, plain.w_dim, plain.num_ws, plain.resolution) == (
+        z.shape[1],
+        ref["w"].shape[2],
+        num_ws,
+        ref["img"].shape[-1],
+    )
     with torch.no_grad():
         w = plain.map(z)["w"]
         w07 = truncated.map(z)["w"]
@@ -93,16 +99,18 @@ def test_conditional_reproduces_reference_per_class() -> None:
     for class_index in sorted(set(ref["class_idx"].tolist())):
         rows = np.flatnonzero(ref["class_idx"] == class_index)
         by_index = build_generator("stylegan2", path=str(SG2_COND), class_index=class_index)
-        by_vector = build_generator("stylegan2", path=str(SG2_COND), truncation_psi=0.7,
-                                    class_onehot=ref["c"][rows[0]].tolist())
+        by_vector = build_generator(
+            "stylegan2", path=str(SG2_COND), truncation_psi=0.7, class_onehot=ref["c"][rows[0]].tolist()
+        )
         with torch.no_grad():
             diffs = {
                 "w": max_diff(by_index.map(z[rows])["w"], ref["w"][rows, 0]),
                 "img (z)": max_diff(by_index.synthesize(z[rows]), ref["img"][rows]),
                 "w_psi07": max_diff(by_vector.map(z[rows])["w"], ref["w_psi07"][rows, 0]),
                 "img_psi07 (z)": max_diff(by_vector.synthesize(z[rows]), ref["img_psi07"][rows]),
-                "img_psi07 (w+)": max_diff(by_vector.synthesize(torch.from_numpy(ref["w_psi07"][rows]), "w+"),
-                                           ref["img_psi07"][rows]),
+                "img_psi07 (w+)": max_diff(
+                    by_vector.synthesize(torch.from_numpy(ref["w_psi07"][rows]), "w+"), ref["img_psi07"][rows]
+                ),
             }
         assert max(diffs.values()) < TOLERANCE, (class_index, diffs)
     assert by_index.c_dim == 5 and by_index.num_ws == 10 and by_index.resolution == 64
@@ -114,14 +122,16 @@ def test_stylegan3_filter_design_matches_the_files_filters() -> None:
     schedule of cutoffs, widths and sampling rates is the paper's)."""
     generator = build_generator("stylegan3", path=str(SG3))
     synthesis = generator.net.synthesis
-    plan = layer_schedule(32, 3, 512, 32, 14, 2, 2, 2 ** 2.1, 2 ** 0.3, 10)
+    plan = layer_schedule(32, 3, 512, 32, 14, 2, 2, 2**2.1, 2**0.3, 10)
     checked = 0
     for index, name in enumerate(synthesis.layer_names):
         layer = getattr(synthesis, name)
         rate = max(plan["sampling_rates"][max(index - 1, 0)], plan["sampling_rates"][index]) * (
-            1 if layer.is_torgb else 2)
-        up = design_lowpass_filter(layer.up_taps, plan["cutoffs"][max(index - 1, 0)],
-                                   plan["half_widths"][max(index - 1, 0)] * 2, rate)
+            1 if layer.is_torgb else 2
+        )
+        up = design_lowpass_filter(
+            layer.up_taps, plan["cutoffs"][max(index - 1, 0)], plan["half_widths"][max(index - 1, 0)] * 2, rate
+        )
         down = design_lowpass_filter(layer.down_taps, plan["cutoffs"][index], plan["half_widths"][index] * 2, rate)
         for ours, stored in ((up, layer.up_filter), (down, layer.down_filter)):
             assert (ours is None) == (stored is None)
@@ -167,8 +177,9 @@ def test_style_weights_give_the_layers_styles() -> None:
         assert len(weights) == len(names) == count
         assert len(generator.style_weights(include_torgb=True)) == with_torgb
         w = torch.randn(4, generator.w_dim, generator=torch.Generator().manual_seed(1))
-        for (layer_name, affine), matrix in zip(generator.net.synthesis.style_layers(True),
-                                                generator.style_weights(True)):
+        for (layer_name, affine), matrix in zip(
+            generator.net.synthesis.style_layers(True), generator.style_weights(True)
+        ):
             assert matrix.shape == (affine.out_features, generator.w_dim)
             with torch.no_grad():
                 styles = w @ matrix.T + affine.bias * affine.bias_gain
@@ -187,11 +198,13 @@ def test_fingerprint_follows_file_and_output_changing_kwargs() -> None:
     base = build_generator("stylegan2", path=str(SG2))
     assert sha in base.fingerprint
     assert base.fingerprint == build_generator("stylegan2", path=str(SG2)).fingerprint
-    others = {build_generator("stylegan2", path=str(SG2), truncation_psi=0.7).fingerprint,
-              build_generator("stylegan2", path=str(SG2), noise_mode="none").fingerprint,
-              build_generator("stylegan2", path=str(SG2_COND), class_index=0).fingerprint,
-              build_generator("stylegan2", path=str(SG2_COND), class_index=1).fingerprint,
-              base.fingerprint}
+    others = {
+        build_generator("stylegan2", path=str(SG2), truncation_psi=0.7).fingerprint,
+        build_generator("stylegan2", path=str(SG2), noise_mode="none").fingerprint,
+        build_generator("stylegan2", path=str(SG2_COND), class_index=0).fingerprint,
+        build_generator("stylegan2", path=str(SG2_COND), class_index=1).fingerprint,
+        base.fingerprint,
+    }
     assert len(others) == 5
 
 
@@ -202,8 +215,10 @@ def test_noise_modes() -> None:
         const = build_generator("stylegan2", path=str(SG2)).synthesize(z)
         quiet = build_generator("stylegan2", path=str(SG2), noise_mode="none").synthesize(z)
         assert (const - quiet).abs().max() > 1e-3  # the fixture's noise strengths are non-zero
-        assert torch.equal(build_generator("stylegan3", path=str(SG3)).synthesize(z),
-                           build_generator("stylegan3", path=str(SG3), noise_mode="none").synthesize(z))
+        assert torch.equal(
+            build_generator("stylegan3", path=str(SG3)).synthesize(z),
+            build_generator("stylegan3", path=str(SG3), noise_mode="none").synthesize(z),
+        )
     with pytest.raises(ParamsError, match="kwargs.noise_mode: .*'random' is refused"):
         build_generator("stylegan2", path=str(SG2), noise_mode="random")
 
@@ -251,8 +266,12 @@ class _FakeModules:
         persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
         easy_dict = type("EasyDict", (dict,), {"__module__": "dnnlib.util"})
         util.EasyDict = easy_dict
-        for name, module in (("torch_utils", types.ModuleType("torch_utils")), ("torch_utils.persistence", persistence),
-                             ("dnnlib", types.ModuleType("dnnlib")), ("dnnlib.util", util)):
+        for name, module in (
+            ("torch_utils", types.ModuleType("torch_utils")),
+            ("torch_utils.persistence", persistence),
+            ("dnnlib", types.ModuleType("dnnlib")),
+            ("dnnlib.util", util),
+        ):
             monkeypatch.setitem(sys.modules, name, module)
         self.reconstruct, self.easy_dict = _reconstruct_persistent_obj, easy_dict
 
@@ -268,8 +287,9 @@ class _Persistent:
         return self.reconstruct, (meta,)
 
 
-def write_snapshot(path: Path, net: nn.Module, kwargs: dict, fakes: _FakeModules,
-                   recorded: dict[str, dict] | None = None) -> None:
+def write_snapshot(
+    path: Path, net: nn.Module, kwargs: dict, fakes: _FakeModules, recorded: dict[str, dict] | None = None
+) -> None:
     """Write ``net`` as a snapshot pickle's G_ema (and G), with ``kwargs`` as its recorded constructor arguments and
     ``recorded`` extra plain attributes by dotted module path."""
 
@@ -286,8 +306,12 @@ def write_snapshot(path: Path, net: nn.Module, kwargs: dict, fakes: _FakeModules
             state["_init_kwargs"] = fakes.easy_dict(kwargs)
         return _Persistent(fakes.reconstruct, type(module).__name__.replace("StyleGANNet", "Generator"), state)
 
-    snapshot = {"G": convert(net, ""), "D": None, "G_ema": convert(net, ""),
-                "training_set_kwargs": fakes.easy_dict(path="~/x.zip", use_labels=False)}
+    snapshot = {
+        "G": convert(net, ""),
+        "D": None,
+        "G_ema": convert(net, ""),
+        "training_set_kwargs": fakes.easy_dict(path="~/x.zip", use_labels=False),
+    }
     path.write_bytes(pickle.dumps(snapshot, protocol=4))
 
 
@@ -302,8 +326,9 @@ def randomize(net: nn.Module, seed: int) -> None:
                 tensor.fill_(0.5 + float(torch.rand([], generator=generator)))
 
 
-def assert_fp16_layers_run_close(generator: StyleGANGenerator, z: torch.Tensor, expected: torch.Tensor,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def assert_fp16_layers_run_close(
+    generator: StyleGANGenerator, z: torch.Tensor, expected: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The fp16 path (used on CUDA for the layers the file marks) runs and stays close to fp32: forced here on the
     CPU, which supports fp16 convolutions. Also: a caller's autocast does not change the network's precision."""
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -322,18 +347,43 @@ def test_stylegan2_other_configuration_round_trips(tmp_path: Path, monkeypatch: 
     stylegan3 repository's StyleGAN2 layout)."""
     fakes = _FakeModules(monkeypatch)
     torch.manual_seed(5)
-    synthesis = StyleGAN2Synthesis(24, 16, 3, channel_base=256, channel_max=32, num_fp16_res=2, conv_clamp=None,
-                                   resample_filter=[1, 3, 3, 1], kernel_size=3, use_noise=True)
+    synthesis = StyleGAN2Synthesis(
+        24,
+        16,
+        3,
+        channel_base=256,
+        channel_max=32,
+        num_fp16_res=2,
+        conv_clamp=None,
+        resample_filter=[1, 3, 3, 1],
+        kernel_size=3,
+        use_noise=True,
+    )
     net = StyleGANNet(MappingNetwork(16, 3, 24, num_layers=3), synthesis)
     randomize(net, 5)
-    kwargs = dict(z_dim=16, c_dim=3, w_dim=24, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 3},
-                  channel_base=256, channel_max=32, num_fp16_res=2, conv_clamp=None,
-                  fused_modconv_default="inference_only")
+    kwargs = dict(
+        z_dim=16,
+        c_dim=3,
+        w_dim=24,
+        img_resolution=16,
+        img_channels=3,
+        mapping_kwargs={"num_layers": 3},
+        channel_base=256,
+        channel_max=32,
+        num_fp16_res=2,
+        conv_clamp=None,
+        fused_modconv_default="inference_only",
+    )
     path = tmp_path / "sg2.pkl"
     write_snapshot(path, net, kwargs, fakes)
     generator = build_generator("stylegan2", path=str(path), class_index=2, truncation_psi=0.8)
     assert (generator.z_dim, generator.w_dim, generator.num_ws, generator.resolution, generator.c_dim) == (
-        16, 24, 6, 16, 3)
+        16,
+        24,
+        6,
+        16,
+        3,
+    )
     assert [block.use_fp16 for block in generator.net.synthesis.blocks()] == [False, True, True]  # 8 and 16 px
     z = torch.randn(4, 16, generator=torch.Generator().manual_seed(6))
     c = torch.nn.functional.one_hot(torch.full([4], 2), 3).float()
@@ -350,25 +400,64 @@ def test_stylegan3_r_configuration_round_trips(tmp_path: Path, monkeypatch: pyte
     """StyleGAN3-R (1×1 convs, radial down-sampling filters), 16 px, 6 layers, 2 classes, mapping depth 1."""
     fakes = _FakeModules(monkeypatch)
     torch.manual_seed(7)
-    layer_args = dict(channel_base=256, channel_max=16, num_layers=6, num_critical=2, first_cutoff=2,
-                      first_stopband=2 ** 2.1, last_stopband_rel=2 ** 0.3, margin_size=4, output_scale=0.25,
-                      num_fp16_res=4, conv_kernel=1, filter_size=6, lrelu_upsampling=2, use_radial_filters=True,
-                      conv_clamp=256)
+    layer_args = dict(
+        channel_base=256,
+        channel_max=16,
+        num_layers=6,
+        num_critical=2,
+        first_cutoff=2,
+        first_stopband=2**2.1,
+        last_stopband_rel=2**0.3,
+        margin_size=4,
+        output_scale=0.25,
+        num_fp16_res=4,
+        conv_kernel=1,
+        filter_size=6,
+        lrelu_upsampling=2,
+        use_radial_filters=True,
+        conv_clamp=256,
+    )
     synthesis = StyleGAN3Synthesis(20, 16, 3, **layer_args)
     net = StyleGANNet(MappingNetwork(8, 2, 20, num_layers=1), synthesis)
     randomize(net, 7)
     with torch.no_grad():
         synthesis.input.affine.weight.normal_(0, 0.3)
-    radial = [name for name in synthesis.layer_names if getattr(synthesis, name).down_filter is not None
-              and getattr(synthesis, name).down_filter.dim() == 2]
+    radial = [
+        name
+        for name in synthesis.layer_names
+        if getattr(synthesis, name).down_filter is not None and getattr(synthesis, name).down_filter.dim() == 2
+    ]
     assert radial  # config R has 2-D (radial) down-sampling filters in the non-critical layers
-    kwargs = dict(z_dim=8, c_dim=2, w_dim=20, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 1},
-                  magnitude_ema_beta=0.999, **{k: v for k, v in layer_args.items()
-                                               if k in ("channel_base", "channel_max", "num_layers", "margin_size",
-                                                        "conv_kernel", "use_radial_filters", "conv_clamp")})
-    recorded = {f"synthesis.{name}": {"padding": getattr(synthesis, name).padding,
-                                      "up_factor": getattr(synthesis, name).up_factor}
-                for name in synthesis.layer_names}
+    kwargs = dict(
+        z_dim=8,
+        c_dim=2,
+        w_dim=20,
+        img_resolution=16,
+        img_channels=3,
+        mapping_kwargs={"num_layers": 1},
+        magnitude_ema_beta=0.999,
+        **{
+            k: v
+            for k, v in layer_args.items()
+            if k
+            in (
+                "channel_base",
+                "channel_max",
+                "num_layers",
+                "margin_size",
+                "conv_kernel",
+                "use_radial_filters",
+                "conv_clamp",
+            )
+        },
+    )
+    recorded = {
+        f"synthesis.{name}": {
+            "padding": getattr(synthesis, name).padding,
+            "up_factor": getattr(synthesis, name).up_factor,
+        }
+        for name in synthesis.layer_names
+    }
     path = tmp_path / "sg3r.pkl"
     write_snapshot(path, net, kwargs, fakes, recorded)
     generator = build_generator("stylegan3", path=str(path), class_onehot=[0.0, 1.0])
@@ -412,8 +501,10 @@ def test_missing_truncated_and_foreign_files(tmp_path: Path) -> None:
         build_generator("stylegan3", path=str(noise))
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"G": 1}))
-    with pytest.raises(GeneratorFileError, match="plain.pkl: expected an NVlabs snapshot pickle, a dict with key "
-                                                 "'G_ema'; found \\['G'\\]"):
+    with pytest.raises(
+        GeneratorFileError,
+        match="plain.pkl: expected an NVlabs snapshot pickle, a dict with key 'G_ema'; found \\['G'\\]",
+    ):
         build_generator("stylegan2", path=str(plain))
 
 
@@ -433,8 +524,10 @@ def test_foreign_globals_are_refused_by_name(tmp_path: Path) -> None:
 
 @needs_fixtures
 def test_wrong_network_for_the_name() -> None:
-    with pytest.raises(GeneratorFileError, match="stylegan3/network-snapshot-000000.pkl: this is a StyleGAN3 "
-                                                 "generator.*use generator name 'stylegan3'"):
+    with pytest.raises(
+        GeneratorFileError,
+        match="stylegan3/network-snapshot-000000.pkl: this is a StyleGAN3 generator.*use generator name 'stylegan3'",
+    ):
         build_generator("stylegan2", path=str(SG3))
     with pytest.raises(GeneratorFileError, match="this is a StyleGAN2 generator.*use generator name 'stylegan2'"):
         build_generator("stylegan3", path=str(SG2))
@@ -470,13 +563,16 @@ def test_unknown_recorded_arguments_are_refused(tmp_path: Path, monkeypatch: pyt
         build_generator("stylegan2", path=str(path))
     kwargs = {**snapshot.kwargs, "mapping_kwargs": {"num_layers": 2, "mystery": 1}}
     write_snapshot(path, net, kwargs, fakes)
-    with pytest.raises(GeneratorFileError, match="mapping records constructor arguments this loader does not "
-                                                 "implement: \\['mystery'\\]"):
+    with pytest.raises(
+        GeneratorFileError,
+        match="mapping records constructor arguments this loader does not implement: \\['mystery'\\]",
+    ):
         build_generator("stylegan2", path=str(path))
     kwargs = {**snapshot.kwargs, "mapping_kwargs": {"num_layers": 3}}  # tensors for 2 layers only
     write_snapshot(path, net, kwargs, fakes)
-    with pytest.raises(GeneratorFileError, match="tensors do not match a StyleGAN2 generator.*missing "
-                                                 "\\['mapping.fc2.bias'"):
+    with pytest.raises(
+        GeneratorFileError, match="tensors do not match a StyleGAN2 generator.*missing \\['mapping.fc2.bias'"
+    ):
         build_generator("stylegan2", path=str(path))
 
 

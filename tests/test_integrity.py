@@ -18,19 +18,28 @@ import yaml
 from click.testing import CliRunner
 
 from latentatlas import dataset
-from latentatlas.stores import (ArraySpec, ParquetChunkStore, StoreError, StoreInfo, StoreLockedError,
-                                ZarrChunkStore, open_store)
 from latentatlas.locations import store_path
+from latentatlas.stores import (
+    ArraySpec,
+    ParquetChunkStore,
+    StoreError,
+    StoreInfo,
+    StoreLockedError,
+    ZarrChunkStore,
+    open_store,
+)
 from pipeline.cli import main
-from stages.runtime.chunked import run_stage
 from stages.label import LabelStage
+from stages.runtime.chunked import run_stage
 from stages.sample import SampleStage
 from stages.synthesize import SynthesizeStage
 from tests.conftest import COLOR_LABELER, make_params, tree_digest
 
-TINY_RAW = {"sample": {"n_samples": 300, "chunk_size": 100, "seed": 7},
-            "synthesize": {"batch_size": 64, "device": "cpu"},
-            "label": {"labeler": COLOR_LABELER, "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8}}
+TINY_RAW = {
+    "sample": {"n_samples": 300, "chunk_size": 100, "seed": 7},
+    "synthesize": {"batch_size": 64, "device": "cpu"},
+    "label": {"labeler": COLOR_LABELER, "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8},
+}
 
 # (store, damaged chunk, its file, the stage that writes it)
 TARGETS = {
@@ -70,8 +79,11 @@ def _one_error_line(result) -> str:
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
-    return {str(path.relative_to(folder)): path.stat().st_mtime_ns for path in folder.rglob("*")
-            if path.is_file() and not path.name.endswith(".lock")}
+    return {
+        str(path.relative_to(folder)): path.stat().st_mtime_ns
+        for path in folder.rglob("*")
+        if path.is_file() and not path.name.endswith(".lock")
+    }
 
 
 @pytest.mark.parametrize("how", ["deleted", "flipped byte", "zero length"])
@@ -125,8 +137,9 @@ def test_bad_chunk_is_named_refused_and_recomputed_alone(tmp_path, tiny_run, tar
     after = _mtimes(data_dir)
     rewritten = {name for name in before if after.get(name) != before[name]}
     store_files = {name for name in rewritten if name.startswith(store_name + "/")}
-    assert {name for name in store_files if "_records" not in name and not name.endswith(("zarr.json",
-            "_latentatlas.json"))} <= {f"{store_name}/{file_key}"}
+    assert {
+        name for name in store_files if "_records" not in name and not name.endswith(("zarr.json", "_latentatlas.json"))
+    } <= {f"{store_name}/{file_key}"}
     assert not rewritten - store_files - {"contact_sheet.png"}  # no other store touched
     assert _cli("verify", "--data-dir", str(data_dir)).exit_code == 0
 
@@ -163,8 +176,9 @@ def test_chunk_computed_from_other_upstream_is_detected_and_recomputed(tmp_path,
 
     verify = _cli("verify", "--data-dir", str(data_dir))
     assert verify.exit_code == 1
-    assert "chunk 1 (images/c/1/0/0/0) computed from other upstream chunks: latents.zarr had fingerprint" \
-        in verify.output
+    assert (
+        "chunk 1 (images/c/1/0/0/0) computed from other upstream chunks: latents.zarr had fingerprint" in verify.output
+    )
     assert "labels         damaged" in verify.output  # labels of chunk 1 came from the old images chunk 1
     with pytest.raises(StoreError, match=r"images.zarr: chunk 1 .* computed from other upstream chunks"):
         dataset.open(data_dir).arrays()
@@ -179,8 +193,11 @@ def test_upstream_writer_is_refused_while_a_stage_reads_its_input(tmp_path, tiny
     shutil.copytree(tiny_run, data_dir)
     reference = tree_digest(data_dir)
     with SynthesizeStage(make_params(), data_dir) as stage:
-        with pytest.raises(StoreLockedError, match=rf"latents.zarr is being read by another run \(pid {os.getpid()} "
-                                                   rf"holds a read lock"):
+        with pytest.raises(
+            StoreLockedError,
+            match=rf"latents.zarr is being read by another run \(pid {os.getpid()} "
+            rf"holds a read lock",
+        ):
             SampleStage(make_params(sample={"seed": 8}), data_dir)
         line = _one_error_line(_cli("sample", "--data-dir", str(data_dir), params_dir=tmp_path))
         assert f"latents.zarr is being read by another run (pid {os.getpid()}" in line
@@ -189,8 +206,11 @@ def test_upstream_writer_is_refused_while_a_stage_reads_its_input(tmp_path, tiny
         worker.run_chunk(0)
         worker.close()
     with SampleStage(make_params(), data_dir):  # a writer holds latents: its readers are refused
-        with pytest.raises(StoreLockedError, match=rf"latents.zarr is being written by another run \(pid "
-                                                   rf"{os.getpid()} holds"):
+        with pytest.raises(
+            StoreLockedError,
+            match=rf"latents.zarr is being written by another run \(pid "
+            rf"{os.getpid()} holds",
+        ):
             SynthesizeStage(make_params(), data_dir)
     assert tree_digest(data_dir) == reference
 
@@ -246,14 +266,15 @@ def _write_chunks(path: str, indices: list[int]) -> None:
 
 def test_concurrent_writers_never_lose_each_others_records(tmp_path) -> None:
     path = tmp_path / "latents.zarr"
-    store = ZarrChunkStore.prepare(path, StoreInfo("latents", {"seed": 0}, 48, 1),
-                                   arrays={"z": ArraySpec((4,), "float32", ("sample", "z_dim"))})
+    store = ZarrChunkStore.prepare(
+        path, StoreInfo("latents", {"seed": 0}, 48, 1), arrays={"z": ArraySpec((4,), "float32", ("sample", "z_dim"))}
+    )
     with ThreadPoolExecutor(8) as pool:  # threads of one process, one store object
-        list(pool.map(lambda index: store.write_chunk(index, {"z": np.full((1, 4), index, np.float32)}),
-                      range(24)))
+        list(pool.map(lambda index: store.write_chunk(index, {"z": np.full((1, 4), index, np.float32)}), range(24)))
     context = multiprocessing.get_context("spawn")  # fresh interpreters (fork would copy Zarr's I/O thread state)
-    workers = [context.Process(target=_write_chunks, args=(str(path), list(range(24 + k, 48, 3))))
-               for k in range(3)]  # separate processes, as Dask workers
+    workers = [
+        context.Process(target=_write_chunks, args=(str(path), list(range(24 + k, 48, 3)))) for k in range(3)
+    ]  # separate processes, as Dask workers
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -269,25 +290,30 @@ def test_data_dir_that_is_a_file_is_one_line(tmp_path) -> None:
     data_file.write_text("not a folder")
     for command in ("sample", "synthesize"):
         line = _one_error_line(_cli(command, "--data-dir", str(data_file), params_dir=tmp_path))
-        assert line == (f"Error: {data_file}: the data dir is a file, expected a folder; remove it or choose another "
-                        f"--data-dir")
+        assert line == (
+            f"Error: {data_file}: the data dir is a file, expected a folder; remove it or choose another --data-dir"
+        )
     assert data_file.read_text() == "not a folder"
 
 
 def test_unwritable_data_dir_is_one_line(tmp_path, monkeypatch) -> None:
     """Root ignores chmod, so a read-only folder is simulated: creating anything raises PermissionError."""
+
     def refuse(self, *args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "mkdir", refuse)
     line = _one_error_line(_cli("sample", "--data-dir", str(tmp_path / "data"), params_dir=tmp_path))
-    assert f"{tmp_path / 'data' / 'latents.zarr'}: cannot create its lock file: permission denied: make the data " \
-           f"dir writable or choose another --data-dir [Permission denied]" in line
+    assert (
+        f"{tmp_path / 'data' / 'latents.zarr'}: cannot create its lock file: permission denied: make the data "
+        f"dir writable or choose another --data-dir [Permission denied]" in line
+    )
 
 
 @pytest.mark.parametrize("failure", [errno.EACCES, errno.ENOSPC])
-def test_failed_chunk_write_is_one_line_and_leaves_the_store_intact(tmp_path, tiny_run, monkeypatch,
-                                                                   failure: int) -> None:
+def test_failed_chunk_write_is_one_line_and_leaves_the_store_intact(
+    tmp_path, tiny_run, monkeypatch, failure: int
+) -> None:
     """A repair that cannot write (read-only data dir, full disk) stops in one line naming the store and the chunk;
     every other file is as it was, nothing half-written is left, and the repair succeeds once the cause is gone."""
     data_dir = tmp_path / "data"
@@ -326,11 +352,16 @@ def test_store_missing_its_zarr_json_is_one_line(tmp_path, tiny_run) -> None:
     shutil.copytree(tiny_run, data_dir)
     (data_dir / "latents.zarr" / "zarr.json").unlink()
     line = _one_error_line(_cli("synthesize", "--data-dir", str(data_dir), params_dir=tmp_path))
-    assert line == (f"Error: {data_dir / 'latents.zarr'} lost its metadata (its zarr.json is missing; its chunk "
-                    f"records show it is ours); rerun `latentatlas sample` to rebuild it")
+    assert line == (
+        f"Error: {data_dir / 'latents.zarr'} lost its metadata (its zarr.json is missing; its chunk "
+        f"records show it is ours); rerun `latentatlas sample` to rebuild it"
+    )
     (data_dir / "images.zarr" / "images" / "zarr.json").unlink()
-    with pytest.raises(StoreError, match=r"images.zarr lost its metadata \(the zarr.json of its array 'images' is "
-                                         r"missing\); rerun `latentatlas synthesize` to rebuild it"):
+    with pytest.raises(
+        StoreError,
+        match=r"images.zarr lost its metadata \(the zarr.json of its array 'images' is "
+        r"missing\); rerun `latentatlas synthesize` to rebuild it",
+    ):
         ZarrChunkStore.open(data_dir / "images.zarr")
     status = _cli("status", "--data-dir", str(data_dir))
     assert "its zarr.json is missing" in status.output and "array 'images'" in status.output

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import torch
-import click
 import yaml
 from click.testing import CliRunner
 from PIL import Image
@@ -18,26 +18,42 @@ from latentatlas import dataset
 from latentatlas.layout import LABELS_STORE, LATENTS_STORE
 from latentatlas.stores import ParquetChunkStore, ZarrChunkStore
 from pipeline.cli import main
-from stages.photo.align import (DCGAN_DIGIFACE_FACE, AlignmentSettings, FaceDetectionError, FaceDetector, PhotoError,
-                          apply_affine, load_photo, measure_canonical_face, prepare_photo,
-                          similarity_transform)
-from stages.runtime.chunked import run_stage
-from stages.latent.directions import DirectionSet
-from stages.photo.encoder import EncoderError, encoder_settings, load_encoder
-from stages.train_encoder import train_encoder
-from stages.plugins.generators import build_generator
-from stages.photo.invert import (InversionError, Inverter, InvertStage, ReconstructStage, inversion_settings, psnr,
-                           resolve_space)
-from stages.label import LabelStage
-from stages.photo.edit import (DirectionsMismatchError, EditInputError, check_directions, edit_space_for,
-                               edited_latents)
 from pipeline.options import AlphaList, LayerRange, NameList
 from pipeline.placement import StageSpec
+from stages.label import LabelStage
+from stages.latent.directions import DirectionSet
+from stages.photo.align import (
+    DCGAN_DIGIFACE_FACE,
+    AlignmentSettings,
+    FaceDetectionError,
+    FaceDetector,
+    PhotoError,
+    apply_affine,
+    load_photo,
+    measure_canonical_face,
+    prepare_photo,
+    similarity_transform,
+)
+from stages.photo.edit import DirectionsMismatchError, EditInputError, check_directions, edit_space_for, edited_latents
+from stages.photo.encoder import EncoderError, encoder_settings, load_encoder
+from stages.photo.invert import (
+    InversionError,
+    Inverter,
+    InvertStage,
+    ReconstructStage,
+    inversion_settings,
+    psnr,
+    resolve_space,
+)
+from stages.plugins.generators import build_generator
+from stages.runtime.chunked import run_stage
+from stages.train_encoder import train_encoder
 from tests.conftest import COLOR_LABELER, REPO_ROOT, make_params, tree_digest
 from tests.toy import ToyGenerator, ToyLabeler, attribute_values
 
-STYLEGAN2_FIXTURE = REPO_ROOT.parent / "shared" / "fixtures" / "generators" / "stylegan2-ada" / \
-    "network-snapshot-000000.pkl"
+STYLEGAN2_FIXTURE = (
+    REPO_ROOT.parent / "shared" / "fixtures" / "generators" / "stylegan2-ada" / "network-snapshot-000000.pkl"
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +90,16 @@ def test_toy_latent_is_recovered_in_every_space(space: str) -> None:
     if space == "w+":
         true = true[:, None, :].expand(-1, 2, -1).contiguous()
     targets = generator.synthesize(true, space)
-    settings = inversion_settings(space=space, steps=300, lpips_weight=0.0, prior_weight=0.0, layer_weight=0.1,
-                                  init="random", device="cpu", learning_rate=0.1)
+    settings = inversion_settings(
+        space=space,
+        steps=300,
+        lpips_weight=0.0,
+        prior_weight=0.0,
+        layer_weight=0.1,
+        init="random",
+        device="cpu",
+        learning_rate=0.1,
+    )
     inverter = Inverter(generator, settings)
     result = inverter.invert(targets, inverter.initial(targets, None, [11, 12, 13]))
     assert _relative_error(result.latents, true) < 0.02
@@ -128,8 +152,9 @@ def test_encoder_training_resumes_to_the_same_weights(tiny_run: Path, tmp_path: 
     an uninterrupted run's, bit for bit; metrics.json holds every epoch."""
     settings = encoder_settings(epochs=2, batch_size=32, val_samples=60, device="cpu", max_train_samples=120)
     params = make_params()
-    whole = train_encoder(params, tiny_run, tmp_path / "whole", settings, work_root=tmp_path / "work-a",
-                          lock_dir=tmp_path / "locks")
+    whole = train_encoder(
+        params, tiny_run, tmp_path / "whole", settings, work_root=tmp_path / "work-a", lock_dir=tmp_path / "locks"
+    )
 
     class Killed(Exception):
         pass
@@ -138,11 +163,25 @@ def test_encoder_training_resumes_to_the_same_weights(tiny_run: Path, tmp_path: 
         raise Killed
 
     with pytest.raises(Killed):
-        train_encoder(params, tiny_run, tmp_path / "resumed", settings, work_root=tmp_path / "work-b",
-                      lock_dir=tmp_path / "locks", on_epoch=kill_after_first)
+        train_encoder(
+            params,
+            tiny_run,
+            tmp_path / "resumed",
+            settings,
+            work_root=tmp_path / "work-b",
+            lock_dir=tmp_path / "locks",
+            on_epoch=kill_after_first,
+        )
     epochs_run = []
-    resumed = train_encoder(params, tiny_run, tmp_path / "resumed", settings, work_root=tmp_path / "work-b",
-                            lock_dir=tmp_path / "locks", on_epoch=lambda result: epochs_run.append(result.epoch))
+    resumed = train_encoder(
+        params,
+        tiny_run,
+        tmp_path / "resumed",
+        settings,
+        work_root=tmp_path / "work-b",
+        lock_dir=tmp_path / "locks",
+        on_epoch=lambda result: epochs_run.append(result.epoch),
+    )
     assert epochs_run == [1]
     assert [epoch["train_loss"] for epoch in resumed["epochs"]] == [epoch["train_loss"] for epoch in whole["epochs"]]
     first = torch.load(tmp_path / "whole" / "encoder.pt", weights_only=True)["state_dict"]
@@ -166,8 +205,9 @@ def test_stylegan2_w_plus_inversion_of_a_generated_image() -> None:
     start = inverter.initial(targets, None, [0, 1])
     assert inverter.space == "w+" and tuple(start.shape) == (2, generator.num_ws, generator.w_dim)
     with torch.no_grad():
-        start_psnr = float((10 * torch.log10(4.0 / (generator.synthesize(start, "w+") - targets).pow(2)
-                                              .flatten(1).mean(1))).mean())
+        start_psnr = float(
+            (10 * torch.log10(4.0 / (generator.synthesize(start, "w+") - targets).pow(2).flatten(1).mean(1))).mean()
+        )
     result = inverter.invert(targets, start)
     assert float(result.psnr.mean()) > start_psnr + 5.0
 
@@ -183,20 +223,29 @@ FIXTURE_GENERATORS = {
 
 
 @pytest.mark.skipif(not FIXTURES.is_dir(), reason="generator fixtures not found")
-@pytest.mark.parametrize(("name", "spaces", "steps"), [
-    ("stylegan2", ("z", "w", "w+"), 15), ("stylegan", ("z", "w", "w+"), 15), ("pggan", ("z",), 15),
-    ("biggan", ("z",), 30), ("stylegan3", ("w+",), 4)])
+@pytest.mark.parametrize(
+    ("name", "spaces", "steps"),
+    [
+        ("stylegan2", ("z", "w", "w+"), 15),
+        ("stylegan", ("z", "w", "w+"), 15),
+        ("pggan", ("z",), 15),
+        ("biggan", ("z",), 30),
+        ("stylegan3", ("w+",), 4),
+    ],
+)
 def test_every_generator_and_space_inverts(name: str, spaces: tuple[str, ...], steps: int) -> None:
     """Each generator the project loads, in each of its spaces: a few pixel-loss steps from a random start bring
     the reconstruction of one of its own images closer (PSNR up by more than 1 dB)."""
     generator = build_generator(name, **FIXTURE_GENERATORS[name])
     assert set(spaces) <= set(generator.latent_spaces)
     with torch.no_grad():
-        targets = generator.synthesize(torch.randn(1, generator.z_dim, generator=torch.Generator().manual_seed(1)),
-                                       "z").clamp(-1, 1)
+        targets = generator.synthesize(
+            torch.randn(1, generator.z_dim, generator=torch.Generator().manual_seed(1)), "z"
+        ).clamp(-1, 1)
     for space in spaces:
-        inverter = Inverter(generator, inversion_settings(space=space, steps=steps, lpips_weight=0.0, init="random",
-                                                          device="cpu"))
+        inverter = Inverter(
+            generator, inversion_settings(space=space, steps=steps, lpips_weight=0.0, init="random", device="cpu")
+        )
         start = inverter.initial(targets, None, [5])
         with torch.no_grad():
             start_psnr = float(psnr(generator.synthesize(start, space), targets)[0])
@@ -211,14 +260,16 @@ def test_photos_of_any_mode_become_rgb(tmp_path: Path) -> None:
     gray = rng.integers(0, 256, (40, 50), dtype=np.uint8)
     Image.fromarray(gray, "L").save(tmp_path / "gray.png")
     loaded = load_photo(tmp_path / "gray.png")
-    assert loaded.shape == (40, 50, 3) and np.array_equal(loaded[:, :, 0], gray) and np.array_equal(loaded[:, :, 2], gray)
+    assert (
+        loaded.shape == (40, 50, 3) and np.array_equal(loaded[:, :, 0], gray) and np.array_equal(loaded[:, :, 2], gray)
+    )
     rgba = np.zeros((40, 40, 4), dtype=np.uint8)
     rgba[..., 0] = 200
     rgba[:20, :, 3] = 255  # top half opaque red, bottom half fully transparent
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     loaded = load_photo(tmp_path / "rgba.png")
     assert loaded[0, 0].tolist() == [200, 0, 0] and loaded[-1, -1].tolist() == [255, 255, 255]
-    Image.fromarray((gray.astype(np.uint16) * 257)).save(tmp_path / "gray16.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "gray16.png")
     assert np.array_equal(load_photo(tmp_path / "gray16.png")[:, :, 1], gray)
     Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).convert("P").save(tmp_path / "palette.gif")
     assert load_photo(tmp_path / "palette.gif").shape == (40, 40, 3)
@@ -251,11 +302,15 @@ def test_alignment_undoes_rotation_scale_and_shift(dcgan, detector: FaceDetector
     upright = Image.new("RGB", (320, 300), (90, 90, 90))
     upright.paste(face, (60, 50))
     turned = Image.new("RGB", (420, 380), (90, 90, 90))
-    turned.paste(face.rotate(20, resample=Image.BICUBIC, expand=True, fillcolor=(90, 90, 90))
-                 .resize((200, 200), Image.BICUBIC), (150, 120))
+    turned.paste(
+        face.rotate(20, resample=Image.BICUBIC, expand=True, fillcolor=(90, 90, 90)).resize((200, 200), Image.BICUBIC),
+        (150, 120),
+    )
     settings = AlignmentSettings(True, DCGAN_DIGIFACE_FACE)
-    crops = [prepare_photo(np.asarray(photo), 64, settings, detector, name)
-             for photo, name in ((upright, "upright"), (turned, "turned"))]
+    crops = [
+        prepare_photo(np.asarray(photo), 64, settings, detector, name)
+        for photo, name in ((upright, "upright"), (turned, "turned"))
+    ]
     difference = np.abs(crops[0].pixels.astype(float) - crops[1].pixels.astype(float))
     assert difference.mean() < 12.0, difference.mean()
     canonical = DCGAN_DIGIFACE_FACE.array(64)
@@ -280,8 +335,10 @@ def test_no_face_and_several_faces(dcgan, detector: FaceDetector) -> None:
     pair = np.concatenate([faces[0], np.full((160, 40, 3), 90, np.uint8), faces[1]], axis=1)
     with pytest.raises(FaceDetectionError, match=r"pair.png: 2 faces found .*--face-index"):
         prepare_photo(pair, 64, settings, detector, "pair.png")
-    chosen = [prepare_photo(pair, 64, AlignmentSettings(True, DCGAN_DIGIFACE_FACE, face_index=index), detector,
-                            "pair").face for index in (0, 1)]
+    chosen = [
+        prepare_photo(pair, 64, AlignmentSettings(True, DCGAN_DIGIFACE_FACE, face_index=index), detector, "pair").face
+        for index in (0, 1)
+    ]
     assert chosen[0].area >= chosen[1].area  # largest first
     assert {face.box[0] < 160 for face in chosen} == {True, False}  # one on each side
     with pytest.raises(FaceDetectionError, match="--face-index 5, but 2 face"):
@@ -366,8 +423,21 @@ def test_invert_command_inverts_resumes_and_notes_the_missing_encoder(dcgan, tmp
     _face_photos(dcgan, tmp_path / "photos", 3)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"synthesize": {"device": "cpu"}}))
     monkeypatch.chdir(tmp_path)  # no models/encoder/encoder.pt here
-    args = ["invert", "photos", "--out", "out", "--chunk-size", "2", "--steps", "2", "--lpips-net", "alex",
-            "--no-align", "--device", "cpu"]
+    args = [
+        "invert",
+        "photos",
+        "--out",
+        "out",
+        "--chunk-size",
+        "2",
+        "--steps",
+        "2",
+        "--lpips-net",
+        "alex",
+        "--no-align",
+        "--device",
+        "cpu",
+    ]
     result = _cli(args)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -386,8 +456,12 @@ def test_option_types() -> None:
     """--alphas, --layers and --keep are parsed by their click types: typed values, or a usage error naming the
     option and what was expected."""
     assert AlphaList().convert("-3,-1.5, 0,1.5,3", None, None) == [-3.0, -1.5, 0.0, 1.5, 3.0]
-    for bad, message in (("1,,2", "item 2 \\(''\\) is not a number"), ("a", "item 1 \\('a'\\) is not a number"),
-                         ("", "expected comma-separated numbers"), ("1,inf", "not a finite number")):
+    for bad, message in (
+        ("1,,2", "item 2 \\(''\\) is not a number"),
+        ("a", "item 1 \\('a'\\) is not a number"),
+        ("", "expected comma-separated numbers"),
+        ("1,inf", "not a finite number"),
+    ):
         with pytest.raises(click.BadParameter, match=message):
             AlphaList().convert(bad, None, None)
     assert NameList().convert("male, age", None, None) == ["male", "age"] and NameList().convert("", None, None) == []
@@ -407,14 +481,20 @@ def _directions(tiny_run: Path, dim: int = 100, space: str = "z", fingerprint: s
     vectors = rng.standard_normal((4, dim))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     labels = ParquetChunkStore.open(tiny_run / LABELS_STORE, "labels")
-    return DirectionSet("test", space, ["red", "green", "blue", "brightness"], vectors,
-                        meta={"input_fingerprint": fingerprint or labels.info.fingerprint})
+    return DirectionSet(
+        "test",
+        space,
+        ["red", "green", "blue", "brightness"],
+        vectors,
+        meta={"input_fingerprint": fingerprint or labels.info.fingerprint},
+    )
 
 
 def test_directions_from_another_generator_or_space_are_refused(tiny_run: Path, dcgan) -> None:
     assert check_directions(_directions(tiny_run), "d", dcgan, tiny_run) == dcgan.fingerprint
-    with pytest.raises(DirectionsMismatchError, match="24-d directions in z, but generator 'dcgan-digiface' has a "
-                                                      "100-d z"):
+    with pytest.raises(
+        DirectionsMismatchError, match="24-d directions in z, but generator 'dcgan-digiface' has a 100-d z"
+    ):
         check_directions(_directions(tiny_run, dim=24), "d", dcgan, tiny_run)
     with pytest.raises(DirectionsMismatchError, match="directions in space 'w', but generator 'dcgan-digiface' has"):
         check_directions(_directions(tiny_run, space="w"), "d", dcgan, tiny_run)
@@ -422,8 +502,10 @@ def test_directions_from_another_generator_or_space_are_refused(tiny_run: Path, 
     class Retrained:  # the same architecture, other weights: only the fingerprint tells
         name, z_dim, latent_spaces, fingerprint = "dcgan-digiface", 100, ("z",), "dcgan-digiface:other-weights"
 
-    with pytest.raises(DirectionsMismatchError, match="fitted on samples of generator dcgan-digiface:.*params.yaml's "
-                                                      "generator is dcgan-digiface:other-weights"):
+    with pytest.raises(
+        DirectionsMismatchError,
+        match="fitted on samples of generator dcgan-digiface:.*params.yaml's generator is dcgan-digiface:other-weights",
+    ):
         check_directions(_directions(tiny_run), "d", Retrained(), tiny_run)
     with pytest.warns(UserWarning, match="cannot check which generator"):
         assert check_directions(_directions(tiny_run, fingerprint="gone"), "d", dcgan, tiny_run) is None
@@ -443,8 +525,9 @@ def test_w_direction_edits_every_w_plus_layer_or_the_chosen_ones() -> None:
     assert every.shape == (2, 3, 4)
     assert torch.allclose(every[1] - codes[0], torch.tensor([2.0, 0, 0, 0]).expand(3, 4))
     some = edited_latents(codes, "w+", directions, "smile", [2.0], [], (1, 3))
-    assert torch.allclose(some[0, 0], codes[0, 0]) and torch.allclose(some[0, 2] - codes[0, 2],
-                                                                      torch.tensor([2.0, 0, 0, 0]))
+    assert torch.allclose(some[0, 0], codes[0, 0]) and torch.allclose(
+        some[0, 2] - codes[0, 2], torch.tensor([2.0, 0, 0, 0])
+    )
     with pytest.raises(EditInputError, match="--layers applies to W\\+ inversions"):
         edited_latents(codes[:, 0], "w", directions, "smile", [1.0], [], (0, 1))
 
@@ -469,11 +552,26 @@ def test_edit_command_end_to_end(tiny_run: Path, tiny_encoder: Path, tmp_path: P
     params_path.write_text(yaml.safe_dump({"label": {"labeler": COLOR_LABELER, "batch_size": 16, "device": "cpu"}}))
     directions_dir = tmp_path / "directions" / "test"
     _directions(tiny_run).save(directions_dir)
-    common = ["--directions", str(directions_dir), "--params", str(params_path), "--data-dir", str(tiny_run),
-              "--encoder", str(tiny_encoder), "--steps", "10", "--lpips-net", "alex", "--device", "cpu"]
+    common = [
+        "--directions",
+        str(directions_dir),
+        "--params",
+        str(params_path),
+        "--data-dir",
+        str(tiny_run),
+        "--encoder",
+        str(tiny_encoder),
+        "--steps",
+        "10",
+        "--lpips-net",
+        "alex",
+        "--device",
+        "cpu",
+    ]
     out = tmp_path / "edited"
-    result = _cli(["edit", str(photo), "--attribute", "red", "--alphas", "-2,0,2", "--keep", "green", "--out",
-                   str(out), *common])
+    result = _cli(
+        ["edit", str(photo), "--attribute", "red", "--alphas", "-2,0,2", "--keep", "green", "--out", str(out), *common]
+    )
     assert result.exit_code == 0, result.output
     assert "alpha +2" in result.output and "reconstruction (z): LPIPS (alex)" in result.output
     strip = Image.open(out / "test-red.png")
@@ -482,23 +580,31 @@ def test_edit_command_end_to_end(tiny_run: Path, tiny_encoder: Path, tmp_path: P
     assert [row["image"] for row in scores] == ["photo", "reconstruction", "alpha -2", "alpha +0", "alpha +2"]
     assert scores[3]["red"] == pytest.approx(scores[1]["red"], abs=1e-6)
     assert scores[2]["red"] != pytest.approx(scores[4]["red"], abs=1e-3)
-    assert ZarrChunkStore.open(out / LATENTS_STORE, "latents", require_complete=True).info.details["photos"] == \
-        ["face.png"]
+    assert ZarrChunkStore.open(out / LATENTS_STORE, "latents", require_complete=True).info.details["photos"] == [
+        "face.png"
+    ]
 
     usage_error = _cli(["edit", str(photo), "--attribute", "red", "--alphas", "1,,2", *common])
     assert usage_error.exit_code == 2
-    assert ("Error: Invalid value for '--alphas': expected comma-separated numbers (e.g. -3,-1.5,0,1.5,3), got "
-            "'1,,2': item 2 ('') is not a number") in usage_error.output
+    assert (
+        "Error: Invalid value for '--alphas': expected comma-separated numbers (e.g. -3,-1.5,0,1.5,3), got "
+        "'1,,2': item 2 ('') is not a number"
+    ) in usage_error.output
     usage_error = _cli(["edit", str(photo), "--attribute", "red", *common, "--steps", "200000"])
-    assert usage_error.exit_code == 2 and "Error: inversion steps: Input should be less than or equal to 100000" \
-        in usage_error.output
+    assert (
+        usage_error.exit_code == 2
+        and "Error: inversion steps: Input should be less than or equal to 100000" in usage_error.output
+    )
     assert "has no direction ['smile']" in _one_error_line(
-        _cli(["edit", str(photo), "--attribute", "smile", "--out", str(out), *common]))
+        _cli(["edit", str(photo), "--attribute", "smile", "--out", str(out), *common])
+    )
     other = tmp_path / "directions" / "other"
     _directions(tiny_run, dim=24).save(other)
-    line = _one_error_line(_cli(["edit", str(photo), "--attribute", "red", "--out", str(out), *common,
-                                 "--directions", str(other)]))
+    line = _one_error_line(
+        _cli(["edit", str(photo), "--attribute", "red", "--out", str(out), *common, "--directions", str(other)])
+    )
     assert "24-d directions in z, but generator 'dcgan-digiface' has a 100-d z" in line
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     assert "broken.jpg: not a readable image" in _one_error_line(
-        _cli(["edit", str(tmp_path / "broken.jpg"), "--attribute", "red", "--out", str(tmp_path / "b"), *common]))
+        _cli(["edit", str(tmp_path / "broken.jpg"), "--attribute", "red", "--out", str(tmp_path / "b"), *common])
+    )

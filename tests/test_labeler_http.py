@@ -38,19 +38,19 @@ import zarr
 from click.testing import CliRunner
 from PIL import Image
 
-from tests.conftest import REPO_ROOT, make_params
-from tests.plugins import ColorStatsLabeler, FaultyLabeler
 from latentatlas.errors import LatentAtlasError
 from latentatlas.params import ParamsError
 from pipeline.cli import main
-from stages.runtime.chunked import run_stage
 from stages.label import LabelStage
+from stages.plugins.generators.synthesis import uint8_to_images
 from stages.plugins.labelers import LabelerSuite, build_labeler
 from stages.plugins.labelers.http import AuthRejected, HttpLabelerError
-from stages.sample import SampleStage
 from stages.plugins.labelers.scoring import LabelerOutputError, score_images
+from stages.runtime.chunked import run_stage
+from stages.sample import SampleStage
 from stages.synthesize import SynthesizeStage
-from stages.plugins.generators.synthesis import uint8_to_images
+from tests.conftest import REPO_ROOT, make_params
+from tests.plugins import ColorStatsLabeler, FaultyLabeler
 
 ATTRIBUTES = ["red", "green", "blue"]
 SECRET = "sk-test-7f3a9c1e5b2d4680-do-not-leak"
@@ -98,23 +98,32 @@ def echoed_forms(credentials: str) -> dict[str, str]:
     """The ways the test server writes back the credentials header it got (``Bearer <secret>``): JSON with ``\\/``
     escaping, every character ``\\u``-escaped, URL-encoded, base64 (standard, of the whole header line; URL-safe, of
     the value)."""
-    return {"json": json.dumps({"error": f"bad credentials {credentials}"}).replace("/", "\\/"),
-            "unicode": '{"error": "' + "".join(f"\\u{ord(char):04x}" for char in credentials) + '"}',
-            "url": f"denied: /login?next=%2F&credentials={urllib.parse.quote_plus(credentials)}",
-            "base64": f"bad header {base64.b64encode(f'Authorization: {credentials}'.encode()).decode()}",
-            "base64url": f"token {base64.urlsafe_b64encode(credentials.encode()).decode()}"}
+    return {
+        "json": json.dumps({"error": f"bad credentials {credentials}"}).replace("/", "\\/"),
+        "unicode": '{"error": "' + "".join(f"\\u{ord(char):04x}" for char in credentials) + '"}',
+        "url": f"denied: /login?next=%2F&credentials={urllib.parse.quote_plus(credentials)}",
+        "base64": f"bad header {base64.b64encode(f'Authorization: {credentials}'.encode()).decode()}",
+        "base64url": f"token {base64.urlsafe_b64encode(credentials.encode()).decode()}",
+    }
 
 
 def secret_forms(secret: str) -> list[str]:
     """What must never be found where the secret may not go: the secret raw and in every form :func:`echoed_forms`
     writes it in (of each base64 form, its middle third, which encodes the secret's bytes alone)."""
     credentials = f"Bearer {secret}"
-    forms = [secret, json.dumps(secret)[1:-1].replace("/", "\\/"), "".join(f"\\u{ord(char):04x}" for char in secret),
-             urllib.parse.quote_plus(secret), urllib.parse.quote(secret, safe="")]
-    for encoded in (base64.b64encode(f"Authorization: {credentials}".encode()).decode(),
-                    base64.urlsafe_b64encode(credentials.encode()).decode(),
-                    base64.b64encode(secret.encode()).decode()):
-        forms.append(encoded[len(encoded) // 3:2 * len(encoded) // 3])
+    forms = [
+        secret,
+        json.dumps(secret)[1:-1].replace("/", "\\/"),
+        "".join(f"\\u{ord(char):04x}" for char in secret),
+        urllib.parse.quote_plus(secret),
+        urllib.parse.quote(secret, safe=""),
+    ]
+    for encoded in (
+        base64.b64encode(f"Authorization: {credentials}".encode()).decode(),
+        base64.urlsafe_b64encode(credentials.encode()).decode(),
+        base64.b64encode(secret.encode()).decode(),
+    ):
+        forms.append(encoded[len(encoded) // 3 : 2 * len(encoded) // 3])
     return forms
 
 
@@ -146,8 +155,7 @@ class LabelServer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/score"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -167,8 +175,10 @@ class LabelServer:
         answered_at: dict[str, int] = {}
         for record in sorted(self.log, key=lambda r: r.number):
             for image_id in record.ids:
-                assert image_id not in answered_at, (f"image {image_id[:12]} was answered by request "
-                                                     f"{answered_at[image_id]} and requested again by {record.number}")
+                assert image_id not in answered_at, (
+                    f"image {image_id[:12]} was answered by request "
+                    f"{answered_at[image_id]} and requested again by {record.number}"
+                )
                 if record.outcome == "ok":
                     answered_at[image_id] = record.number
 
@@ -176,10 +186,12 @@ class LabelServer:
     def _images_of(self, request: BaseHTTPRequestHandler, body: bytes) -> list[tuple[str, bytes]]:
         content_type = request.headers.get("Content-Type", "")
         if content_type.startswith("multipart/form-data"):
-            message = email.parser.BytesParser().parsebytes(
-                f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-            return [(part.get_filename().rsplit(".", 1)[0], part.get_payload(decode=True))
-                    for part in message.get_payload() if part.get_filename()]
+            message = email.parser.BytesParser().parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+            return [
+                (part.get_filename().rsplit(".", 1)[0], part.get_payload(decode=True))
+                for part in message.get_payload()
+                if part.get_filename()
+            ]
         items = json.loads(body)["images"]
         return [(item["id"], base64.b64decode(item["png"] if "png" in item else item["jpeg"])) for item in items]
 
@@ -255,12 +267,16 @@ class LabelServer:
         record.outcome = "ok" if delivered else "undelivered"
 
     @staticmethod
-    def _send(request: BaseHTTPRequestHandler, status: int, payload: bytes,
-              headers: dict[str, str] | None = None) -> bool:
+    def _send(
+        request: BaseHTTPRequestHandler, status: int, payload: bytes, headers: dict[str, str] | None = None
+    ) -> bool:
         try:
             request.send_response(status)
-            for name, value in {"Content-Type": "application/json", "Content-Length": str(len(payload)),
-                                **(headers or {})}.items():
+            for name, value in {
+                "Content-Type": "application/json",
+                "Content-Length": str(len(payload)),
+                **(headers or {}),
+            }.items():
                 request.send_header(name, value)
             request.end_headers()
             request.wfile.write(payload)
@@ -296,8 +312,9 @@ def png_id(picture: np.ndarray) -> str:
 
 
 def http_labeler(server: LabelServer, cache_dir: Path, **kwargs: object):
-    return build_labeler("http", **{"url": server.url, "attributes": ATTRIBUTES, "cache_dir": str(cache_dir),
-                                    **FAST, **kwargs})
+    return build_labeler(
+        "http", **{"url": server.url, "attributes": ATTRIBUTES, "cache_dir": str(cache_dir), **FAST, **kwargs}
+    )
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -309,11 +326,13 @@ def one_line(error: pytest.ExceptionInfo) -> str:
 # ---------------------------------------------------------------------------------------------------- the wire
 
 
-def test_default_wire_format_scores_equal_the_servers_and_answers_are_cached(server: LabelServer,
-                                                                              tmp_path: Path) -> None:
+def test_default_wire_format_scores_equal_the_servers_and_answers_are_cached(
+    server: LabelServer, tmp_path: Path
+) -> None:
     pixels = random_images(5)
-    labeler = build_labeler("http", url=server.url, attributes=ATTRIBUTES, cache_dir=str(tmp_path / "cache"),
-                            batch_size=2)  # minimal kwargs otherwise: the defaults
+    labeler = build_labeler(
+        "http", url=server.url, attributes=ATTRIBUTES, cache_dir=str(tmp_path / "cache"), batch_size=2
+    )  # minimal kwargs otherwise: the defaults
     scores = labeler.score(uint8_to_images(pixels))
     assert scores.dtype == torch.float32 and scores.shape == (5, 3)
     np.testing.assert_allclose(scores.numpy(), expected_scores(pixels), rtol=1e-6)
@@ -337,17 +356,29 @@ def test_default_wire_format_scores_equal_the_servers_and_answers_are_cached(ser
     # The fingerprint follows what shapes the answers and their mapping, not where the cache is or how fast.
     reference = labeler.fingerprint
     assert http_labeler(server, tmp_path / "elsewhere", concurrency=1, retries=0).fingerprint == reference
-    changes = [{"url": server.url + "/v2"}, {"attributes": ["red", "green"]}, {"version": "2"},
-               {"image_format": "jpeg"}, {"scores": {"red": "scores.green"}}, {"retry_failed": True},
-               {"request_format": "multipart"}]
+    changes = [
+        {"url": server.url + "/v2"},
+        {"attributes": ["red", "green"]},
+        {"version": "2"},
+        {"image_format": "jpeg"},
+        {"scores": {"red": "scores.green"}},
+        {"retry_failed": True},
+        {"request_format": "multipart"},
+    ]
     prints = {http_labeler(server, tmp_path / "cache", **change).fingerprint for change in changes}
     assert len(prints) == len(changes) and reference not in prints
 
 
 def test_multipart_jpeg_and_a_custom_mapping(server: LabelServer, tmp_path: Path) -> None:
     pixels = random_images(3, side=32, seed=1)
-    labeler = http_labeler(server, tmp_path / "cache", request_format="multipart", image_format="jpeg",
-                           attributes=["r", "g"], scores={"r": "scores.red", "g": "scores.green"})
+    labeler = http_labeler(
+        server,
+        tmp_path / "cache",
+        request_format="multipart",
+        image_format="jpeg",
+        attributes=["r", "g"],
+        scores={"r": "scores.red", "g": "scores.green"},
+    )
     scores = labeler.score(uint8_to_images(pixels)).numpy()
     np.testing.assert_allclose(scores, expected_scores(pixels)[:, :2], atol=4.0)  # JPEG moves the means a little
     assert server.headers[0]["Content-Type"].startswith("multipart/form-data")
@@ -372,8 +403,9 @@ def test_a_pickled_labeler_scores_in_another_process(server: LabelServer, tmp_pa
 # -------------------------------------------------------------------------------------------------- retries
 
 
-def test_retries_recover_from_429_500_timeouts_malformed_json_and_dropped_connections(server: LabelServer,
-                                                                                      tmp_path: Path) -> None:
+def test_retries_recover_from_429_500_timeouts_malformed_json_and_dropped_connections(
+    server: LabelServer, tmp_path: Path
+) -> None:
     server.plan.faults = ["429", "500", "slow", "malformed", "drop"]
     server.plan.slow_seconds = 1.0
     pixels = random_images(3, seed=2)
@@ -386,8 +418,9 @@ def test_retries_recover_from_429_500_timeouts_malformed_json_and_dropped_connec
     assert labeler.requests_sent == 6
 
 
-def test_an_image_that_keeps_failing_gets_nan_a_recorded_reason_and_a_deliberate_retry(server: LabelServer,
-                                                                                        tmp_path: Path) -> None:
+def test_an_image_that_keeps_failing_gets_nan_a_recorded_reason_and_a_deliberate_retry(
+    server: LabelServer, tmp_path: Path
+) -> None:
     pixels = random_images(3, seed=3)
     bad_id = png_id(pixels[1])
     server.plan.failing_ids = {bad_id}
@@ -408,8 +441,14 @@ def test_an_image_that_keeps_failing_gets_nan_a_recorded_reason_and_a_deliberate
     # Only that labeler's columns may hold NaN: every other labeler (alone or in a suite) is still refused.
     with pytest.raises(LabelerOutputError, match=r"labeler 'color-stats' returned non-finite scores"):
         score_images(FaultyLabeler("nan"), uint8_to_images(pixels), batch_size=8)
-    renamed = http_labeler(server, tmp_path / "cache", batch_size=1, retries=2, attributes=["r", "g", "b"],
-                           scores={"r": "scores.red", "g": "scores.green", "b": "scores.blue"})  # same cache entries
+    renamed = http_labeler(
+        server,
+        tmp_path / "cache",
+        batch_size=1,
+        retries=2,
+        attributes=["r", "g", "b"],
+        scores={"r": "scores.red", "g": "scores.green", "b": "scores.blue"},
+    )  # same cache entries
     suite = LabelerSuite("both", [renamed, ColorStatsLabeler()])
     with pytest.warns(UserWarning):
         both = score_images(suite, uint8_to_images(pixels), batch_size=8)
@@ -430,16 +469,17 @@ def test_an_image_that_keeps_failing_gets_nan_a_recorded_reason_and_a_deliberate
 # ---------------------------------------------------------------------------------------------- auth, secrets
 
 
-def test_auth_rejected_stops_at_once_and_the_secret_never_leaks(server: LabelServer, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_auth_rejected_stops_at_once_and_the_secret_never_leaks(
+    server: LabelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)  # httpx, httpcore and the labeler at their most talkative
     server.plan.token = SECRET
     wrong = "sk-wrong-0123456789abcdef-also-secret"
     monkeypatch.setenv("LABEL_API_TOKEN", wrong)
     pixels = random_images(4, seed=4)
-    labeler = http_labeler(server, tmp_path / "cache", auth_env="LABEL_API_TOKEN", batch_size=1, concurrency=1,
-                           retries=5)
+    labeler = http_labeler(
+        server, tmp_path / "cache", auth_env="LABEL_API_TOKEN", batch_size=1, concurrency=1, retries=5
+    )
     with pytest.raises(AuthRejected) as error:
         labeler.score(uint8_to_images(pixels))
     message = one_line(error)
@@ -460,14 +500,16 @@ def test_auth_rejected_stops_at_once_and_the_secret_never_leaks(server: LabelSer
     assert server.headers[-1]["Authorization"] == f"Bearer {SECRET}"
     # A named header with the bare secret (e.g. X-Api-Key).
     server.plan.auth_header, server.plan.auth_scheme = "X-Api-Key", None
-    keyed = http_labeler(server, tmp_path / "other-cache", auth_env="LABEL_API_TOKEN", auth_header="X-Api-Key",
-                         auth_scheme=None)
+    keyed = http_labeler(
+        server, tmp_path / "other-cache", auth_env="LABEL_API_TOKEN", auth_header="X-Api-Key", auth_scheme=None
+    )
     np.testing.assert_allclose(keyed.score(uint8_to_images(pixels)).numpy(), expected_scores(pixels), rtol=1e-6)
     # Nowhere: fingerprint, repr, pickled config, cache files, logs, messages.
     for text in (labeler.fingerprint, repr(labeler), caplog.text):
         assert SECRET not in text and wrong not in text
-    for blob in [pickle.dumps(labeler), pickle.dumps(keyed)] + [path.read_bytes() for path in tmp_path.rglob("*")
-                                                                if path.is_file()]:
+    for blob in [pickle.dumps(labeler), pickle.dumps(keyed)] + [
+        path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()
+    ]:
         assert SECRET.encode() not in blob and wrong.encode() not in blob
     monkeypatch.delenv("LABEL_API_TOKEN")
     with pytest.raises(HttpLabelerError) as unset:
@@ -480,8 +522,12 @@ ECHOED_SECRET = "sk-live/9f8e+7d6c=5b4a~x/do-not-leak-2"
 
 
 def test_an_echoing_server_never_gets_the_secret_into_messages_logs_or_the_cache(
-        server: LabelServer, tiny_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    server: LabelServer,
+    tiny_images: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The server echoes the credentials header it got — as a score, as a result key, in error pages (JSON with
     ``\\/`` escaping, ``\\u`` escapes, URL-encoded, base64) and with every request header in its results: no form of
     the secret reaches an error message, the CLI's output, a log record or a file in the answer cache."""
@@ -510,20 +556,32 @@ def test_an_echoing_server_never_gets_the_secret_into_messages_logs_or_the_cache
     labeler = http_labeler(server, tmp_path / "cache" / "headers", auth_env="LABEL_API_TOKEN")
     np.testing.assert_allclose(labeler.score(uint8_to_images(pixels)).numpy(), expected_scores(pixels), rtol=1e-6)
     cached = [json.loads(path.read_bytes()) for path in (tmp_path / "cache" / "headers").rglob("*.json")]
-    assert len(cached) == 3 and all(record["result"]["request_headers"]["Authorization"] == "Bearer ***"
-                                    for record in cached)
-    assert all(set(record["result"]["echoed"]) == {"json", "unicode", "url", "base64", "base64url"}
-               for record in cached)
+    assert len(cached) == 3 and all(
+        record["result"]["request_headers"]["Authorization"] == "Bearer ***" for record in cached
+    )
+    assert all(
+        set(record["result"]["echoed"]) == {"json", "unicode", "url", "base64", "base64url"} for record in cached
+    )
     # Through the CLI, as a user (or Prefect's state of a failed task) sees the error.
     data_dir = _copy_run(tiny_images, tmp_path)
     params_path = tmp_path / "params.yaml"
     server.plan.always = "echo-score"
-    params_path.write_text(yaml.safe_dump({
-        "sample": {"n_samples": 24, "chunk_size": 8, "seed": 7}, "synthesize": {"batch_size": 64, "device": "cpu"},
-        "label": {**_label_section(server.url, tmp_path / "cache" / "cli", auth_env="LABEL_API_TOKEN"),
-                  "device": "cpu", "contact_sheet_samples": 4}}))
-    result = CliRunner().invoke(main, ["label", "--params", str(params_path), "--data-dir", str(data_dir),
-                                       "--engine", "local"])
+    params_path.write_text(
+        yaml.safe_dump(
+            {
+                "sample": {"n_samples": 24, "chunk_size": 8, "seed": 7},
+                "synthesize": {"batch_size": 64, "device": "cpu"},
+                "label": {
+                    **_label_section(server.url, tmp_path / "cache" / "cli", auth_env="LABEL_API_TOKEN"),
+                    "device": "cpu",
+                    "contact_sheet_samples": 4,
+                },
+            }
+        )
+    )
+    result = CliRunner().invoke(
+        main, ["label", "--params", str(params_path), "--data-dir", str(data_dir), "--engine", "local"]
+    )
     assert result.exit_code == 1 and "is 'Bearer ***', expected a number" in result.output, result.output
     messages.append(result.output)
 
@@ -550,8 +608,14 @@ def test_bad_input_is_one_line(server: LabelServer, tmp_path: Path) -> None:
     batch = uint8_to_images(random_images(2, seed=5))
     cache = tmp_path / "cache"
     with pytest.raises(HttpLabelerError) as error:
-        build_labeler("http", url=_closed_port_url(), attributes=ATTRIBUTES, cache_dir=str(cache), retries=1,
-                      **{k: v for k, v in FAST.items()}).score(batch)
+        build_labeler(
+            "http",
+            url=_closed_port_url(),
+            attributes=ATTRIBUTES,
+            cache_dir=str(cache),
+            retries=1,
+            **{k: v for k, v in FAST.items()},
+        ).score(batch)
     assert "cannot reach http://127.0.0.1:" in one_line(error) and "after 2 attempts" in str(error.value)
 
     server.plan.always = "malformed"
@@ -576,17 +640,22 @@ def test_bad_input_is_one_line(server: LabelServer, tmp_path: Path) -> None:
     assert server.requests() == requests
 
     # Bad kwargs: refused by the labeler's params model, reported by the params formatter (one line each).
-    for kwargs, expected in [({"url": "ftp://host/x"}, r"kwargs\.url: expected an http:// or https:// URL"),
-                             ({"attributes": []}, r"kwargs\.attributes: expected a non-empty list"),
-                             ({"attributes": ["a", "a"]}, r"names \['a'\] are given more than once"),
-                             ({"request_format": "xml"}, r"kwargs\.request_format: Input should be 'json' or "
-                                                         r"'multipart' \(got 'xml'\)"),
-                             ({"batch_size": 0}, r"kwargs\.batch_size: Input should be greater than 0 \(got 0\)"),
-                             ({"retries": -1}, r"kwargs\.retries: Input should be greater than or equal to 0"),
-                             ({"timeout": 0}, r"^labeler 'http': kwargs\.timeout: Input should be greater than 0"),
-                             ({"scores": {"smile": "x"}}, r"kwargs\.scores: expected attribute"),
-                             ({"max_requests": 2.5}, r"kwargs\.max_requests: Input should be a valid integer"),
-                             ({"timeuot": 5}, r"kwargs\.timeuot: unknown key; labeler 'http' takes .*timeout")]:
+    for kwargs, expected in [
+        ({"url": "ftp://host/x"}, r"kwargs\.url: expected an http:// or https:// URL"),
+        ({"attributes": []}, r"kwargs\.attributes: expected a non-empty list"),
+        ({"attributes": ["a", "a"]}, r"names \['a'\] are given more than once"),
+        (
+            {"request_format": "xml"},
+            r"kwargs\.request_format: Input should be 'json' or "
+            r"'multipart' \(got 'xml'\)",
+        ),
+        ({"batch_size": 0}, r"kwargs\.batch_size: Input should be greater than 0 \(got 0\)"),
+        ({"retries": -1}, r"kwargs\.retries: Input should be greater than or equal to 0"),
+        ({"timeout": 0}, r"^labeler 'http': kwargs\.timeout: Input should be greater than 0"),
+        ({"scores": {"smile": "x"}}, r"kwargs\.scores: expected attribute"),
+        ({"max_requests": 2.5}, r"kwargs\.max_requests: Input should be a valid integer"),
+        ({"timeuot": 5}, r"kwargs\.timeuot: unknown key; labeler 'http' takes .*timeout"),
+    ]:
         with pytest.raises(ParamsError) as error:
             http_labeler(server, cache, **kwargs)
         assert re.search(expected, one_line(error)), f"{kwargs}: {error.value}"
@@ -618,9 +687,19 @@ def _copy_run(tiny_images: Path, tmp_path: Path) -> Path:
 
 
 def _label_section(server_url: str, cache_dir: Path, **kwargs: object) -> dict:
-    return {"labeler": "http", "batch_size": 8, "kwargs": {"url": server_url, "attributes": ATTRIBUTES,
-                                                          "cache_dir": str(cache_dir), "batch_size": 4,
-                                                          "concurrency": 1, **FAST, **kwargs}}
+    return {
+        "labeler": "http",
+        "batch_size": 8,
+        "kwargs": {
+            "url": server_url,
+            "attributes": ATTRIBUTES,
+            "cache_dir": str(cache_dir),
+            "batch_size": 4,
+            "concurrency": 1,
+            **FAST,
+            **kwargs,
+        },
+    }
 
 
 def _stored_pixels(data_dir: Path) -> np.ndarray:
@@ -636,12 +715,16 @@ def _chunk_files(data_dir: Path) -> list[str]:
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
-            if path.is_file() and not path.name.endswith(".lock")}
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.endswith(".lock")
+    }
 
 
-def test_max_requests_stops_cleanly_and_unreachable_leaves_stores_intact(server: LabelServer, tiny_images: Path,
-                                                                         tmp_path: Path) -> None:
+def test_max_requests_stops_cleanly_and_unreachable_leaves_stores_intact(
+    server: LabelServer, tiny_images: Path, tmp_path: Path
+) -> None:
     data_dir = _copy_run(tiny_images, tmp_path)
     inputs_before = _tree(data_dir)
     cache = tmp_path / "cache"
@@ -649,11 +732,18 @@ def test_max_requests_stops_cleanly_and_unreachable_leaves_stores_intact(server:
 
     def cli_label(**kwargs: object):
         section = _label_section(kwargs.pop("url", server.url), cache, **kwargs)
-        params_path.write_text(yaml.safe_dump({"sample": {"n_samples": 24, "chunk_size": 8, "seed": 7},
-                                               "synthesize": {"batch_size": 64, "device": "cpu"},
-                                               "label": {**section, "device": "cpu", "contact_sheet_samples": 4}}))
-        return CliRunner().invoke(main, ["label", "--params", str(params_path), "--data-dir", str(data_dir),
-                                         "--engine", "local"])
+        params_path.write_text(
+            yaml.safe_dump(
+                {
+                    "sample": {"n_samples": 24, "chunk_size": 8, "seed": 7},
+                    "synthesize": {"batch_size": 64, "device": "cpu"},
+                    "label": {**section, "device": "cpu", "contact_sheet_samples": 4},
+                }
+            )
+        )
+        return CliRunner().invoke(
+            main, ["label", "--params", str(params_path), "--data-dir", str(data_dir), "--engine", "local"]
+        )
 
     unreachable = cli_label(url=_closed_port_url(), retries=1)
     assert unreachable.exit_code == 1 and unreachable.output.count("\n") == 1, unreachable.output
@@ -664,8 +754,10 @@ def test_max_requests_stops_cleanly_and_unreachable_leaves_stores_intact(server:
     # (the empty store the unreachable run left has another fingerprint — another url — and is rebuilt, saying so)
     lines = [line for line in capped.output.splitlines() if line.strip() and not line.startswith("warning: ")]
     assert capped.exit_code == 1 and len(lines) == 1, capped.output
-    assert lines[0].startswith("Error: labeler 'http': max_requests = 5 reached: this run sent 5 requests and got "
-                               "20 images answered; 20 answers are cached in ")
+    assert lines[0].startswith(
+        "Error: labeler 'http': max_requests = 5 reached: this run sent 5 requests and got "
+        "20 images answered; 20 answers are cached in "
+    )
     assert "finished chunks are kept" in lines[0]
     assert _chunk_files(data_dir) == ["part-00000.parquet", "part-00001.parquet"] and server.requests() == 5
     finished = {name: (data_dir / "labels" / name).read_bytes() for name in _chunk_files(data_dir)}
@@ -675,29 +767,52 @@ def test_max_requests_stops_cleanly_and_unreachable_leaves_stores_intact(server:
     assert server.requests() == 6  # only the 4 images never answered
     server.assert_never_paid_twice()
     assert all((data_dir / "labels" / name).read_bytes() == data for name, data in finished.items())
-    np.testing.assert_allclose(_labels(data_dir)[ATTRIBUTES].to_numpy(), expected_scores(_stored_pixels(data_dir)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        _labels(data_dir)[ATTRIBUTES].to_numpy(), expected_scores(_stored_pixels(data_dir)), rtol=1e-6
+    )
     for name, data in inputs_before.items():  # the input stores were never touched
         assert (data_dir / name).read_bytes() == data
 
 
-def test_sigkill_and_resume_never_pay_twice_and_the_secret_never_leaks(server: LabelServer, tiny_images: Path,
-                                                                       tmp_path: Path) -> None:
+def test_sigkill_and_resume_never_pay_twice_and_the_secret_never_leaks(
+    server: LabelServer, tiny_images: Path, tmp_path: Path
+) -> None:
     data_dir = _copy_run(tiny_images, tmp_path)
     cache = tmp_path / "cache"
     server.plan.token = SECRET
     server.plan.hold_request = 4  # chunk 0 = requests 1, 2; chunk 1 = 3, then 4 is held while we SIGKILL the run
     params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump({
-        "sample": {"n_samples": 24, "chunk_size": 8, "seed": 7}, "synthesize": {"batch_size": 64, "device": "cpu"},
-        "label": {**_label_section(server.url, cache, auth_env="LABEL_API_TOKEN"), "device": "cpu",
-                  "contact_sheet_samples": 4}}))
-    command = [sys.executable, "-m", "pipeline.cli", "--debug", "label", "--engine", "local", "--params",
-               str(params_path), "--data-dir", str(data_dir)]
+    params_path.write_text(
+        yaml.safe_dump(
+            {
+                "sample": {"n_samples": 24, "chunk_size": 8, "seed": 7},
+                "synthesize": {"batch_size": 64, "device": "cpu"},
+                "label": {
+                    **_label_section(server.url, cache, auth_env="LABEL_API_TOKEN"),
+                    "device": "cpu",
+                    "contact_sheet_samples": 4,
+                },
+            }
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "--debug",
+        "label",
+        "--engine",
+        "local",
+        "--params",
+        str(params_path),
+        "--data-dir",
+        str(data_dir),
+    ]
     env = {**os.environ, "LABEL_API_TOKEN": SECRET, "PYTHONPATH": str(REPO_ROOT)}
     with (tmp_path / "killed.out").open("wb") as output:
-        run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+        run = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             assert server.plan.held.wait(90), "the label run never reached request 4"
         finally:
@@ -718,8 +833,10 @@ def test_sigkill_and_resume_never_pay_twice_and_the_secret_never_leaks(server: L
     # A rerun with other downstream params (label.batch_size: the store is rebuilt) asks nothing.
     os.environ["LABEL_API_TOKEN"] = SECRET
     try:
-        params = make_params(sample={"n_samples": 24, "chunk_size": 8},
-                             label={**_label_section(server.url, cache, auth_env="LABEL_API_TOKEN"), "batch_size": 3})
+        params = make_params(
+            sample={"n_samples": 24, "chunk_size": 8},
+            label={**_label_section(server.url, cache, auth_env="LABEL_API_TOKEN"), "batch_size": 3},
+        )
         with pytest.warns(UserWarning, match="produced by other inputs .*wiping it and rebuilding"):
             run_stage(LabelStage(params, data_dir))
     finally:
@@ -734,4 +851,3 @@ def test_sigkill_and_resume_never_pay_twice_and_the_secret_never_leaks(server: L
     for blob in (resumed.stdout, resumed.stderr):
         assert SECRET.encode() not in blob
     assert "LABEL_API_TOKEN" in params_path.read_text()
-

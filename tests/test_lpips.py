@@ -49,8 +49,9 @@ def test_alexnet_matches_the_lpips_authors_numbers(images: dict[str, torch.Tenso
 def test_vgg_loads_and_gives_the_lpips_package_numbers(images: dict[str, torch.Tensor]) -> None:
     metric = build_lpips("vgg")
     with torch.no_grad():
-        distances = metric(torch.cat([images["ex_ref"]] * 3),
-                           torch.cat([images["ex_p0"], images["ex_p1"], images["ex_ref"]]))
+        distances = metric(
+            torch.cat([images["ex_ref"]] * 3), torch.cat([images["ex_p0"], images["ex_p1"], images["ex_ref"]])
+        )
     # Values of lpips==0.1.4's LPIPS(net="vgg") with the same conv weights copied in (checked when written).
     assert distances[0].item() == pytest.approx(0.5686, abs=1e-3)
     assert distances[1].item() == pytest.approx(0.4217, abs=1e-3)

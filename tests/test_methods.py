@@ -10,20 +10,23 @@ import pydantic
 import pytest
 import torch
 
-from stages.latent.directions import DirectionSet, DirectionsError
+from stages.latent.directions import DirectionsError, DirectionSet
+from stages.latent.fields import load_model
 from stages.plugins.methods.base import METHODS, FitContext, MethodInputError
 from stages.plugins.methods.ganspace import GANSpaceParams, fit_ganspace, principal_directions
-from stages.plugins.methods.interfacegan import InterFaceGANParams, fit_attribute as interfacegan_attribute, fit_interfacegan
+from stages.plugins.methods.interfacegan import InterFaceGANParams, fit_interfacegan
+from stages.plugins.methods.interfacegan import fit_attribute as interfacegan_attribute
 from stages.plugins.methods.naming import NamingParams, name_components, orient_and_name
 from stages.plugins.methods.ortho_linear import OrthoLinearParams, compare_regularisation, fit_ortho_linear
 from stages.plugins.methods.sefa import SeFaParams, factorize, fit_sefa
 from stages.plugins.methods.tunagan import (
     TunaGANParams,
-    fit_attribute as tunagan_attribute,
     fit_tunagan,
     separability_score,
 )
-from stages.latent.fields import load_model
+from stages.plugins.methods.tunagan import (
+    fit_attribute as tunagan_attribute,
+)
 from tests.toy import ATTRIBUTES, BINARY, CONTINUOUS, cosine, make_context, make_world
 
 
@@ -38,17 +41,27 @@ def context(world):
 
 
 def _only(context: FitContext, attributes: list[str]) -> FitContext:
-    return FitContext(latents=context.latents, labels=context.labels, attributes=attributes,
-                      generator=context.generator, score_images=context.score_images,
-                      input_fingerprint=context.input_fingerprint)
+    return FitContext(
+        latents=context.latents,
+        labels=context.labels,
+        attributes=attributes,
+        generator=context.generator,
+        score_images=context.score_images,
+        input_fingerprint=context.input_fingerprint,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- registry
 
 
 def test_registry_has_the_five_methods_with_strict_params():
-    for name, supervised in [("interfacegan", True), ("ortho-linear", True), ("tunagan", True), ("sefa", False),
-                             ("ganspace", False)]:
+    for name, supervised in [
+        ("interfacegan", True),
+        ("ortho-linear", True),
+        ("tunagan", True),
+        ("sefa", False),
+        ("ganspace", False),
+    ]:
         spec = METHODS.build(name)
         assert spec.supervised is supervised
         spec.params_model()  # defaults validate
@@ -73,8 +86,9 @@ def test_interfacegan_recovers_every_planted_direction(world, context):
 
 
 def test_interfacegan_cannot_separate_noise(context):
-    _, stats = interfacegan_attribute(context.latents["z"], context.labels["noise"].to_numpy(),
-                                      InterFaceGANParams(ratio=0.05), "noise")
+    _, stats = interfacegan_attribute(
+        context.latents["z"], context.labels["noise"].to_numpy(), InterFaceGANParams(ratio=0.05), "noise"
+    )
     assert stats["val_accuracy"] < 0.75  # chance is 0.5; a planted attribute gets ≥ 0.95
     assert stats["remaining_accuracy"] < 0.6
 
@@ -97,13 +111,16 @@ def test_interfacegan_drops_nonfinite_scores_and_is_seeded(context):
     np.testing.assert_array_equal(first, again)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(attributes=["smile", "nope"]), "not in the labels"),
-    (dict(labels="constant"), "constant"),
-    (dict(labels="tiny"), "fewer than min_per_side"),
-    (dict(labels="ties"), "overlap"),
-    (dict(attributes=[]), "no attributes"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(attributes=["smile", "nope"]), "not in the labels"),
+        (dict(labels="constant"), "constant"),
+        (dict(labels="tiny"), "fewer than min_per_side"),
+        (dict(labels="ties"), "overlap"),
+        (dict(attributes=[]), "no attributes"),
+    ],
+)
 def test_interfacegan_bad_inputs(context, change, message):
     labels, attributes = context.labels.copy(), change.get("attributes", ["smile"])
     latents = context.latents
@@ -131,8 +148,10 @@ FAST_ORTHO = dict(epochs=30, batch_size=512)
 @pytest.fixture(scope="module")
 def ortho_fits(context):
     small = _only(context, list(ATTRIBUTES))
-    return (fit_ortho_linear(small, OrthoLinearParams(lam=2.0, **FAST_ORTHO)),
-            fit_ortho_linear(small, OrthoLinearParams(lam=0.0, **FAST_ORTHO)))
+    return (
+        fit_ortho_linear(small, OrthoLinearParams(lam=2.0, **FAST_ORTHO)),
+        fit_ortho_linear(small, OrthoLinearParams(lam=0.0, **FAST_ORTHO)),
+    )
 
 
 def test_ortho_linear_without_penalty_recovers_all_directions(world, ortho_fits):
@@ -171,8 +190,9 @@ def test_ortho_linear_is_deterministic_and_compares_tables(context):
 def test_ortho_linear_bad_inputs(context):
     with pytest.raises(MethodInputError, match="not in the labels"):
         fit_ortho_linear(_only(context, ["smile", "missing"]), OrthoLinearParams(epochs=1))
-    tiny = FitContext(latents={"z": context.latents["z"][:3]}, labels=context.labels.iloc[:3],
-                      attributes=["smile", "age", "pose"])
+    tiny = FitContext(
+        latents={"z": context.latents["z"][:3]}, labels=context.labels.iloc[:3], attributes=["smile", "age", "pose"]
+    )
     with pytest.raises(MethodInputError, match="too few"):
         fit_ortho_linear(tiny, OrthoLinearParams(epochs=1))
 
@@ -239,8 +259,9 @@ def test_tunagan_binary_rules_and_errors(context):
     _, stats, _ = tunagan_attribute(latents, context.labels["pose"].to_numpy(), declared, "pose")
     assert stats["kind"] == "binary" and stats["val_accuracy"] > 0.9
     with pytest.raises(MethodInputError, match="both classes"):
-        tunagan_attribute(latents, np.full(len(latents), 0.2) + 1e-3 * np.arange(len(latents)) / len(latents),
-                          params, "all-negative")
+        tunagan_attribute(
+            latents, np.full(len(latents), 0.2) + 1e-3 * np.arange(len(latents)) / len(latents), params, "all-negative"
+        )
     with pytest.raises(MethodInputError, match="binary_attributes"):
         fit_tunagan(_only(context, ["smile"]), params.model_copy(update={"binary_attributes": ["nope"]}))
     no_w = FitContext(latents={"z": latents}, labels=context.labels, attributes=["smile"])
@@ -313,15 +334,16 @@ def test_ganspace_estimators_agree(world):
     features = world.generator.early_features(latents_z, 2).double().numpy()
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov(features, rowvar=False))
     np.testing.assert_allclose(info_cov["explained_variance"], eigenvalues[::-1][:4], rtol=1e-8)
-    np.testing.assert_allclose(info_cov["explained_variance_ratio"], eigenvalues[::-1][:4] / eigenvalues.sum(),
-                               rtol=1e-8)
+    np.testing.assert_allclose(
+        info_cov["explained_variance_ratio"], eigenvalues[::-1][:4] / eigenvalues.sum(), rtol=1e-8
+    )
     coordinates = (features - features.mean(0)) @ eigenvectors[:, ::-1][:, :4]
     basis = np.linalg.lstsq(coordinates, latents_z.double().numpy(), rcond=None)[0]
-    np.testing.assert_allclose(np.abs(np.sum(cov * basis / np.linalg.norm(basis, axis=1, keepdims=True), axis=1)),
-                               1.0, atol=1e-8)
+    np.testing.assert_allclose(
+        np.abs(np.sum(cov * basis / np.linalg.norm(basis, axis=1, keepdims=True), axis=1)), 1.0, atol=1e-8
+    )
     # incremental PCA approximates it (it truncates to k components after every batch)
-    np.testing.assert_allclose(info_ipca["explained_variance_ratio"], info_cov["explained_variance_ratio"],
-                               rtol=0.03)
+    np.testing.assert_allclose(info_ipca["explained_variance_ratio"], info_cov["explained_variance_ratio"], rtol=0.03)
     assert abs(float(ipca[0] @ cov[0])) > 0.999
 
 
@@ -334,8 +356,9 @@ def test_ganspace_params_validate():
 
 
 def test_naming_falls_back_to_labels_and_orients(world, context):
-    without_labeler = FitContext(latents=context.latents, labels=context.labels, attributes=list(ATTRIBUTES),
-                                 generator=world.generator)
+    without_labeler = FitContext(
+        latents=context.latents, labels=context.labels, attributes=list(ATTRIBUTES), generator=world.generator
+    )
     vectors = np.stack([-world.directions["smile"], world.directions["age"]])
     oriented, namings = orient_and_name(vectors, without_labeler, NamingParams())
     assert [n["attribute"] for n in namings] == ["smile", "age"]
@@ -364,9 +387,15 @@ def test_naming_by_editing_ranks_by_effect(world, context):
 
 def test_direction_set_round_trip_with_extras(tmp_path):
     vectors = np.linalg.qr(np.random.default_rng(0).standard_normal((8, 3)))[0].T
-    original = DirectionSet(method="m", space="z", names=["a", "b", "c"], vectors=vectors,
-                            stats={"a": {"x": 1.5}}, meta={"params": {"k": [1, 2]}},
-                            extras={"model.pt": b"\x00\x01binary"})
+    original = DirectionSet(
+        method="m",
+        space="z",
+        names=["a", "b", "c"],
+        vectors=vectors,
+        stats={"a": {"x": 1.5}},
+        meta={"params": {"k": [1, 2]}},
+        extras={"model.pt": b"\x00\x01binary"},
+    )
     original.save(tmp_path)
     loaded = DirectionSet.load(tmp_path)
     np.testing.assert_array_equal(loaded.vectors, original.vectors.astype(np.float32))

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from click.testing import CliRunner
 
 from latentatlas import dataset
-from latentatlas.layout import OutputLayout
-from pipeline.cli import main
+from latentatlas.layout import LATENTS_STORE, OutputLayout
 from latentatlas.locations import LocationError, is_remote, store_path
 from latentatlas.stores import PARTIAL_MARKER, StoreError, ZarrChunkStore
+from pipeline.cli import main
 from stages.runtime.chunked import run_stage
-from latentatlas.layout import LATENTS_STORE
 from stages.sample import SampleStage
 from tests.conftest import make_params, run_spine
 
@@ -96,7 +94,8 @@ def test_data_dir_url_errors_are_one_line(tmp_path) -> None:
     assert result.output.strip().splitlines() == [
         "Error: --data-dir ftp://host/run: stores cannot live on ftp:// (a chunk written there could be seen half "
         "written); use a local path, a shared filesystem, or an object store: abfs://, abfss://, az://, gcs://, "
-        "gs://, memory://, s3://, s3a://"]
+        "gs://, memory://, s3://, s3a://"
+    ]
     if importlib.util.find_spec("gcsfs") is None:
         result = CliRunner().invoke(main, ["sample", "--data-dir", "gs://bucket/run"])
         assert result.exit_code == 1
@@ -118,23 +117,47 @@ def test_fit_and_evaluate_read_the_labeled_latents_from_a_url(tmp_path, memory_d
 
     monkeypatch.chdir(tmp_path)  # fit's work dir (.cache/fit) is relative
     world = make_world(z_dim=16)
-    params = make_params(sample={"n_samples": 200, "chunk_size": 100},
-                         fit={"methods": ["interfacegan"], "attributes": ["smile", "glasses"],
-                              "params": {"interfacegan": {"ratio": 0.2}}},
-                         eval={"n_samples": 8, "chunk_size": 8, "alphas": [-1.0, 0.0, 1.0], "attributes": ["smile"],
-                               "condition_on": [], "ppl_samples": 2, "grid_samples": 1, "device": "cpu"})
+    params = make_params(
+        sample={"n_samples": 200, "chunk_size": 100},
+        fit={
+            "methods": ["interfacegan"],
+            "attributes": ["smile", "glasses"],
+            "params": {"interfacegan": {"ratio": 0.2}},
+        },
+        eval={
+            "n_samples": 8,
+            "chunk_size": 8,
+            "alphas": [-1.0, 0.0, 1.0],
+            "attributes": ["smile"],
+            "condition_on": [],
+            "ppl_samples": 2,
+            "grid_samples": 1,
+            "device": "cpu",
+        },
+    )
     lpips = build_lpips("alex")
     metrics = {}
     for name, data_dir in (("local", tmp_path / "data"), ("remote", memory_dir)):
         run_toy_spine(params, data_dir, world)
         layout = OutputLayout(tmp_path / name)
         directions = run_fit(params, data_dir, "interfacegan", layout=layout)
-        run_stage(EvaluateStage(params, data_dir, "interfacegan", layout=layout, generator=world.generator,
-                                labeler=world.labeler, lpips=lpips))
+        run_stage(
+            EvaluateStage(
+                params,
+                data_dir,
+                "interfacegan",
+                layout=layout,
+                generator=world.generator,
+                labeler=world.labeler,
+                lpips=lpips,
+            )
+        )
         metrics[name] = (directions.vectors, json.loads((tmp_path / name / "metrics/interfacegan.json").read_text()))
     np.testing.assert_array_equal(metrics["remote"][0], metrics["local"][0])
     assert metrics["remote"][1] == metrics["local"][1]
     # Users' own tools read the URL as they read the local folder.
     pd.testing.assert_frame_equal(pd.read_parquet(f"{memory_dir}/labels"), pd.read_parquet(tmp_path / "data/labels"))
     remote_z = xr.open_zarr(f"{memory_dir}/latents.zarr", consolidated=False)["z"].values
-    np.testing.assert_array_equal(remote_z, xr.open_zarr(tmp_path / "data/latents.zarr", consolidated=False)["z"].values)
+    np.testing.assert_array_equal(
+        remote_z, xr.open_zarr(tmp_path / "data/latents.zarr", consolidated=False)["z"].values
+    )

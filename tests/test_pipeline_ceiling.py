@@ -24,13 +24,18 @@ from stages.sample import SampleStage
 from stages.synthesize import ChunkWriter, SynthesizeStage
 from tests.conftest import make_params, tree_digest
 
-ZERO_COST = {"name": "bench.zero_cost:build_zero_cost_generator",
-             "kwargs": {"resolution": 32, "z_dim": 8, "bank_size": 16}}
+ZERO_COST = {
+    "name": "bench.zero_cost:build_zero_cost_generator",
+    "kwargs": {"resolution": 32, "z_dim": 8, "bank_size": 16},
+}
 
 
 def _zero_cost_params(**synthesize):
-    return make_params(generator=ZERO_COST, sample={"n_samples": 40, "chunk_size": 10},
-                       synthesize={"batch_size": 16, "store_resolution": 16, **synthesize})
+    return make_params(
+        generator=ZERO_COST,
+        sample={"n_samples": 40, "chunk_size": 10},
+        synthesize={"batch_size": 16, "store_resolution": 16, **synthesize},
+    )
 
 
 def test_zero_cost_generator_is_a_view_of_distinct_images() -> None:
@@ -50,8 +55,7 @@ def test_zero_cost_plugin_runs_the_stages_resized_on_the_device(tmp_path) -> Non
     run_stage(SynthesizeStage(params, tmp_path))
     stored = ZarrChunkStore.open(tmp_path / "images.zarr", "images", require_complete=True).arrays["images"][:]
     bank = ZeroCostGenerator(32, 8, 16).bank
-    expected = images_to_uint8(F.interpolate(bank, size=(16, 16), mode="bilinear", antialias=True,
-                                             align_corners=False))
+    expected = images_to_uint8(F.interpolate(bank, size=(16, 16), mode="bilinear", antialias=True, align_corners=False))
     assert stored.shape == (40, 16, 16, 3)
     np.testing.assert_array_equal(stored[:10], expected[:10])  # chunk of 10: the bank's first 10 images
     np.testing.assert_array_equal(stored[10:20], expected[:10])
@@ -174,5 +178,6 @@ def test_zero_cost_labeler_reads_every_pixel(tmp_path) -> None:
     from bench.zero_cost import ZeroCostLabeler
 
     images = torch.rand(2, 3, 8, 8)
-    np.testing.assert_allclose(ZeroCostLabeler().score(images).numpy()[:, 0], images.mean(dim=(1, 2, 3)).numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ZeroCostLabeler().score(images).numpy()[:, 0], images.mean(dim=(1, 2, 3)).numpy(), rtol=1e-6
+    )

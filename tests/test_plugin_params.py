@@ -80,8 +80,9 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
 def _cli_error_line(tmp_path: Path, params: dict, stage: str) -> str:
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
-    result = CliRunner().invoke(main, [stage, "--params", str(params_path), "--data-dir", str(tmp_path / "data"),
-                                       "--engine", "local"])
+    result = CliRunner().invoke(
+        main, [stage, "--params", str(params_path), "--data-dir", str(tmp_path / "data"), "--engine", "local"]
+    )
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
     return lines[0]
@@ -95,8 +96,11 @@ def test_a_plugin_mark_is_read_from_the_object_itself() -> None:
     assert build_labeler(f"{HERE}:MarkedLabeler").attributes == ColorStatsLabeler.attributes
     assert declared_kinds(UnmarkedLabeler) == frozenset() and declared_kinds(MARKED_INSTANCE) == frozenset()
     for name in ("UnmarkedLabeler", "MARKED_INSTANCE"):  # getattr would find the class's mark on both
-        with pytest.raises(RegistryError, match=fr"refused, {HERE}\.{name} is not declared a latentatlas labeler "
-                                                fr"plugin") as caught:
+        with pytest.raises(
+            RegistryError,
+            match=rf"refused, {HERE}\.{name} is not declared a latentatlas labeler "
+            rf"plugin",
+        ) as caught:
             build_labeler(f"{HERE}:{name}")
         _one_line(caught)
 
@@ -108,13 +112,17 @@ def test_odd_factories_and_a_kwarg_called_name_are_one_line_errors(tmp_path: Pat
     line = _cli_error_line(tmp_path, {"generator": {"name": "fsspec.callbacks:DEFAULT_CALLBACK"}}, "sample")
     assert "not declared a latentatlas generator plugin" in line
     # A kwarg called "name" is a kwarg like any other: checked against the model, or against the signature.
-    with pytest.raises(ParamsError, match=r"^labeler 'table': kwargs\.name: unknown key; labeler 'table' takes "
-                                          r"columns, format, id_column, path$"):
+    with pytest.raises(
+        ParamsError,
+        match=r"^labeler 'table': kwargs\.name: unknown key; labeler 'table' takes "
+        r"columns, format, id_column, path$",
+    ):
         build_labeler("table", path="labels.csv", name="x")
     with pytest.raises(RegistryError, match=r"kwargs \['name'\] do not fit its factory build_color_labeler\(\)"):
         build_labeler(COLOR_LABELER, name="x")
-    line = _cli_error_line(tmp_path, {"generator": {"name": f"{HERE}:build_unbuilt_generator",
-                                                    "kwargs": {"name": "x"}}}, "sample")
+    line = _cli_error_line(
+        tmp_path, {"generator": {"name": f"{HERE}:build_unbuilt_generator", "kwargs": {"name": "x"}}}, "sample"
+    )
     assert f"generator '{HERE}:build_unbuilt_generator': kwargs ['name'] do not fit its factory" in line
     assert not (tmp_path / "data").exists()
 
@@ -133,38 +141,71 @@ def test_every_builtin_generator_and_labeler_declares_a_params_model() -> None:
 HTTP = {"url": "http://127.0.0.1:1/score", "attributes": ["smile"]}
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ({"label": {"labeler": "http", "kwargs": {**HTTP, "timeout": 0}}},
-     r"^params\.yaml: label\.kwargs\.timeout: Input should be greater than 0 \(got 0\)$"),
-    ({"label": {"labeler": "http", "kwargs": {"attributes": ["smile"]}}}, r"^params\.yaml: label\.kwargs\.url: Field "
-                                                                          r"required$"),
-    ({"label": {"labeler": "http", "kwargs": {**HTTP, "retries": True}}},
-     r"label\.kwargs\.retries: Input should be a valid integer \(got True\)"),
-    ({"label": {"labelers": ["faces", {"name": "table", "kwargs": {"path": "x.csv", "format": "xlsx"}}]}},
-     r"^params\.yaml: label\.labelers\.1\.kwargs\.format: Input should be 'auto', 'parquet' or 'csv' \(got 'xlsx'\)$"),
-    ({"label": {"labelers": ["http"]}}, r"^params\.yaml: label\.labelers\.0\.kwargs\.url: Field required"),
-    ({"label": {"labeler": "faces", "kwargs": {"size": 3}}},
-     r"^params\.yaml: label\.kwargs\.size: unknown key; labeler 'faces' takes no kwargs$"),
-    ({"label": {"labeler": "torch-classifier", "kwargs": {"checkpoint": "m.pt", "resize": [0, 4]}}},
-     r"label\.kwargs\.resize: expected a positive int or \[height, width\] of positive ints \(got \[0, 4\]\)"),
-    ({"label": {"labeler": f"{HERE}:build_scaled_color_labeler", "kwargs": {"scale": -1}}},
-     r"label\.kwargs\.scale: Input should be greater than 0 \(got -1\)"),
-    ({"generator": {"name": "stylegan2", "kwargs": {"path": "g.pkl", "noise_mode": "random"}}},
-     r"^params\.yaml: generator\.kwargs\.noise_mode: expected one of \['const', 'none'\] \('random' is refused"),
-    ({"generator": {"name": "stylegan3", "kwargs": {"path": "g.pkl", "truncation_psi": "0.7"}}},
-     r"generator\.kwargs\.truncation_psi: Input should be a valid number \(got '0\.7'\)"),
-    ({"generator": {"name": "stylegan2", "kwargs": {"path": "g.pkl", "class_index": -1}}},
-     r"generator\.kwargs\.class_index: Input should be greater than or equal to 0"),
-    ({"generator": {"name": "stylegan", "kwargs": {"path": "g.pth", "truncation_layers": -1}}},
-     r"generator\.kwargs\.truncation_layers: Input should be greater than or equal to 0"),
-    ({"generator": {"name": "biggan", "kwargs": {"path": "b", "truncation": 0}}},
-     r"generator\.kwargs\.truncation: Input should be greater than 0"),
-    ({"generator": {"name": "biggan", "kwargs": {"path": "b", "class_onehot": [1, ".5"]}}},
-     r"generator\.kwargs\.class_onehot\.1: Input should be a valid number"),
-    ({"generator": {"name": "pggan"}}, r"^params\.yaml: generator\.kwargs\.path: Field required$"),
-    ({"generator": {"name": "dcgan-digiface", "kwargs": {"path": "x.pkl"}}},
-     r"generator\.kwargs\.path: unknown key; generator 'dcgan-digiface' takes no kwargs"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (
+            {"label": {"labeler": "http", "kwargs": {**HTTP, "timeout": 0}}},
+            r"^params\.yaml: label\.kwargs\.timeout: Input should be greater than 0 \(got 0\)$",
+        ),
+        (
+            {"label": {"labeler": "http", "kwargs": {"attributes": ["smile"]}}},
+            r"^params\.yaml: label\.kwargs\.url: Field "
+            r"required$",
+        ),
+        (
+            {"label": {"labeler": "http", "kwargs": {**HTTP, "retries": True}}},
+            r"label\.kwargs\.retries: Input should be a valid integer \(got True\)",
+        ),
+        (
+            {"label": {"labelers": ["faces", {"name": "table", "kwargs": {"path": "x.csv", "format": "xlsx"}}]}},
+            r"^params\.yaml: label\.labelers\.1\.kwargs\.format: "
+            r"Input should be 'auto', 'parquet' or 'csv' \(got 'xlsx'\)$",
+        ),
+        ({"label": {"labelers": ["http"]}}, r"^params\.yaml: label\.labelers\.0\.kwargs\.url: Field required"),
+        (
+            {"label": {"labeler": "faces", "kwargs": {"size": 3}}},
+            r"^params\.yaml: label\.kwargs\.size: unknown key; labeler 'faces' takes no kwargs$",
+        ),
+        (
+            {"label": {"labeler": "torch-classifier", "kwargs": {"checkpoint": "m.pt", "resize": [0, 4]}}},
+            r"label\.kwargs\.resize: expected a positive int or \[height, width\] of positive ints \(got \[0, 4\]\)",
+        ),
+        (
+            {"label": {"labeler": f"{HERE}:build_scaled_color_labeler", "kwargs": {"scale": -1}}},
+            r"label\.kwargs\.scale: Input should be greater than 0 \(got -1\)",
+        ),
+        (
+            {"generator": {"name": "stylegan2", "kwargs": {"path": "g.pkl", "noise_mode": "random"}}},
+            r"^params\.yaml: generator\.kwargs\.noise_mode: expected one of \['const', 'none'\] \('random' is refused",
+        ),
+        (
+            {"generator": {"name": "stylegan3", "kwargs": {"path": "g.pkl", "truncation_psi": "0.7"}}},
+            r"generator\.kwargs\.truncation_psi: Input should be a valid number \(got '0\.7'\)",
+        ),
+        (
+            {"generator": {"name": "stylegan2", "kwargs": {"path": "g.pkl", "class_index": -1}}},
+            r"generator\.kwargs\.class_index: Input should be greater than or equal to 0",
+        ),
+        (
+            {"generator": {"name": "stylegan", "kwargs": {"path": "g.pth", "truncation_layers": -1}}},
+            r"generator\.kwargs\.truncation_layers: Input should be greater than or equal to 0",
+        ),
+        (
+            {"generator": {"name": "biggan", "kwargs": {"path": "b", "truncation": 0}}},
+            r"generator\.kwargs\.truncation: Input should be greater than 0",
+        ),
+        (
+            {"generator": {"name": "biggan", "kwargs": {"path": "b", "class_onehot": [1, ".5"]}}},
+            r"generator\.kwargs\.class_onehot\.1: Input should be a valid number",
+        ),
+        ({"generator": {"name": "pggan"}}, r"^params\.yaml: generator\.kwargs\.path: Field required$"),
+        (
+            {"generator": {"name": "dcgan-digiface", "kwargs": {"path": "x.pkl"}}},
+            r"generator\.kwargs\.path: unknown key; generator 'dcgan-digiface' takes no kwargs",
+        ),
+    ],
+)
 def test_plugin_kwargs_are_validated_when_params_load(raw: dict, expected: str) -> None:
     with pytest.raises(ParamsError, match=expected):
         parse_params(raw, source="params.yaml", plugin_models=plugin_params_model)
@@ -181,7 +222,8 @@ def test_build_validates_the_kwargs_too_before_any_file_is_read(tmp_path: Path) 
     assert several.splitlines() == [  # one line per problem
         "labeler 'http': kwargs.url: expected an http:// or https:// URL (got 'ftp://x')",
         "labeler 'http': kwargs.attributes: expected a non-empty list of attribute names (got [])",
-        "labeler 'http': kwargs.timeout: Input should be greater than 0 (got -1)"]
+        "labeler 'http': kwargs.timeout: Input should be greater than 0 (got -1)",
+    ]
 
 
 def test_a_plugin_with_its_own_model_gets_the_validated_model() -> None:
@@ -195,8 +237,11 @@ def test_a_plugin_with_its_own_model_gets_the_validated_model() -> None:
 
 
 def test_names_that_are_no_plugin_are_left_to_the_stage_that_builds_them() -> None:
-    for label in ({"labeler": "no-such-labeler"}, {"labeler": "nowhere.module:build"},
-                  {"labeler": "subprocess:getoutput", "kwargs": {"cmd": "false"}}):
+    for label in (
+        {"labeler": "no-such-labeler"},
+        {"labeler": "nowhere.module:build"},
+        {"labeler": "subprocess:getoutput", "kwargs": {"cmd": "false"}},
+    ):
         parse_params({"label": label}, plugin_models=plugin_params_model)
 
 
@@ -210,11 +255,18 @@ def test_looking_up_the_faces_model_imports_no_network_code(monkeypatch: pytest.
     """params.yaml is loaded by every stage: finding the default labeler's params model must not import its networks'
     modules and their ONNX and HDF5 readers (about 3 s). Here importing any of them fails, and ``faces`` is looked up
     afresh (its module unloaded, the registry without it)."""
-    for heavy in ("stages.plugins.labelers.expression", "stages.plugins.labelers.age_gender", "stages.plugins.labelers.geometry", "onnx",
-                  "onnx2torch", "h5py"):
+    for heavy in (
+        "stages.plugins.labelers.expression",
+        "stages.plugins.labelers.age_gender",
+        "stages.plugins.labelers.geometry",
+        "onnx",
+        "onnx2torch",
+        "h5py",
+    ):
         monkeypatch.setitem(sys.modules, heavy, None)  # ``import heavy`` now raises ImportError
     monkeypatch.delitem(sys.modules, "stages.plugins.labelers.faces", raising=False)
-    monkeypatch.setattr(LABELERS, "_factories", {name: factory for name, factory in LABELERS._factories.items()
-                                                 if name != "faces"})
+    monkeypatch.setattr(
+        LABELERS, "_factories", {name: factory for name, factory in LABELERS._factories.items() if name != "faces"}
+    )
     model = plugin_params_model("labeler", "faces")
     assert model is not None and model.__module__ == "stages.plugins.labelers.faces" and not model.model_fields

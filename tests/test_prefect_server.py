@@ -19,8 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.prefect_server import (SERVER_RECORD, ServerRecord, _start_ticks, free_port, read_server_record,
-                                     stop_orphaned_server)
+from pipeline.prefect_server import (
+    SERVER_RECORD,
+    ServerRecord,
+    _start_ticks,
+    free_port,
+    read_server_record,
+    stop_orphaned_server,
+)
 from tests.conftest import REPO_ROOT
 
 WAITING_STAGE = """stages:
@@ -49,13 +55,21 @@ def _start_repro(project: Path) -> tuple[subprocess.Popen, int, ServerRecord, in
     project.mkdir()
     (project / "dvc.yaml").write_text(WAITING_STAGE)
     env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
-    env |= {"PYTHONPATH": str(REPO_ROOT), "DVC_SITE_CACHE_DIR": str(project / ".dvc-site"),
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env |= {
+        "PYTHONPATH": str(REPO_ROOT),
+        "DVC_SITE_CACHE_DIR": str(project / ".dvc-site"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(command, cwd=project, env=env, check=True)
     port = free_port()
-    repro = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "repro", "--port", str(port)], cwd=project,
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    repro = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "repro", "--port", str(port)],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_for(lambda: (project / "stage.pid").is_file() and (project / "stage.pid").read_text(), "the stage runs")
     record = read_server_record(project / ".prefect")
     assert record is not None and record.port == port and _alive(record.pid)
@@ -90,9 +104,10 @@ def test_a_server_left_by_a_sigkilled_repro_is_found_and_stopped(tmp_path: Path)
 def test_a_recorded_pid_that_is_not_that_server_is_never_signalled(tmp_path: Path) -> None:
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        records = [ServerRecord(pid=os.getpid(), port=4200, start_ticks=0, home=str(tmp_path)),  # pid reused
-                   ServerRecord(pid=bystander.pid, port=4200, start_ticks=_start_ticks(bystander.pid),
-                                home=str(tmp_path))]  # the very process, but no prefect server
+        records = [
+            ServerRecord(pid=os.getpid(), port=4200, start_ticks=0, home=str(tmp_path)),  # pid reused
+            ServerRecord(pid=bystander.pid, port=4200, start_ticks=_start_ticks(bystander.pid), home=str(tmp_path)),
+        ]  # the very process, but no prefect server
         for record in records:
             (tmp_path / SERVER_RECORD).write_text(json.dumps(vars(record)))
             assert stop_orphaned_server(tmp_path) is None
@@ -124,17 +139,40 @@ def test_make_ui_serves_its_ui_with_telemetry_off(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if name not in quiet}
     env |= {"PYTHONPATH": str(REPO_ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     port = free_port()
-    make = subprocess.Popen(["make", "--no-print-directory", "-o", ".venv/.installed", "ui", f"UI_PORT={port}",
-                             f"UI_HOME={tmp_path / 'home'}"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    make = subprocess.Popen(
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            ".venv/.installed",
+            "ui",
+            f"UI_PORT={port}",
+            f"UI_HOME={tmp_path / 'home'}",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
+
         def server() -> int | None:
-            return next((pid for pid, command in _session_processes(make.pid).items()
-                         if "prefect server start" in command and f"--port {port}" in command), None)
+            return next(
+                (
+                    pid
+                    for pid, command in _session_processes(make.pid).items()
+                    if "prefect server start" in command and f"--port {port}" in command
+                ),
+                None,
+            )
 
         _wait_for(lambda: server() is not None, "make ui starts prefect server start")
-        environ = dict(item.split("=", 1) for item in Path(f"/proc/{server()}/environ").read_bytes().decode(
-            errors="replace").split("\0") if "=" in item)
+        environ = dict(
+            item.split("=", 1)
+            for item in Path(f"/proc/{server()}/environ").read_bytes().decode(errors="replace").split("\0")
+            if "=" in item
+        )
         assert environ.get("PREFECT_SERVER_ANALYTICS_ENABLED") == "false" and environ.get("DO_NOT_TRACK") == "1"
         assert environ.get("PREFECT_HOME") == str(tmp_path / "home")
 
@@ -154,4 +192,3 @@ def test_make_ui_serves_its_ui_with_telemetry_off(tmp_path: Path) -> None:
             os.killpg(make.pid, signal.SIGKILL)
             make.wait()
     _wait_for(lambda: not _session_processes(make.pid), "make ui's processes end", timeout_s=60)
-

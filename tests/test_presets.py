@@ -8,9 +8,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from latentatlas.params import ParamsError, flatten_overrides, load_params, load_preset, merge_overrides, parse_params
 from pipeline.cli import main, preset_command
 from stages.plugins.methods import method_params_model
-from latentatlas.params import ParamsError, flatten_overrides, load_params, load_preset, merge_overrides, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,15 +21,20 @@ def test_merge_replaces_lists_and_merges_mappings() -> None:
     assert merged == {"fit": {"methods": ["a"], "params": {"a": {"x": 1, "y": 2}, "b": {}}}, "sample": {"n_samples": 5}}
     assert base["fit"]["methods"] == ["a", "b"]  # the base is not modified
     assert flatten_overrides({"fit": {"methods": ["a"], "params": {"a": {"y": 2}, "b": {}}}}) == [
-        ("fit.methods", ["a"]), ("fit.params.a.y", 2), ("fit.params.b", {})]
+        ("fit.methods", ["a"]),
+        ("fit.params.a.y", 2),
+        ("fit.params.b", {}),
+    ]
 
 
 def test_shipped_interfacegan_500k_preset() -> None:
     """The shipped preset validates against the shipped params.yaml and asks for InterFaceGAN's protocol."""
     overrides = dict(load_preset(ROOT / "params" / "interfacegan-500k.yaml", ROOT / "params.yaml"))
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    merged = parse_params(merge_overrides(raw, yaml.safe_load((ROOT / "params/interfacegan-500k.yaml").read_text())),
-                          method_models=method_params_model)
+    merged = parse_params(
+        merge_overrides(raw, yaml.safe_load((ROOT / "params/interfacegan-500k.yaml").read_text())),
+        method_models=method_params_model,
+    )
     assert merged.sample.n_samples == 500_000 and merged.fit.methods == ["interfacegan"]
     assert merged.fit.method_params("interfacegan").ratio == 0.02  # top and bottom 2 %: 10K per side
     assert merged.label == load_params(ROOT / "params.yaml").label  # everything else as in params.yaml
@@ -73,8 +78,10 @@ def test_shipped_stylegan2_preset_validates() -> None:
     """The StyleGAN2 preset validates against params.yaml, fits in W and stores no full-size images."""
     load_preset(ROOT / "params" / "stylegan2-ffhq.yaml", ROOT / "params.yaml", method_models=method_params_model)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    merged = parse_params(merge_overrides(raw, yaml.safe_load((ROOT / "params/stylegan2-ffhq.yaml").read_text())),
-                          method_models=method_params_model)
+    merged = parse_params(
+        merge_overrides(raw, yaml.safe_load((ROOT / "params/stylegan2-ffhq.yaml").read_text())),
+        method_models=method_params_model,
+    )
     assert merged.generator.name == "stylegan2" and merged.synthesize.keep_images is False
     assert merged.synthesize.store_resolution == 256
     assert {merged.fit.method_params(m).space for m in merged.fit.methods} == {"w"}

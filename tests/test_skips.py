@@ -17,19 +17,42 @@ from tests.conftest import REPO_ROOT
 
 MODULES = ("conftest.py", "test_generators_nvlabs.py", "test_generators_biggan.py", "test_lpips.py")
 #: test → whether it reads a fixture under shared/ (and so may skip without it).
-SELECTED = {"test_foreign_globals_are_refused_by_name": False, "test_loading_runs_no_code_from_the_file": True,
-            "test_standard_normal_maps_to_the_truncated_normal_distribution": False,
-            "test_reads_its_architecture_from_config_and_weights": True,
-            "test_bad_inputs_raise": False, "test_alexnet_matches_the_lpips_authors_numbers": True}
+SELECTED = {
+    "test_foreign_globals_are_refused_by_name": False,
+    "test_loading_runs_no_code_from_the_file": True,
+    "test_standard_normal_maps_to_the_truncated_normal_distribution": False,
+    "test_reads_its_architecture_from_config_and_weights": True,
+    "test_bad_inputs_raise": False,
+    "test_alexnet_matches_the_lpips_authors_numbers": True,
+}
 
 
 def _session(clone: Path, ci: str | None) -> subprocess.CompletedProcess:
     """pytest on the copied modules, with ``CI`` unset (None) or set to ``ci``; the junit report in clone/."""
     env = {name: value for name, value in os.environ.items() if name != "CI"}
     env |= {"PYTHONPATH": str(REPO_ROOT)} | ({"CI": ci} if ci is not None else {})
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", "pytest.ini",
-                           "--junitxml", "report.xml", "-k", " or ".join(SELECTED), "tests"],
-                          cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            "pytest.ini",
+            "--junitxml",
+            "report.xml",
+            "-k",
+            " or ".join(SELECTED),
+            "tests",
+        ],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_without_shared_only_fixture_readers_skip_and_ci_fails(tmp_path: Path) -> None:

@@ -14,8 +14,17 @@ from stages.runtime.stage import Stage
 ROOT = Path(__file__).resolve().parents[1]
 #: What the engine uses of a stage class before building it, and of a stage once built.
 CLASS_MEMBERS = ("name", "units_travel", "unit_noun", "size_noun")
-STAGE_MEMBERS = ("n_units", "pending", "output", "unit_name", "unit_size", "run_unit", "finish", "__enter__",
-                 "__exit__")
+STAGE_MEMBERS = (
+    "n_units",
+    "pending",
+    "output",
+    "unit_name",
+    "unit_size",
+    "run_unit",
+    "finish",
+    "__enter__",
+    "__exit__",
+)
 
 
 @pytest.mark.parametrize("stage_name", STAGE_NAMES)
@@ -34,8 +43,13 @@ def test_the_orchestration_names_no_stage() -> None:
         tree = ast.parse((ROOT / "pipeline" / f"{module}.py").read_text())
         named = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in STAGES}
         assert not named, f"pipeline/{module}.py names the stages {sorted(named)}"
-        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                    for alias in node.names if alias.name.endswith("Stage") and alias.name != "Stage"}
+        imported = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+            if alias.name.endswith("Stage") and alias.name != "Stage"
+        }
         assert not imported, f"pipeline/{module}.py imports the stage classes {sorted(imported)}"
 
 

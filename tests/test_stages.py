@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 
 from latentatlas.stores import ZarrChunkStore
-from stages.runtime.chunked import run_stage
-from stages.plugins.generators import build_generator
 from stages.label import LabelStage
-from stages.sample import SampleStage
 from stages.latent.streams import sample_latents_z
-from stages.synthesize import SynthesizeStage
+from stages.plugins.generators import build_generator
 from stages.plugins.generators.synthesis import images_to_uint8, uint8_to_images
+from stages.runtime.chunked import run_stage
+from stages.sample import SampleStage
+from stages.synthesize import SynthesizeStage
 from tests.conftest import make_params, run_spine, tree_digest
 from tests.plugins import ColorStatsLabeler
 
@@ -70,8 +70,9 @@ def test_uint8_synthesis_batch_by_batch_equals_the_whole_chunk(tiny_params) -> N
     are those of converting the whole float chunk at once, with a last batch shorter than the others."""
     from stages.plugins.generators.synthesis import ImageSynthesizer
 
-    synthesizer = ImageSynthesizer(build_generator("dcgan-digiface"), tiny_params.synthesize.model_copy(
-        update={"batch_size": 24}))
+    synthesizer = ImageSynthesizer(
+        build_generator("dcgan-digiface"), tiny_params.synthesize.model_copy(update={"batch_size": 24})
+    )
     latents_z = sample_latents_z(seed=1, chunk_index=0, n=50, z_dim=100)
     pixels = synthesizer.uint8(latents_z)
     assert pixels.shape == (50, 64, 64, 3) and pixels.dtype == np.uint8

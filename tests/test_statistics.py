@@ -16,22 +16,34 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from latentatlas.params import ParamsError
 from stages.reporting.claims import Part, Rule, combine
 from stages.reporting.ranking import rank_attribute
-from stages.reporting.samples import EditSamples, EvaluationDraws, EvaluationRecord
-from stages.reporting.statistics import (Estimate, clopper_pearson, correlation_interval, difference_of_shares, holm,
-                                         minimum_detectable_difference, paired_p_values, rank_groups,
-                                         resample_weights)
-from latentatlas.params import ParamsError
-from stages.reporting.samples import RecordError
+from stages.reporting.samples import EditSamples, EvaluationDraws, EvaluationRecord, RecordError
+from stages.reporting.statistics import (
+    Estimate,
+    clopper_pearson,
+    correlation_interval,
+    difference_of_shares,
+    holm,
+    minimum_detectable_difference,
+    paired_p_values,
+    rank_groups,
+    resample_weights,
+)
 from tests.conftest import make_params
 from tests.toy import ATTRIBUTES, attribute_values, make_world
 
 ALPHAS = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 
 
-def toy_record(world, directions: dict[str, np.ndarray], n_samples: int, seed: int,
-               reference_spread: dict[str, float] | None = None) -> EvaluationRecord:
+def toy_record(
+    world,
+    directions: dict[str, np.ndarray],
+    n_samples: int,
+    seed: int,
+    reference_spread: dict[str, float] | None = None,
+) -> EvaluationRecord:
     """What an evaluation records for ``directions`` (attribute → vector) on ``n_samples`` held-out z of the toy
     world (seeded): edits of z, re-labeled by the planted attribute functions (what the toy labeler reads back from
     the toy generator's images, in closed form); the "lpips" column is the mean squared change of the toy
@@ -42,8 +54,9 @@ def toy_record(world, directions: dict[str, np.ndarray], n_samples: int, seed: i
         return _toy_record(world, directions, n_samples, seed, reference_spread)
 
 
-def _toy_record(world, directions: dict[str, np.ndarray], n_samples: int, seed: int,
-                reference_spread: dict[str, float] | None) -> EvaluationRecord:
+def _toy_record(
+    world, directions: dict[str, np.ndarray], n_samples: int, seed: int, reference_spread: dict[str, float] | None
+) -> EvaluationRecord:
     generator = world.generator
     latents_z = np.random.default_rng(seed).standard_normal((n_samples, world.z_dim))
 
@@ -93,16 +106,17 @@ def test_too_few_resamples_and_incomplete_records_are_refused(world) -> None:
 
 def test_exact_and_score_intervals_match_their_closed_forms() -> None:
     # Clopper–Pearson at the ends: [0, 1 − 0.025^(1/n)] and [0.025^(1/n), 1]
-    assert clopper_pearson(0, 10).high == pytest.approx(1 - 0.025 ** 0.1)
-    assert clopper_pearson(10, 10).low == pytest.approx(0.025 ** 0.1)
+    assert clopper_pearson(0, 10).high == pytest.approx(1 - 0.025**0.1)
+    assert clopper_pearson(10, 10).low == pytest.approx(0.025**0.1)
     assert clopper_pearson(24, 24).low == pytest.approx(0.8575, abs=1e-4)
     middle = clopper_pearson(50, 100)
     assert middle.value == 0.5 and middle.low == pytest.approx(0.3983, abs=1e-4)
     difference = difference_of_shares((80, 100), (70, 100))  # Newcombe (1998), hybrid score: about [−0.02, 0.22]
     assert difference.value == pytest.approx(0.1) and difference.low < 0 < difference.high < 0.25
     rho = correlation_interval(0.5, 103)  # Fisher z: tanh(atanh(0.5) ± 1.96 / 10)
-    assert (rho.low, rho.high) == pytest.approx((np.tanh(np.arctanh(0.5) - 0.196), np.tanh(np.arctanh(0.5) + 0.196)),
-                                                abs=1e-3)
+    assert (rho.low, rho.high) == pytest.approx(
+        (np.tanh(np.arctanh(0.5) - 0.196), np.tanh(np.arctanh(0.5) + 0.196)), abs=1e-3
+    )
 
 
 def test_holm_steps_down_and_keeps_the_order() -> None:
@@ -190,14 +204,20 @@ def test_different_heldout_seeds_never_contradict_each_other(world, fit_spread) 
     ranked on six held-out seeds: no two rankings order a pair in opposite significant ways, the copy is never
     separated from the truth, and the truth is always separated from the random direction."""
     rng = np.random.default_rng(7)
-    methods = {"truth": world.directions["smile"], "copy": world.directions["smile"].copy(),
-               "tilt30": tilted(world, "smile", "gender", 30.0), "tilt60": tilted(world, "smile", "glasses", 60.0),
-               "random": rng.standard_normal(world.z_dim)}
+    methods = {
+        "truth": world.directions["smile"],
+        "copy": world.directions["smile"].copy(),
+        "tilt30": tilted(world, "smile", "gender", 30.0),
+        "tilt60": tilted(world, "smile", "glasses", 60.0),
+        "random": rng.standard_normal(world.z_dim),
+    }
     details = {name: {"directions": {"smile": {"fit": {}}}} for name in methods}
     orderings = []
     for seed in range(6):
-        draws = {name: EvaluationDraws(toy_record(world, {"smile": vector}, 48, 100 + seed, fit_spread), 1000, seed)
-                 for name, vector in methods.items()}
+        draws = {
+            name: EvaluationDraws(toy_record(world, {"smile": vector}, 48, 100 + seed, fit_spread), 1000, seed)
+            for name, vector in methods.items()
+        }
         ranking = rank_attribute("smile", draws, details)
         significant = {(a, b) for a in methods for b in methods if a != b and ranking.group[a] < ranking.group[b]}
         assert ranking.group["truth"] == ranking.group["copy"]
@@ -225,23 +245,36 @@ def test_the_stated_detectable_difference_is_detected_80_percent_of_the_time() -
 # ------------------------------------------------------------------------------------------------ verdict rules
 
 
-@pytest.mark.parametrize("rule, cases", [
-    # a ratio that must fall ("at least halves": ≤ 0.5, interval below 1)
-    (Rule("ratio", "below", 0.5, 1.0), {"yes": (0.3, 0.2, 0.45), "no": (0.96, 0.9, 1.02),
-                                          "inconclusive": (0.45, 0.2, 1.3)}),
-    # a ratio that must stay up ("keeps at least half": ≥ 0.5, interval above 0)
-    (Rule("ratio", "above", 0.5, 0.0), {"yes": (0.8, 0.3, 1.1), "no": (0.1, -0.05, 0.3),
-                                          "inconclusive": (0.4, -0.2, 0.9)}),
-    # an accuracy bar with chance as no effect (≥ 0.95, interval above 0.5)
-    (Rule("accuracy", "above", 0.95, 0.5), {"yes": (0.97, 0.93, 0.99), "no": (0.80, 0.77, 0.83),
-                                            "inconclusive": (0.90, 0.68, 0.99)}),
-    # a bar (non-inferiority: the whole interval above −0.03)
-    (Rule("difference", "above", -0.03, -0.03), {"yes": (0.01, -0.02, 0.04), "no": (-0.10, -0.15, -0.05),
-                                                 "inconclusive": (0.0, -0.08, 0.08)}),
-    # a bar below (agreement within 0.10)
-    (Rule("gap", "below", 0.10, 0.10), {"yes": (0.05, 0.04, 0.07), "no": (0.3, 0.25, 0.35),
-                                        "inconclusive": (0.08, 0.05, 0.12)}),
-])
+@pytest.mark.parametrize(
+    "rule, cases",
+    [
+        # a ratio that must fall ("at least halves": ≤ 0.5, interval below 1)
+        (
+            Rule("ratio", "below", 0.5, 1.0),
+            {"yes": (0.3, 0.2, 0.45), "no": (0.96, 0.9, 1.02), "inconclusive": (0.45, 0.2, 1.3)},
+        ),
+        # a ratio that must stay up ("keeps at least half": ≥ 0.5, interval above 0)
+        (
+            Rule("ratio", "above", 0.5, 0.0),
+            {"yes": (0.8, 0.3, 1.1), "no": (0.1, -0.05, 0.3), "inconclusive": (0.4, -0.2, 0.9)},
+        ),
+        # an accuracy bar with chance as no effect (≥ 0.95, interval above 0.5)
+        (
+            Rule("accuracy", "above", 0.95, 0.5),
+            {"yes": (0.97, 0.93, 0.99), "no": (0.80, 0.77, 0.83), "inconclusive": (0.90, 0.68, 0.99)},
+        ),
+        # a bar (non-inferiority: the whole interval above −0.03)
+        (
+            Rule("difference", "above", -0.03, -0.03),
+            {"yes": (0.01, -0.02, 0.04), "no": (-0.10, -0.15, -0.05), "inconclusive": (0.0, -0.08, 0.08)},
+        ),
+        # a bar below (agreement within 0.10)
+        (
+            Rule("gap", "below", 0.10, 0.10),
+            {"yes": (0.05, 0.04, 0.07), "no": (0.3, 0.25, 0.35), "inconclusive": (0.08, 0.05, 0.12)},
+        ),
+    ],
+)
 def test_every_kind_of_rule_gives_yes_no_and_inconclusive(rule: Rule, cases: dict) -> None:
     for verdict, (value, low, high) in cases.items():
         assert rule.judge(Estimate(value, low, high)) == verdict, (rule.text, verdict)
@@ -258,8 +291,10 @@ def test_an_effect_smaller_than_the_rule_is_never_a_yes() -> None:
 
 def test_a_claim_holds_only_when_every_part_does() -> None:
     rule = Rule("ratio", "below", 0.5, 1.0)
-    parts = {verdict: Part(verdict, Estimate(*values), rule) for verdict, values in
-             {"yes": (0.3, 0.2, 0.4), "no": (0.9, 0.8, 0.95), "inconclusive": (0.4, 0.2, 1.2)}.items()}
+    parts = {
+        verdict: Part(verdict, Estimate(*values), rule)
+        for verdict, values in {"yes": (0.3, 0.2, 0.4), "no": (0.9, 0.8, 0.95), "inconclusive": (0.4, 0.2, 1.2)}.items()
+    }
     assert [parts[v].verdict for v in parts] == ["yes", "no", "inconclusive"]
     assert combine(["yes", "yes"]) == "yes" and combine(["yes", "inconclusive"]) == "inconclusive"
     assert combine(["yes", "inconclusive", "no"]) == "no" and combine([]) == "n/a"

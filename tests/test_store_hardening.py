@@ -19,16 +19,18 @@ from click.testing import CliRunner
 from latentatlas import stores
 from latentatlas.stores import StoreLockedError
 from pipeline.cli import main
+from stages.label import LabelStage
 from stages.runtime import chunked
 from stages.runtime.chunked import run_stage
-from stages.label import LabelStage
 from stages.sample import SampleStage
 from stages.synthesize import SynthesizeStage
 from tests.conftest import COLOR_LABELER, REPO_ROOT, make_params, tree_digest
 
-TINY_RAW = {"sample": {"n_samples": 300, "chunk_size": 100, "seed": 7},
-            "synthesize": {"batch_size": 64, "device": "cpu"},
-            "label": {"labeler": COLOR_LABELER, "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8}}
+TINY_RAW = {
+    "sample": {"n_samples": 300, "chunk_size": 100, "seed": 7},
+    "synthesize": {"batch_size": 64, "device": "cpu"},
+    "label": {"labeler": COLOR_LABELER, "batch_size": 64, "device": "cpu", "contact_sheet_samples": 8},
+}
 MiB = 2**20
 
 
@@ -102,14 +104,14 @@ def test_a_chunk_too_big_for_memory_is_refused_before_the_old_store_is_wiped(tmp
     data_dir = _copy(tiny_run, tmp_path)
     reference = tree_digest(data_dir)
     line = _one_error_line(_stage_cli("sample", data_dir, tmp_path, sample={"chunk_size": 1_000_000_000}))
-    assert line.startswith("Error: sample: one chunk needs 372.5 GiB of host memory (latents.zarr chunk: "
-                           "1000000000 × 100 float32"), line
+    assert line.startswith(
+        "Error: sample: one chunk needs 372.5 GiB of host memory (latents.zarr chunk: 1000000000 × 100 float32"
+    ), line
     assert "a chunk may use (half of the" in line and "available now); lower sample.chunk_size" in line
     assert tree_digest(data_dir) == reference
 
 
-def test_synthesize_and_label_sizes_are_checked_against_memory_before_any_wipe(tmp_path, tiny_run,
-                                                                               monkeypatch) -> None:
+def test_synthesize_and_label_sizes_are_checked_against_memory_before_any_wipe(tmp_path, tiny_run, monkeypatch) -> None:
     """The same rule for the buffers of synthesize (chunk × resolution, batch × resolution) and label (the chunk's
     float images, the labeler's batch), with the memory available set here so the numbers are exact."""
     data_dir = _copy(tiny_run, tmp_path)
@@ -120,12 +122,15 @@ def test_synthesize_and_label_sizes_are_checked_against_memory_before_any_wipe(t
     assert line.startswith("Error: synthesize: one chunk needs 345.0 MiB of host memory ("), line
     assert "images.zarr chunk: 100 × 512×512×3 uint8 = 75.0 MiB" in line
     assert "resized batch: 64 × 3×512×512 float32 = 192.0 MiB" in line
-    assert line.endswith("more than the 32.0 MiB a chunk may use (half of the 64.0 MiB available now); lower "
-                         "sample.chunk_size, synthesize.batch_size or synthesize.store_resolution"), line
+    assert line.endswith(
+        "more than the 32.0 MiB a chunk may use (half of the 64.0 MiB available now); lower "
+        "sample.chunk_size, synthesize.batch_size or synthesize.store_resolution"
+    ), line
     monkeypatch.setattr(chunked, "host_memory_available", lambda: 8 * MiB)
     line = _one_error_line(_stage_cli("label", data_dir, tmp_path, label={"batch_size": 32}))
-    assert line.startswith("Error: label: one chunk needs ") and "chunk's float images: 100 × 3×64×64 float32" \
-        in line, line
+    assert (
+        line.startswith("Error: label: one chunk needs ") and "chunk's float images: 100 × 3×64×64 float32" in line
+    ), line
     assert line.endswith("lower sample.chunk_size or label.batch_size"), line
     assert tree_digest(data_dir) == reference  # neither images.zarr nor labels was wiped
 
@@ -147,8 +152,10 @@ def test_full_disk_at_the_contact_sheet_is_one_line_and_the_rerun_repairs(tmp_pa
 
     monkeypatch.setattr(os, "fsync", full_disk)
     line = _one_error_line(_stage_cli("label", data_dir, tmp_path))
-    assert line == (f"Error: {data_dir / 'contact_sheet.png'}: cannot write the contact sheet: the disk is full: "
-                    f"free some space and rerun (finished chunks are kept) [No space left on device]")
+    assert line == (
+        f"Error: {data_dir / 'contact_sheet.png'}: cannot write the contact sheet: the disk is full: "
+        f"free some space and rerun (finished chunks are kept) [No space left on device]"
+    )
     assert not _leftovers(data_dir) and not (data_dir / "contact_sheet.png").exists()
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert _cli("verify", "--data-dir", str(data_dir)).exit_code == 1  # labels wait for their contact sheet
@@ -159,13 +166,19 @@ def test_full_disk_at_the_contact_sheet_is_one_line_and_the_rerun_repairs(tmp_pa
 def test_a_kill_during_the_contact_sheet_leaves_no_temp_file_after_the_rerun(tmp_path, tiny_run) -> None:
     data_dir = _copy(tiny_run, tmp_path)
     reference = tree_digest(data_dir)
-    killed = ("import os, signal, sys\n"
-              "from pathlib import Path\n"
-              "from latentatlas.atomic import atomic_write_bytes\n"
-              "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
-              "atomic_write_bytes(Path(sys.argv[1]), b'half a contact sheet')\n")
-    process = subprocess.run([sys.executable, "-c", killed, str(data_dir / "contact_sheet.png")], cwd=REPO_ROOT,
-                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True)
+    killed = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from latentatlas.atomic import atomic_write_bytes\n"
+        "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "atomic_write_bytes(Path(sys.argv[1]), b'half a contact sheet')\n"
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", killed, str(data_dir / "contact_sheet.png")],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+    )
     assert process.returncode == -signal.SIGKILL, process.stderr
     assert [path.name.startswith(".contact_sheet.png.") for path in _leftovers(data_dir)] == [True]
     assert _stage_cli("label", data_dir, tmp_path).exit_code == 0
@@ -191,19 +204,27 @@ def test_full_disk_at_the_lock_is_one_line(tmp_path, tiny_run, monkeypatch) -> N
     reference = tree_digest(data_dir)
     monkeypatch.setattr(stores, "open", lambda *args, **kwargs: _FullDiskFile(open(*args, **kwargs)), raising=False)
     line = _one_error_line(_stage_cli("sample", data_dir, tmp_path, sample={"seed": 8}))
-    assert line == (f"Error: {data_dir / 'latents.zarr'}: cannot write its lock file: the disk is full: free some "
-                    f"space and rerun (finished chunks are kept) [No space left on device]")
+    assert line == (
+        f"Error: {data_dir / 'latents.zarr'}: cannot write its lock file: the disk is full: free some "
+        f"space and rerun (finished chunks are kept) [No space left on device]"
+    )
     assert tree_digest(data_dir) == reference
 
 
 # ------------------------------------------------------------------ 10. damaged metadata, odd data dirs, swaps, locks
 
 
-@pytest.mark.parametrize("lost, stage", [("latents.zarr/zarr.json", "sample"),
-                                         ("images.zarr/images/zarr.json", "synthesize"),
-                                         ("labels/_latentatlas.json", "label")])
-def test_a_store_that_lost_its_metadata_is_ours_and_the_advised_rerun_rebuilds_it(tmp_path, tiny_run, lost: str,
-                                                                                  stage: str) -> None:
+@pytest.mark.parametrize(
+    "lost, stage",
+    [
+        ("latents.zarr/zarr.json", "sample"),
+        ("images.zarr/images/zarr.json", "synthesize"),
+        ("labels/_latentatlas.json", "label"),
+    ],
+)
+def test_a_store_that_lost_its_metadata_is_ours_and_the_advised_rerun_rebuilds_it(
+    tmp_path, tiny_run, lost: str, stage: str
+) -> None:
     data_dir = _copy(tiny_run, tmp_path)
     reference = tree_digest(data_dir)
     (data_dir / lost).unlink()
@@ -216,8 +237,9 @@ def test_a_store_that_lost_its_metadata_is_ours_and_the_advised_rerun_rebuilds_i
         assert f"rerun `latentatlas {stage}` to rebuild it" in result.output
     rerun = _stage_cli(stage, data_dir, tmp_path)
     assert rerun.exit_code == 0, rerun.output
-    assert f"warning: {data_dir / store_name} lost its metadata (" in rerun.output and "): rebuilding it" \
-        in rerun.output
+    assert (
+        f"warning: {data_dir / store_name} lost its metadata (" in rerun.output and "): rebuilding it" in rerun.output
+    )
     assert _cli("verify", "--data-dir", str(data_dir)).exit_code == 0
     assert tree_digest(data_dir) == reference
 
@@ -227,8 +249,9 @@ def test_status_of_a_data_dir_that_is_a_file_is_one_line(tmp_path) -> None:
     data_file.write_text("not a folder")
     for command in ("status", "verify"):
         line = _one_error_line(_cli(command, "--data-dir", str(data_file)))
-        assert line == (f"Error: {data_file}: the data dir is a file, expected a folder; remove it or choose another "
-                        f"--data-dir")
+        assert line == (
+            f"Error: {data_file}: the data dir is a file, expected a folder; remove it or choose another --data-dir"
+        )
 
 
 def test_status_exits_1_when_a_store_is_damaged(tmp_path, tiny_run) -> None:
@@ -237,8 +260,9 @@ def test_status_exits_1_when_a_store_is_damaged(tmp_path, tiny_run) -> None:
     (data_dir / "images.zarr" / "images" / "c" / "1" / "0" / "0" / "0").unlink()
     result = _cli("status", "--data-dir", str(data_dir))
     assert result.exit_code == 1 and "images.zarr    damaged" in result.output
-    assert result.output.splitlines()[-1] == (f"Error: {data_dir}: 1 store needs repair (damaged: see above); "
-                                              f"rerun the stages named (or `dvc repro`)")
+    assert result.output.splitlines()[-1] == (
+        f"Error: {data_dir}: 1 store needs repair (damaged: see above); rerun the stages named (or `dvc repro`)"
+    )
     shutil.rmtree(data_dir / "latents.zarr")  # gone, while the images computed from it are there
     result = _cli("status", "--quick", "--data-dir", str(data_dir))
     assert result.exit_code == 1, result.output
@@ -257,8 +281,10 @@ def test_swapped_chunks_are_named_as_swapped(tmp_path, tiny_run) -> None:
         (folder / "swap").rename(two)
     result = _cli("verify", "--data-dir", str(data_dir))
     assert result.exit_code == 1
-    assert ("chunk 1 (part-00001.parquet) record of another chunk: the file and its record are chunk 2's "
-            "(part-00002.parquet) of this store: chunk files were moved or swapped") in result.output
+    assert (
+        "chunk 1 (part-00001.parquet) record of another chunk: the file and its record are chunk 2's "
+        "(part-00002.parquet) of this store: chunk files were moved or swapped"
+    ) in result.output
     assert "record of another store" not in result.output
 
 
@@ -286,6 +312,8 @@ def test_buffers_on_a_gpu_are_checked_against_its_free_memory(monkeypatch) -> No
     bigger = chunked.MemoryNeed("resized batch", 128, (3, 256, 256), "float32", "cuda:0")
     with pytest.raises(chunked.MemoryBudgetError) as refused:
         chunked.check_memory("synthesize", [host, bigger], "synthesize.batch_size")
-    assert str(refused.value) == ("synthesize: one chunk needs 96.0 MiB of cuda:0 memory (resized batch: 128 × "
-                                  "3×256×256 float32 = 96.0 MiB), more than the 50.0 MiB a chunk may use (half of "
-                                  "the 100.0 MiB available now); lower synthesize.batch_size")
+    assert str(refused.value) == (
+        "synthesize: one chunk needs 96.0 MiB of cuda:0 memory (resized batch: 128 × "
+        "3×256×256 float32 = 96.0 MiB), more than the 50.0 MiB a chunk may use (half of "
+        "the 100.0 MiB available now); lower synthesize.batch_size"
+    )

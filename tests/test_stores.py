@@ -10,8 +10,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from latentatlas.stores import (ArraySpec, ParquetChunkStore, StoreError, StoreInfo, StoreLockedError,
-                             ZarrChunkStore, fingerprint_of, store_lock)
+from latentatlas.stores import (
+    ArraySpec,
+    ParquetChunkStore,
+    StoreError,
+    StoreInfo,
+    StoreLockedError,
+    ZarrChunkStore,
+    fingerprint_of,
+    store_lock,
+)
 
 SPEC = {"z": ArraySpec((4,), "float32", ("sample", "z_dim"))}
 

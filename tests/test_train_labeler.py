@@ -14,8 +14,16 @@ from PIL import Image
 from latentatlas.errors import LatentAtlasError
 from stages.plugins.labelers import build_labeler
 from stages.plugins.labelers.torch_classifier import CELEBA40, CHECKPOINT_FORMAT
-from stages.plugins.labelers.training import (AttributeTrainer, TrainLabelerError, attribute_metrics, decode_image,
-                                  load_attribute_table, parse_train_params, read_celeba_attributes, train_labeler)
+from stages.plugins.labelers.training import (
+    AttributeTrainer,
+    TrainLabelerError,
+    attribute_metrics,
+    decode_image,
+    load_attribute_table,
+    parse_train_params,
+    read_celeba_attributes,
+    train_labeler,
+)
 
 RED, BLUE = (230, 20, 20), (20, 20, 230)
 
@@ -35,7 +43,7 @@ def write_planted_squares(folder: Path, n_images: int, side: int, seed: int = 0)
         for has, colour in zip(present, (RED, BLUE)):
             if has:
                 top, left = rng.integers(0, side - square, size=2)
-                pixels[top:top + square, left:left + square] = colour
+                pixels[top : top + square, left : left + square] = colour
         name = f"{index:05d}.png"
         Image.fromarray(pixels).save(images / name)
         lines.append(f"{name},{int(present[0])},{int(present[1])}")
@@ -44,8 +52,16 @@ def write_planted_squares(folder: Path, n_images: int, side: int, seed: int = 0)
 
 
 def settings(folder: Path, **overrides) -> dict:
-    return {"images": str(folder / "images"), "labels": str(folder / "attrs.csv"), "val_fraction": 0.2,
-            "device": "cpu", "out": str(folder / "model"), "work_dir": str(folder / "work"), "seed": 3, **overrides}
+    return {
+        "images": str(folder / "images"),
+        "labels": str(folder / "attrs.csv"),
+        "val_fraction": 0.2,
+        "device": "cpu",
+        "out": str(folder / "model"),
+        "work_dir": str(folder / "work"),
+        "seed": 3,
+        **overrides,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +110,10 @@ def test_checkpoint_is_a_torch_classifier_labeler_that_agrees_with_training(trai
     probabilities, _ = trainer.predict(model, rows, 48)
     np.testing.assert_allclose(scores, probabilities, atol=1e-5)
     accuracy = ((scores > 0.5) == (trainer.table.targets[rows] > 0.5)).mean(axis=0)
-    np.testing.assert_allclose(accuracy, [trained["metrics"]["val"]["accuracy"][n] for n in labeler.attributes],
-                               atol=1e-6)
-    renamed = build_labeler("torch-classifier", checkpoint=str(checkpoint), outputs=["red", "blue"],
-                            activation="none")
+    np.testing.assert_allclose(
+        accuracy, [trained["metrics"]["val"]["accuracy"][n] for n in labeler.attributes], atol=1e-6
+    )
+    renamed = build_labeler("torch-classifier", checkpoint=str(checkpoint), outputs=["red", "blue"], activation="none")
     np.testing.assert_allclose(torch.sigmoid(renamed.score(images[:4])).numpy(), scores[:4], atol=1e-6)
     assert renamed.attributes == ("red", "blue") and renamed.fingerprint != labeler.fingerprint
 
@@ -129,8 +145,9 @@ def test_init_weights_start_from_an_imagenet_state_dict_without_its_head(small: 
     torch.manual_seed(11)
     imagenet = torchvision.models.resnet18(weights=None)  # stands in for a file the user downloaded (1000 classes)
     torch.save(imagenet.state_dict(), small / "resnet18-imagenet.pth")
-    trainer = AttributeTrainer(parse_train_params(settings(small, init_weights=str(small / "resnet18-imagenet.pth"),
-                                                           epochs=4, batch_size=2)))
+    trainer = AttributeTrainer(
+        parse_train_params(settings(small, init_weights=str(small / "resnet18-imagenet.pth"), epochs=4, batch_size=2))
+    )
     model = trainer.build_model()
     state, source = model.state_dict(), imagenet.state_dict()
     assert state["fc.weight"].shape == (2, 512)  # the head sized to the two attributes, freshly initialised
@@ -168,9 +185,14 @@ def test_celeba_files_are_read_with_their_split(tmp_path: Path) -> None:
     table = read_celeba_attributes(tmp_path / "list_attr_celeba.txt")
     assert table.names == CELEBA40 and table.files == tuple(files)
     np.testing.assert_array_equal(table.targets, (values > 0).astype(np.float32))
-    params = parse_train_params({"images": str(tmp_path / "images"), "labels": str(tmp_path / "list_attr_celeba.txt"),
-                                 "partition": str(tmp_path / "list_eval_partition.txt"),
-                                 "attributes": ["Smiling", "Male"]})
+    params = parse_train_params(
+        {
+            "images": str(tmp_path / "images"),
+            "labels": str(tmp_path / "list_attr_celeba.txt"),
+            "partition": str(tmp_path / "list_eval_partition.txt"),
+            "attributes": ["Smiling", "Male"],
+        }
+    )
     chosen = load_attribute_table(params)
     assert chosen.names == ("Smiling", "Male")
     np.testing.assert_array_equal(chosen.targets, (values[:, [31, 20]] > 0).astype(np.float32))
@@ -184,8 +206,11 @@ def test_csv_split_column_and_minus_one_values(tmp_path: Path) -> None:
     for name in ("a.png", "b.png", "c.png"):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / name)
     (tmp_path / "attrs.csv").write_text("file,smile,split,glasses\na.png,1,train,-1\nb.png,-1,val,1\nc.png,1,test,1\n")
-    table = load_attribute_table(parse_train_params({"images": str(tmp_path / "images"),
-                                                     "labels": str(tmp_path / "attrs.csv"), "split_column": "split"}))
+    table = load_attribute_table(
+        parse_train_params(
+            {"images": str(tmp_path / "images"), "labels": str(tmp_path / "attrs.csv"), "split_column": "split"}
+        )
+    )
     assert table.names == ("smile", "glasses")
     np.testing.assert_array_equal(table.targets, [[1, 0], [0, 1], [1, 1]])
     np.testing.assert_array_equal(table.splits, [0, 1, 2])
@@ -196,8 +221,13 @@ def test_cli_trains_and_reports(tmp_path: Path) -> None:
 
     write_planted_squares(tmp_path, 24, 32, seed=1)
     config = tmp_path / "train_labeler.yaml"
-    config.write_text("\n".join(f"{key}: {value!r}" if isinstance(value, str) else f"{key}: {value}" for key, value in
-                                settings(tmp_path, epochs=1, image_sizes=[32], batch_size=2).items()) + "\n")
+    config.write_text(
+        "\n".join(
+            f"{key}: {value!r}" if isinstance(value, str) else f"{key}: {value}"
+            for key, value in settings(tmp_path, epochs=1, image_sizes=[32], batch_size=2).items()
+        )
+        + "\n"
+    )
     result = CliRunner().invoke(main, ["train-labeler", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "epoch 1/1  size 32" in result.output and "wrote" in result.output
@@ -244,15 +274,17 @@ def test_bad_inputs_are_one_line_and_write_nothing(small: Path) -> None:
 
 def test_corrupt_init_weights_and_image_are_one_line(small: Path) -> None:
     (small / "init.pt").write_bytes(b"not a checkpoint")
-    trainer_params = parse_train_params(settings(small, init_weights=str(small / "init.pt"), epochs=4,
-                                                 image_sizes=[16], batch_size=2))
+    trainer_params = parse_train_params(
+        settings(small, init_weights=str(small / "init.pt"), epochs=4, image_sizes=[16], batch_size=2)
+    )
     with pytest.raises(TrainLabelerError, match="init_weights .*init.pt.* not a readable torch.save file") as caught:
         train_labeler(trainer_params)
     assert "\n" not in str(caught.value)
     (small / "images" / "00002.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(TrainLabelerError, match="00002.png: not an image"):
         decode_image(small / "images" / "00002.png", None)
-    cli_result = CliRunner().invoke(__import__("pipeline.cli", fromlist=["main"]).main,
-                                    ["train-labeler", "--config", str(small / "absent.yaml")])
+    cli_result = CliRunner().invoke(
+        __import__("pipeline.cli", fromlist=["main"]).main, ["train-labeler", "--config", str(small / "absent.yaml")]
+    )
     assert cli_result.exit_code == 1 and cli_result.output.strip().count("\n") == 0
     assert "train-labeler config not found" in cli_result.output

@@ -15,16 +15,22 @@ import pytest
 import torch
 
 from stages.latent.directions import DirectionSet
+from stages.latent.metrics import perceptual_path_length
 from stages.plugins.generators import build_generator
 from stages.plugins.methods.base import METHODS, FitContext, MethodInputError
 from stages.plugins.methods.centroid import CentroidParams, fit_centroid
 from stages.plugins.methods.naming import NamingParams
-from stages.plugins.methods.voynov import VoynovParams, fit_voynov
-from stages.plugins.methods.unsupervised.deformator import (DeformatorConfigError, build_deformator, direction_vectors)
-from stages.latent.metrics import perceptual_path_length
+from stages.plugins.methods.unsupervised.deformator import DeformatorConfigError, build_deformator, direction_vectors
 from stages.plugins.methods.unsupervised.metrics import reconstructor_accuracy
-from stages.plugins.methods.unsupervised.training import (Objective, UnsupervisedParams, centroid_loss, resolve_n_directions,
-                                          sample_magnitudes, train_deformator)
+from stages.plugins.methods.unsupervised.training import (
+    Objective,
+    UnsupervisedParams,
+    centroid_loss,
+    resolve_n_directions,
+    sample_magnitudes,
+    train_deformator,
+)
+from stages.plugins.methods.voynov import VoynovParams, fit_voynov
 
 CPU = torch.device("cpu")
 VOYNOV = Objective(name="voynov", two_shifts=False, lambda_shift=0.25)
@@ -58,8 +64,9 @@ def test_linear_deformator_shifts_by_exactly_epsilon_along_unit_columns() -> Non
     shift = deformator.shift(torch.tensor([0, 4, 4]), torch.tensor([3.0, -2.0, 0.5]))
     np.testing.assert_allclose(shift.norm(dim=1).detach().numpy(), [3.0, 2.0, 0.5], rtol=1e-5)
     weight = deformator.weight.detach()
-    np.testing.assert_allclose(shift[1].detach().numpy(), (-2.0 * weight[:, 4] / weight[:, 4].norm()).numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        shift[1].detach().numpy(), (-2.0 * weight[:, 4] / weight[:, 4].norm()).numpy(), atol=1e-6
+    )
     summary = direction_vectors(deformator, 0.5, 6.0)
     np.testing.assert_allclose(summary.gain.numpy(), 1.0, rtol=1e-6)
 
@@ -115,8 +122,10 @@ def test_centroid_loss_equals_a_hand_computed_value() -> None:
     # a linear deformator's codes (ε·a_k) are already on their centroid's line, whatever the signs of ε
     column = torch.tensor([0.6, -0.8])
     linear_codes = torch.tensor([2.0, -1.0, 5.0])[:, None] * column
-    assert centroid_loss(linear_codes, torch.zeros(3, dtype=torch.long), torch.tensor([2.0, -1.0, 5.0]), 1) \
-        .abs().item() < 1e-6
+    assert (
+        centroid_loss(linear_codes, torch.zeros(3, dtype=torch.long), torch.tensor([2.0, -1.0, 5.0]), 1).abs().item()
+        < 1e-6
+    )
     # it has gradients for the deformator to follow
     leaf = shifts.clone().requires_grad_(True)
     centroid_loss(leaf, indices, magnitudes, 3).backward()
@@ -128,8 +137,9 @@ def test_centroid_loss_equals_a_hand_computed_value() -> None:
 
 def test_training_on_the_face_gan_lowers_losses_and_raises_rca(face_gan) -> None:
     # lr 10× the paper's and the fc deformator (which can grow its shifts fast) so that 200 CPU steps show learning
-    params = UnsupervisedParams(n_directions=8, deformator_type="fc", steps=200, batch_size=8, lr=1e-3,
-                                log_every=40, seed=0)
+    params = UnsupervisedParams(
+        n_directions=8, deformator_type="fc", steps=200, batch_size=8, lr=1e-3, log_every=40, seed=0
+    )
     reports: list[tuple[int, dict[str, float]]] = []
     result = train_deformator(face_gan, params, VOYNOV, 8, CPU, None, lambda s, t, m: reports.append((s, m)))
     assert [step for step, _ in reports] == [40, 80, 120, 160, 200]
@@ -137,18 +147,36 @@ def test_training_on_the_face_gan_lowers_losses_and_raises_rca(face_gan) -> None
     assert set(first) >= {"loss_cls", "loss_shift", "loss", "accuracy", "steps_per_s"}
     assert last["loss_cls"] < 0.6 * first["loss_cls"], (first, last)
     assert last["loss_shift"] < 0.9 * first["loss_shift"], (first, last)
-    accuracy = reconstructor_accuracy(face_gan, result.deformator, result.reconstructor, n_batches=4, batch_size=32,
-                                      epsilon_min=0.5, epsilon_max=6.0, seed=99, device=CPU)
+    accuracy = reconstructor_accuracy(
+        face_gan,
+        result.deformator,
+        result.reconstructor,
+        n_batches=4,
+        batch_size=32,
+        epsilon_min=0.5,
+        epsilon_max=6.0,
+        seed=99,
+        device=CPU,
+    )
     assert accuracy["rca"] > 0.6, accuracy  # chance is 1/8; seeds 0, 1, 2 gave 0.77, 1.0, 0.94
     assert accuracy["n_pairs"] == 128
     assert all(p.requires_grad for p in face_gan.net.parameters())  # frozen only while training
     assert not face_gan.net.training
 
 
-def test_resume_after_a_kill_continues_from_the_checkpoint_bit_for_bit(face_gan, tmp_path: Path,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
-    params = UnsupervisedParams(n_directions=4, deformator_type="orthonormal", steps=20, batch_size=4, lr=1e-3,
-                                checkpoint_every=10, log_every=5, seed=5)
+def test_resume_after_a_kill_continues_from_the_checkpoint_bit_for_bit(
+    face_gan, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    params = UnsupervisedParams(
+        n_directions=4,
+        deformator_type="orthonormal",
+        steps=20,
+        batch_size=4,
+        lr=1e-3,
+        checkpoint_every=10,
+        log_every=5,
+        seed=5,
+    )
 
     class Killed(Exception):
         pass
@@ -164,8 +192,9 @@ def test_resume_after_a_kill_continues_from_the_checkpoint_bit_for_bit(face_gan,
 
     seen: list[int] = []
     with caplog.at_level(logging.INFO, logger="stages.plugins.methods.unsupervised.training"):
-        resumed = train_deformator(face_gan, params, VOYNOV, 4, CPU, tmp_path / "killed",
-                                   lambda s, t, m: seen.append(s))
+        resumed = train_deformator(
+            face_gan, params, VOYNOV, 4, CPU, tmp_path / "killed", lambda s, t, m: seen.append(s)
+        )
     assert resumed.resumed_from == 10 and seen == [15, 20]
     assert "resuming" in caplog.text
     assert [entry["step"] for entry in resumed.history] == [5, 10, 15, 20]
@@ -217,8 +246,9 @@ class SquaredL2(torch.nn.Module):
 def test_path_length_matches_its_closed_form_on_a_linear_generator() -> None:
     generator = LinearImageGenerator()
     directions = torch.randn(3, 6, generator=torch.Generator().manual_seed(2)) * 4.0  # normalised inside
-    ppl = perceptual_path_length(generator, directions, SquaredL2(), n_samples=10, delta=1e-2, batch_size=4,
-                                 min_size=0, device="cpu")
+    ppl = perceptual_path_length(
+        generator, directions, SquaredL2(), n_samples=10, delta=1e-2, batch_size=4, min_size=0, device="cpu"
+    )
     unit = directions / directions.norm(dim=1, keepdim=True)
     expected = ((unit @ generator.weight) ** 2).sum(1).double().numpy()
     np.testing.assert_allclose(ppl, expected, rtol=1e-3)
@@ -241,17 +271,39 @@ def test_path_length_with_lpips_on_the_face_gan_is_stable_in_delta(face_gan) -> 
 def _score_colour(images: torch.Tensor) -> pd.DataFrame:
     """A stand-in labeler: mean brightness and redness of (N, 3, H, W) images in [-1, 1]."""
     images = images.detach().float().cpu()
-    return pd.DataFrame({"brightness": images.mean(dim=(1, 2, 3)).numpy(),
-                         "redness": (images[:, 0] - images[:, 2]).mean(dim=(1, 2)).numpy()})
+    return pd.DataFrame(
+        {
+            "brightness": images.mean(dim=(1, 2, 3)).numpy(),
+            "redness": (images[:, 0] - images[:, 2]).mean(dim=(1, 2)).numpy(),
+        }
+    )
 
 
 def _context(generator, tmp_path: Path) -> FitContext:
-    return FitContext(latents={}, labels=pd.DataFrame(), attributes=["brightness", "redness"], generator=generator,
-                      score_images=_score_colour, device=CPU, work_dir=tmp_path, input_fingerprint="store-abc")
+    return FitContext(
+        latents={},
+        labels=pd.DataFrame(),
+        attributes=["brightness", "redness"],
+        generator=generator,
+        score_images=_score_colour,
+        device=CPU,
+        work_dir=tmp_path,
+        input_fingerprint="store-abc",
+    )
 
 
-TINY = dict(n_directions=4, steps=6, batch_size=4, log_every=3, checkpoint_every=6, lr=1e-3, eval_batches=1,
-            ppl_samples=4, ppl_net="alex", naming=NamingParams(n_samples=6, alpha=3.0))
+TINY = dict(
+    n_directions=4,
+    steps=6,
+    batch_size=4,
+    log_every=3,
+    checkpoint_every=6,
+    lr=1e-3,
+    eval_batches=1,
+    ppl_samples=4,
+    ppl_net="alex",
+    naming=NamingParams(n_samples=6, alpha=3.0),
+)
 
 
 def test_voynov_fit_returns_named_oriented_directions(face_gan, tmp_path: Path) -> None:

@@ -62,13 +62,15 @@ def attribute_values(latents_z: np.ndarray, directions: dict[str, np.ndarray]) -
     latents_z = np.asarray(latents_z, dtype=np.float64)
     t = {name: latents_z @ directions[name] for name in ATTRIBUTES}
     sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
-    return pd.DataFrame({
-        "pose": 30.0 * t["pose"],
-        "smile": sigmoid(SHARPNESS * t["smile"]),
-        "age": 40.0 + 12.0 * t["age"],
-        "gender": sigmoid(SHARPNESS * t["gender"]),
-        "glasses": sigmoid(SHARPNESS * t["glasses"]),
-    })
+    return pd.DataFrame(
+        {
+            "pose": 30.0 * t["pose"],
+            "smile": sigmoid(SHARPNESS * t["smile"]),
+            "age": 40.0 + 12.0 * t["age"],
+            "gender": sigmoid(SHARPNESS * t["gender"]),
+            "glasses": sigmoid(SHARPNESS * t["glasses"]),
+        }
+    )
 
 
 class ToyGenerator:
@@ -83,8 +85,9 @@ class ToyGenerator:
     name = "toy"
     resolution = 8
 
-    def __init__(self, z_dim: int = 24, n_features: int = 48, seed: int = 0, with_mapping: bool = False,
-                 dominant: str = "pose") -> None:
+    def __init__(
+        self, z_dim: int = 24, n_features: int = 48, seed: int = 0, with_mapping: bool = False, dominant: str = "pose"
+    ) -> None:
         if n_features < z_dim:
             raise ValueError("the toy generator needs n_features >= z_dim to be invertible")
         rng = np.random.default_rng(seed + 1)
@@ -109,7 +112,7 @@ class ToyGenerator:
         self.fingerprint = f"toy:D={z_dim}:F={n_features}:seed={seed}:w={with_mapping}"
         self.calls: list[tuple[str, int]] = []  # (function, batch size) of every call, for memory-bound tests
 
-    def to(self, device: torch.device) -> "ToyGenerator":
+    def to(self, device: torch.device) -> ToyGenerator:
         return self
 
     def map(self, latents_z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -152,8 +155,9 @@ class ToyGenerator:
     def synthesize(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
         latents = torch.as_tensor(latents)
         if space == "w+" and (latents.dim() != 3 or latents.shape[1] != self.num_ws):
-            raise ValueError(f"toy generator expects (N, {self.num_ws}, {self.z_dim}) w+ latents, got "
-                             f"{tuple(latents.shape)}")
+            raise ValueError(
+                f"toy generator expects (N, {self.num_ws}, {self.z_dim}) w+ latents, got {tuple(latents.shape)}"
+            )
         if space != "w+" and (latents.dim() != 2 or latents.shape[1] != self.z_dim):
             raise ValueError(f"toy generator expects (N, {self.z_dim}) latents, got {tuple(latents.shape)}")
         self.calls.append(("synthesize", int(latents.shape[0])))
@@ -174,7 +178,7 @@ class ToyLabeler:
         self._offset = generator.B @ generator.b
         self.fingerprint = f"toy-labeler[{generator.fingerprint}]"
 
-    def to(self, device: torch.device) -> "ToyLabeler":
+    def to(self, device: torch.device) -> ToyLabeler:
         return self
 
     def latents_from_images(self, images: torch.Tensor) -> np.ndarray:
@@ -216,8 +220,9 @@ def make_world(z_dim: int = 24, seed: int = 0, with_mapping: bool = False) -> To
     return ToyWorld(generator=generator, labeler=ToyLabeler(generator), directions=generator.directions)
 
 
-def sample_dataset(world: ToyWorld, n: int, seed: int = 0, logit_noise: float = 0.3,
-                   continuous_noise: float = 0.05) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+def sample_dataset(
+    world: ToyWorld, n: int, seed: int = 0, logit_noise: float = 0.3, continuous_noise: float = 0.05
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """``n`` latents and their labels, as the pipeline would produce them (synthesize, then label).
 
     Returns:
@@ -241,14 +246,24 @@ def sample_dataset(world: ToyWorld, n: int, seed: int = 0, logit_noise: float = 
     return latents, labels
 
 
-def make_context(world: ToyWorld, n: int = 4000, seed: int = 0, attributes: list[str] | None = None,
-                 with_labeler: bool = True, with_generator: bool = True) -> FitContext:
+def make_context(
+    world: ToyWorld,
+    n: int = 4000,
+    seed: int = 0,
+    attributes: list[str] | None = None,
+    with_labeler: bool = True,
+    with_generator: bool = True,
+) -> FitContext:
     """A :class:`FitContext` over ``n`` toy samples (all planted attributes by default)."""
     latents, labels = sample_dataset(world, n, seed)
-    return FitContext(latents=latents, labels=labels, attributes=list(attributes or ATTRIBUTES),
-                      generator=world.generator if with_generator else None,
-                      score_images=world.labeler.score_images if with_labeler else None,
-                      input_fingerprint=f"toy:{n}:{seed}")
+    return FitContext(
+        latents=latents,
+        labels=labels,
+        attributes=list(attributes or ATTRIBUTES),
+        generator=world.generator if with_generator else None,
+        score_images=world.labeler.score_images if with_labeler else None,
+        input_fingerprint=f"toy:{n}:{seed}",
+    )
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -68,9 +68,11 @@ STATIC = resources.files("pipeline.explore") / "static"
 DEFAULT_PORT = 8765
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
-                                "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-                                "form-action 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -102,8 +104,11 @@ def _safe_name(text: str) -> str:
 
 
 def _download(payload: bytes, media_type: str, filename: str) -> Response:
-    return Response(payload, media_type=media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"', **NO_STORE})
+    return Response(
+        payload,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', **NO_STORE},
+    )
 
 
 def _int(request: Request, key: str, default: int) -> int:
@@ -145,9 +150,14 @@ class Guard:
         async def send_secured(message: dict) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []), *(
-                    (name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
-                    if name.lower().encode() not in present)]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *(
+                        (name.lower().encode(), value.encode())
+                        for name, value in SECURITY_HEADERS.items()
+                        if name.lower().encode() not in present
+                    ),
+                ]
             await send(message)
 
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
@@ -155,8 +165,10 @@ class Guard:
         host, origin = _host_name(host_header), headers.get("origin")
         refusal = None
         if self.loopback_only and not is_loopback(host):
-            refusal = (f"this explorer answers only on its loopback address (Host {host!r} refused); start it with "
-                       f"--host to serve other names")
+            refusal = (
+                f"this explorer answers only on its loopback address (Host {host!r} refused); start it with "
+                f"--host to serve other names"
+            )
         elif scope["method"] not in ("GET", "HEAD") and origin is not None and urlsplit(origin).netloc != host_header:
             refusal = f"cross-origin {scope['method']} from {origin!r} refused"
         if refusal is not None:
@@ -186,8 +198,12 @@ def create_app(engine: ExploreEngine, bind_host: str = "127.0.0.1") -> FastAPI:
         return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
 
     app = FastAPI(title="latentatlas explore", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    catalog = {**engine.describe(), "formats": traversal_formats(), "alpha_limit": ALPHA_LIMIT,
-               "psi_range": list(PSI_RANGE)}
+    catalog = {
+        **engine.describe(),
+        "formats": traversal_formats(),
+        "alpha_limit": ALPHA_LIMIT,
+        "psi_range": list(PSI_RANGE),
+    }
 
     app.add_middleware(Guard, loopback_only=is_loopback(bind_host))
 
@@ -207,9 +223,10 @@ def create_app(engine: ExploreEngine, bind_host: str = "127.0.0.1") -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        message = {404: f"no such page or API: {request.url.path}",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code,
-                                                                                    str(error.detail))
+        message = {
+            404: f"no such page or API: {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(error.status_code, str(error.detail))
         return _error(error.status_code, message)
 
     @app.exception_handler(Exception)
@@ -238,8 +255,11 @@ def create_app(engine: ExploreEngine, bind_host: str = "127.0.0.1") -> FastAPI:
     @app.get("/api/render")
     async def render(request: Request) -> Response:
         payload, space, milliseconds = await on(render_pool, render_png, state_of(request))
-        return Response(payload, media_type="image/png", headers={
-            "X-Latent-Space": space, "Server-Timing": f"render;dur={milliseconds:.1f}", **NO_STORE})
+        return Response(
+            payload,
+            media_type="image/png",
+            headers={"X-Latent-Space": space, "Server-Timing": f"render;dur={milliseconds:.1f}", **NO_STORE},
+        )
 
     @app.get("/api/scores")
     async def scores(request: Request) -> JSONResponse:
@@ -248,19 +268,28 @@ def create_app(engine: ExploreEngine, bind_host: str = "127.0.0.1") -> FastAPI:
     @app.get("/api/compare")
     def compare(request: Request) -> Response:
         sliders, rendered = engine.compare(state_of(request))
-        tiles = [{"label": "start", "slider": None}] + [{"label": s.label, "slider": s.id, "set": s.set_name}
-                                                         for s in sliders]
+        tiles = [{"label": "start", "slider": None}] + [
+            {"label": s.label, "slider": s.id, "set": s.set_name} for s in sliders
+        ]
         strip = np.concatenate([item.pixels for item in rendered], axis=1)
-        return Response(png_bytes(strip), media_type="image/png",
-                        headers={"X-Compare-Tiles": json.dumps(tiles), **NO_STORE})
+        return Response(
+            png_bytes(strip), media_type="image/png", headers={"X-Compare-Tiles": json.dumps(tiles), **NO_STORE}
+        )
 
     @app.get("/api/compare/scores")
     def compare_scores(request: Request) -> JSONResponse:
         sliders, rendered = engine.compare(state_of(request))
         values = engine.score_pixels(np.stack([item.pixels for item in rendered]))
         ids = [None] + [slider.id for slider in sliders]
-        return JSONResponse({"tiles": [{"slider": slider_id, "scores": dict(zip(engine.attributes, map(float, row)))}
-                                       for slider_id, row in zip(ids, values)]}, headers=NO_STORE)
+        return JSONResponse(
+            {
+                "tiles": [
+                    {"slider": slider_id, "scores": dict(zip(engine.attributes, map(float, row)))}
+                    for slider_id, row in zip(ids, values)
+                ]
+            },
+            headers=NO_STORE,
+        )
 
     @app.post("/api/photos")
     async def upload(request: Request) -> JSONResponse:
@@ -287,15 +316,21 @@ def create_app(engine: ExploreEngine, bind_host: str = "127.0.0.1") -> FastAPI:
     @app.get("/api/photos/{photo_id}/aligned.png")
     def aligned(photo_id: str) -> Response:
         photo = engine.photos.load(photo_id)
-        return Response(png_bytes(photo.aligned), media_type="image/png",
-                        headers={"X-Reconstruction": f"LPIPS {photo.lpips:.3f}, PSNR {photo.psnr:.1f} dB"})
+        return Response(
+            png_bytes(photo.aligned),
+            media_type="image/png",
+            headers={"X-Reconstruction": f"LPIPS {photo.lpips:.3f}, PSNR {photo.psnr:.1f} dB"},
+        )
 
     @app.get("/api/export/image.png")
     def export_image(request: Request) -> Response:
         state = state_of(request, "scale")
         rendered = engine.render(state)
-        return _download(png_bytes(rendered.pixels, _int(request, "scale", 1)), "image/png",
-                         f"latentatlas-{_safe_name(state.start.text())}.png")
+        return _download(
+            png_bytes(rendered.pixels, _int(request, "scale", 1)),
+            "image/png",
+            f"latentatlas-{_safe_name(state.start.text())}.png",
+        )
 
     @app.get("/api/export/strip.png")
     def export_strip(request: Request) -> Response:
@@ -308,8 +343,9 @@ def create_app(engine: ExploreEngine, bind_host: str = "127.0.0.1") -> FastAPI:
     def export_traversal(request: Request, image_format: str) -> Response:
         state = state_of(request, "slider", "frames", "span")
         slider = request.query_params.get("slider") or ""
-        payload = traversal(engine, state, slider, _int(request, "frames", 24), _float(request, "span", 3.0),
-                            image_format)
+        payload = traversal(
+            engine, state, slider, _int(request, "frames", 24), _float(request, "span", 3.0), image_format
+        )
         return _download(payload, f"image/{image_format}", f"latentatlas-{_safe_name(slider)}.{image_format}")
 
     @app.get("/api/export/latent.npy")
@@ -334,8 +370,10 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as error:
         sock.close()
-        raise ExploreInputError(f"--host {host} --port {port}: cannot listen there ({error.strerror}); choose "
-                                f"another port (--port 0 takes a free one)") from None
+        raise ExploreInputError(
+            f"--host {host} --port {port}: cannot listen there ({error.strerror}); choose "
+            f"another port (--port 0 takes a free one)"
+        ) from None
     sock.listen(128)
     return sock
 
@@ -371,17 +409,29 @@ def faster_convolutions(engine: ExploreEngine, repeats: int = 7) -> str:
     median = {enabled: float(np.median(values)) * 1000 for enabled, values in seconds.items()}
     kept = median[True] <= median[False]
     torch.backends.mkldnn.enabled = kept
-    return (f"note: one image renders in {median[kept]:.0f} ms with oneDNN {'on' if kept else 'off'} "
-            f"({median[not kept]:.0f} ms {'off' if kept else 'on'}): kept {'on' if kept else 'off'}")
+    return (
+        f"note: one image renders in {median[kept]:.0f} ms with oneDNN {'on' if kept else 'off'} "
+        f"({median[not kept]:.0f} ms {'off' if kept else 'on'}): kept {'on' if kept else 'off'}"
+    )
 
 
-def open_and_serve(params: Params, data_dir: str | StorePath, out_root: Path, host: str, port: int | None,
-                   invert_steps: int, device: str, echo: Callable[..., Any] = print) -> None:
+def open_and_serve(
+    params: Params,
+    data_dir: str | StorePath,
+    out_root: Path,
+    host: str,
+    port: int | None,
+    invert_steps: int,
+    device: str,
+    echo: Callable[..., Any] = print,
+) -> None:
     """``latentatlas explore``: open the run, listen (port None: :data:`DEFAULT_PORT`, or a free one when it is
     taken), print the URL, serve until interrupted."""
     if not is_loopback(host):
-        echo(f"warning: --host {host}: anyone who can reach this machine can use the explorer (and upload photos)",
-             err=True)
+        echo(
+            f"warning: --host {host}: anyone who can reach this machine can use the explorer (and upload photos)",
+            err=True,
+        )
     if port is not None:
         sock = bind(host, port)
     else:
@@ -391,18 +441,22 @@ def open_and_serve(params: Params, data_dir: str | StorePath, out_root: Path, ho
             sock = bind(host, 0)
             echo(f"note: port {DEFAULT_PORT} is taken; using a free one", err=True)
     try:
-        echo(f"opening the run (generator {params.generator.name!r}, directions under {Path(out_root) / 'directions'})"
-             f"…", err=True)
+        echo(
+            f"opening the run (generator {params.generator.name!r}, directions under {Path(out_root) / 'directions'})…",
+            err=True,
+        )
         engine = ExploreEngine(params, data_dir, out_root, device=device, invert_steps=invert_steps)
         import torch._dynamo  # noqa: F401  (torch.optim's first step imports it: seconds a first photo would wait)
+
         echo(faster_convolutions(engine), err=True)
         server = server_for(create_app(engine, host))
-        echo(f"latentatlas explore: {len(engine.catalog.sliders)} sliders from {len(engine.catalog.sets)} direction "
-             f"sets; open {url_of(sock)}  (Ctrl-C stops it)")
+        echo(
+            f"latentatlas explore: {len(engine.catalog.sliders)} sliders from {len(engine.catalog.sets)} direction "
+            f"sets; open {url_of(sock)}  (Ctrl-C stops it)"
+        )
         server.run(sockets=[sock])
     finally:
         sock.close()
-
 
 
 @contextmanager

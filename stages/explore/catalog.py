@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from latentatlas.locations import StorePath
-from stages.latent.directions import INDEX_FILE, DirectionSet, DirectionsError
+from stages.latent.directions import INDEX_FILE, DirectionsError, DirectionSet
 from stages.latent.editing import DirectionEdit
 from stages.latent.fields import load_model
 from stages.photo.edit import DirectionsMismatchError, check_directions
@@ -74,9 +74,19 @@ class Slider:
         return f"{self.set_name} {self.name} r{self.correlation:+.2f}"
 
     def to_json(self) -> dict:
-        return {"id": self.id, "set": self.set_name, "name": self.name, "method": self.method,
-                "attribute": self.attribute, "group": self.group, "component": self.component,
-                "correlation": self.correlation, "space": self.space, "kind": self.edit.kind, "label": self.label}
+        return {
+            "id": self.id,
+            "set": self.set_name,
+            "name": self.name,
+            "method": self.method,
+            "attribute": self.attribute,
+            "group": self.group,
+            "component": self.component,
+            "correlation": self.correlation,
+            "space": self.space,
+            "kind": self.edit.kind,
+            "label": self.label,
+        }
 
 
 @dataclass
@@ -110,9 +120,15 @@ class Catalog:
             if slider.attribute != attribute:
                 continue
             current = best.get(slider.set_name)
-            if current is None or (not slider.component and current.component) or (
-                    slider.component and current.component
-                    and abs(slider.correlation or 0.0) > abs(current.correlation or 0.0)):
+            if (
+                current is None
+                or (not slider.component and current.component)
+                or (
+                    slider.component
+                    and current.component
+                    and abs(slider.correlation or 0.0) > abs(current.correlation or 0.0)
+                )
+            ):
                 best[slider.set_name] = slider
         return list(best.values())
 
@@ -134,8 +150,17 @@ def _slider(directions: DirectionSet, set_name: str, index: int) -> Slider:
     models = directions.meta.get("models", {})
     field_model = load_model(directions, name) if name in models else None
     edit = DirectionEdit(attribute or name, name, vector, field_model)
-    return Slider(f"{set_name}/{name}", set_name, name, directions.method, attribute, component, correlation,
-                  directions.space, edit)
+    return Slider(
+        f"{set_name}/{name}",
+        set_name,
+        name,
+        directions.method,
+        attribute,
+        component,
+        correlation,
+        directions.space,
+        edit,
+    )
 
 
 def open_catalog(directions_root: Path, generator: Generator, data_dir: str | StorePath) -> Catalog:
@@ -148,8 +173,11 @@ def open_catalog(directions_root: Path, generator: Generator, data_dir: str | St
     sets: dict[str, DirectionSet] = {}
     skipped: dict[str, str] = {}
     notes: dict[str, list[str]] = {}
-    folders = sorted(path for path in Path(directions_root).iterdir()
-                     if path.is_dir() and (path / INDEX_FILE).is_file()) if Path(directions_root).is_dir() else []
+    folders = (
+        sorted(path for path in Path(directions_root).iterdir() if path.is_dir() and (path / INDEX_FILE).is_file())
+        if Path(directions_root).is_dir()
+        else []
+    )
     for folder in folders:
         set_name = folder.name
         try:

@@ -41,13 +41,13 @@ from stages.explore.catalog import Catalog, Slider, open_catalog
 from stages.explore.photos import PhotoInversions, UploadLimits
 from stages.explore.state import ExploreInputError, ExploreState, Start
 from stages.latent.editing import EditError
-from stages.plugins.labelers.scoring import score_images
-from stages.plugins.generators.synthesis import images_to_uint8
 from stages.photo.encoder import ENCODER_FILE
 from stages.photo.invert import InversionSettings, default_alignment, latent_statistics
 from stages.plugins.generators import Generator, generator_for
+from stages.plugins.generators.synthesis import images_to_uint8
 from stages.plugins.labelers import Labeler, labeler_for
 from stages.plugins.labelers.base import labeler_members, reads_sample_ids
+from stages.plugins.labelers.scoring import score_images
 from stages.runtime.device import CPU_THREADS, inference_context, resolve_device
 
 #: Under the out root: photos uploaded to the explorer, inverted (one ``<photo id>.npz`` each, so links that start
@@ -102,9 +102,18 @@ class ExploreEngine:
         ExploreError: no directions sets under ``out_root``, or none that can edit the generator.
     """
 
-    def __init__(self, params: Params, data_dir: str | StorePath, out_root: Path, generator: Generator | None = None,
-                 labeler: Labeler | None = None, device: str = "auto", invert_steps: int = EXPLORE_INVERT_STEPS,
-                 inversion: InversionSettings | None = None, limits: UploadLimits = UploadLimits()) -> None:
+    def __init__(
+        self,
+        params: Params,
+        data_dir: str | StorePath,
+        out_root: Path,
+        generator: Generator | None = None,
+        labeler: Labeler | None = None,
+        device: str = "auto",
+        invert_steps: int = EXPLORE_INVERT_STEPS,
+        inversion: InversionSettings | None = None,
+        limits: UploadLimits = UploadLimits(),
+    ) -> None:
         self.params = params
         self.data_dir = store_path(data_dir)
         self.layout = OutputLayout(Path(out_root))
@@ -118,22 +127,29 @@ class ExploreEngine:
         if not self.catalog.sliders:
             reasons = "; ".join(f"{name}: {why}" for name, why in self.catalog.skipped.items())
             why = f" ({reasons})" if reasons else "; finish a run first (`make run`, or `latentatlas fit`)"
-            raise ExploreError(f"{directions_root}: no directions set that can edit generator "
-                               f"{self.generator.name!r}{why}")
+            raise ExploreError(
+                f"{directions_root}: no directions set that can edit generator {self.generator.name!r}{why}"
+            )
         built = labeler_for(params.label, labeler)
         self.scorers = [member.to(self.device) for member in labeler_members(built) if not reads_sample_ids(member)]
         self.attributes = [name for member in self.scorers for name in member.attributes]
         self.score_size = int(params.synthesize.store_resolution or self.generator.resolution)
         self.label_batch = int(params.label.batch_size)
         self.latents_store, self.store_note = self._open_latents()
-        self.w_mean = (latent_statistics(self.generator, "w", self.device).mean.float().cpu()
-                       if self.has_w else None)
+        self.w_mean = latent_statistics(self.generator, "w", self.device).mean.float().cpu() if self.has_w else None
         photo_space = "w+" if self.has_w and any(s.space == "w" for s in self.catalog.sliders) else "z"
-        settings = (inversion or InversionSettings()).model_copy(update={
-            "steps": int(invert_steps), "space": photo_space, "device": str(self.device)})
-        self.photos = PhotoInversions(self.generator, photo_space, settings, default_alignment(params.generator.name),
-                                      self.layout.root / ENCODER_DIR / ENCODER_FILE, self.layout.root / EXPLORE_DIR,
-                                      limits)
+        settings = (inversion or InversionSettings()).model_copy(
+            update={"steps": int(invert_steps), "space": photo_space, "device": str(self.device)}
+        )
+        self.photos = PhotoInversions(
+            self.generator,
+            photo_space,
+            settings,
+            default_alignment(params.generator.name),
+            self.layout.root / ENCODER_DIR / ENCODER_FILE,
+            self.layout.root / EXPLORE_DIR,
+            limits,
+        )
         self._render_lock = threading.Lock()
         self._score_lock = threading.Lock()
         self._cache_lock = threading.Lock()
@@ -152,24 +168,43 @@ class ExploreEngine:
 
     def describe(self) -> dict[str, Any]:
         """What the page needs to draw itself: the generator, the sliders by group, attributes, notes."""
-        sets = {name: {"method": directions.method, "space": directions.space,
-                       "imported": bool(directions.meta.get("imported")),
-                       "attributes": sorted({s.attribute for s in self.catalog.sliders
-                                             if s.set_name == name and s.attribute is not None})}
-                for name, directions in self.catalog.sets.items()}
+        sets = {
+            name: {
+                "method": directions.method,
+                "space": directions.space,
+                "imported": bool(directions.meta.get("imported")),
+                "attributes": sorted(
+                    {s.attribute for s in self.catalog.sliders if s.set_name == name and s.attribute is not None}
+                ),
+            }
+            for name, directions in self.catalog.sets.items()
+        }
         return {
-            "generator": {"name": self.generator.name, "resolution": int(self.generator.resolution),
-                          "spaces": list(self.spaces), "has_w": self.has_w, "num_ws": self.num_ws},
-            "groups": [{"attribute": group, "sliders": [slider.to_json() for slider in sliders]}
-                       for group, sliders in self.catalog.groups().items()],
-            "sets": sets, "skipped": self.catalog.skipped, "notes": self.catalog.notes,
+            "generator": {
+                "name": self.generator.name,
+                "resolution": int(self.generator.resolution),
+                "spaces": list(self.spaces),
+                "has_w": self.has_w,
+                "num_ws": self.num_ws,
+            },
+            "groups": [
+                {"attribute": group, "sliders": [slider.to_json() for slider in sliders]}
+                for group, sliders in self.catalog.groups().items()
+            ],
+            "sets": sets,
+            "skipped": self.catalog.skipped,
+            "notes": self.catalog.notes,
             "scores": self.attributes,
             "compare_attributes": [group for group in self.catalog.groups() if self.catalog.for_attribute(group)],
             "samples": int(self.latents_store.info.n_samples) if self.latents_store is not None else 0,
             "samples_note": self.store_note,
-            "photo": {"space": self.photos.space, "steps": self.photos.settings.steps,
-                      "init": self.photos.settings.init, "encoder_note": self.photos.note,
-                      "limits": self.photos.limits.to_json()},
+            "photo": {
+                "space": self.photos.space,
+                "steps": self.photos.settings.steps,
+                "init": self.photos.settings.init,
+                "encoder_note": self.photos.note,
+                "limits": self.photos.limits.to_json(),
+            },
         }
 
     # ------------------------------------------------------------------------------------------------ latents
@@ -207,14 +242,19 @@ class ExploreEngine:
         try:
             return self.catalog.by_id[slider_id]
         except KeyError:
-            raise ExploreInputError(f"no slider {slider_id!r} in this run (sets: "
-                                    f"{', '.join(self.catalog.sets)})") from None
+            raise ExploreInputError(
+                f"no slider {slider_id!r} in this run (sets: {', '.join(self.catalog.sets)})"
+            ) from None
 
     def _keep_vectors(self, slider: Slider, keep: tuple[str, ...]) -> list[np.ndarray] | None:
         """The held attributes' directions in ``slider``'s own set (its own attribute excluded)."""
-        vectors = [other.edit.vector for name in keep if name != slider.attribute
-                   for other in self.catalog.for_attribute(name)
-                   if other.set_name == slider.set_name and other.id != slider.id]
+        vectors = [
+            other.edit.vector
+            for name in keep
+            if name != slider.attribute
+            for other in self.catalog.for_attribute(name)
+            if other.set_name == slider.set_name and other.id != slider.id
+        ]
         return vectors or None
 
     def _check(self, state: ExploreState, start_space: str) -> list[tuple[Slider, float]]:
@@ -222,19 +262,26 @@ class ExploreEngine:
         known = {slider.attribute for slider in self.catalog.sliders}
         unknown = [name for name in state.keep if name not in known]
         if unknown:
-            raise ExploreInputError(f"keep {unknown}: no set has a direction for it (attributes with directions: "
-                                    f"{sorted(a for a in known if a is not None)})")
+            raise ExploreInputError(
+                f"keep {unknown}: no set has a direction for it (attributes with directions: "
+                f"{sorted(a for a in known if a is not None)})"
+            )
         if not self.has_w and (state.layers is not None or state.psi != 1.0):
-            raise ExploreInputError(f"layers and psi apply to generators with W; {self.generator.name!r} has "
-                                    f"{list(self.spaces)}")
+            raise ExploreInputError(
+                f"layers and psi apply to generators with W; {self.generator.name!r} has {list(self.spaces)}"
+            )
         if state.layers is not None and state.layers[1] > int(self.num_ws):
-            raise ExploreInputError(f"layers {state.layers[0]},{state.layers[1]}: the generator has {self.num_ws} "
-                                    f"W+ layers (stop at most {self.num_ws})")
+            raise ExploreInputError(
+                f"layers {state.layers[0]},{state.layers[1]}: the generator has {self.num_ws} "
+                f"W+ layers (stop at most {self.num_ws})"
+            )
         if start_space == "w+":
             in_z = [slider.id for slider, _ in moved if slider.space == "z"]
             if in_z:
-                raise ExploreInputError(f"{in_z}: z directions cannot move a photo inverted into W+; use W "
-                                        f"directions, or start from a seed or sample")
+                raise ExploreInputError(
+                    f"{in_z}: z directions cannot move a photo inverted into W+; use W "
+                    f"directions, or start from a seed or sample"
+                )
         return moved
 
     def latent(self, state: ExploreState) -> tuple[str, torch.Tensor]:
@@ -252,8 +299,14 @@ class ExploreEngine:
         except EditError as error:
             raise ExploreInputError(f"{error} (release a held attribute)") from None
 
-    def _apply(self, slider: Slider, latents: torch.Tensor, alpha: float, keep: tuple[str, ...],
-               layers: tuple[int, int] | None = None) -> torch.Tensor:
+    def _apply(
+        self,
+        slider: Slider,
+        latents: torch.Tensor,
+        alpha: float,
+        keep: tuple[str, ...],
+        layers: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
         vectors = self._keep_vectors(slider, keep)
         if layers is not None:
             return slider.edit.apply_layers(latents, [alpha], layers, keep=vectors)[0]
@@ -262,8 +315,9 @@ class ExploreEngine:
     def _truncate(self, latents: torch.Tensor, psi: float) -> torch.Tensor:
         return latents if psi == 1.0 else self.w_mean + psi * (latents - self.w_mean)
 
-    def _compose(self, state: ExploreState, start_space: str, start: torch.Tensor,
-                 moved: list[tuple[Slider, float]]) -> tuple[str, torch.Tensor]:
+    def _compose(
+        self, state: ExploreState, start_space: str, start: torch.Tensor, moved: list[tuple[Slider, float]]
+    ) -> tuple[str, torch.Tensor]:
         in_w = [(slider, alpha) for slider, alpha in moved if slider.space == "w"]
         if start_space == "z":
             latents = start[None].float()
@@ -321,8 +375,10 @@ class ExploreEngine:
             images = self.synthesize(space, torch.cat([composed[index][1] for index in rows]))
             for row, image in zip(rows, images):
                 pixels[row] = image
-        return [Rendered(image, space, latents.numpy().astype(np.float32))
-                for image, (space, latents) in zip(pixels, composed)]
+        return [
+            Rendered(image, space, latents.numpy().astype(np.float32))
+            for image, (space, latents) in zip(pixels, composed)
+        ]
 
     # ------------------------------------------------------------------------------------------------ scores
 
@@ -330,15 +386,21 @@ class ExploreEngine:
         """(N, R, R, 3) uint8 → (N, A) float32 scores of every image labeler, at the run's label resolution."""
         images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         if images.shape[-1] != self.score_size:
-            images = F.interpolate(images, size=(self.score_size, self.score_size), mode="bilinear",
-                                   antialias=images.shape[-1] > self.score_size, align_corners=False)
+            images = F.interpolate(
+                images,
+                size=(self.score_size, self.score_size),
+                mode="bilinear",
+                antialias=images.shape[-1] > self.score_size,
+                align_corners=False,
+            )
         if not self.scorers:
             return np.zeros((len(pixels), 0), dtype=np.float32)
         pin_this_thread()
         with self._score_lock, inference_context(self.device, amp=False):
             images = images.to(self.device)
-            return np.concatenate([score_images(member, images, self.label_batch) for member in self.scorers],
-                                  axis=1).astype(np.float32)
+            return np.concatenate(
+                [score_images(member, images, self.label_batch) for member in self.scorers], axis=1
+            ).astype(np.float32)
 
     def scores(self, state: ExploreState) -> dict[str, float]:
         """Attribute → the labelers' score of the image ``state`` shows."""
@@ -363,8 +425,10 @@ class ExploreEngine:
         """
         sliders = self.catalog.for_attribute(attribute)
         if not sliders:
-            raise ExploreInputError(f"cmp {attribute!r}: no set has a direction for it (compare one of "
-                                    f"{self.describe()['compare_attributes']})")
+            raise ExploreInputError(
+                f"cmp {attribute!r}: no set has a direction for it (compare one of "
+                f"{self.describe()['compare_attributes']})"
+            )
         return sliders
 
     def compare(self, state: ExploreState) -> tuple[list[Slider], list[Rendered]]:

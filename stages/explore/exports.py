@@ -71,8 +71,11 @@ def strip_png(engine: ExploreEngine, state: ExploreState, slider_id: str, steps:
     scores = pd.DataFrame(engine.score_pixels(pixels), columns=engine.attributes)
     shown = [name for name in [slider.attribute, *state.keep] if name in engine.attributes]
     shown = list(dict.fromkeys(shown)) or engine.attributes[:3]
-    header = f"{slider.id} ({slider.space})" + (f", keeping {', '.join(state.keep)}" if state.keep else "") + (
-        f", start {state.start.text()}")
+    header = (
+        f"{slider.id} ({slider.space})"
+        + (f", keeping {', '.join(state.keep)}" if state.keep else "")
+        + (f", start {state.start.text()}")
+    )
     titles = [f"alpha {alpha:+.2f}" for alpha in alphas]
     buffer = io.BytesIO()
     render_strip(pixels, titles, scores, shown, header).save(buffer, format="PNG")
@@ -84,8 +87,14 @@ def traversal_formats() -> list[str]:
     return ["gif"] + (["webp"] if features.check("webp") else [])
 
 
-def traversal(engine: ExploreEngine, state: ExploreState, slider_id: str, frames: int = 24, span: float = 3.0,
-              image_format: str = "gif") -> bytes:
+def traversal(
+    engine: ExploreEngine,
+    state: ExploreState,
+    slider_id: str,
+    frames: int = 24,
+    span: float = 3.0,
+    image_format: str = "gif",
+) -> bytes:
     """An animation of the slider going −span → +span → −span (``frames`` frames, looping), as GIF or WebP bytes."""
     _check_range(frames, *TRAVERSAL_FRAMES, "frames")
     _check_range(span, 0.1, ALPHA_LIMIT, "span")
@@ -101,6 +110,13 @@ def traversal(engine: ExploreEngine, state: ExploreState, slider_id: str, frames
     images = [enlarge(item.pixels, scale) for item in rendered]
     buffer = io.BytesIO()
     options = {"lossless": True} if image_format == "webp" else {"optimize": False}
-    images[0].save(buffer, format=image_format.upper(), save_all=True, append_images=images[1:], duration=FRAME_MS,
-                   loop=0, **options)
+    images[0].save(
+        buffer,
+        format=image_format.upper(),
+        save_all=True,
+        append_images=images[1:],
+        duration=FRAME_MS,
+        loop=0,
+        **options,
+    )
     return buffer.getvalue()

@@ -36,8 +36,8 @@ from stages.photo.align import PHOTO_MIN_SIDE, AlignmentSettings, FaceDetector, 
 from stages.photo.encoder import EncoderError, TrainedEncoder, load_encoder
 from stages.photo.invert import InversionSettings, Inverter, choose_init, photo_seed
 from stages.plugins.generators import Generator
-from stages.runtime.device import CPU_THREADS
 from stages.plugins.generators.synthesis import uint8_to_images
+from stages.runtime.device import CPU_THREADS
 
 logger = logging.getLogger(__name__)
 
@@ -81,25 +81,29 @@ def check_upload(data: bytes, limits: UploadLimits) -> str:
     if not data:
         raise UploadError("the upload is empty: drop a photo (JPEG, PNG, WebP or BMP)")
     if len(data) > limits.max_bytes:
-        raise UploadError(f"the photo is {len(data) / 2**20:.1f} MiB; at most {limits.max_bytes / 2**20:.0f} MiB",
-                          413)
+        raise UploadError(f"the photo is {len(data) / 2**20:.1f} MiB; at most {limits.max_bytes / 2**20:.0f} MiB", 413)
     try:
         with Image.open(io.BytesIO(data)) as opened:  # reads the header only
             image_format, (width, height) = opened.format, opened.size
     except Image.DecompressionBombError as error:
         raise UploadError(f"refused undecoded: a decompression bomb ({error})", 413) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UploadError(f"not an image Pillow can read ({type(error).__name__}); send a JPEG, PNG, WebP or BMP "
-                          f"photo", 415) from None
+        raise UploadError(
+            f"not an image Pillow can read ({type(error).__name__}); send a JPEG, PNG, WebP or BMP photo", 415
+        ) from None
     if image_format not in limits.formats:
         raise UploadError(f"{image_format} images are not accepted; send one of {', '.join(limits.formats)}", 415)
     if width * height > limits.max_pixels:
-        raise UploadError(f"the photo is {width}×{height} = {width * height / 1e6:.1f} megapixels; at most "
-                          f"{limits.max_pixels / 1e6:.0f} (larger images are refused undecoded: decompression "
-                          f"bombs)", 413)
+        raise UploadError(
+            f"the photo is {width}×{height} = {width * height / 1e6:.1f} megapixels; at most "
+            f"{limits.max_pixels / 1e6:.0f} (larger images are refused undecoded: decompression "
+            f"bombs)",
+            413,
+        )
     if min(width, height) < PHOTO_MIN_SIDE:
-        raise UploadError(f"the photo is {width}×{height} pixels: too small to invert (at least {PHOTO_MIN_SIDE} px "
-                          f"a side)")
+        raise UploadError(
+            f"the photo is {width}×{height} pixels: too small to invert (at least {PHOTO_MIN_SIDE} px a side)"
+        )
     return str(image_format)
 
 
@@ -139,9 +143,15 @@ class PhotoJob:
         return self.state in ("done", "failed", "cancelled")
 
     def to_json(self) -> dict:
-        return {"id": self.id, "photo": self.photo_id if self.state == "done" else None, "state": self.state,
-                "step": self.step, "steps": self.steps, "message": self.message,
-                "seconds": round(time.time() - self.started, 1)}
+        return {
+            "id": self.id,
+            "photo": self.photo_id if self.state == "done" else None,
+            "state": self.state,
+            "step": self.step,
+            "steps": self.steps,
+            "message": self.message,
+            "seconds": round(time.time() - self.started, 1),
+        }
 
 
 class PhotoInversions:
@@ -157,8 +167,16 @@ class PhotoInversions:
         limits: what an upload may be.
     """
 
-    def __init__(self, generator: Generator, space: str, settings: InversionSettings, alignment: AlignmentSettings,
-                 encoder_path: Path | None, cache_dir: Path, limits: UploadLimits = UploadLimits()) -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        space: str,
+        settings: InversionSettings,
+        alignment: AlignmentSettings,
+        encoder_path: Path | None,
+        cache_dir: Path,
+        limits: UploadLimits = UploadLimits(),
+    ) -> None:
         self.generator = generator
         self.space = space
         self.alignment = alignment
@@ -185,10 +203,16 @@ class PhotoInversions:
 
     def photo_id(self, data: bytes) -> str:
         """32 hex digits naming the inversion of ``data`` with these settings, generator and encoder."""
-        recipe = json.dumps({"generator": self.generator.fingerprint, "space": self.space,
-                             "settings": self.settings.model_dump(mode="json", exclude={"device", "batch_size"}),
-                             "alignment": self.alignment.fingerprint_inputs(),
-                             "encoder": self.encoder.sha256 if self.encoder is not None else None}, sort_keys=True)
+        recipe = json.dumps(
+            {
+                "generator": self.generator.fingerprint,
+                "space": self.space,
+                "settings": self.settings.model_dump(mode="json", exclude={"device", "batch_size"}),
+                "alignment": self.alignment.fingerprint_inputs(),
+                "encoder": self.encoder.sha256 if self.encoder is not None else None,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(hashlib.sha256(data).digest() + recipe.encode()).hexdigest()[:32]
 
     def submit(self, data: bytes) -> PhotoJob:
@@ -209,8 +233,9 @@ class PhotoInversions:
         if self.path(photo_id).is_file():
             job.state, job.step, job.message = "done", job.steps, "inverted before: reused"
             return job
-        job.thread = threading.Thread(target=self._run, args=(job, data, image_format), daemon=True,
-                                      name=f"explore-invert-{job.id[:8]}")
+        job.thread = threading.Thread(
+            target=self._run, args=(job, data, image_format), daemon=True, name=f"explore-invert-{job.id[:8]}"
+        )
         job.thread.start()
         return job
 
@@ -253,13 +278,21 @@ class PhotoInversions:
 
             result = inverter.invert(targets, start, on_step=on_step)
             buffer = io.BytesIO()
-            np.savez(buffer, latent=result.latents[0].numpy().astype(np.float32), space=np.array(self.space),
-                     aligned=aligned.pixels, lpips=np.float32(result.lpips[0]), psnr=np.float32(result.psnr[0]))
+            np.savez(
+                buffer,
+                latent=result.latents[0].numpy().astype(np.float32),
+                space=np.array(self.space),
+                aligned=aligned.pixels,
+                lpips=np.float32(result.lpips[0]),
+                psnr=np.float32(result.psnr[0]),
+            )
             atomic_write_bytes(self.path(job.photo_id), buffer.getvalue())
             job.state = "done"
-            job.message = (f"inverted in {result.seconds:.1f} s ({job.steps} steps"
-                           f"{', from the encoder' if self.encoder is not None else ''}): reconstruction "
-                           f"PSNR {float(result.psnr[0]):.1f} dB")
+            job.message = (
+                f"inverted in {result.seconds:.1f} s ({job.steps} steps"
+                f"{', from the encoder' if self.encoder is not None else ''}): reconstruction "
+                f"PSNR {float(result.psnr[0]):.1f} dB"
+            )
         except _Cancelled:
             job.state, job.message = "cancelled", "cancelled"
         except LatentAtlasError as error:
@@ -301,12 +334,24 @@ class PhotoInversions:
         if not path.is_file():
             raise ExploreInputError(f"photo {photo_id}: no inversion of it in this run; drop the photo again")
         with np.load(path, allow_pickle=False) as saved:
-            inverted = InvertedPhoto(photo_id, str(saved["space"]), np.asarray(saved["latent"], dtype=np.float32),
-                                     np.asarray(saved["aligned"], dtype=np.uint8), float(saved["lpips"]),
-                                     float(saved["psnr"]))
-        expected = ((int(self.generator.z_dim),) if inverted.space == "z" else
-                    (int(self.generator.num_ws), int(self.generator.w_dim)) if inverted.space == "w+" else None)
+            inverted = InvertedPhoto(
+                photo_id,
+                str(saved["space"]),
+                np.asarray(saved["latent"], dtype=np.float32),
+                np.asarray(saved["aligned"], dtype=np.uint8),
+                float(saved["lpips"]),
+                float(saved["psnr"]),
+            )
+        expected = (
+            (int(self.generator.z_dim),)
+            if inverted.space == "z"
+            else (int(self.generator.num_ws), int(self.generator.w_dim))
+            if inverted.space == "w+"
+            else None
+        )
         if expected is None or inverted.latent.shape != expected:
-            raise ExploreInputError(f"photo {photo_id}: its saved latent ({inverted.space}, {inverted.latent.shape}) "
-                                    f"does not fit this generator; drop the photo again")
+            raise ExploreInputError(
+                f"photo {photo_id}: its saved latent ({inverted.space}, {inverted.latent.shape}) "
+                f"does not fit this generator; drop the photo again"
+            )
         return inverted

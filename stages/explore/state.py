@@ -66,7 +66,7 @@ class Start:
         return f"{self.kind}:{self.key}"
 
     @classmethod
-    def parse(cls, text: str) -> "Start":
+    def parse(cls, text: str) -> Start:
         kind, separator, key = text.partition(":")
         if not separator:
             raise ExploreInputError(f"start {text!r}: expected seed:<n>, sample:<id> or photo:<id>")
@@ -135,10 +135,11 @@ class ExploreState:
         layers = f"{self.layers[0]},{self.layers[1]}" if self.layers is not None else "all"
         return f"{self.start.text()}|{edits}|{','.join(sorted(self.keep))}|{layers}|{self.psi!r}"
 
-    def with_edits(self, edits: Iterable[tuple[str, float]]) -> "ExploreState":
+    def with_edits(self, edits: Iterable[tuple[str, float]]) -> ExploreState:
         """This state with other slider positions (same start, held attributes, layers and ψ)."""
-        return ExploreState(self.start, tuple(edits), self.keep, self.layers, self.psi, self.mode, self.compare,
-                            self.compare_alpha)
+        return ExploreState(
+            self.start, tuple(edits), self.keep, self.layers, self.psi, self.mode, self.compare, self.compare_alpha
+        )
 
 
 def _check_alpha(alpha: float, where: str) -> None:
@@ -200,16 +201,25 @@ def parse_query(pairs: Iterable[tuple[str, str]], extra: Iterable[str] = ()) -> 
     mode = _single(values, "mode") or "sliders"
     compare = _single(values, "cmp") or None
     calpha_text = _single(values, "calpha")
-    return ExploreState(start=start, edits=edits, keep=keep, layers=layers,
-                        psi=_number(psi_text, "psi") if psi_text is not None else 1.0, mode=mode, compare=compare,
-                        compare_alpha=_number(calpha_text, "calpha") if calpha_text is not None else 0.0)
+    return ExploreState(
+        start=start,
+        edits=edits,
+        keep=keep,
+        layers=layers,
+        psi=_number(psi_text, "psi") if psi_text is not None else 1.0,
+        mode=mode,
+        compare=compare,
+        compare_alpha=_number(calpha_text, "calpha") if calpha_text is not None else 0.0,
+    )
 
 
 def to_query(state: ExploreState) -> str:
     """The URL query of ``state`` (:func:`parse_query` reads it back to an equal state); defaults are left out."""
     pairs: list[tuple[str, str]] = [("start", state.start.text())]
-    pairs += [("e", f"{slider}:{alpha:g}" if float(f"{alpha:g}") == alpha else f"{slider}:{alpha!r}")
-              for slider, alpha in state.edits]
+    pairs += [
+        ("e", f"{slider}:{alpha:g}" if float(f"{alpha:g}") == alpha else f"{slider}:{alpha!r}")
+        for slider, alpha in state.edits
+    ]
     pairs += [("keep", name) for name in state.keep]
     if state.layers is not None:
         pairs.append(("layers", f"{state.layers[0]},{state.layers[1]}"))

@@ -50,11 +50,14 @@ class DirectionSet:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
         for name in self.extras:
             if not name or Path(name).name != name or name in (VECTORS_FILE, INDEX_FILE):
-                raise DirectionsError(f"{self.method}: extra file name {name!r} must be a plain file name other "
-                                      f"than {VECTORS_FILE} / {INDEX_FILE}")
+                raise DirectionsError(
+                    f"{self.method}: extra file name {name!r} must be a plain file name other "
+                    f"than {VECTORS_FILE} / {INDEX_FILE}"
+                )
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.names):
-            raise DirectionsError(f"{self.method}: vectors of shape {self.vectors.shape} do not match "
-                                  f"{len(self.names)} names")
+            raise DirectionsError(
+                f"{self.method}: vectors of shape {self.vectors.shape} do not match {len(self.names)} names"
+            )
         if len(set(self.names)) != len(self.names):
             raise DirectionsError(f"{self.method}: direction names are not unique: {self.names}")
         norms = np.linalg.norm(self.vectors, axis=1)
@@ -88,16 +91,20 @@ class DirectionSet:
         meta = dict(self.meta)
         if self.extras:
             meta["extra_files"] = sorted(self.extras)
-        atomic_write_json(folder / INDEX_FILE, {"method": self.method, "space": self.space, "names": self.names,
-                                                "stats": self.stats, "meta": meta})
+        atomic_write_json(
+            folder / INDEX_FILE,
+            {"method": self.method, "space": self.space, "names": self.names, "stats": self.stats, "meta": meta},
+        )
 
     @classmethod
-    def load(cls, folder: Path) -> "DirectionSet":
+    def load(cls, folder: Path) -> DirectionSet:
         folder = Path(folder)
         index_path, vectors_path = folder / INDEX_FILE, folder / VECTORS_FILE
         if not index_path.is_file() or not vectors_path.is_file():
-            raise DirectionsError(f"{folder}: not a complete directions folder (expected {INDEX_FILE} and "
-                                  f"{VECTORS_FILE}); run the fit stage for it")
+            raise DirectionsError(
+                f"{folder}: not a complete directions folder (expected {INDEX_FILE} and "
+                f"{VECTORS_FILE}); run the fit stage for it"
+            )
         try:
             index = json.loads(index_path.read_text())
             vectors = np.load(vectors_path, allow_pickle=False)
@@ -107,8 +114,15 @@ class DirectionSet:
                 if Path(name).name != name or not (folder / name).is_file():
                     raise DirectionsError(f"{folder}: extra file {name!r} listed in {INDEX_FILE} is missing")
                 extras[name] = (folder / name).read_bytes()
-            return cls(method=index["method"], space=index["space"], names=list(index["names"]), vectors=vectors,
-                       stats=index.get("stats", {}), meta=meta, extras=extras)
+            return cls(
+                method=index["method"],
+                space=index["space"],
+                names=list(index["names"]),
+                vectors=vectors,
+                stats=index.get("stats", {}),
+                meta=meta,
+                extras=extras,
+            )
         except (json.JSONDecodeError, KeyError, ValueError) as error:
             raise DirectionsError(f"{folder}: unreadable directions ({error})") from error
 
@@ -123,19 +137,28 @@ def concatenate_direction_sets(parts: list[DirectionSet]) -> DirectionSet:
     for part in parts:
         clash = set(extras) & set(part.extras)
         if clash:
-            raise DirectionsError(f"{first.method}: per-attribute results both write extra files {sorted(clash)}; "
-                                  f"a separable method must name its extra files per attribute")
+            raise DirectionsError(
+                f"{first.method}: per-attribute results both write extra files {sorted(clash)}; "
+                f"a separable method must name its extra files per attribute"
+            )
         extras |= part.extras
     meta = dict(first.meta)
     meta.pop("extra_files", None)
     meta["per_attribute_meta"] = {name: part.meta for part in parts for name in part.names}
-    return DirectionSet(method=first.method, space=first.space, names=[n for part in parts for n in part.names],
-                        vectors=np.concatenate([part.vectors for part in parts]),
-                        stats={k: v for part in parts for k, v in part.stats.items()}, meta=meta, extras=extras)
+    return DirectionSet(
+        method=first.method,
+        space=first.space,
+        names=[n for part in parts for n in part.names],
+        vectors=np.concatenate([part.vectors for part in parts]),
+        stats={k: v for part in parts for k, v in part.stats.items()},
+        meta=meta,
+        extras=extras,
+    )
 
 
-def select_directions(directions: DirectionSet, attributes: list[str],
-                      allow_missing: bool = False) -> dict[str, tuple[np.ndarray, str]]:
+def select_directions(
+    directions: DirectionSet, attributes: list[str], allow_missing: bool = False
+) -> dict[str, tuple[np.ndarray, str]]:
     """For each attribute, the (D,) direction that edits it and the name it has in the set.
 
     Supervised sets name directions by attribute. Unsupervised ones name components (``c017``) and record in their
@@ -153,19 +176,25 @@ def select_directions(directions: DirectionSet, attributes: list[str],
         if attribute in directions.names:
             selected[attribute] = (directions[attribute], attribute)
             continue
-        candidates = [(abs(float(stats.get("correlation", 0.0))), name, float(stats.get("correlation", 0.0)))
-                      for name, stats in directions.stats.items()
-                      if stats.get("attribute") == attribute and name in directions.names]
+        candidates = [
+            (abs(float(stats.get("correlation", 0.0))), name, float(stats.get("correlation", 0.0)))
+            for name, stats in directions.stats.items()
+            if stats.get("attribute") == attribute and name in directions.names
+        ]
         if not candidates and allow_missing:
             continue
         if not candidates:
-            raise DirectionsError(f"{directions.method}: no direction for attribute {attribute!r} (its directions: "
-                                  f"{directions.names[:8]}{'…' if len(directions.names) > 8 else ''}; unsupervised "
-                                  f"components are matched through stats[name]['attribute'])")
+            raise DirectionsError(
+                f"{directions.method}: no direction for attribute {attribute!r} (its directions: "
+                f"{directions.names[:8]}{'…' if len(directions.names) > 8 else ''}; unsupervised "
+                f"components are matched through stats[name]['attribute'])"
+            )
         _, name, correlation = max(candidates)
         selected[attribute] = (directions[name] * (1.0 if correlation >= 0 else -1.0), name)
     if not selected:
-        raise DirectionsError(f"{directions.method}: none of the attributes {attributes} has a direction; for an "
-                              f"unsupervised method, see which attributes its components were named after in "
-                              f"directions/{directions.method}/directions.json")
+        raise DirectionsError(
+            f"{directions.method}: none of the attributes {attributes} has a direction; for an "
+            f"unsupervised method, see which attributes its components were named after in "
+            f"directions/{directions.method}/directions.json"
+        )
     return selected

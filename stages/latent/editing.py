@@ -28,10 +28,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from latentatlas.errors import LatentAtlasError
 from stages.latent.directions import DirectionSet, select_directions
 from stages.latent.fields import load_model
-from latentatlas.errors import LatentAtlasError
-
 
 #: Path step of gradient-following (nonlinear) edits, in latent units.
 FIELD_STEP = 0.05
@@ -72,14 +71,17 @@ def _resolve(direction: ArrayLike | str, directions: DirectionSet | None, dim: i
         if directions is None:
             raise EditError(f"{what} {direction!r} is a name: pass directions=<DirectionSet> to look it up")
         if directions.dim != dim:
-            raise EditError(f"directions of {directions.method!r} live in a {directions.dim}-d space "
-                            f"({directions.space}), the latents are {dim}-d")
+            raise EditError(
+                f"directions of {directions.method!r} live in a {directions.dim}-d space "
+                f"({directions.space}), the latents are {dim}-d"
+            )
         return _as_vector(directions[direction], dim, f"{what} {direction!r}")
     return _as_vector(direction, dim, what)
 
 
-def _keep_basis(keep: Sequence[ArrayLike | str] | ArrayLike | None, directions: DirectionSet | None,
-                dim: int) -> np.ndarray:
+def _keep_basis(
+    keep: Sequence[ArrayLike | str] | ArrayLike | None, directions: DirectionSet | None, dim: int
+) -> np.ndarray:
     """(D, r) orthonormal basis of the span of the kept directions (r = 0 when nothing is kept)."""
     if keep is None:
         return np.zeros((dim, 0))
@@ -101,8 +103,12 @@ def project_out(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return vectors - (vectors @ basis) @ basis.T
 
 
-def conditional_direction(primal: ArrayLike | str, keep: Sequence[ArrayLike | str] | ArrayLike,
-                          directions: DirectionSet | None = None, tol: float = 1e-3) -> np.ndarray:
+def conditional_direction(
+    primal: ArrayLike | str,
+    keep: Sequence[ArrayLike | str] | ArrayLike,
+    directions: DirectionSet | None = None,
+    tol: float = 1e-3,
+) -> np.ndarray:
     """The unit (D,) direction moving ``primal`` while holding every ``keep`` direction fixed to first order.
 
     ``n = normalise(p − P_C p)`` with P_C the orthogonal projector onto span(keep) (InterFaceGAN Sec. 2.2).
@@ -117,8 +123,10 @@ def conditional_direction(primal: ArrayLike | str, keep: Sequence[ArrayLike | st
     orthogonal = project_out(p, basis)
     norm = float(np.linalg.norm(orthogonal))
     if norm < tol:
-        raise EditError(f"the primal direction lies inside the span of the kept directions (its orthogonal part "
-                        f"has norm {norm:.2e} < {tol}): it cannot change while they stay fixed")
+        raise EditError(
+            f"the primal direction lies inside the span of the kept directions (its orthogonal part "
+            f"has norm {norm:.2e} < {tol}): it cannot change while they stay fixed"
+        )
     return orthogonal / norm
 
 
@@ -141,9 +149,16 @@ def _as_alphas(alpha: float | ArrayLike | Sequence[float]) -> tuple[np.ndarray, 
     return values.reshape(-1).astype(np.float64), values.ndim == 0
 
 
-def edit(latents: ArrayLike, direction: DirectionLike, alpha: float | ArrayLike | Sequence[float],
-         keep: Sequence[ArrayLike | str] | ArrayLike | None = None, *, directions: DirectionSet | None = None,
-         step_size: float = 0.05, tol: float = 1e-3) -> ArrayLike:
+def edit(
+    latents: ArrayLike,
+    direction: DirectionLike,
+    alpha: float | ArrayLike | Sequence[float],
+    keep: Sequence[ArrayLike | str] | ArrayLike | None = None,
+    *,
+    directions: DirectionSet | None = None,
+    step_size: float = 0.05,
+    tol: float = 1e-3,
+) -> ArrayLike:
     """Move ``latents`` along ``direction`` by ``alpha``, holding the ``keep`` directions fixed.
 
     Args:
@@ -188,8 +203,13 @@ def edit(latents: ArrayLike, direction: DirectionLike, alpha: float | ArrayLike 
     return edited
 
 
-def follow_gradient(latents: torch.Tensor, field: LatentField, alphas: np.ndarray,
-                    keep_basis: np.ndarray | None = None, step_size: float = 0.05) -> torch.Tensor:
+def follow_gradient(
+    latents: torch.Tensor,
+    field: LatentField,
+    alphas: np.ndarray,
+    keep_basis: np.ndarray | None = None,
+    step_size: float = 0.05,
+) -> torch.Tensor:
     """Per-sample nonlinear paths: (N, D) latents → (M, N, D), one slice per strength in ``alphas``.
 
     Each sample takes steps of length ``step_size`` (the last one shortened to land exactly) along its normalised
@@ -201,8 +221,9 @@ def follow_gradient(latents: torch.Tensor, field: LatentField, alphas: np.ndarra
     if step_size <= 0:
         raise EditError(f"step_size must be > 0, got {step_size}")
     dim = int(latents.shape[1])
-    basis = torch.as_tensor(keep_basis if keep_basis is not None else np.zeros((dim, 0)),
-                            dtype=torch.float64, device=latents.device)
+    basis = torch.as_tensor(
+        keep_basis if keep_basis is not None else np.zeros((dim, 0)), dtype=torch.float64, device=latents.device
+    )
     start = latents.detach().to(torch.float64)
     out = torch.empty((len(alphas), *latents.shape), dtype=latents.dtype, device=latents.device)
     for sign in (1.0, -1.0):
@@ -214,8 +235,9 @@ def follow_gradient(latents: torch.Tensor, field: LatentField, alphas: np.ndarra
                 h = min(step_size, target - travelled)
                 gradient = field.gradient(current.to(latents.dtype)).detach().to(torch.float64)
                 if gradient.shape != current.shape:
-                    raise EditError(f"field gradient has shape {tuple(gradient.shape)}, expected "
-                                    f"{tuple(current.shape)}")
+                    raise EditError(
+                        f"field gradient has shape {tuple(gradient.shape)}, expected {tuple(current.shape)}"
+                    )
                 gradient = gradient - (gradient @ basis) @ basis.T
                 norm = gradient.norm(dim=1, keepdim=True)
                 unit_gradient = torch.where(norm > 1e-12, gradient / norm.clamp_min(1e-12), torch.zeros_like(gradient))
@@ -225,9 +247,16 @@ def follow_gradient(latents: torch.Tensor, field: LatentField, alphas: np.ndarra
     return out
 
 
-def edit_layers(latents_w_plus: ArrayLike, direction: ArrayLike | str, alpha: float | ArrayLike | Sequence[float],
-                layers: tuple[int, int] | None = None, keep: Sequence[ArrayLike | str] | ArrayLike | None = None, *,
-                directions: DirectionSet | None = None, tol: float = 1e-3) -> ArrayLike:
+def edit_layers(
+    latents_w_plus: ArrayLike,
+    direction: ArrayLike | str,
+    alpha: float | ArrayLike | Sequence[float],
+    layers: tuple[int, int] | None = None,
+    keep: Sequence[ArrayLike | str] | ArrayLike | None = None,
+    *,
+    directions: DirectionSet | None = None,
+    tol: float = 1e-3,
+) -> ArrayLike:
     """Edit W+ codes along a W direction in the layers ``[start, stop)`` only.
 
     Style-based generators feed one w per synthesis layer; moving only the coarse layers (e.g. ``(0, 4)``) changes
@@ -257,8 +286,9 @@ def edit_layers(latents_w_plus: ArrayLike, direction: ArrayLike | str, alpha: fl
     num_ws, dim = int(codes.shape[1]), int(codes.shape[2])
     start, stop = layers if layers is not None else (0, num_ws)
     if not 0 <= start < stop <= num_ws:
-        raise EditError(f"layers must satisfy 0 <= start < stop <= {num_ws} (the generator's W+ layers), "
-                        f"got [{start}, {stop}]")
+        raise EditError(
+            f"layers must satisfy 0 <= start < stop <= {num_ws} (the generator's W+ layers), got [{start}, {stop}]"
+        )
     vector = _resolve(direction, directions, dim, "direction")
     if keep is not None:
         vector = conditional_direction(vector, keep, directions=directions, tol=tol)
@@ -294,25 +324,39 @@ class DirectionEdit:
         """``"gradient_path"`` (a nonlinear model's per-sample path) or ``"vector"``."""
         return "vector" if self.field is None else "gradient_path"
 
-    def apply(self, latents: ArrayLike, alphas: float | ArrayLike | Sequence[float],
-              keep: Sequence[ArrayLike] | None = None, step_size: float = FIELD_STEP) -> ArrayLike:
+    def apply(
+        self,
+        latents: ArrayLike,
+        alphas: float | ArrayLike | Sequence[float],
+        keep: Sequence[ArrayLike] | None = None,
+        step_size: float = FIELD_STEP,
+    ) -> ArrayLike:
         """(N, D) latents → (M, N, D) edited at each of the (M,) ``alphas`` (see :func:`edit`)."""
-        return edit(latents, self.vector if self.field is None else self.field, alphas, keep=keep,
-                    step_size=step_size)
+        return edit(latents, self.vector if self.field is None else self.field, alphas, keep=keep, step_size=step_size)
 
-    def apply_layers(self, latents_w_plus: ArrayLike, alphas: float | ArrayLike | Sequence[float],
-                     layers: tuple[int, int], keep: Sequence[ArrayLike] | None = None) -> ArrayLike:
+    def apply_layers(
+        self,
+        latents_w_plus: ArrayLike,
+        alphas: float | ArrayLike | Sequence[float],
+        layers: tuple[int, int],
+        keep: Sequence[ArrayLike] | None = None,
+    ) -> ArrayLike:
         """(N, L, D) W+ codes → (M, N, L, D), layers ``layers`` moved along the vector (see :func:`edit_layers`;
         a gradient path has no layer-wise meaning, so W+ edits always follow the vector)."""
         return edit_layers(latents_w_plus, self.vector, alphas, layers, keep=keep)
 
 
-def direction_edits(directions: DirectionSet, attributes: Sequence[str], *, allow_missing: bool = False,
-                    nonlinear: bool = True) -> dict[str, DirectionEdit]:
+def direction_edits(
+    directions: DirectionSet, attributes: Sequence[str], *, allow_missing: bool = False, nonlinear: bool = True
+) -> dict[str, DirectionEdit]:
     """For each attribute, how ``directions`` edits it (:func:`stages.latent.directions.select_directions` picks the
     direction; a nonlinear model the set carries for it is loaded unless ``nonlinear`` is off)."""
     models = directions.meta.get("models", {}) if nonlinear else {}
-    return {attribute: DirectionEdit(attribute, source, vector, load_model(directions, source) if source in models
-                                     else None)
-            for attribute, (vector, source) in select_directions(directions, list(attributes),
-                                                                 allow_missing=allow_missing).items()}
+    return {
+        attribute: DirectionEdit(
+            attribute, source, vector, load_model(directions, source) if source in models else None
+        )
+        for attribute, (vector, source) in select_directions(
+            directions, list(attributes), allow_missing=allow_missing
+        ).items()
+    }

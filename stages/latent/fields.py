@@ -23,8 +23,16 @@ class AttributeMLP(nn.Module):
     Implements :class:`stages.latent.editing.LatentField` (``gradient``), so it can be passed to ``edit``.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int = 256, dropout: float = 0.2, kind: str = "binary",
-                 target_mean: float = 0.0, target_scale: float = 1.0, threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 256,
+        dropout: float = 0.2,
+        kind: str = "binary",
+        target_mean: float = 0.0,
+        target_scale: float = 1.0,
+        threshold: float = 0.5,
+    ) -> None:
         super().__init__()
         self.hidden = nn.Linear(in_dim, hidden_dim)
         self.output = nn.Linear(hidden_dim, 1)
@@ -33,9 +41,15 @@ class AttributeMLP(nn.Module):
         self.target_mean, self.target_scale, self.threshold = float(target_mean), float(target_scale), float(threshold)
 
     def config(self) -> dict[str, Any]:
-        return {"in_dim": self.hidden.in_features, "hidden_dim": self.hidden.out_features, "dropout": self.dropout,
-                "kind": self.kind, "target_mean": self.target_mean, "target_scale": self.target_scale,
-                "threshold": self.threshold}
+        return {
+            "in_dim": self.hidden.in_features,
+            "hidden_dim": self.hidden.out_features,
+            "dropout": self.dropout,
+            "kind": self.kind,
+            "target_mean": self.target_mean,
+            "target_scale": self.target_scale,
+            "threshold": self.threshold,
+        }
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """nn.Linear's default initialisation, drawn from ``generator`` (no global RNG)."""
@@ -71,8 +85,10 @@ def load_model(directions: DirectionSet, attribute: str) -> AttributeMLP:
     """The trained MLP for ``attribute`` from a (loaded) TunaGAN DirectionSet, in eval mode on the CPU."""
     models = directions.meta.get("models", {})
     if attribute not in models:
-        raise KeyError(f"{directions.method} has no nonlinear model for {attribute!r}; models: {sorted(models)} "
-                       f"(fit with model='nonlinear')")
+        raise KeyError(
+            f"{directions.method} has no nonlinear model for {attribute!r}; models: {sorted(models)} "
+            f"(fit with model='nonlinear')"
+        )
     config = dict(models[attribute])
     payload = directions.extras.get(config.pop("file"))
     if payload is None:

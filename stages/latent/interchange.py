@@ -86,13 +86,15 @@ def interfacegan_name(path: Path, model: str | None) -> tuple[str, str, list[str
         return folder_match.group("attribute").lower(), space, []
     match = _INTERFACEGAN_NAME.match(path.name)
     if not match:
-        raise DirectionsError(f"{path}: not an InterFaceGAN boundary name (expected "
-                              f"<model>_<attribute>[_c_<attribute>...][_w]_boundary.npy or boundary_<Attribute>.npy)")
+        raise DirectionsError(
+            f"{path}: not an InterFaceGAN boundary name (expected "
+            f"<model>_<attribute>[_c_<attribute>...][_w]_boundary.npy or boundary_<Attribute>.npy)"
+        )
     stem = match.group("stem")
     if model is not None:
         if not stem.startswith(f"{model}_"):
             raise DirectionsError(f"{path}: does not start with the model name {model!r}")
-        rest = stem[len(model) + 1:]
+        rest = stem[len(model) + 1 :]
     else:
         parts = stem.split("_")
         if len(parts) < 3:
@@ -124,13 +126,20 @@ def import_interfacegan(paths: Sequence[Path], name: str, model: str | None = No
     if not names:
         raise DirectionsError("no boundary files given")
     if len(spaces) > 1:
-        raise DirectionsError(f"{name}: boundaries of both Z and W given ({sorted(spaces)}); import each space as "
-                              f"its own set")
+        raise DirectionsError(
+            f"{name}: boundaries of both Z and W given ({sorted(spaces)}); import each space as its own set"
+        )
     if len({len(v) for v in vectors}) > 1:
         raise DirectionsError(f"{name}: boundaries of different dimensions {sorted({len(v) for v in vectors})}")
     stacked = np.stack(vectors)
-    return DirectionSet(name, spaces.pop(), names, _unit_rows(stacked, Path(paths[0])), stats=stats,
-                        meta=_imported_meta("interfacegan", paths))
+    return DirectionSet(
+        name,
+        spaces.pop(),
+        names,
+        _unit_rows(stacked, Path(paths[0])),
+        stats=stats,
+        meta=_imported_meta("interfacegan", paths),
+    )
 
 
 def import_ganspace(path: Path, name: str, space: str | None = None, n_components: int | None = None) -> DirectionSet:
@@ -147,10 +156,14 @@ def import_ganspace(path: Path, name: str, space: str | None = None, n_component
     names = [f"c{k:03d}" for k in range(components.shape[0])]
     stats = {}
     for k, component_name in enumerate(names):
-        stats[component_name] = {key: float(archive[key][k]) for key in ("var_ratio", "lat_stdev")
-                                 if key in archive and archive[key].shape[0] > k}
-    return DirectionSet(name, space, names, _unit_rows(components, path), stats=stats,
-                        meta=_imported_meta("ganspace", [path]))
+        stats[component_name] = {
+            key: float(archive[key][k])
+            for key in ("var_ratio", "lat_stdev")
+            if key in archive and archive[key].shape[0] > k
+        }
+    return DirectionSet(
+        name, space, names, _unit_rows(components, path), stats=stats, meta=_imported_meta("ganspace", [path])
+    )
 
 
 def import_sefa(path: Path, name: str, space: str = "z", n_components: int | None = None) -> DirectionSet:
@@ -167,10 +180,13 @@ def import_sefa(path: Path, name: str, space: str = "z", n_components: int | Non
     if n_components is not None:
         boundaries = boundaries[:n_components]
     names = [f"c{k:03d}" for k in range(boundaries.shape[0])]
-    stats = {component_name: ({"eigen_value": float(eigen_values[k])} if eigen_values is not None else {})
-             for k, component_name in enumerate(names)}
-    return DirectionSet(name, space, names, _unit_rows(boundaries, path), stats=stats,
-                        meta=_imported_meta("sefa", [path]))
+    stats = {
+        component_name: ({"eigen_value": float(eigen_values[k])} if eigen_values is not None else {})
+        for k, component_name in enumerate(names)
+    }
+    return DirectionSet(
+        name, space, names, _unit_rows(boundaries, path), stats=stats, meta=_imported_meta("sefa", [path])
+    )
 
 
 def _imported_meta(source_format: str, paths: Sequence[Path]) -> dict:
@@ -178,12 +194,23 @@ def _imported_meta(source_format: str, paths: Sequence[Path]) -> dict:
     for path in sorted(Path(p) for p in paths):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
-    return {"imported": True, "format": source_format, "sources": sorted(Path(p).name for p in paths),
-            "fingerprint": f"imported-{source_format}-{digest.hexdigest()[:16]}"}
+    return {
+        "imported": True,
+        "format": source_format,
+        "sources": sorted(Path(p).name for p in paths),
+        "fingerprint": f"imported-{source_format}-{digest.hexdigest()[:16]}",
+    }
 
 
-def import_directions(source_format: str, paths: Sequence[Path], name: str, *, model: str | None = None,
-                      space: str | None = None, n_components: int | None = None) -> DirectionSet:
+def import_directions(
+    source_format: str,
+    paths: Sequence[Path],
+    name: str,
+    *,
+    model: str | None = None,
+    space: str | None = None,
+    n_components: int | None = None,
+) -> DirectionSet:
     """Read published directions of ``source_format`` (see the module docstring) into a :class:`DirectionSet`.
 
     Raises:

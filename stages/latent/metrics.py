@@ -42,27 +42,37 @@ def ieee_float32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def perceptual_path_length(generator: Any, directions: torch.Tensor | np.ndarray, lpips: nn.Module,
-                           **options: Any) -> np.ndarray:
+def perceptual_path_length(
+    generator: Any, directions: torch.Tensor | np.ndarray, lpips: nn.Module, **options: Any
+) -> np.ndarray:
     """(K,) float64 perceptual path length along each of K directions: the mean of
     :func:`perceptual_path_length_terms` (same arguments)."""
     return np.array([terms.mean() for terms in perceptual_path_length_terms(generator, directions, lpips, **options)])
 
 
 @torch.no_grad()
-def perceptual_path_length_terms(generator: Any, directions: torch.Tensor | np.ndarray, lpips: nn.Module,
-                                 n_samples: int = 64, t_max: float = 6.0, delta: float = PPL_DELTA,
-                                 batch_size: int = 64, seed: int = 0, space: str = "z",
-                                 min_size: int = LPIPS_MIN_SIDE, reject_outliers: bool = True,
-                                 device: torch.device | str | None = None) -> list[np.ndarray]:
+def perceptual_path_length_terms(
+    generator: Any,
+    directions: torch.Tensor | np.ndarray,
+    lpips: nn.Module,
+    n_samples: int = 64,
+    t_max: float = 6.0,
+    delta: float = PPL_DELTA,
+    batch_size: int = 64,
+    seed: int = 0,
+    space: str = "z",
+    min_size: int = LPIPS_MIN_SIDE,
+    reject_outliers: bool = True,
+    device: torch.device | str | None = None,
+) -> list[np.ndarray]:
     """The per-sample terms of the perceptual path length along each of K directions (see the module docstring):
     their mean is the PPL, and an interval can be bootstrapped over them.
 
     Args:
-        generator: any :class:`~stages.plugins.generators.Generator` (``synthesize(latents, space)``, ``map``, ``z_dim``).
-        directions: (K, D) directions in ``space``; normalised to unit norm here (t is in latent units).
-        lpips: a distance module, (N, 3, H, W) × (N, 3, H, W) in [-1, 1] → (N,), e.g. :func:`stages.latent.perceptual.build_lpips`.
-        n_samples: (z, t) samples per direction.
+        generator: any :class:`~stages.plugins.generators.Generator` (``synthesize(latents, space)``, ``map``,
+        ``z_dim``). directions: (K, D) directions in ``space``; normalised to unit norm here (t is in latent units).
+        lpips: a distance module, (N, 3, H, W) × (N, 3, H, W) in [-1, 1] → (N,), e.g.
+        :func:`stages.latent.perceptual.build_lpips`. n_samples: (z, t) samples per direction.
         t_max: t ~ U[−t_max, t_max] (the methods pass their training ε_max).
         delta: the finite-difference step δ.
         batch_size: samples per generator/LPIPS call.
@@ -86,21 +96,24 @@ def perceptual_path_length_terms(generator: Any, directions: torch.Tensor | np.n
     steps = t_max * (2.0 * torch.rand(n_samples, generator=rng) - 1.0)
     base = latents_z if space == "z" else generator.map(latents_z.to(device))[space].float().cpu()
     if base.shape[1] != vectors.shape[1]:
-        raise ValueError(f"directions are {vectors.shape[1]}-d but the generator's {space!r} space is "
-                         f"{base.shape[1]}-d")
+        raise ValueError(
+            f"directions are {vectors.shape[1]}-d but the generator's {space!r} space is {base.shape[1]}-d"
+        )
     lpips = lpips.to(device)
     results = []
     with ieee_float32():
-        for k, direction in enumerate(vectors):
+        for direction in vectors:
             distances = []
             for start in range(0, n_samples, batch_size):
-                latents = base[start:start + batch_size].to(device)
-                t = steps[start:start + batch_size, None].to(device)
+                latents = base[start : start + batch_size].to(device)
+                t = steps[start : start + batch_size, None].to(device)
                 unit = direction.to(device)[None]
                 near = generator.synthesize(latents + t * unit, space=space).float()
                 far = generator.synthesize(latents + (t + delta) * unit, space=space).float()
-                distances.append(lpips(resize_for_lpips(near, min_size), resize_for_lpips(far, min_size)).double().cpu())
-            values = torch.cat(distances).numpy() / delta ** 2
+                distances.append(
+                    lpips(resize_for_lpips(near, min_size), resize_for_lpips(far, min_size)).double().cpu()
+                )
+            values = torch.cat(distances).numpy() / delta**2
             if reject_outliers and len(values) >= 3:
                 low = np.percentile(values, 1, method="lower")
                 high = np.percentile(values, 99, method="higher")
@@ -115,10 +128,18 @@ def field_perceptual_path_length(generator: Any, field: LatentField, lpips: torc
     return float(field_perceptual_path_length_terms(generator, field, lpips, **options).mean())
 
 
-def field_perceptual_path_length_terms(generator: Any, field: LatentField, lpips: torch.nn.Module,
-                                       space: str = "z", n_samples: int = 32, t_max: float = 3.0, seed: int = 0,
-                                       batch_size: int = 64, step_size: float = FIELD_STEP,
-                                       device: torch.device | str = "cpu") -> np.ndarray:
+def field_perceptual_path_length_terms(
+    generator: Any,
+    field: LatentField,
+    lpips: torch.nn.Module,
+    space: str = "z",
+    n_samples: int = 32,
+    t_max: float = 3.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    step_size: float = FIELD_STEP,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """The per-sample terms of the perceptual path length along a nonlinear model's gradient paths (the PPL of
     :func:`perceptual_path_length` with the straight line replaced by the path the edit follows).
 
@@ -134,19 +155,23 @@ def field_perceptual_path_length_terms(generator: Any, field: LatentField, lpips
     latents_z = torch.randn(n_samples, int(generator.z_dim), generator=rng)
     steps = t_max * (2.0 * torch.rand(n_samples, generator=rng) - 1.0)
     base = latents_z if space == "z" else generator.map(latents_z.to(device))[space].float().cpu()
-    starts = torch.cat([follow_gradient(base[i:i + 1], field, np.array([float(steps[i])]),
-                                        step_size=step_size)[0] for i in range(n_samples)])
+    starts = torch.cat(
+        [
+            follow_gradient(base[i : i + 1], field, np.array([float(steps[i])]), step_size=step_size)[0]
+            for i in range(n_samples)
+        ]
+    )
     gradient = field.gradient(starts).detach().to(torch.float32)
     units = gradient / gradient.norm(dim=1, keepdim=True).clamp_min(1e-12)
     distances = []
     with ieee_float32(), torch.no_grad():
         for start in range(0, n_samples, batch_size):
-            near_latents = starts[start:start + batch_size].to(device)
-            far_latents = near_latents + PPL_DELTA * units[start:start + batch_size].to(device)
+            near_latents = starts[start : start + batch_size].to(device)
+            far_latents = near_latents + PPL_DELTA * units[start : start + batch_size].to(device)
             near = generator.synthesize(near_latents, space=space).float()
             far = generator.synthesize(far_latents, space=space).float()
             distances.append(lpips(resize_for_lpips(near), resize_for_lpips(far)).double().reshape(-1).cpu())
-    values = torch.cat(distances).numpy() / PPL_DELTA ** 2
+    values = torch.cat(distances).numpy() / PPL_DELTA**2
     if len(values) >= 3:
         low, high = np.percentile(values, 1, method="lower"), np.percentile(values, 99, method="higher")
         values = values[(values >= low) & (values <= high)]

@@ -26,16 +26,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages.runtime.weights import weights_path
 from latentatlas.errors import LatentAtlasError
+from stages.runtime.weights import weights_path
 
 LpipsNet = Literal["alex", "vgg"]
 
 # (conv in, conv out, kernel, stride, padding) of AlexNet's features, and after which conv a max-pool comes first.
 _ALEX_CONVS = [(3, 64, 11, 4, 2), (64, 192, 5, 1, 2), (192, 384, 3, 1, 1), (384, 256, 3, 1, 1), (256, 256, 3, 1, 1)]
 # VGG16 convs per LPIPS slice (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3); slices 2-5 start with a max-pool.
-_VGG_SLICES = [[(3, 64), (64, 64)], [(64, 128), (128, 128)], [(128, 256), (256, 256), (256, 256)],
-               [(256, 512), (512, 512), (512, 512)], [(512, 512), (512, 512), (512, 512)]]
+_VGG_SLICES = [
+    [(3, 64), (64, 64)],
+    [(64, 128), (128, 128)],
+    [(128, 256), (256, 256), (256, 256)],
+    [(256, 512), (512, 512), (512, 512)],
+    [(512, 512), (512, 512), (512, 512)],
+]
 
 _TRUNK_WEIGHTS = {"alex": ("lpips-alexnet", "AlexNet_0"), "vgg": ("lpips-vgg16", "VGG16_0")}
 _LINEAR_WEIGHTS = {"alex": "lpips-linear-alex", "vgg": "lpips-linear-vgg"}
@@ -90,16 +95,19 @@ class LPIPS(nn.Module):
         outputs = []
         for block in self.slices:
             hidden = block(hidden)
-            outputs.append(hidden / (torch.sqrt(torch.sum(hidden ** 2, dim=1, keepdim=True)) + 1e-10))
+            outputs.append(hidden / (torch.sqrt(torch.sum(hidden**2, dim=1, keepdim=True)) + 1e-10))
         return outputs
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
         if images_a.shape != images_b.shape or images_a.dim() != 4 or images_a.shape[1] != 3:
-            raise LpipsError(f"LPIPS expects two (N, 3, H, W) batches of equal shape, got {tuple(images_a.shape)} "
-                             f"and {tuple(images_b.shape)}")
+            raise LpipsError(
+                f"LPIPS expects two (N, 3, H, W) batches of equal shape, got {tuple(images_a.shape)} "
+                f"and {tuple(images_b.shape)}"
+            )
         if min(images_a.shape[-2:]) < 32:
-            raise LpipsError(f"LPIPS needs images of at least 32×32, got {tuple(images_a.shape[-2:])}; "
-                             f"upsample them first")
+            raise LpipsError(
+                f"LPIPS needs images of at least 32×32, got {tuple(images_a.shape[-2:])}; upsample them first"
+            )
         features = self.features(torch.cat([images_a, images_b]))
         n = images_a.shape[0]
         distance = images_a.new_zeros(n)
@@ -125,8 +133,10 @@ def _load_trunk(model: LPIPS, net: LpipsNet) -> None:
             kernel = torch.from_numpy(np.ascontiguousarray(np.asarray(entry["kernel"]).transpose(3, 2, 0, 1)))
             bias = torch.from_numpy(np.asarray(entry["bias"]))
             if kernel.shape != conv.weight.shape or bias.shape != conv.bias.shape:
-                raise LpipsError(f"{path}: {root}/Conv_{index} has kernel {tuple(kernel.shape)}, bias "
-                                 f"{tuple(bias.shape)}; expected {tuple(conv.weight.shape)}, {tuple(conv.bias.shape)}")
+                raise LpipsError(
+                    f"{path}: {root}/Conv_{index} has kernel {tuple(kernel.shape)}, bias "
+                    f"{tuple(bias.shape)}; expected {tuple(conv.weight.shape)}, {tuple(conv.bias.shape)}"
+                )
             conv.weight.copy_(kernel)
             conv.bias.copy_(bias)
 
@@ -139,8 +149,9 @@ def _load_linear_layers(model: LPIPS, net: LpipsNet) -> None:
         for index, linear in enumerate(model.linear_layers):
             key = f"lin{index}.model.1.weight"
             if key not in state or state[key].shape != linear.weight.shape:
-                raise LpipsError(f"{path}: expected {key} of shape {tuple(linear.weight.shape)}, found keys "
-                                 f"{sorted(state)}")
+                raise LpipsError(
+                    f"{path}: expected {key} of shape {tuple(linear.weight.shape)}, found keys {sorted(state)}"
+                )
             linear.weight.copy_(state[key])
 
 

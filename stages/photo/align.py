@@ -88,9 +88,15 @@ class CanonicalFace:
 #: facexlib's ``face_template`` for 512-px FFHQ-aligned crops (GFPGAN / CodeFormer warp faces onto it), / 512.
 FFHQ_FACE = CanonicalFace(
     "ffhq",
-    ((192.98138 / 512, 239.94708 / 512), (318.90277 / 512, 240.1936 / 512), (256.63416 / 512, 314.01935 / 512),
-     (201.26117 / 512, 371.41043 / 512), (313.08905 / 512, 371.15118 / 512)),
-    "facexlib's 5-point face_template of FFHQ-aligned 512-px crops, divided by 512")
+    (
+        (192.98138 / 512, 239.94708 / 512),
+        (318.90277 / 512, 240.1936 / 512),
+        (256.63416 / 512, 314.01935 / 512),
+        (201.26117 / 512, 371.41043 / 512),
+        (313.08905 / 512, 371.15118 / 512),
+    ),
+    "facexlib's 5-point face_template of FFHQ-aligned 512-px crops, divided by 512",
+)
 
 #: Median landmarks of ``dcgan-digiface`` faces: ``measure_canonical_face(build_generator("dcgan-digiface"),
 #: FaceDetector("cpu"), n_images=512, seed=0)`` — 512 faces from ``torch.Generator().manual_seed(0)`` normals,
@@ -100,7 +106,8 @@ DCGAN_DIGIFACE_FACE = CanonicalFace(
     "dcgan-digiface",
     ((0.349193, 0.487093), (0.665859, 0.480919), (0.503625, 0.689064), (0.372858, 0.85623), (0.645134, 0.851375)),
     "measure_canonical_face(dcgan-digiface, n_images=512, seed=0, upscale=160): median MTCNN landmarks of the "
-    "481 of 512 generated faces with one face of probability >= 0.95")
+    "481 of 512 generated faces with one face of probability >= 0.95",
+)
 
 #: Canonical faces of the generators known to be face models (alignment on by default for them).
 CANONICAL_FACES: dict[str, CanonicalFace] = {"dcgan-digiface": DCGAN_DIGIFACE_FACE}
@@ -148,8 +155,11 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     """Any PIL mode → (H, W, 3) uint8 RGB (alpha over white, 16-bit and float scaled to 8 bits)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else (
-            1.0 if image.mode == "F" and values.max() <= 1.0 else 255.0)
+        top = (
+            65535.0
+            if image.mode.startswith("I;16") or values.max() > 255
+            else (1.0 if image.mode == "F" and values.max() <= 1.0 else 255.0)
+        )
         gray = np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if image.mode == "P" and "transparency" in image.info:
@@ -201,16 +211,26 @@ class FaceDetector:
         thresholds: P-, R-, O-Net face probability thresholds (MTCNN's defaults).
     """
 
-    def __init__(self, device: torch.device | str = "cpu", min_face_size: int = 20,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)) -> None:
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        min_face_size: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+    ) -> None:
         verified_mtcnn_weights()  # the package loads these very files
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from facenet_pytorch import MTCNN  # imports torchvision: only when a face is to be found
 
         self.device = torch.device(device)
-        self.mtcnn = MTCNN(keep_all=True, device=self.device, min_face_size=min_face_size,
-                           thresholds=list(thresholds), post_process=False, select_largest=True)
+        self.mtcnn = MTCNN(
+            keep_all=True,
+            device=self.device,
+            min_face_size=min_face_size,
+            thresholds=list(thresholds),
+            post_process=False,
+            select_largest=True,
+        )
         hashes = ":".join(WEIGHTS[name].sha256[:12] for name in MTCNN_WEIGHTS)
         self.fingerprint = f"mtcnn@{hashes}:min={min_face_size}:t={list(thresholds)}"
 
@@ -222,9 +242,14 @@ class FaceDetector:
             boxes, probabilities, points = self.mtcnn.detect(Image.fromarray(photo), landmarks=True)
         if boxes is None:
             return []
-        faces = [DetectedFace(tuple(float(v) for v in np.asarray(box, dtype=np.float64)), float(probability),
-                              np.asarray(landmarks, dtype=np.float64).reshape(5, 2))
-                 for box, probability, landmarks in zip(boxes, probabilities, points)]
+        faces = [
+            DetectedFace(
+                tuple(float(v) for v in np.asarray(box, dtype=np.float64)),
+                float(probability),
+                np.asarray(landmarks, dtype=np.float64).reshape(5, 2),
+            )
+            for box, probability, landmarks in zip(boxes, probabilities, points)
+        ]
         return sorted(faces, key=lambda face: -face.area)
 
 
@@ -235,18 +260,24 @@ def select_face(faces: Sequence[DetectedFace], where: str, face_index: int | Non
         FaceDetectionError: no face; several and no ``face_index``; an index outside the faces found.
     """
     if not faces:
-        raise FaceDetectionError(f"{where}: no face found (MTCNN); use --no-align to invert the whole photo "
-                                 f"(centre-cropped)")
+        raise FaceDetectionError(
+            f"{where}: no face found (MTCNN); use --no-align to invert the whole photo (centre-cropped)"
+        )
     if face_index is not None:
         if not 0 <= face_index < len(faces):
-            raise FaceDetectionError(f"{where}: --face-index {face_index}, but {len(faces)} face(s) were found "
-                                     f"(indices 0..{len(faces) - 1}, largest first)")
+            raise FaceDetectionError(
+                f"{where}: --face-index {face_index}, but {len(faces)} face(s) were found "
+                f"(indices 0..{len(faces) - 1}, largest first)"
+            )
         return faces[face_index]
     if len(faces) > 1:
-        boxes = "; ".join(f"{i}: {int(f.box[2] - f.box[0])}×{int(f.box[3] - f.box[1])} px at "
-                          f"({int(f.box[0])}, {int(f.box[1])})" for i, f in enumerate(faces[:5]))
-        raise FaceDetectionError(f"{where}: {len(faces)} faces found ({boxes}); choose one with --face-index "
-                                 f"(0 = the largest)")
+        boxes = "; ".join(
+            f"{i}: {int(f.box[2] - f.box[0])}×{int(f.box[3] - f.box[1])} px at ({int(f.box[0])}, {int(f.box[1])})"
+            for i, f in enumerate(faces[:5])
+        )
+        raise FaceDetectionError(
+            f"{where}: {len(faces)} faces found ({boxes}); choose one with --face-index (0 = the largest)"
+        )
     return faces[0]
 
 
@@ -264,7 +295,7 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     source, target = np.asarray(source, dtype=np.float64), np.asarray(target, dtype=np.float64)
     source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
     source_centred, target_centred = source - source_mean, target - target_mean
-    source_variance = float((source_centred ** 2).sum() / len(source))
+    source_variance = float((source_centred**2).sum() / len(source))
     if source_variance < 1e-12:
         raise FaceDetectionError("the face landmarks coincide: no alignment can be fitted")
     covariance = target_centred.T @ source_centred / len(source)
@@ -368,13 +399,17 @@ class AlignmentSettings:
     face_index: int | None = None
 
     def fingerprint_inputs(self) -> dict:
-        return {"align": self.align, "canonical": self.canonical.name if self.align else None,
-                "canonical_points": list(self.canonical.points) if self.align else None,
-                "face_index": self.face_index if self.align else None}
+        return {
+            "align": self.align,
+            "canonical": self.canonical.name if self.align else None,
+            "canonical_points": list(self.canonical.points) if self.align else None,
+            "face_index": self.face_index if self.align else None,
+        }
 
 
-def prepare_photo(photo: np.ndarray, size: int, settings: AlignmentSettings, detector: FaceDetector | None,
-                  where: str) -> AlignedPhoto:
+def prepare_photo(
+    photo: np.ndarray, size: int, settings: AlignmentSettings, detector: FaceDetector | None, where: str
+) -> AlignedPhoto:
     """(H, W, 3) uint8 photo → its ``size``-px crop: the aligned face, or the centred square.
 
     Raises:
@@ -399,8 +434,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def measure_canonical_face(generator, detector: FaceDetector, n_images: int = 512, seed: int = 0,
-                           upscale: int = 160, min_probability: float = 0.95) -> tuple[CanonicalFace, int]:
+def measure_canonical_face(
+    generator,
+    detector: FaceDetector,
+    n_images: int = 512,
+    seed: int = 0,
+    upscale: int = 160,
+    min_probability: float = 0.95,
+) -> tuple[CanonicalFace, int]:
     """Measure where ``generator``'s faces have their landmarks (how :data:`DCGAN_DIGIFACE_FACE` was made).
 
     ``n_images`` faces from z ~ N(0, I) (``torch.Generator().manual_seed(seed)``), upscaled bilinearly to
@@ -415,7 +456,7 @@ def measure_canonical_face(generator, detector: FaceDetector, n_images: int = 51
     collected = []
     with torch.inference_mode():
         for start in range(0, n_images, 64):
-            images = generator.synthesize(latents_z[start:start + 64], "z").float().clamp(-1, 1)
+            images = generator.synthesize(latents_z[start : start + 64], "z").float().clamp(-1, 1)
             images = F.interpolate(images, size=(upscale, upscale), mode="bilinear", align_corners=False)
             pixels = ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for photo in pixels:
@@ -426,6 +467,11 @@ def measure_canonical_face(generator, detector: FaceDetector, n_images: int = 51
         raise FaceDetectionError(f"generator {generator.name!r}: no face found in {n_images} images")
     median = np.median(np.stack(collected), axis=0)
     points = tuple((round(float(x), 6), round(float(y), 6)) for x, y in median)
-    return (CanonicalFace(generator.name, points, f"measure_canonical_face(n_images={n_images}, seed={seed}, "
-                                                   f"upscale={upscale}) on {len(collected)} faces"),
-            len(collected))
+    return (
+        CanonicalFace(
+            generator.name,
+            points,
+            f"measure_canonical_face(n_images={n_images}, seed={seed}, upscale={upscale}) on {len(collected)} faces",
+        ),
+        len(collected),
+    )

@@ -37,16 +37,16 @@ from latentatlas.layout import IMAGES_STORE, LABELS_STORE, LATENTS_STORE
 from latentatlas.locations import StorePath, store_path
 from latentatlas.params import Params
 from latentatlas.stores import ParquetChunkStore, StoreError, ZarrChunkStore
-from stages.photo.align import AlignmentSettings
-from stages.runtime.chunked import run_stage
 from stages.latent.directions import DirectionSet
 from stages.latent.editing import edit, edit_layers
-from stages.plugins.generators import Generator, generator_for
+from stages.photo.align import AlignmentSettings
 from stages.photo.invert import InversionSettings, InvertStage, reconstruct_images, resolve_space
+from stages.plugins.generators import Generator, generator_for
+from stages.plugins.generators.synthesis import uint8_to_images
 from stages.plugins.labelers import Labeler, labeler_for
 from stages.plugins.labelers.base import labeler_members, reads_sample_ids
 from stages.plugins.labelers.scoring import score_frame
-from stages.plugins.generators.synthesis import uint8_to_images
+from stages.runtime.chunked import run_stage
 
 
 class EditInputError(LatentAtlasError, ValueError):
@@ -93,8 +93,9 @@ def latent_dim(generator: Generator, space: str) -> int:
     raise DirectionsMismatchError(f"unknown latent space {space!r}")
 
 
-def check_directions(directions: DirectionSet, where: str, generator: Generator,
-                     data_dir: str | StorePath) -> str | None:
+def check_directions(
+    directions: DirectionSet, where: str, generator: Generator, data_dir: str | StorePath
+) -> str | None:
     """Refuse directions that cannot edit ``generator``'s latents.
 
     Returns:
@@ -106,26 +107,38 @@ def check_directions(directions: DirectionSet, where: str, generator: Generator,
             another generator's samples.
     """
     if directions.space not in generator.latent_spaces or directions.space == "w+":
-        raise DirectionsMismatchError(f"{where}: directions in space {directions.space!r}, but generator "
-                                      f"{generator.name!r} has {list(generator.latent_spaces)} (W directions "
-                                      f"edit W+ codes layer by layer; a set in another space belongs to another "
-                                      f"generator)")
+        raise DirectionsMismatchError(
+            f"{where}: directions in space {directions.space!r}, but generator "
+            f"{generator.name!r} has {list(generator.latent_spaces)} (W directions "
+            f"edit W+ codes layer by layer; a set in another space belongs to another "
+            f"generator)"
+        )
     expected = latent_dim(generator, directions.space)
     if directions.dim != expected:
-        raise DirectionsMismatchError(f"{where}: {directions.dim}-d directions in {directions.space}, but generator "
-                                      f"{generator.name!r} has a {expected}-d {directions.space}: they were fitted "
-                                      f"for another generator")
+        raise DirectionsMismatchError(
+            f"{where}: {directions.dim}-d directions in {directions.space}, but generator "
+            f"{generator.name!r} has a {expected}-d {directions.space}: they were fitted "
+            f"for another generator"
+        )
     traced = generator_fingerprint_of_directions(directions, data_dir)
     if traced is None:
-        why = ("imported set" if directions.meta.get("imported") else
-               f"the stores they were fitted on are no longer in {data_dir}")
-        warnings.warn(f"{where}: cannot check which generator these directions were fitted for ({why}); only their "
-                      f"space and dimension were checked", stacklevel=2)
+        why = (
+            "imported set"
+            if directions.meta.get("imported")
+            else f"the stores they were fitted on are no longer in {data_dir}"
+        )
+        warnings.warn(
+            f"{where}: cannot check which generator these directions were fitted for ({why}); only their "
+            f"space and dimension were checked",
+            stacklevel=2,
+        )
         return None
     if traced != generator.fingerprint:
-        raise DirectionsMismatchError(f"{where}: fitted on samples of generator {traced}, but params.yaml's generator "
-                                      f"is {generator.fingerprint}; fit them for this generator (or use its "
-                                      f"params file)")
+        raise DirectionsMismatchError(
+            f"{where}: fitted on samples of generator {traced}, but params.yaml's generator "
+            f"is {generator.fingerprint}; fit them for this generator (or use its "
+            f"params file)"
+        )
     return traced
 
 
@@ -144,8 +157,9 @@ def edit_space_for(direction_space: str, generator: Generator, requested: str | 
         return resolve_space("z", generator)
     if requested == "z":
         raise DirectionsMismatchError("W directions edit W or W+ latents: invert with --space w or w+, not 'z'")
-    return resolve_space(requested if requested is not None else
-                         ("w+" if "w+" in generator.latent_spaces else "w"), generator)
+    return resolve_space(
+        requested if requested is not None else ("w+" if "w+" in generator.latent_spaces else "w"), generator
+    )
 
 
 def scoring_labeler(params: Params, labeler: Labeler | None = None) -> Labeler:
@@ -155,19 +169,29 @@ def scoring_labeler(params: Params, labeler: Labeler | None = None) -> Labeler:
         EditInputError: such a labeler.
     """
     built = labeler_for(params.label, labeler)
-    by_id = [getattr(member, "name", type(member).__name__) for member in labeler_members(built)
-             if reads_sample_ids(member)]
+    by_id = [
+        getattr(member, "name", type(member).__name__) for member in labeler_members(built) if reads_sample_ids(member)
+    ]
     if by_id:
-        raise EditInputError(f"labeler {by_id} reads labels by sample id and cannot score new images; set "
-                             f"params.yaml label.labeler to one that scores images (e.g. faces)")
+        raise EditInputError(
+            f"labeler {by_id} reads labels by sample id and cannot score new images; set "
+            f"params.yaml label.labeler to one that scores images (e.g. faces)"
+        )
     return built
 
 
 # ------------------------------------------------------------------------------------------------ editing
 
 
-def edited_latents(latents: torch.Tensor, space: str, directions: DirectionSet, attribute: str,
-                   alphas: Sequence[float], keep: Sequence[str], layers: tuple[int, int] | None) -> torch.Tensor:
+def edited_latents(
+    latents: torch.Tensor,
+    space: str,
+    directions: DirectionSet,
+    attribute: str,
+    alphas: Sequence[float],
+    keep: Sequence[str],
+    layers: tuple[int, int] | None,
+) -> torch.Tensor:
     """(1, ...) inverted latents → (M, ...) edits, one per α (W+: :func:`stages.latent.editing.edit_layers`)."""
     keep_arg = list(keep) or None
     if space == "w+":
@@ -183,8 +207,9 @@ def edited_latents(latents: torch.Tensor, space: str, directions: DirectionSet, 
 _LINE = 11
 
 
-def render_strip(pixels: np.ndarray, titles: Sequence[str], scores: pd.DataFrame, shown: Sequence[str],
-                 header: str) -> Image.Image:
+def render_strip(
+    pixels: np.ndarray, titles: Sequence[str], scores: pd.DataFrame, shown: Sequence[str], header: str
+) -> Image.Image:
     """One row of (K, H, W, 3) uint8 images with a header line and, under each, its title and its ``shown``
     scores (rows of ``scores`` in image order)."""
     side = int(pixels.shape[1])
@@ -221,11 +246,22 @@ class PhotoEditResult:
     reconstruction_psnr: float
 
 
-def photo_edit(params: Params, photo: Path, directions_path: Path, attribute: str, alphas: Sequence[float],
-               out_dir: Path, settings: InversionSettings, alignment: AlignmentSettings,
-               encoder_path: Path | None, keep: Sequence[str] = (), layers: tuple[int, int] | None = None,
-               data_dir: str | StorePath = "data", generator: Generator | None = None,
-               labeler: Labeler | None = None) -> PhotoEditResult:
+def photo_edit(
+    params: Params,
+    photo: Path,
+    directions_path: Path,
+    attribute: str,
+    alphas: Sequence[float],
+    out_dir: Path,
+    settings: InversionSettings,
+    alignment: AlignmentSettings,
+    encoder_path: Path | None,
+    keep: Sequence[str] = (),
+    layers: tuple[int, int] | None = None,
+    data_dir: str | StorePath = "data",
+    generator: Generator | None = None,
+    labeler: Labeler | None = None,
+) -> PhotoEditResult:
     """Invert ``photo``, edit it along ``attribute`` of the directions at ``directions_path`` by every α, score
     and draw it (see the module docstring). ``settings.space`` None: the space the directions need.
 
@@ -249,11 +285,12 @@ def photo_edit(params: Params, photo: Path, directions_path: Path, attribute: st
     if layers is not None and space != "w+":
         raise EditInputError(f"--layers applies to W+ inversions; this one is in {space}")
     if layers is not None and layers[1] > int(generator.num_ws):
-        raise EditInputError(f"--layers {layers[0]},{layers[1]}: generator {generator.name!r} has "
-                             f"{generator.num_ws} W+ layers (stop at most {generator.num_ws})")
+        raise EditInputError(
+            f"--layers {layers[0]},{layers[1]}: generator {generator.name!r} has "
+            f"{generator.num_ws} W+ layers (stop at most {generator.num_ws})"
+        )
     scorer = scoring_labeler(params, labeler)
-    stage = InvertStage(params, out_dir, [photo], settings, alignment, encoder_path, chunk_size=1,
-                        generator=generator)
+    stage = InvertStage(params, out_dir, [photo], settings, alignment, encoder_path, chunk_size=1, generator=generator)
     run_stage(stage)
     store = ZarrChunkStore.open(Path(out_dir) / LATENTS_STORE, "latents", require_complete=True)
     latents = torch.from_numpy(np.asarray(store.read_chunk(space, 0)))
@@ -269,8 +306,13 @@ def photo_edit(params: Params, photo: Path, directions_path: Path, attribute: st
     score_size = params.synthesize.store_resolution or resolution
     images = uint8_to_images(pixels)
     if images.shape[-1] != score_size:
-        images = torch.nn.functional.interpolate(images, size=(score_size, score_size), mode="bilinear",
-                                                 antialias=images.shape[-1] > score_size, align_corners=False)
+        images = torch.nn.functional.interpolate(
+            images,
+            size=(score_size, score_size),
+            mode="bilinear",
+            antialias=images.shape[-1] > score_size,
+            align_corners=False,
+        )
     scorer.to(device)
     scores = score_frame(scorer, images, params.label.batch_size, device)
     titles = ["photo", "reconstruction"] + [f"alpha {alpha:+g}" for alpha in alphas]
@@ -278,16 +320,21 @@ def photo_edit(params: Params, photo: Path, directions_path: Path, attribute: st
     scores.insert(0, "image", titles)
     shown = [name for name in [attribute, *keep] if name in scores.columns]
     if attribute not in scores.columns:
-        warnings.warn(f"the labeler of params.yaml does not score {attribute!r} (it has "
-                      f"{list(scorer.attributes)}); the strip shows its other columns", stacklevel=2)
+        warnings.warn(
+            f"the labeler of params.yaml does not score {attribute!r} (it has "
+            f"{list(scorer.attributes)}); the strip shows its other columns",
+            stacklevel=2,
+        )
         shown = [name for name in scorer.attributes][:4]
     layer_note = ""
     if space == "w+":
         start, stop = layers if layers is not None else (0, int(generator.num_ws))
         layer_note = f", W+ layers {start}-{stop - 1}"
-    header = (f"{Path(photo).name}: {attribute} along {directions.method} ({directions.space}{layer_note})"
-              + (f", keeping {', '.join(keep)}" if keep else "")
-              + f" | reconstruction LPIPS {lpips_value:.3f}, PSNR {psnr_value:.1f} dB")
+    header = (
+        f"{Path(photo).name}: {attribute} along {directions.method} ({directions.space}{layer_note})"
+        + (f", keeping {', '.join(keep)}" if keep else "")
+        + f" | reconstruction LPIPS {lpips_value:.3f}, PSNR {psnr_value:.1f} dB"
+    )
     strip = render_strip(pixels, titles, scores, shown, header)
     out_dir = Path(out_dir)
     stem = f"{directions.method}-{attribute}"
@@ -296,13 +343,24 @@ def photo_edit(params: Params, photo: Path, directions_path: Path, attribute: st
     strip.save(buffer, format="PNG")
     atomic_write_bytes(strip_path, buffer.getvalue())
     atomic_write_bytes(csv_path, scores.to_csv(index=False, float_format="%.6g").encode())
-    atomic_write_json(json_path, {
-        "photo": str(photo), "directions": str(directions_path), "method": directions.method,
-        "direction_space": directions.space, "inversion_space": space, "attribute": attribute, "keep": list(keep),
-        "layers": list(layers) if layers is not None else None, "alphas": list(alphas),
-        "reconstruction": {"lpips": lpips_value, "lpips_net": settings.lpips_net, "psnr": psnr_value},
-        "latents": str(out_dir / LATENTS_STORE), "strip": strip_path.name,
-        "scores": json.loads(scores.to_json(orient="records"))})
+    atomic_write_json(
+        json_path,
+        {
+            "photo": str(photo),
+            "directions": str(directions_path),
+            "method": directions.method,
+            "direction_space": directions.space,
+            "inversion_space": space,
+            "attribute": attribute,
+            "keep": list(keep),
+            "layers": list(layers) if layers is not None else None,
+            "alphas": list(alphas),
+            "reconstruction": {"lpips": lpips_value, "lpips_net": settings.lpips_net, "psnr": psnr_value},
+            "latents": str(out_dir / LATENTS_STORE),
+            "strip": strip_path.name,
+            "scores": json.loads(scores.to_json(orient="records")),
+        },
+    )
     return PhotoEditResult(strip_path, csv_path, json_path, scores, shown, space, lpips_value, psnr_value)
 
 
@@ -316,4 +374,3 @@ def scores_table(result: PhotoEditResult) -> str:
         cells += [f"{float(row[name]):.3f}".ljust(width) for name, width in zip(result.shown, widths[1:])]
         lines.append("  ".join(cells))
     return "\n".join(lines)
-

@@ -21,32 +21,18 @@ Training it is the ``train-encoder`` stage (:mod:`stages.train_encoder`).
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import io
-import math
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from torch import nn
 
-from latentatlas.atomic import atomic_write_bytes, atomic_write_json
 from latentatlas.errors import LatentAtlasError
-from latentatlas.layout import ENCODER_WORK_DIR, IMAGES_STORE, LATENTS_STORE, LOCKS_DIR
-from latentatlas.locations import StorePath, store_path
-from latentatlas.params import Params
-from latentatlas.stores import StoreError, ZarrChunkStore, fingerprint_of, store_lock, store_read_lock
-from stages.runtime.device import CPU_THREADS, pinned_threads, resolve_device
-from stages.plugins.generators import generator_for
-from stages.plugins.generators.synthesis import ImageSynthesizer, uint8_to_images
 
 ENCODER_FILE = "encoder.pt"
 METRICS_FILE = "metrics.json"
@@ -126,12 +112,17 @@ class LatentEncoder(nn.Module):
     def standardised(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, 3, H, W) in [-1, 1] → ``{space: (N, dim)}`` standardised predictions (what the loss compares)."""
         if images.shape[-2:] != (self.input_size, self.input_size):
-            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
-                                   antialias=images.shape[-1] > self.input_size, align_corners=False)
+            images = F.interpolate(
+                images,
+                size=(self.input_size, self.input_size),
+                mode="bilinear",
+                antialias=images.shape[-1] > self.input_size,
+                align_corners=False,
+            )
         flat = self.head(self.features(images))
         out, start = {}, 0
         for space, dim in self.outputs.items():
-            out[space] = flat[:, start:start + dim]
+            out[space] = flat[:, start : start + dim]
             start += dim
         return out
 
@@ -141,8 +132,10 @@ class LatentEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, 3, H, W) in [-1, 1] → ``{space: (N, dim)}`` latents in the generator's units."""
-        return {space: value * getattr(self, f"std_{_buffer_name(space)}") + getattr(self, f"mean_{_buffer_name(space)}")
-                for space, value in self.standardised(images).items()}
+        return {
+            space: value * getattr(self, f"std_{_buffer_name(space)}") + getattr(self, f"mean_{_buffer_name(space)}")
+            for space, value in self.standardised(images).items()
+        }
 
 
 def _buffer_name(space: str) -> str:
@@ -169,14 +162,23 @@ class TrainedEncoder:
 def encoder_payload(network: LatentEncoder, meta: dict[str, Any]) -> bytes:
     """The bytes of ``encoder.pt``: a plain dict of tensors and containers (loads with ``weights_only=True``)."""
     buffer = io.BytesIO()
-    torch.save({"format": f"latentatlas-encoder/{ENCODER_VERSION}", "outputs": network.outputs,
-                "input_size": network.input_size, "width": network.width,
-                "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()}, "meta": meta}, buffer)
+    torch.save(
+        {
+            "format": f"latentatlas-encoder/{ENCODER_VERSION}",
+            "outputs": network.outputs,
+            "input_size": network.input_size,
+            "width": network.width,
+            "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+            "meta": meta,
+        },
+        buffer,
+    )
     return buffer.getvalue()
 
 
-def load_encoder(path: Path, generator_fingerprint: str | None = None,
-                 device: torch.device | str = "cpu") -> TrainedEncoder:
+def load_encoder(
+    path: Path, generator_fingerprint: str | None = None, device: torch.device | str = "cpu"
+) -> TrainedEncoder:
     """The encoder saved at ``path``, in eval mode on ``device``.
 
     Args:
@@ -187,8 +189,10 @@ def load_encoder(path: Path, generator_fingerprint: str | None = None,
     """
     path = Path(path)
     if not path.is_file():
-        raise EncoderError(f"{path}: no encoder here; train one with `latentatlas train-encoder` (or `dvc repro "
-                           f"train-encoder`), or invert without it (--init mean)")
+        raise EncoderError(
+            f"{path}: no encoder here; train one with `latentatlas train-encoder` (or `dvc repro "
+            f"train-encoder`), or invert without it (--init mean)"
+        )
     payload = path.read_bytes()
     try:
         saved = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
@@ -198,12 +202,16 @@ def load_encoder(path: Path, generator_fingerprint: str | None = None,
         network.load_state_dict(saved["state_dict"], strict=True)
         meta = dict(saved["meta"])
     except (KeyError, RuntimeError, TypeError, AttributeError, EOFError, io.UnsupportedOperation) as error:
-        raise EncoderError(f"{path}: not a latentatlas encoder of version {ENCODER_VERSION} ({error}); retrain it "
-                           f"with `latentatlas train-encoder`") from None
+        raise EncoderError(
+            f"{path}: not a latentatlas encoder of version {ENCODER_VERSION} ({error}); retrain it "
+            f"with `latentatlas train-encoder`"
+        ) from None
     trained_for = str(meta.get("generator_fingerprint"))
     if generator_fingerprint is not None and trained_for != generator_fingerprint:
-        raise EncoderError(f"{path}: trained for generator {trained_for}, but params.yaml's generator is "
-                           f"{generator_fingerprint}; retrain it (`latentatlas train-encoder`) or invert without it "
-                           f"(--init mean)")
+        raise EncoderError(
+            f"{path}: trained for generator {trained_for}, but params.yaml's generator is "
+            f"{generator_fingerprint}; retrain it (`latentatlas train-encoder`) or invert without it "
+            f"(--init mean)"
+        )
     network.requires_grad_(False)
     return TrainedEncoder(network.eval().to(device), trained_for, meta, hashlib.sha256(payload).hexdigest())

@@ -24,9 +24,9 @@ images from latents only, so the noise is not optimised and there is no noise te
 
 The learning rate follows the StyleGAN2 projector's schedule (5 % linear warm-up, cosine ramp-down over the last
 25 %). Every image's loss is summed, and Adam is per-element, so a batch of images is N independent inversions
-(results differ between batch sizes only by floating-point rounding, which the optimisation can amplify). Initialisation (``init``): ``encoder`` (the
-encoder of :mod:`stages.photo.encoder`, the "hybrid" scheme), ``mean`` (u = 0: the mean w; W and W+ only, since z = 0
-is no typical latent) or ``random`` (a seeded z ~ N(0, I), mapped for W / W+).
+(results differ between batch sizes only by floating-point rounding, which the optimisation can amplify). Initialisation
+(``init``): ``encoder`` (the encoder of :mod:`stages.photo.encoder`, the "hybrid" scheme), ``mean`` (u = 0: the mean w;
+W and W+ only, since z = 0 is no typical latent) or ``random`` (a seeded z ~ N(0, I), mapped for W / W+).
 
 **The stage.** :class:`InvertStage` inverts a folder of photos (sorted by file name; a chunk is ``chunk_size``
 photos) into ``<out>/latents.zarr``: the latents of the chosen space (array named after it: ``z`` (N, z_dim),
@@ -60,14 +60,22 @@ from latentatlas.layout import ENCODER_DIR, IMAGES_STORE, LATENTS_STORE
 from latentatlas.locations import StorePath
 from latentatlas.params import Params
 from latentatlas.stores import ArraySpec, StoreInfo, ZarrChunkStore
-from stages.photo.align import (AlignedPhoto, AlignmentSettings, FaceDetector, canonical_face_for, file_sha256,
-                          is_face_generator, load_photo, prepare_photo)
-from stages.runtime.chunked import ChunkedStage
-from stages.runtime.device import CPU_THREADS, pinned_threads, resolve_device
+from stages.latent.perceptual import LPIPS, build_lpips, resize_for_lpips
+from stages.photo.align import (
+    AlignedPhoto,
+    AlignmentSettings,
+    FaceDetector,
+    canonical_face_for,
+    file_sha256,
+    is_face_generator,
+    load_photo,
+    prepare_photo,
+)
 from stages.photo.encoder import ENCODER_FILE, TrainedEncoder, load_encoder
 from stages.plugins.generators import Generator, generator_for
-from stages.latent.perceptual import LPIPS, build_lpips, resize_for_lpips
 from stages.plugins.generators.synthesis import ImageSynthesizer, images_to_uint8, uint8_to_images
+from stages.runtime.chunked import ChunkedStage
+from stages.runtime.device import CPU_THREADS, pinned_threads, resolve_device
 
 LatentSpace = Literal["z", "w", "w+"]
 #: File suffixes taken from a folder (a file named on the command line is taken whatever its suffix).
@@ -147,38 +155,52 @@ class LatentStatistics:
         return (latents - self.mean.to(latents)) / self.std.to(latents)
 
 
-def latent_statistics(generator: Generator, space: str, device: torch.device, seed: int = 0,
-                      n_samples: int = W_STATISTICS_SAMPLES) -> LatentStatistics:
+def latent_statistics(
+    generator: Generator, space: str, device: torch.device, seed: int = 0, n_samples: int = W_STATISTICS_SAMPLES
+) -> LatentStatistics:
     """The statistics of ``space``: N(0, I) for z; for W / W+ those of ``map(z)["w"]`` over ``n_samples`` seeded z."""
     if space == "z":
         return LatentStatistics("z", torch.zeros(generator.z_dim), torch.ones(generator.z_dim))
     rng = torch.Generator().manual_seed(seed)
     latents_z = torch.randn(n_samples, generator.z_dim, generator=rng)
     with torch.inference_mode():
-        mapped = torch.cat([generator.map(latents_z[start:start + 512].to(device))["w"].float().cpu()
-                            for start in range(0, n_samples, 512)])
+        mapped = torch.cat(
+            [
+                generator.map(latents_z[start : start + 512].to(device))["w"].float().cpu()
+                for start in range(0, n_samples, 512)
+            ]
+        )
     num_ws = int(generator.num_ws) if space == "w+" else None
     return LatentStatistics(space, mapped.mean(0), mapped.std(0).clamp_min(1e-6), num_ws)
 
 
-def initial_latents(init: str, generator: Generator, statistics: LatentStatistics, targets: torch.Tensor,
-                    encoder: TrainedEncoder | None, seeds: Sequence[int]) -> torch.Tensor:
+def initial_latents(
+    init: str,
+    generator: Generator,
+    statistics: LatentStatistics,
+    targets: torch.Tensor,
+    encoder: TrainedEncoder | None,
+    seeds: Sequence[int],
+) -> torch.Tensor:
     """The starting latents (in ``statistics.space``'s units) for (N, 3, R, R) ``targets``.
 
-    ``encoder``: its prediction of the space (W+: its w repeated per layer, as the generator's ``w_plus``; W from an encoder
-    that only predicts z: mapped). ``mean``: μ. ``random``: z ~ N(0, I) seeded per image with ``seeds``, mapped
+    ``encoder``: its prediction of the space (W+: its w repeated per layer, as the generator's ``w_plus``; W from an
+    encoder that only predicts z: mapped). ``mean``: μ. ``random``: z ~ N(0, I) seeded per image with ``seeds``, mapped
     for W / W+.
     """
     n, device = targets.shape[0], targets.device
     space = statistics.space
     if init == "mean":
         if space == "z":
-            raise InversionError("init 'mean' is for W and W+ (the mean w); z = 0 is no typical latent (and the "
-                                 "DCGAN's first layer is switched off there): use --init random or encoder")
+            raise InversionError(
+                "init 'mean' is for W and W+ (the mean w); z = 0 is no typical latent (and the "
+                "DCGAN's first layer is switched off there): use --init random or encoder"
+            )
         return statistics.to_latent(torch.zeros(statistics.shape(n), device=device))
     if init == "random":
-        latents_z = torch.stack([torch.randn(generator.z_dim, generator=torch.Generator().manual_seed(int(seed)))
-                                 for seed in seeds]).to(device)
+        latents_z = torch.stack(
+            [torch.randn(generator.z_dim, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds]
+        ).to(device)
         return _from_z(generator, latents_z, space)
     if init != "encoder":
         raise InversionError(f"init must be encoder, mean or random, got {init!r}")
@@ -199,8 +221,9 @@ def fallback_init(space: str) -> str:
     return "random" if space == "z" else "mean"
 
 
-def choose_init(settings: InversionSettings, encoder_path: Path | None, space: str,
-                encoder_named: bool) -> tuple[InversionSettings, Path | None, str | None]:
+def choose_init(
+    settings: InversionSettings, encoder_path: Path | None, space: str, encoder_named: bool
+) -> tuple[InversionSettings, Path | None, str | None]:
     """The init to use: ``encoder`` needs ``encoder_path`` to exist; when it does not and the user did not name it
     (``encoder_named`` False: the default ``models/encoder/encoder.pt``), fall back to :func:`fallback_init`.
 
@@ -217,8 +240,10 @@ def choose_init(settings: InversionSettings, encoder_path: Path | None, space: s
     if encoder_named or encoder_path is None:
         return settings, encoder_path, None  # load_encoder says what is missing
     fallback = fallback_init(space)
-    note = (f"no encoder at {encoder_path} (train one: `latentatlas train-encoder` or `dvc repro train-encoder`); "
-            f"starting from {'the mean w' if fallback == 'mean' else 'a random z'} instead")
+    note = (
+        f"no encoder at {encoder_path} (train one: `latentatlas train-encoder` or `dvc repro train-encoder`); "
+        f"starting from {'the mean w' if fallback == 'mean' else 'a random z'} instead"
+    )
     return settings.model_copy(update={"init": fallback}), None, note
 
 
@@ -241,9 +266,14 @@ class InversionPlan:
     note: str | None
 
 
-def plan_inversion(params: Params, settings: InversionSettings, encoder_path: Path | None = None,
-                   align: bool | None = None, face_index: int | None = None,
-                   generator: Generator | None = None) -> InversionPlan:
+def plan_inversion(
+    params: Params,
+    settings: InversionSettings,
+    encoder_path: Path | None = None,
+    align: bool | None = None,
+    face_index: int | None = None,
+    generator: Generator | None = None,
+) -> InversionPlan:
     """Resolve the inversion options of ``invert`` / ``edit``: alignment by generator (:func:`default_alignment`),
     and the encoder: ``encoder_path``, or the default ``models/encoder/encoder.pt`` whose absence falls back to
     :func:`fallback_init` with a note (:func:`choose_init`).
@@ -373,8 +403,9 @@ class Inverter:
         self.generator = generator.to(self.device)
         self.space = resolve_space(settings.space, generator)
         needs_lpips = settings.lpips_weight > 0
-        self.lpips = (lpips if lpips is not None else build_lpips(settings.lpips_net)).to(self.device) \
-            if needs_lpips else None
+        self.lpips = (
+            (lpips if lpips is not None else build_lpips(settings.lpips_net)).to(self.device) if needs_lpips else None
+        )
         self.amp = settings.amp and self.device.type == "cuda"
 
     @functools.cached_property
@@ -383,12 +414,17 @@ class Inverter:
 
     def initial(self, targets: torch.Tensor, encoder: TrainedEncoder | None, seeds: Sequence[int]) -> torch.Tensor:
         """Starting latents for (N, 3, R, R) ``targets`` by the settings' ``init``."""
-        return initial_latents(self.settings.init, self.generator, self.statistics, targets.to(self.device),
-                               encoder, seeds)
+        return initial_latents(
+            self.settings.init, self.generator, self.statistics, targets.to(self.device), encoder, seeds
+        )
 
-    def invert(self, targets: torch.Tensor, init_latents: torch.Tensor,
-               progress: Callable[[int, int], None] | None = None,
-               on_step: Callable[[int, int], None] | None = None) -> InversionResult:
+    def invert(
+        self,
+        targets: torch.Tensor,
+        init_latents: torch.Tensor,
+        progress: Callable[[int, int], None] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> InversionResult:
         """Fit latents to (N, 3, R, R) ``targets`` in [-1, 1] starting from ``init_latents`` (the space's shape),
         in batches of ``batch_size``; ``progress(images done, N)`` after each batch, ``on_step(steps done, steps)``
         after each optimisation step of a batch (an exception it raises stops the inversion: a cancel)."""
@@ -397,8 +433,13 @@ class Inverter:
         size = self.settings.batch_size
         with pinned_threads(), frozen_parameters(self.generator):
             for start in range(0, targets.shape[0], size):
-                outputs.append(self._invert_batch(targets[start:start + size].to(self.device).float(),
-                                                  init_latents[start:start + size].to(self.device).float(), on_step))
+                outputs.append(
+                    self._invert_batch(
+                        targets[start : start + size].to(self.device).float(),
+                        init_latents[start : start + size].to(self.device).float(),
+                        on_step,
+                    )
+                )
                 if progress is not None:
                     progress(min(start + size, targets.shape[0]), targets.shape[0])
         latents, images, lpips_values, psnr_values = (torch.cat(parts) for parts in zip(*outputs))
@@ -407,18 +448,22 @@ class Inverter:
     def _synthesize(self, latents: torch.Tensor, size: int) -> torch.Tensor:
         images = self.generator.synthesize(latents, self.space).float()
         if images.shape[-1] != size:
-            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=images.shape[-1] > size,
-                                   align_corners=False)
+            images = F.interpolate(
+                images, size=(size, size), mode="bilinear", antialias=images.shape[-1] > size, align_corners=False
+            )
         return images
 
-    def _invert_batch(self, targets: torch.Tensor, init_latents: torch.Tensor,
-                      on_step: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, ...]:
+    def _invert_batch(
+        self, targets: torch.Tensor, init_latents: torch.Tensor, on_step: Callable[[int, int], None] | None = None
+    ) -> tuple[torch.Tensor, ...]:
         settings, statistics = self.settings, self.statistics
         size = targets.shape[-1]
         target_features = None
         if self.lpips is not None:
             with torch.no_grad(), _autocast(self.device, self.amp):
-                target_features = [f.float() for f in self.lpips.features(lpips_input(targets, settings.lpips_max_side))]
+                target_features = [
+                    f.float() for f in self.lpips.features(lpips_input(targets, settings.lpips_max_side))
+                ]
         standardised = statistics.standardise(init_latents).detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([standardised], lr=settings.learning_rate, betas=(0.9, 0.999))
         for step in range(settings.steps):
@@ -429,7 +474,8 @@ class Inverter:
                 loss = settings.pixel_weight * (images.float() - targets).pow(2).flatten(1).mean(1)
                 if target_features is not None:
                     loss = loss + settings.lpips_weight * lpips_to_features(
-                        self.lpips, lpips_input(images, settings.lpips_max_side), target_features)
+                        self.lpips, lpips_input(images, settings.lpips_max_side), target_features
+                    )
             loss = loss + settings.prior_weight * prior_term(standardised, self.space)
             if self.space == "w+" and settings.layer_weight > 0:
                 loss = loss + settings.layer_weight * layer_spread(standardised)
@@ -442,8 +488,7 @@ class Inverter:
             latents = statistics.to_latent(standardised.detach())
             images = self._synthesize(latents, size).float().clamp(-1, 1)
             if target_features is not None:
-                distances = lpips_to_features(self.lpips, lpips_input(images, settings.lpips_max_side),
-                                              target_features)
+                distances = lpips_to_features(self.lpips, lpips_input(images, settings.lpips_max_side), target_features)
             else:
                 distances = torch.full((targets.shape[0],), float("nan"), device=targets.device)
         return latents.float().cpu(), images.cpu(), distances.float().cpu(), psnr(images, targets).cpu()
@@ -475,15 +520,22 @@ def collect_photos(paths: Sequence[Path]) -> list[Path]:
     names = [photo.name for photo in photos]
     clashes = sorted({name for name in names if names.count(name) > 1})
     if clashes:
-        raise InversionError(f"photos with the same file name in different folders: {clashes}; rename them "
-                             f"(a store records photos by name)")
+        raise InversionError(
+            f"photos with the same file name in different folders: {clashes}; rename them "
+            f"(a store records photos by name)"
+        )
     return photos
 
 
-def default_alignment(generator_name: str, align: bool | None = None, face_index: int | None = None) -> AlignmentSettings:
+def default_alignment(
+    generator_name: str, align: bool | None = None, face_index: int | None = None
+) -> AlignmentSettings:
     """Alignment on for the embedded face generator (``align=None``), onto its canonical face."""
-    return AlignmentSettings(align=is_face_generator(generator_name) if align is None else align,
-                             canonical=canonical_face_for(generator_name), face_index=face_index)
+    return AlignmentSettings(
+        align=is_face_generator(generator_name) if align is None else align,
+        canonical=canonical_face_for(generator_name),
+        face_index=face_index,
+    )
 
 
 def photo_seed(digest: str) -> int:
@@ -511,18 +563,31 @@ class InvertStage(ChunkedStage):
 
     name = "invert"
 
-    def __init__(self, params: Params, out_dir: str | StorePath, photos: Sequence[Path],
-                 settings: InversionSettings, alignment: AlignmentSettings | None = None,
-                 encoder_path: Path | None = None, chunk_size: int = 8, generator: Generator | None = None, *,
-                 attach: str | None = None) -> None:
+    def __init__(
+        self,
+        params: Params,
+        out_dir: str | StorePath,
+        photos: Sequence[Path],
+        settings: InversionSettings,
+        alignment: AlignmentSettings | None = None,
+        encoder_path: Path | None = None,
+        chunk_size: int = 8,
+        generator: Generator | None = None,
+        *,
+        attach: str | None = None,
+    ) -> None:
         if chunk_size < 1:
             raise InversionError(f"chunk size must be at least 1, got {chunk_size}")
         collected = collect_photos(photos)
         alignment = alignment or default_alignment(params.generator.name)
         # What a worker needs to build this stage again: absolute paths, so its working folder does not matter.
-        options = {"photos": tuple(photo.resolve() for photo in collected), "settings": settings,
-                   "alignment": alignment, "chunk_size": chunk_size,
-                   "encoder_path": Path(encoder_path).resolve() if encoder_path is not None else None}
+        options = {
+            "photos": tuple(photo.resolve() for photo in collected),
+            "settings": settings,
+            "alignment": alignment,
+            "chunk_size": chunk_size,
+            "encoder_path": Path(encoder_path).resolve() if encoder_path is not None else None,
+        }
         super().__init__(params, out_dir, attach=attach, injected=generator is not None, options=options)
         self.photos = collected
         self.settings = settings
@@ -540,26 +605,43 @@ class InvertStage(ChunkedStage):
         resolution = int(self.generator.resolution)
         shape = tuple(self.inverter.statistics.shape(1)[1:])
         dims = ("sample", "layer", "w_dim") if self.space == "w+" else ("sample", f"{self.space}_dim")
-        arrays = {self.space: ArraySpec(shape, "float32", dims),
-                  "aligned": ArraySpec((resolution, resolution, 3), "uint8", ("sample", "y", "x", "rgb")),
-                  "crop_to_photo": ArraySpec((2, 3), "float32", ("sample", "row", "column")),
-                  "reconstruction_lpips": ArraySpec((), "float32", ("sample",)),
-                  "reconstruction_psnr": ArraySpec((), "float32", ("sample",))}
-        inputs = {"stage": "invert", "photos": [[photo.name, digest] for photo, digest in zip(self.photos,
-                                                                                             self.digests)],
-                  "generator": self.generator.fingerprint, "space": self.space,
-                  "settings": settings.model_dump(mode="json", exclude={"batch_size", "device"}),
-                  "alignment": self.alignment.fingerprint_inputs(),
-                  "encoder": self.encoder.sha256 if self.encoder is not None else None,
-                  "device_type": self.inverter.device.type, "cpu_threads": CPU_THREADS}
-        info = StoreInfo("latents", inputs, len(self.photos), chunk_size,
-                         details={"spaces": [self.space], "source": "inversion", "generator": params.generator.name,
-                                  "photos": [photo.name for photo in self.photos],
-                                  "photo_paths": [str(photo) for photo in self.photos],
-                                  "photo_sha256": self.digests, "resolution": resolution,
-                                  "lpips_net": settings.lpips_net if settings.lpips_weight > 0 else None})
-        self.store: ZarrChunkStore = self._open_output(ZarrChunkStore, self.data_dir / LATENTS_STORE, info,
-                                                       arrays=arrays)
+        arrays = {
+            self.space: ArraySpec(shape, "float32", dims),
+            "aligned": ArraySpec((resolution, resolution, 3), "uint8", ("sample", "y", "x", "rgb")),
+            "crop_to_photo": ArraySpec((2, 3), "float32", ("sample", "row", "column")),
+            "reconstruction_lpips": ArraySpec((), "float32", ("sample",)),
+            "reconstruction_psnr": ArraySpec((), "float32", ("sample",)),
+        }
+        inputs = {
+            "stage": "invert",
+            "photos": [[photo.name, digest] for photo, digest in zip(self.photos, self.digests)],
+            "generator": self.generator.fingerprint,
+            "space": self.space,
+            "settings": settings.model_dump(mode="json", exclude={"batch_size", "device"}),
+            "alignment": self.alignment.fingerprint_inputs(),
+            "encoder": self.encoder.sha256 if self.encoder is not None else None,
+            "device_type": self.inverter.device.type,
+            "cpu_threads": CPU_THREADS,
+        }
+        info = StoreInfo(
+            "latents",
+            inputs,
+            len(self.photos),
+            chunk_size,
+            details={
+                "spaces": [self.space],
+                "source": "inversion",
+                "generator": params.generator.name,
+                "photos": [photo.name for photo in self.photos],
+                "photo_paths": [str(photo) for photo in self.photos],
+                "photo_sha256": self.digests,
+                "resolution": resolution,
+                "lpips_net": settings.lpips_net if settings.lpips_weight > 0 else None,
+            },
+        )
+        self.store: ZarrChunkStore = self._open_output(
+            ZarrChunkStore, self.data_dir / LATENTS_STORE, info, arrays=arrays
+        )
 
     @functools.cached_property
     def detector(self) -> FaceDetector:
@@ -569,8 +651,16 @@ class InvertStage(ChunkedStage):
         """The crops of chunk ``index``'s photos (detected and aligned, or centre-cropped)."""
         detector = self.detector if self.alignment.align else None
         rows = self.store.info.chunk_slice(index)
-        return [prepare_photo(load_photo(self.photos[row]), int(self.generator.resolution), self.alignment, detector,
-                              str(self.photos[row])) for row in range(rows.start, rows.stop)]
+        return [
+            prepare_photo(
+                load_photo(self.photos[row]),
+                int(self.generator.resolution),
+                self.alignment,
+                detector,
+                str(self.photos[row]),
+            )
+            for row in range(rows.start, rows.stop)
+        ]
 
     def run_chunk(self, index: int) -> None:
         rows = self.store.info.chunk_slice(index)
@@ -579,12 +669,16 @@ class InvertStage(ChunkedStage):
         targets = uint8_to_images(pixels, self.inverter.device)
         seeds = [photo_seed(self.digests[row]) for row in range(rows.start, rows.stop)]
         result = self.inverter.invert(targets, self.inverter.initial(targets, self.encoder, seeds))
-        self.store.write_chunk(index, {
-            self.space: result.latents.numpy().astype(np.float32),
-            "aligned": pixels,
-            "crop_to_photo": np.stack([crop.crop_to_photo for crop in crops]).astype(np.float32),
-            "reconstruction_lpips": result.lpips.numpy().astype(np.float32),
-            "reconstruction_psnr": result.psnr.numpy().astype(np.float32)})
+        self.store.write_chunk(
+            index,
+            {
+                self.space: result.latents.numpy().astype(np.float32),
+                "aligned": pixels,
+                "crop_to_photo": np.stack([crop.crop_to_photo for crop in crops]).astype(np.float32),
+                "reconstruction_lpips": result.lpips.numpy().astype(np.float32),
+                "reconstruction_psnr": result.psnr.numpy().astype(np.float32),
+            },
+        )
 
 
 class ReconstructStage(ChunkedStage):
@@ -594,26 +688,44 @@ class ReconstructStage(ChunkedStage):
 
     name = "reconstruct"
 
-    def __init__(self, params: Params, out_dir: str | StorePath, generator: Generator | None = None, *,
-                 attach: str | None = None) -> None:
+    def __init__(
+        self, params: Params, out_dir: str | StorePath, generator: Generator | None = None, *, attach: str | None = None
+    ) -> None:
         super().__init__(params, out_dir, attach=attach, injected=generator is not None)
         self.latents: ZarrChunkStore = self._open_input(ZarrChunkStore, self.data_dir / LATENTS_STORE, "latents")
         self.space = self.latents.info.details["spaces"][0]
         self.synthesizer = ImageSynthesizer(generator_for(params.generator, generator), params.synthesize)
         resolution = self.synthesizer.resolution
-        inputs = {"stage": "synthesize", "latents": self.latents.info.fingerprint, "space": self.space,
-                  "keep_images": True, **self.synthesizer.fingerprint_inputs()}
-        info = StoreInfo("images", inputs, self.latents.info.n_samples, self.latents.info.chunk_size,
-                         details={"images_kept": True, "resolution": resolution, "generator": params.generator.name,
-                                  "space": self.space, "photos": self.latents.info.details.get("photos", [])})
+        inputs = {
+            "stage": "synthesize",
+            "latents": self.latents.info.fingerprint,
+            "space": self.space,
+            "keep_images": True,
+            **self.synthesizer.fingerprint_inputs(),
+        }
+        info = StoreInfo(
+            "images",
+            inputs,
+            self.latents.info.n_samples,
+            self.latents.info.chunk_size,
+            details={
+                "images_kept": True,
+                "resolution": resolution,
+                "generator": params.generator.name,
+                "space": self.space,
+                "photos": self.latents.info.details.get("photos", []),
+            },
+        )
         arrays = {"images": ArraySpec((resolution, resolution, 3), "uint8", ("sample", "y", "x", "rgb"))}
-        self.store: ZarrChunkStore = self._open_output(ZarrChunkStore, self.data_dir / IMAGES_STORE, info,
-                                                       arrays=arrays)
+        self.store: ZarrChunkStore = self._open_output(
+            ZarrChunkStore, self.data_dir / IMAGES_STORE, info, arrays=arrays
+        )
 
     def run_chunk(self, index: int) -> None:
         latents = np.asarray(self.latents.read_chunk(self.space, index))
-        self.store.write_chunk(index, {"images": self.synthesizer.uint8(latents, self.space)},
-                               upstream=self.upstream_of(index))
+        self.store.write_chunk(
+            index, {"images": self.synthesizer.uint8(latents, self.space)}, upstream=self.upstream_of(index)
+        )
 
 
 def reconstruct_images(generator: Generator, latents: torch.Tensor, space: str, size: int) -> np.ndarray:
@@ -621,6 +733,7 @@ def reconstruct_images(generator: Generator, latents: torch.Tensor, space: str, 
     with torch.inference_mode():
         images = generator.synthesize(latents, space).float()
         if images.shape[-1] != size:
-            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=images.shape[-1] > size,
-                                   align_corners=False)
+            images = F.interpolate(
+                images, size=(size, size), mode="bilinear", antialias=images.shape[-1] > size, align_corners=False
+            )
     return images_to_uint8(images)

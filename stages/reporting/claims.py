@@ -51,8 +51,9 @@ class Rule:
         if self.direction not in ("below", "above"):
             raise ValueError(f"direction must be 'below' or 'above', got {self.direction!r}")
         if (self.minimum > self.no_effect) if self.direction == "below" else (self.minimum < self.no_effect):
-            raise ValueError(f"{self.quantity}: a minimum effect {self.minimum} on the wrong side of no effect "
-                             f"{self.no_effect}")
+            raise ValueError(
+                f"{self.quantity}: a minimum effect {self.minimum} on the wrong side of no effect {self.no_effect}"
+            )
 
     def _beyond(self, value: float, bar: float, strictly: bool = False) -> bool:
         if self.direction == "below":
@@ -65,8 +66,9 @@ class Rule:
             return "inconclusive"
         if not (np.isfinite(estimate.low) and np.isfinite(estimate.high)):
             return "inconclusive"
-        nearest, farthest = (estimate.low, estimate.high) if self.direction == "below" else \
-            (estimate.high, estimate.low)
+        nearest, farthest = (
+            (estimate.low, estimate.high) if self.direction == "below" else (estimate.high, estimate.low)
+        )
         if self._beyond(estimate.value, self.minimum) and self._beyond(farthest, self.no_effect, strictly=True):
             return "yes"
         if not self._beyond(nearest, self.minimum):
@@ -82,8 +84,14 @@ class Rule:
         return f"{self.quantity} {sign} {self.minimum:g}, its interval {side} {self.no_effect:g} (no effect)"
 
     def to_json(self) -> dict[str, Any]:
-        return {"quantity": self.quantity, "direction": self.direction, "minimum_effect": self.minimum,
-                "no_effect": self.no_effect, "text": self.text, "reason": self.reason}
+        return {
+            "quantity": self.quantity,
+            "direction": self.direction,
+            "minimum_effect": self.minimum,
+            "no_effect": self.no_effect,
+            "text": self.text,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -148,10 +156,18 @@ class Claim:
     def to_json(self) -> dict[str, Any]:
         """``reports/reproduction.json``'s record: id, paper, the paper's value, ours with intervals, the rule and
         the verdict."""
-        return {"id": self.id, "paper": self.paper, "claim": self.text, "paper_value": self.paper_value,
-                "ours": [part.to_json() for part in self.parts], "ours_text": self.ours,
-                "rule": [rule.to_json() for rule in self.rules], "interval_method": self.interval,
-                "verdict": self.verdict, "note": self.note}
+        return {
+            "id": self.id,
+            "paper": self.paper,
+            "claim": self.text,
+            "paper_value": self.paper_value,
+            "ours": [part.to_json() for part in self.parts],
+            "ours_text": self.ours,
+            "rule": [rule.to_json() for rule in self.rules],
+            "interval_method": self.interval,
+            "verdict": self.verdict,
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True)

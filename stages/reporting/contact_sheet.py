@@ -16,12 +16,14 @@ _CELL = 128  # images are upscaled (nearest) to this side so 64 px faces are leg
 _LINE = 11
 
 
-def render_contact_sheet(pixels: np.ndarray, sample_ids: Sequence[int], attributes: Sequence[str],
-                         scores: np.ndarray, columns: int = 8) -> Image.Image:
+def render_contact_sheet(
+    pixels: np.ndarray, sample_ids: Sequence[int], attributes: Sequence[str], scores: np.ndarray, columns: int = 8
+) -> Image.Image:
     """Grid of (N, H, W, 3) uint8 images, each captioned with its sample id and (N, A) attribute scores."""
     if pixels.shape[0] != scores.shape[0] or scores.shape[1] != len(attributes):
-        raise ValueError(f"contact sheet: {pixels.shape[0]} images, scores {scores.shape}, "
-                         f"{len(attributes)} attributes do not match")
+        raise ValueError(
+            f"contact sheet: {pixels.shape[0]} images, scores {scores.shape}, {len(attributes)} attributes do not match"
+        )
     font = ImageFont.load_default()
     caption_height = _LINE * (len(attributes) + 1) + 4
     rows = -(-len(pixels) // columns)
@@ -53,16 +55,19 @@ def write_contact_sheet(path: Path, sheet: Image.Image, what: str = "the image")
         raise os_error(error, f"{path}: cannot write {what}") from None
 
 
-def render_traversal_grid(pixels: np.ndarray, alphas: Sequence[float], target_scores: np.ndarray,
-                          title: str) -> Image.Image:
+def render_traversal_grid(
+    pixels: np.ndarray, alphas: Sequence[float], target_scores: np.ndarray, title: str
+) -> Image.Image:
     """Rows of samples, columns of edit strengths: (S, M, H, W, 3) uint8 images, (S, M) target scores.
 
     The header gives α per column; each image is captioned with the target attribute's score after the edit.
     """
     samples, strengths = pixels.shape[:2]
     if len(alphas) != strengths or target_scores.shape != (samples, strengths):
-        raise ValueError(f"traversal grid: images {pixels.shape[:2]}, {len(alphas)} alphas and scores "
-                         f"{target_scores.shape} do not match")
+        raise ValueError(
+            f"traversal grid: images {pixels.shape[:2]}, {len(alphas)} alphas and scores "
+            f"{target_scores.shape} do not match"
+        )
     font = ImageFont.load_default()
     header, caption = 2 * _LINE + 6, _LINE + 4
     sheet = Image.new("RGB", (strengths * _CELL, header + samples * (_CELL + caption)), "white")

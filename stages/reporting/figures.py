@@ -52,11 +52,23 @@ def curves(points_by_method: dict[str, list[dict]], attribute: str) -> str:
             if not selected:
                 continue
             alphas = [p["alpha"] for p in selected]
-            line, = axes.plot(alphas, [p["target_mean"] for p in selected], style, marker="o", markersize=3,
-                              label=method if mode == "plain" else f"{method} (cond.)")
+            (line,) = axes.plot(
+                alphas,
+                [p["target_mean"] for p in selected],
+                style,
+                marker="o",
+                markersize=3,
+                label=method if mode == "plain" else f"{method} (cond.)",
+            )
             if all("target_low" in p for p in selected):
-                axes.fill_between(alphas, [p["target_low"] for p in selected], [p["target_high"] for p in selected],
-                                  color=line.get_color(), alpha=0.15, linewidth=0)
+                axes.fill_between(
+                    alphas,
+                    [p["target_low"] for p in selected],
+                    [p["target_high"] for p in selected],
+                    color=line.get_color(),
+                    alpha=0.15,
+                    linewidth=0,
+                )
     axes.set_xlabel("α (edit strength)")
     axes.set_ylabel(f"mean {attribute} after edit")
     axes.set_title(f"{attribute}: re-labeled score along the edit (band: 95 % interval)")
@@ -72,8 +84,14 @@ def rank_intervals(ranking: AttributeRanking) -> str:
     colours = plt.get_cmap("tab10")
     for row, method in enumerate(methods):
         estimate, group = ranking.mean_rank[method], ranking.group[method]
-        axes.errorbar(estimate.value, row, xerr=[[estimate.value - estimate.low], [estimate.high - estimate.value]],
-                      fmt="o", color=colours((group - 1) % 10), capsize=3)
+        axes.errorbar(
+            estimate.value,
+            row,
+            xerr=[[estimate.value - estimate.low], [estimate.high - estimate.value]],
+            fmt="o",
+            color=colours((group - 1) % 10),
+            capsize=3,
+        )
     axes.set_yticks(range(len(methods)), [f"{m} (group {ranking.group[m]})" for m in methods])
     axes.invert_yaxis()
     axes.set_xlabel("mean rank (lower is better), 95 % interval")

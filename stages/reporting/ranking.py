@@ -28,15 +28,25 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from stages.reporting.samples import EvaluationDraws, metric_estimate
-from stages.reporting.statistics import (SIGNIFICANCE, Estimate, holm, minimum_detectable_difference,
-                                         paired_p_values, rank_groups)
+from stages.reporting.statistics import (
+    SIGNIFICANCE,
+    Estimate,
+    holm,
+    minimum_detectable_difference,
+    paired_p_values,
+    rank_groups,
+)
 
 #: (label, higher is better): the ranked criteria.
 CRITERIA = (("effect (std/α)", True), ("entanglement / effect", False), ("LPIPS / effect", False))
 #: (metric key, label): the other numbers shown per method (with intervals).
-SHOWN_METRICS = (("entanglement", "entanglement"), ("lpips", "LPIPS at ±α_max"),
-                 ("moved_fraction", "moved the intended way"), ("ppl", "PPL"),
-                 ("conditional_entanglement", "entanglement, conditional"))
+SHOWN_METRICS = (
+    ("entanglement", "entanglement"),
+    ("lpips", "LPIPS at ±α_max"),
+    ("moved_fraction", "moved the intended way"),
+    ("ppl", "PPL"),
+    ("conditional_entanglement", "entanglement, conditional"),
+)
 #: An effect is clipped at this before dividing by it.
 EFFECT_FLOOR = 1e-6
 
@@ -83,8 +93,13 @@ class AttributeRanking:
         rows = {}
         for method in self.methods:
             rank = self.mean_rank[method]
-            row: dict[str, Any] = {"group": self.group[method], "rank": rank.value, "rank low": rank.low,
-                                   "rank high": rank.high, "P(best)": self.p_best.get(method, 0.0)}
+            row: dict[str, Any] = {
+                "group": self.group[method],
+                "rank": rank.value,
+                "rank low": rank.low,
+                "rank high": rank.high,
+                "P(best)": self.p_best.get(method, 0.0),
+            }
             row.update({label: values[method].value for label, values in self.estimates.items() if method in values})
             row["fit R² (held-out)"] = self.fit_r2[method]
             row["fit"] = "" if self.fits[method] else f"✗ R² < {self.min_fit_r2:g}: ranked last"
@@ -95,10 +110,17 @@ class AttributeRanking:
         """The table as text: every estimate as ``value [low, high]``."""
         rows = {}
         for method in self.methods:
-            row: dict[str, Any] = {"group": self.group[method], "mean rank": self.mean_rank[method].format(2),
-                                   "P(best)": f"{self.p_best.get(method, 0.0):.2f}"}
-            row.update({label: values[method].format(digits) if method in values else "–"
-                        for label, values in self.estimates.items()})
+            row: dict[str, Any] = {
+                "group": self.group[method],
+                "mean rank": self.mean_rank[method].format(2),
+                "P(best)": f"{self.p_best.get(method, 0.0):.2f}",
+            }
+            row.update(
+                {
+                    label: values[method].format(digits) if method in values else "–"
+                    for label, values in self.estimates.items()
+                }
+            )
             r2 = self.fit_r2[method]
             row["fit R² (held-out)"] = f"{r2:.{digits}f}" if np.isfinite(r2) else "–"
             row["fit"] = "" if self.fits[method] else f"✗ R² < {self.min_fit_r2:g}: ranked last"
@@ -107,18 +129,26 @@ class AttributeRanking:
 
     def to_json(self) -> dict[str, Any]:
         """``reports/ranking.details.json``'s entry for this attribute."""
+
         def number(value: float) -> float | None:
             return float(value) if np.isfinite(value) else None
 
-        return {"methods": self.methods, "group": self.group, "best_group": self.best_group,
-                "mean_rank": {m: e.to_json() for m, e in self.mean_rank.items()},
-                "p_best": {m: round(p, 4) for m, p in self.p_best.items()}, "fits": self.fits,
-                "criteria": {label: {m: e.to_json() for m, e in values.items()}
-                             for label, values in self.estimates.items()},
-                "p_adjusted": {a: {b: number(self.p_adjusted.loc[a, b]) for b in self.methods if b != a}
-                               for a in self.methods},
-                "minimum_detectable_difference": {label: number(value) for label, value in self.detectable.items()},
-                "warning": self.warning}
+        return {
+            "methods": self.methods,
+            "group": self.group,
+            "best_group": self.best_group,
+            "mean_rank": {m: e.to_json() for m, e in self.mean_rank.items()},
+            "p_best": {m: round(p, 4) for m, p in self.p_best.items()},
+            "fits": self.fits,
+            "criteria": {
+                label: {m: e.to_json() for m, e in values.items()} for label, values in self.estimates.items()
+            },
+            "p_adjusted": {
+                a: {b: number(self.p_adjusted.loc[a, b]) for b in self.methods if b != a} for a in self.methods
+            },
+            "minimum_detectable_difference": {label: number(value) for label, value in self.detectable.items()},
+            "warning": self.warning,
+        }
 
 
 def fit_r2(entry: dict[str, Any]) -> float | None:
@@ -135,8 +165,11 @@ def criteria_draws(draws: EvaluationDraws, attribute: str) -> dict[str, np.ndarr
     """(R,) draws of each ranked criterion of one method's attribute."""
     effect = draws.value(attribute, "slope_std")
     clipped = np.clip(effect, EFFECT_FLOOR, None)
-    return {"effect (std/α)": effect, "entanglement / effect": draws.value(attribute, "entanglement") / clipped,
-            "LPIPS / effect": draws.value(attribute, "lpips") / clipped}
+    return {
+        "effect (std/α)": effect,
+        "entanglement / effect": draws.value(attribute, "entanglement") / clipped,
+        "LPIPS / effect": draws.value(attribute, "lpips") / clipped,
+    }
 
 
 def mean_rank_draws(criteria: dict[str, np.ndarray], fits: np.ndarray) -> np.ndarray:
@@ -181,16 +214,16 @@ def _detectable(criteria: dict[str, np.ndarray], fits: np.ndarray) -> dict[str, 
     methods that fit (for the per-effect ratios, over the pairs whose effects are both positive: a ratio to an effect
     at the floor measures nothing), at the Holm family of every pair that fits."""
     members = np.flatnonzero(fits)
-    pairs = [(a, b) for i, a in enumerate(members) for b in members[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(members) for b in members[i + 1 :]]
     positive = criteria[CRITERIA[0][0]][0] > EFFECT_FLOOR
     detectable = {}
     for label, _ in CRITERIA:
         resampled = criteria[label][1:]
         measured = pairs if label == CRITERIA[0][0] else [(a, b) for a, b in pairs if positive[a] and positive[b]]
-        errors = [error for a, b in measured if np.isfinite(error := np.std(resampled[:, a] - resampled[:, b],
-                                                                           ddof=1))]
-        detectable[label] = minimum_detectable_difference(float(np.median(errors)), len(pairs)) if errors \
-            else float("nan")
+        errors = [error for a, b in measured if np.isfinite(error := np.std(resampled[:, a] - resampled[:, b], ddof=1))]
+        detectable[label] = (
+            minimum_detectable_difference(float(np.median(errors)), len(pairs)) if errors else float("nan")
+        )
     return detectable
 
 
@@ -199,13 +232,19 @@ def _warning(attribute: str, best: int, ranked: int, n_heldout: int, detectable:
     if ranked < 3 or best * 2 <= ranked:
         return None
     sizes = ", ".join(f"{label} {value:.3g}" for label, value in detectable.items() if np.isfinite(value))
-    return (f"{attribute}: intervals too wide to rank the leaders: {best} of {ranked} methods share the best group "
-            f"with {n_heldout} held-out samples; their differences are below what this run can detect ({sizes}), "
-            f"which shrinks as 1/√n (4 × eval.n_samples halves it)")
+    return (
+        f"{attribute}: intervals too wide to rank the leaders: {best} of {ranked} methods share the best group "
+        f"with {n_heldout} held-out samples; their differences are below what this run can detect ({sizes}), "
+        f"which shrinks as 1/√n (4 × eval.n_samples halves it)"
+    )
 
 
-def rank_attribute(attribute: str, draws: dict[str, EvaluationDraws], details: dict[str, dict[str, Any]],
-                   min_fit_r2: float | None = None) -> AttributeRanking:
+def rank_attribute(
+    attribute: str,
+    draws: dict[str, EvaluationDraws],
+    details: dict[str, dict[str, Any]],
+    min_fit_r2: float | None = None,
+) -> AttributeRanking:
     """The ranking of ``attribute`` over the methods that evaluated it (see the module docstring).
 
     Args:
@@ -224,30 +263,42 @@ def rank_attribute(attribute: str, draws: dict[str, EvaluationDraws], details: d
     groups = rank_groups(order, better)
     candidates = fits if fits.any() else np.ones_like(fits)
     p_best = _p_best(mean_ranks, candidates)
-    estimates = {label: {m: Estimate.from_draws(criteria[label][:, k]) for k, m in enumerate(methods)}
-                 for label, _ in CRITERIA}
+    estimates = {
+        label: {m: Estimate.from_draws(criteria[label][:, k]) for k, m in enumerate(methods)} for label, _ in CRITERIA
+    }
     for key, label in SHOWN_METRICS:
-        mode, metric = ("conditional", key.removeprefix("conditional_")) if key.startswith("conditional_") \
-            else ("plain", key)
+        mode, metric = (
+            ("conditional", key.removeprefix("conditional_")) if key.startswith("conditional_") else ("plain", key)
+        )
         found = {m: value for m in methods if (value := draws[m].value(attribute, metric, mode)) is not None}
         if found:
-            estimates[label] = {m: metric_estimate(value, metric, draws[m].record.n_samples)
-                                for m, value in found.items()}
+            estimates[label] = {
+                m: metric_estimate(value, metric, draws[m].record.n_samples) for m, value in found.items()
+            }
     sorted_methods = [methods[k] for k in order]
     detectable = _detectable(criteria, fits)
     group = {methods[k]: groups[k] for k in order}
     n_heldout = next(iter(draws.values())).record.n_samples
     return AttributeRanking(
-        attribute=attribute, methods=sorted_methods,
-        mean_rank={methods[k]: Estimate.from_draws(mean_ranks[:, k]) for k in order}, group=group,
+        attribute=attribute,
+        methods=sorted_methods,
+        mean_rank={methods[k]: Estimate.from_draws(mean_ranks[:, k]) for k in order},
+        group=group,
         p_best={methods[k]: float(p_best[k]) for k in order if candidates[k]},
         fits={m: bool(f) for m, f in zip(methods, fits)},
         fit_r2={m: float("nan") if r2[m] is None else r2[m] for m in methods},
         p_adjusted=pd.DataFrame(adjusted, index=methods, columns=methods).loc[sorted_methods, sorted_methods],
-        estimates=estimates, detectable=detectable,
-        warning=_warning(attribute, sum(1 for m in sorted_methods if group[m] == 1 and bool(fits[methods.index(m)])),
-                         int(fits.sum()), n_heldout, detectable),
-        min_fit_r2=min_fit_r2)
+        estimates=estimates,
+        detectable=detectable,
+        warning=_warning(
+            attribute,
+            sum(1 for m in sorted_methods if group[m] == 1 and bool(fits[methods.index(m)])),
+            int(fits.sum()),
+            n_heldout,
+            detectable,
+        ),
+        min_fit_r2=min_fit_r2,
+    )
 
 
 def headline(rankings: dict[str, AttributeRanking]) -> dict[str, Any]:

@@ -100,8 +100,9 @@ class EvaluationRecord:
         return samples.scores[samples.positions[1]]
 
     @classmethod
-    def from_frames(cls, edits: pd.DataFrame, ppl: pd.DataFrame | None = None,
-                    reference_spread: dict[str, float] | None = None) -> "EvaluationRecord":
+    def from_frames(
+        cls, edits: pd.DataFrame, ppl: pd.DataFrame | None = None, reference_spread: dict[str, float] | None = None
+    ) -> EvaluationRecord:
         """From the long edits table (:data:`KEY_COLUMNS` + scores, any row order), the PPL terms table
         (``direction``, ``term``) and the scores' reference standard deviations."""
         if edits.empty:
@@ -113,18 +114,31 @@ class EvaluationRecord:
             rows = rows.sort_values(["alpha", "sample_id"])
             alphas = np.sort(rows["alpha"].unique()).astype(np.float64)
             shape = (len(alphas), len(sample_ids))
-            if len(rows) != shape[0] * shape[1] or not (rows["sample_id"].to_numpy().reshape(shape)
-                                                         == sample_ids).all():
-                raise RecordError(f"edits of {direction!r} ({mode}): expected every one of {len(sample_ids)} held-out "
-                                  f"samples at each of {len(alphas)} α, got {len(rows)} rows")
+            if (
+                len(rows) != shape[0] * shape[1]
+                or not (rows["sample_id"].to_numpy().reshape(shape) == sample_ids).all()
+            ):
+                raise RecordError(
+                    f"edits of {direction!r} ({mode}): expected every one of {len(sample_ids)} held-out "
+                    f"samples at each of {len(alphas)} α, got {len(rows)} rows"
+                )
             grouped[(str(direction), str(mode))] = EditSamples(
-                alphas, rows[list(score_names)].to_numpy(np.float64).reshape(*shape, len(score_names)),
-                rows["lpips"].to_numpy(np.float64).reshape(shape))
+                alphas,
+                rows[list(score_names)].to_numpy(np.float64).reshape(*shape, len(score_names)),
+                rows["lpips"].to_numpy(np.float64).reshape(shape),
+            )
         directions = list(dict.fromkeys(str(direction) for direction in edits["direction"].unique()))
-        order = sorted(grouped, key=lambda key: (directions.index(key[0]),
-                                                 MODES.index(key[1]) if key[1] in MODES else len(MODES)))
-        terms = {} if ppl is None else {str(direction): rows["term"].to_numpy(np.float64)
-                                        for direction, rows in ppl.groupby("direction", sort=False)}
+        order = sorted(
+            grouped, key=lambda key: (directions.index(key[0]), MODES.index(key[1]) if key[1] in MODES else len(MODES))
+        )
+        terms = (
+            {}
+            if ppl is None
+            else {
+                str(direction): rows["term"].to_numpy(np.float64)
+                for direction, rows in ppl.groupby("direction", sort=False)
+            }
+        )
         return cls(sample_ids, score_names, {key: grouped[key] for key in order}, terms, dict(reference_spread or {}))
 
     def edits_frame(self) -> pd.DataFrame:
@@ -132,12 +146,16 @@ class EvaluationRecord:
         parts = []
         for (direction, mode), samples in self.edits.items():
             count = samples.lpips.size
-            part = {"sample_id": np.tile(self.sample_ids, len(samples.alphas)),
-                    "direction": np.full(count, direction, dtype=object), "mode": np.full(count, mode, dtype=object),
-                    "alpha": np.repeat(samples.alphas, len(self.sample_ids)).astype(np.float32),
-                    "lpips": samples.lpips.reshape(-1).astype(np.float32)}
-            part.update({name: samples.scores[..., k].reshape(-1).astype(np.float32)
-                         for k, name in enumerate(self.score_names)})
+            part = {
+                "sample_id": np.tile(self.sample_ids, len(samples.alphas)),
+                "direction": np.full(count, direction, dtype=object),
+                "mode": np.full(count, mode, dtype=object),
+                "alpha": np.repeat(samples.alphas, len(self.sample_ids)).astype(np.float32),
+                "lpips": samples.lpips.reshape(-1).astype(np.float32),
+            }
+            part.update(
+                {name: samples.scores[..., k].reshape(-1).astype(np.float32) for k, name in enumerate(self.score_names)}
+            )
             parts.append(pd.DataFrame(part))
         return pd.concat(parts, ignore_index=True)
 
@@ -158,7 +176,7 @@ class EvaluationRecord:
             atomic_write_bytes(Path(path), buffer.getvalue())
 
     @classmethod
-    def load(cls, samples_path: Path, ppl_path: Path) -> "EvaluationRecord":
+    def load(cls, samples_path: Path, ppl_path: Path) -> EvaluationRecord:
         if not Path(samples_path).is_file():
             raise RecordError(f"{samples_path}: missing; run the evaluate stage first (`dvc repro`)")
         table = pq.read_table(samples_path)
@@ -193,8 +211,14 @@ def spread_draws(originals: np.ndarray, weights: np.ndarray, reference: np.ndarr
     return np.where(deviation > 0, deviation, 1.0)
 
 
-def edit_draws(samples: EditSamples, score_names: tuple[str, ...], target: str, spread: np.ndarray,
-               weights: np.ndarray, full: bool = True) -> EditDraws:
+def edit_draws(
+    samples: EditSamples,
+    score_names: tuple[str, ...],
+    target: str,
+    spread: np.ndarray,
+    weights: np.ndarray,
+    full: bool = True,
+) -> EditDraws:
     """Every metric of one direction × mode (see the module docstring) on every row of ``weights`` (R, n), with
     ``spread`` (R, S) from :func:`spread_draws` of the same weights; ``full``: also the Table II cells other than
     the change and the curve (one product per column: the ranking needs neither)."""
@@ -219,12 +243,15 @@ def edit_draws(samples: EditSamples, score_names: tuple[str, ...], target: str, 
     nan = np.full(len(weights), np.nan)
     keys = TABLE_II_KEYS if full else ("mean_abs_change",)
     table_ii = {score_names[k]: {key: mean[f"{score_names[k]}\0{key}"] for key in keys} for k in others}
-    values = {"slope": mean.get("slope", nan),
-              "slope_std": mean["slope"] / spread[:, t] if t is not None else nan,
-              "moved_fraction": mean.get("moved_fraction", nan),
-              "entanglement": np.mean([table_ii[score_names[k]]["mean_abs_change"] / spread[:, k] for k in others],
-                                      axis=0) if others else nan,
-              "lpips": mean["lpips"]}
+    values = {
+        "slope": mean.get("slope", nan),
+        "slope_std": mean["slope"] / spread[:, t] if t is not None else nan,
+        "moved_fraction": mean.get("moved_fraction", nan),
+        "entanglement": np.mean([table_ii[score_names[k]]["mean_abs_change"] / spread[:, k] for k in others], axis=0)
+        if others
+        else nan,
+        "lpips": mean["lpips"],
+    }
     if not full or t is None:
         return EditDraws(values, table_ii)
     return EditDraws(values, table_ii, weights @ samples.scores[:, :, t].T, samples.scores[:, :, t].std(axis=1))
@@ -261,8 +288,13 @@ class EvaluationDraws:
         key = (attribute, mode, full)
         if key not in self._edits:
             self._edits[key] = self._edits.get((attribute, mode, True)) or edit_draws(
-                self.record.edits[(attribute, mode)], self.record.score_names, attribute, self.spread, self.weights,
-                full)
+                self.record.edits[(attribute, mode)],
+                self.record.score_names,
+                attribute,
+                self.spread,
+                self.weights,
+                full,
+            )
         return self._edits[key]
 
     def value(self, attribute: str, key: str, mode: str = "plain") -> np.ndarray | None:

@@ -62,7 +62,7 @@ class Estimate:
     high: float
 
     @classmethod
-    def from_draws(cls, draws: np.ndarray) -> "Estimate":
+    def from_draws(cls, draws: np.ndarray) -> Estimate:
         """From a (1 + B,) draws array: row 0 is the point, the 2.5th and 97.5th percentiles of rows 1..B the
         interval. Resamples where the statistic is undefined (NaN) make the interval NaN: it cannot be trusted."""
         draws = np.asarray(draws, dtype=np.float64)
@@ -73,7 +73,7 @@ class Estimate:
         return cls(value, float(low), float(high))
 
     @classmethod
-    def exact(cls, value: float) -> "Estimate":
+    def exact(cls, value: float) -> Estimate:
         """A number with no sampling uncertainty (a property of fixed inputs)."""
         return cls(float(value), float(value), float(value))
 
@@ -169,8 +169,9 @@ def rank_groups(order: list[int], better: np.ndarray) -> list[int]:
     return groups
 
 
-def minimum_detectable_difference(standard_error: float, comparisons: int, significance: float = SIGNIFICANCE,
-                                  power: float = POWER) -> float:
+def minimum_detectable_difference(
+    standard_error: float, comparisons: int, significance: float = SIGNIFICANCE, power: float = POWER
+) -> float:
     """The smallest true difference a two-sided test at ``significance / comparisons`` (the first, strictest step
     of Holm's procedure over ``comparisons`` tests) detects with probability ``power``, given the standard error of
     the difference: (z_{1 − α/(2m)} + z_{power}) · SE."""

@@ -47,9 +47,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from latentatlas.chunk_records import GAP_KINDS
 from latentatlas.locations import StorePath, store_path
 from latentatlas.params import Params, ParamsError
-from latentatlas.chunk_records import GAP_KINDS
 from latentatlas.stores import ChunkedStore, StoreError, StoreInfo, store_lock, store_read_lock
 from stages.runtime.stage import UnitProgress, run_stage
 
@@ -152,7 +152,8 @@ def check_memory(stage: str, needs: Sequence[MemoryNeed], keys: str) -> None:
             raise MemoryBudgetError(
                 f"{stage}: one chunk needs {format_bytes(total)} of {where} ({'; '.join(map(str, device_needs))}), "
                 f"more than the {format_bytes(allowed)} a chunk may use (half of the {format_bytes(available)} "
-                f"available now); lower {keys}")
+                f"available now); lower {keys}"
+            )
 
 
 class ChunkedStage(abc.ABC):
@@ -174,8 +175,15 @@ class ChunkedStage(abc.ABC):
     unit_noun: ClassVar[str] = "chunk"
     size_noun: ClassVar[str] = "samples"
 
-    def __init__(self, params: Params, data_dir: str | StorePath, *, attach: str | None = None,
-                 injected: bool = False, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        params: Params,
+        data_dir: str | StorePath,
+        *,
+        attach: str | None = None,
+        injected: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.params = params
         self.data_dir = store_path(data_dir)
         self.driver_fingerprint = attach
@@ -196,8 +204,9 @@ class ChunkedStage(abc.ABC):
         if not self.attached:
             self._exit_stack.enter_context(store_read_lock(path))
 
-    def _open_input(self, store_cls: type[ChunkedStore], path: StorePath, kind: str,
-                    lineage: bool = True) -> ChunkedStore:
+    def _open_input(
+        self, store_cls: type[ChunkedStore], path: StorePath, kind: str, lineage: bool = True
+    ) -> ChunkedStore:
         """Read-lock (driver only) and open the complete input store at ``path``; with ``lineage``, chunk i of the
         output is computed from its chunk i and records so.
 
@@ -216,8 +225,14 @@ class ChunkedStage(abc.ABC):
         """What chunk ``index`` is computed from: :meth:`ChunkedStore.lineage` of each lineage input, by name."""
         return {name: store.lineage(index) for name, store in self.lineage_inputs.items()}
 
-    def _open_output(self, store_cls: type[ChunkedStore], path: Path, info: StoreInfo,
-                     memory: tuple[Sequence[MemoryNeed], str] | None = None, **layout: Any) -> ChunkedStore:
+    def _open_output(
+        self,
+        store_cls: type[ChunkedStore],
+        path: Path,
+        info: StoreInfo,
+        memory: tuple[Sequence[MemoryNeed], str] | None = None,
+        **layout: Any,
+    ) -> ChunkedStore:
         """Driver: check ``memory`` (the buffers one chunk needs, and the params that size them: see
         :func:`check_memory`), then lock the output store and prepare it (resume, or wipe and create on a
         fingerprint change). Attached worker: open it as it is, and check it is the driver's store and the one this
@@ -239,22 +254,27 @@ class ChunkedStage(abc.ABC):
         try:
             store = store_cls.open(path, expected_kind=info.kind)
         except StoreError as error:
-            raise StageAttachError(f"worker on {host}: {error} — the data dir must be on a filesystem every worker "
-                                   f"sees, at the same path") from None
+            raise StageAttachError(
+                f"worker on {host}: {error} — the data dir must be on a filesystem every worker sees, at the same path"
+            ) from None
         if store.info.fingerprint != self.driver_fingerprint:
-            raise StageAttachError(replaced_message(host, path, f"fingerprint {store.info.fingerprint}",
-                                             self.driver_fingerprint))
+            raise StageAttachError(
+                replaced_message(host, path, f"fingerprint {store.info.fingerprint}", self.driver_fingerprint)
+            )
         if info.fingerprint != self.driver_fingerprint:
-            raise StageAttachError(f"worker on {host}: {path} is the driver's ({self.driver_fingerprint}), but this "
-                                   f"worker computes {info.fingerprint} from its inputs: its models, package versions "
-                                   f"or device type differ from the driver's")
+            raise StageAttachError(
+                f"worker on {host}: {path} is the driver's ({self.driver_fingerprint}), but this "
+                f"worker computes {info.fingerprint} from its inputs: its models, package versions "
+                f"or device type differ from the driver's"
+            )
         return store
 
-    def __enter__(self) -> "ChunkedStage":
+    def __enter__(self) -> ChunkedStage:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -278,8 +298,10 @@ class ChunkedStage(abc.ABC):
         if damage and not self.attached:
             shown = "; ".join(str(problem) for problem in damage[:5])
             more = f" (and {len(damage) - 5} more)" if len(damage) > 5 else ""
-            warnings.warn(f"{self.store.path}: recomputing {len({p.index for p in damage})} bad chunks: "
-                          f"{shown}{more}", stacklevel=2)
+            warnings.warn(
+                f"{self.store.path}: recomputing {len({p.index for p in damage})} bad chunks: {shown}{more}",
+                stacklevel=2,
+            )
             if complete:
                 self.store.mark_incomplete()
         return sorted({problem.index for problem in problems})
@@ -315,13 +337,16 @@ class ChunkedStage(abc.ABC):
     def finish(self) -> None:
         """Mark the store complete once every chunk is written."""
         if self.attached:
-            raise StageAttachError(f"{self.store.path}: an attached (worker) stage writes chunks only; the driver "
-                                   f"finishes the store")
+            raise StageAttachError(
+                f"{self.store.path}: an attached (worker) stage writes chunks only; the driver finishes the store"
+            )
         if not self.store.info.complete:
             self.store.mark_complete()
 
 
 def replaced_message(host: str, path: Path, found: str, fingerprint: str) -> str:
     """The message of a worker that finds at ``path`` another store than the one the driver prepared."""
-    return (f"worker on {host}: {path} holds {found}, but the driver prepared {fingerprint}: the store was replaced "
-            f"while this run was going (another run, or a params change?); rerun the stage")
+    return (
+        f"worker on {host}: {path} holds {found}, but the driver prepared {fingerprint}: the store was replaced "
+        f"while this run was going (another run, or a params change?); rerun the stage"
+    )

@@ -9,7 +9,6 @@ import torch
 
 from latentatlas.errors import LatentAtlasError
 
-
 #: Torch intra-op threads for every network forward (and the chunk work around it), whoever runs it: the local
 #: loop, Prefect's threads, a Dask or Ray worker, any ``runtime.max_workers``. Part of every store's fingerprint.
 #: Torch splits some CPU reductions differently for other thread counts (the ``faces`` labelers' scores move by up

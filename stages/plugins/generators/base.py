@@ -1,7 +1,7 @@
 """The generator protocol and registry, found by name in ``params.yaml: generator.name``.
 
-Implementations (``stages/plugins/generators/<network>.py``) import this module and register themselves; it never imports
-them (the registry loads a built-in's module when its name is first used).
+Implementations (``stages/plugins/generators/<network>.py``) import this module and register themselves; it never
+imports them (the registry loads a built-in's module when its name is first used).
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from latentatlas.errors import LatentAtlasError
 from latentatlas.params import GeneratorParams
 from latentatlas.registry import Registry, RegistryError
 from stages.runtime.weight_files import WeightFileError
-
 
 #: A generator weights file (or its config) that is missing, unreadable, not the format its name expects, or refused
 #: as unsafe: the weight-file error of :mod:`stages.runtime.weight_files`, under the name generator code uses.
@@ -49,7 +47,7 @@ class Generator(Protocol):
     resolution: int
     fingerprint: str
 
-    def to(self, device: torch.device) -> "Generator": ...
+    def to(self, device: torch.device) -> Generator: ...
 
     def map(self, latents_z: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, z_dim) z → the stored latent spaces besides z: ``{}`` without a mapping network, else
@@ -76,21 +74,27 @@ class FactorizableGenerator(Protocol):
 
 
 #: Built-in generators by name; each module registers its own (imported when the name is first used).
-GENERATORS: Registry[Generator] = Registry("generator", builtins={
-    "dcgan-digiface": "stages.plugins.generators.dcgan",
-    "stylegan2": "stages.plugins.generators.nvlabs_stylegan2",
-    "stylegan3": "stages.plugins.generators.nvlabs_stylegan3",
-    "pggan": "stages.plugins.generators.pggan",
-    "stylegan": "stages.plugins.generators.stylegan1",
-    "biggan": "stages.plugins.generators.biggan",
-})
+GENERATORS: Registry[Generator] = Registry(
+    "generator",
+    builtins={
+        "dcgan-digiface": "stages.plugins.generators.dcgan",
+        "stylegan2": "stages.plugins.generators.nvlabs_stylegan2",
+        "stylegan3": "stages.plugins.generators.nvlabs_stylegan3",
+        "pggan": "stages.plugins.generators.pggan",
+        "stylegan": "stages.plugins.generators.stylegan1",
+        "biggan": "stages.plugins.generators.biggan",
+    },
+)
 
 
 def build_generator(name: str, /, **kwargs: Any) -> Generator:
     """Build the generator registered (or importable) as ``name``, checking it meets the protocol."""
     generator = GENERATORS.build(name, **kwargs)
-    missing = [attr for attr in ("z_dim", "latent_spaces", "resolution", "fingerprint", "synthesize", "map", "to")
-               if not hasattr(generator, attr)]
+    missing = [
+        attr
+        for attr in ("z_dim", "latent_spaces", "resolution", "fingerprint", "synthesize", "map", "to")
+        if not hasattr(generator, attr)
+    ]
     if "w" in getattr(generator, "latent_spaces", ()):
         missing += [attr for attr in ("w_dim", "num_ws", "w_plus") if not hasattr(generator, attr)]
     if missing:
@@ -101,4 +105,3 @@ def build_generator(name: str, /, **kwargs: Any) -> Generator:
 def generator_for(section: GeneratorParams, given: Generator | None = None) -> Generator:
     """``given`` (a generator a caller injected), else the one ``params.yaml: generator`` names."""
     return given if given is not None else build_generator(section.name, **section.kwargs)
-

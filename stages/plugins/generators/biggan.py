@@ -47,8 +47,8 @@ from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from pydantic import Field
+from torch import nn
 
 from latentatlas.params import AsList, ParamsError, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
@@ -59,8 +59,10 @@ WEIGHTS_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
 
 #: What a BigGAN path must point to, quoted in errors.
-EXPECTED_FOLDER = (f"a pytorch-pretrained-biggan model: a folder with {WEIGHTS_NAME} + {CONFIG_NAME}, or the "
-                   f"{WEIGHTS_NAME} with {CONFIG_NAME} beside it")
+EXPECTED_FOLDER = (
+    f"a pytorch-pretrained-biggan model: a folder with {WEIGHTS_NAME} + {CONFIG_NAME}, or the "
+    f"{WEIGHTS_NAME} with {CONFIG_NAME} beside it"
+)
 
 #: BigGAN's truncated normal: noise ∈ [-TRUNCATION_BOUND, TRUNCATION_BOUND] · truncation.
 TRUNCATION_BOUND = 2.0
@@ -171,16 +173,24 @@ class BatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, features: torch.Tensor, truncation: float) -> torch.Tensor:
-        return F.batch_norm(features, standing_statistics(self.running_means, truncation),
-                            standing_statistics(self.running_vars, truncation), self.weight, self.bias,
-                            training=False, momentum=0.0, eps=self.eps)
+        return F.batch_norm(
+            features,
+            standing_statistics(self.running_means, truncation),
+            standing_statistics(self.running_vars, truncation),
+            self.weight,
+            self.bias,
+            training=False,
+            momentum=0.0,
+            eps=self.eps,
+        )
 
 
 class GenBlock(nn.Module):
     """BigGAN-deep residual block: (N, in, H, H), cond → (N, out, H', H'), H' = 2H when ``upsample``."""
 
-    def __init__(self, in_channels: int, out_channels: int, condition_dim: int, upsample: bool, n_stats: int,
-                 eps: float) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, condition_dim: int, upsample: bool, n_stats: int, eps: float
+    ) -> None:
         super().__init__()
         self.upsample = upsample
         self.out_channels = out_channels
@@ -203,7 +213,7 @@ class GenBlock(nn.Module):
         features = self.conv_1(features)
         features = self.conv_2(F.relu(self.bn_2(features, truncation, condition)))
         features = self.conv_3(F.relu(self.bn_3(features, truncation, condition)))
-        skip = skip[:, :self.out_channels]  # drops channels: out is in or in / 2
+        skip = skip[:, : self.out_channels]  # drops channels: out is in or in / 2
         if self.upsample:
             skip = F.interpolate(skip, scale_factor=2, mode="nearest")
         return features + skip
@@ -251,7 +261,7 @@ class BigGANConfig:
         return 4 * 2 ** sum(1 for upsample, _, _ in self.layers if upsample)
 
     @classmethod
-    def from_json(cls, path: Path) -> "BigGANConfig":
+    def from_json(cls, path: Path) -> BigGANConfig:
         """Parse and check ``config.json``.
 
         Raises:
@@ -260,45 +270,67 @@ class BigGANConfig:
         try:
             raw: Any = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON, bad UTF-8, 5000-digit ints
-            raise GeneratorFileError(f"{path}: not readable JSON ({bounded_text(str(error))}); expected the "
-                                     f"{CONFIG_NAME} of {EXPECTED_FOLDER}") from None
+            raise GeneratorFileError(
+                f"{path}: not readable JSON ({bounded_text(str(error))}); expected the "
+                f"{CONFIG_NAME} of {EXPECTED_FOLDER}"
+            ) from None
         if not isinstance(raw, dict):
             raise GeneratorFileError(f"{path}: holds a JSON {type(raw).__name__}, expected an object (BigGANConfig)")
 
         def integer(key: str, minimum: int) -> int:
             value = raw.get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise GeneratorFileError(f"{path}: {key!r} is {bounded_repr(value)}, expected an integer >= "
-                                         f"{minimum} (a BigGANConfig)")
+                raise GeneratorFileError(
+                    f"{path}: {key!r} is {bounded_repr(value)}, expected an integer >= {minimum} (a BigGANConfig)"
+                )
             return value
 
         layers = raw.get("layers")
-        if not isinstance(layers, list) or not layers or not all(
-                isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], bool)
+        if (
+            not isinstance(layers, list)
+            or not layers
+            or not all(
+                isinstance(entry, list)
+                and len(entry) == 3
+                and isinstance(entry[0], bool)
                 and all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in entry[1:])
-                for entry in layers):
-            raise GeneratorFileError(f"{path}: 'layers' is {bounded_repr(layers)}, expected a list of [upsample, in, "
-                                     f"out] (a BigGANConfig)")
+                for entry in layers
+            )
+        ):
+            raise GeneratorFileError(
+                f"{path}: 'layers' is {bounded_repr(layers)}, expected a list of [upsample, in, out] (a BigGANConfig)"
+            )
         for index, (_, size_in, size_out) in enumerate(layers):
             previous_out = layers[index - 1][2] if index else 16
             if size_in != previous_out or size_out not in (size_in, size_in // 2) or size_out * 2 < size_in:
-                raise GeneratorFileError(f"{path}: layers[{index}] = {bounded_repr(layers[index])} does not chain (in "
-                                         f"must be the previous out, 16 for the first; out = in or in / 2)")
+                raise GeneratorFileError(
+                    f"{path}: layers[{index}] = {bounded_repr(layers[index])} does not chain (in "
+                    f"must be the previous out, 16 for the first; out = in or in / 2)"
+                )
         if layers[-1][2] != 1:
-            raise GeneratorFileError(f"{path}: the last 'layers' entry {bounded_repr(layers[-1])} must end at 1 "
-                                     f"(channel_width channels, the final BatchNorm's width)")
+            raise GeneratorFileError(
+                f"{path}: the last 'layers' entry {bounded_repr(layers[-1])} must end at 1 "
+                f"(channel_width channels, the final BatchNorm's width)"
+            )
         eps = raw.get("eps")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
-            raise GeneratorFileError(f"{path}: 'eps' is {bounded_repr(eps)}, expected a positive number (a "
-                                     f"BigGANConfig)")
-        config = cls(output_dim=integer("output_dim", 4), z_dim=integer("z_dim", 1),
-                     channel_width=integer("channel_width", 1), num_classes=integer("num_classes", 1),
-                     layers=tuple((bool(up), int(size_in), int(size_out)) for up, size_in, size_out in layers),
-                     attention_layer_position=integer("attention_layer_position", 0), eps=float(eps),
-                     n_stats=integer("n_stats", 2))
+            raise GeneratorFileError(
+                f"{path}: 'eps' is {bounded_repr(eps)}, expected a positive number (a BigGANConfig)"
+            )
+        config = cls(
+            output_dim=integer("output_dim", 4),
+            z_dim=integer("z_dim", 1),
+            channel_width=integer("channel_width", 1),
+            num_classes=integer("num_classes", 1),
+            layers=tuple((bool(up), int(size_in), int(size_out)) for up, size_in, size_out in layers),
+            attention_layer_position=integer("attention_layer_position", 0),
+            eps=float(eps),
+            n_stats=integer("n_stats", 2),
+        )
         if config.resolution != config.output_dim:
-            raise GeneratorFileError(f"{path}: 'layers' upsample 4 px to {config.resolution} px but 'output_dim' is "
-                                     f"{config.output_dim}")
+            raise GeneratorFileError(
+                f"{path}: 'layers' upsample 4 px to {config.resolution} px but 'output_dim' is {config.output_dim}"
+            )
         return config
 
 
@@ -318,8 +350,9 @@ class BigGANNet(nn.Module):
         for index, (upsample, size_in, size_out) in enumerate(config.layers):
             if index == config.attention_layer_position:
                 layers.append(SelfAttention(width * size_in))
-            layers.append(GenBlock(width * size_in, width * size_out, condition_dim, upsample, config.n_stats,
-                                   config.eps))
+            layers.append(
+                GenBlock(width * size_in, width * size_out, condition_dim, upsample, config.n_stats, config.eps)
+            )
         self.generator.layers = nn.ModuleList(layers)
         self.generator.bn = BatchNorm(width, config.n_stats, config.eps)
         self.generator.conv_to_rgb = SNConv2d(width, width, 3)
@@ -341,8 +374,9 @@ class BigGANNet(nn.Module):
         features = features.view(-1, 4, 4, 16 * self.config.channel_width)
         return features.permute(0, 3, 1, 2).contiguous()
 
-    def apply_layer(self, index: int, features: torch.Tensor, condition: torch.Tensor,
-                    truncation: float) -> torch.Tensor:
+    def apply_layer(
+        self, index: int, features: torch.Tensor, condition: torch.Tensor, truncation: float
+    ) -> torch.Tensor:
         layer = self.generator.layers[index]
         return layer(features, condition, truncation) if isinstance(layer, GenBlock) else layer(features)
 
@@ -362,8 +396,9 @@ class BigGANGenerator:
 
     latent_spaces = ("z",)
 
-    def __init__(self, net: BigGANNet, name: str, fingerprint: str, class_vector: torch.Tensor,
-                 truncation: float) -> None:
+    def __init__(
+        self, net: BigGANNet, name: str, fingerprint: str, class_vector: torch.Tensor, truncation: float
+    ) -> None:
         self.net = net.eval().requires_grad_(False)
         self.name = name
         self.z_dim = net.config.z_dim
@@ -376,7 +411,7 @@ class BigGANGenerator:
     def device(self) -> torch.device:
         return self.net.embeddings.weight.device
 
-    def to(self, device: torch.device) -> "BigGANGenerator":
+    def to(self, device: torch.device) -> BigGANGenerator:
         self.net.to(device)
         self.class_vector = self.class_vector.to(device)
         return self
@@ -387,8 +422,9 @@ class BigGANGenerator:
     def noise(self, latents_z: torch.Tensor) -> torch.Tensor:
         """(N, z_dim) z ~ N(0, I) → (N, z_dim) BigGAN noise ~ truncation · TruncNormal(-2, 2), on the device."""
         if latents_z.dim() != 2 or latents_z.shape[1] != self.z_dim:
-            raise ValueError(f"generator {self.name!r} expects latents of shape (N, {self.z_dim}), "
-                             f"got {tuple(latents_z.shape)}")
+            raise ValueError(
+                f"generator {self.name!r} expects latents of shape (N, {self.z_dim}), got {tuple(latents_z.shape)}"
+            )
         return noise_from_standard_normal(latents_z.to(self.device), self.truncation)
 
     def synthesize_noise(self, noise: torch.Tensor) -> torch.Tensor:
@@ -406,7 +442,7 @@ class BigGANGenerator:
         the bias and the class embedding's share is gen_z's output (rows in gen_z's (4, 4, 16·ch) order).
         It acts on BigGAN's noise, which is ≈ 0.96·truncation·z for |z| ≲ 1 (an isotropic scale), so its singular
         directions serve in z too."""
-        return self.net.generator.gen_z.weight[:, :self.z_dim].detach()
+        return self.net.generator.gen_z.weight[:, : self.z_dim].detach()
 
     def early_features(self, latents: torch.Tensor, layer: int = 1) -> torch.Tensor:
         """(N, z_dim) z → (N, F) flattened activations: layer 1 is gen_z's (N, 16·ch, 4, 4); layer k > 1 is after
@@ -433,12 +469,11 @@ def model_files(path: str | Path) -> tuple[Path, Path]:
     """
     given = Path(path).expanduser()
     if given.is_dir():
-        return existing_file(given / WEIGHTS_NAME, EXPECTED_FOLDER), existing_file(given / CONFIG_NAME,
-                                                                                  EXPECTED_FOLDER)
+        return existing_file(given / WEIGHTS_NAME, EXPECTED_FOLDER), existing_file(given / CONFIG_NAME, EXPECTED_FOLDER)
     weights = existing_file(given, EXPECTED_FOLDER)
     candidates = [weights.with_name(CONFIG_NAME)]
     if weights.name.endswith("-" + WEIGHTS_NAME):
-        candidates.insert(0, weights.with_name(weights.name[:-len(WEIGHTS_NAME)] + CONFIG_NAME))
+        candidates.insert(0, weights.with_name(weights.name[: -len(WEIGHTS_NAME)] + CONFIG_NAME))
     for candidate in candidates:
         if candidate.is_file():
             return weights, candidate
@@ -458,8 +493,9 @@ def load_biggan(path: str | Path) -> tuple[BigGANNet, Path, Path]:
     try:  # on the meta device: the config's sizes cost no memory until they match the weights' shapes
         net = build_on_meta(lambda: BigGANNet(config))
     except (ValueError, RuntimeError) as error:
-        raise GeneratorFileError(f"{config_path}: does not describe a BigGAN-deep network "
-                                 f"({bounded_text(str(error))})") from None
+        raise GeneratorFileError(
+            f"{config_path}: does not describe a BigGAN-deep network ({bounded_text(str(error))})"
+        ) from None
     check_against_module(state, net, weights_path, f"the BigGAN-deep model that {config_path} describes")
     materialize(net, state)
     net.refresh()
@@ -475,42 +511,67 @@ def bound_config(config: BigGANConfig, state: dict[str, torch.Tensor], config_pa
         GeneratorFileError: the first size out of bounds, naming it and the bound.
     """
     weights = sum(tensor.numel() for tensor in state.values())
-    sizes = {"z_dim": config.z_dim, "num_classes": config.num_classes, "channel_width": config.channel_width,
-             "n_stats": config.n_stats, "output_dim": config.output_dim,
-             "channel_width × the widest 'layers' entry": config.channel_width * max(
-                 max(size_in, size_out) for _, size_in, size_out in config.layers) * 16}
+    sizes = {
+        "z_dim": config.z_dim,
+        "num_classes": config.num_classes,
+        "channel_width": config.channel_width,
+        "n_stats": config.n_stats,
+        "output_dim": config.output_dim,
+        "channel_width × the widest 'layers' entry": config.channel_width
+        * max(max(size_in, size_out) for _, size_in, size_out in config.layers)
+        * 16,
+    }
     for name, value in sizes.items():
         if value > weights:
-            raise GeneratorFileError(f"{config_path}: refused: {name} is {value:,}, more than the {weights:,} weights "
-                                     f"{weights_path.name} holds: a size may not exceed the weights' count")
+            raise GeneratorFileError(
+                f"{config_path}: refused: {name} is {value:,}, more than the {weights:,} weights "
+                f"{weights_path.name} holds: a size may not exceed the weights' count"
+            )
     if len(config.layers) > len(state):
-        raise GeneratorFileError(f"{config_path}: refused: 'layers' has {len(config.layers):,} entries, more than the "
-                                 f"{len(state):,} tensors {weights_path.name} holds")
+        raise GeneratorFileError(
+            f"{config_path}: refused: 'layers' has {len(config.layers):,} entries, more than the "
+            f"{len(state):,} tensors {weights_path.name} holds"
+        )
 
 
-def class_vector_for(config: BigGANConfig, class_index: int | None, class_onehot: list[float] | None,
-                     config_path: Path) -> torch.Tensor:
+def class_vector_for(
+    config: BigGANConfig, class_index: int | None, class_onehot: list[float] | None, config_path: Path
+) -> torch.Tensor:
     """(1, num_classes) float32 class vector from exactly one of ``class_index`` / ``class_onehot``.
 
     Raises:
         ParamsError: neither or both given, an index out of range, or a vector of the wrong length / not finite.
     """
     if (class_index is None) == (class_onehot is None):
-        raise ParamsError(f"biggan: give exactly one of class_index (0..{config.num_classes - 1}) or class_onehot "
-                          f"(a list of {config.num_classes} weights): the model ({config_path}) is class-conditional")
+        raise ParamsError(
+            f"biggan: give exactly one of class_index (0..{config.num_classes - 1}) or class_onehot "
+            f"(a list of {config.num_classes} weights): the model ({config_path}) is class-conditional"
+        )
     if class_index is not None:
-        if isinstance(class_index, bool) or not isinstance(class_index, int) \
-                or not 0 <= class_index < config.num_classes:
-            raise ParamsError(f"biggan: class_index {class_index!r} is not a class of this model: expected an "
-                              f"integer in 0..{config.num_classes - 1} ({config_path})")
+        if (
+            isinstance(class_index, bool)
+            or not isinstance(class_index, int)
+            or not 0 <= class_index < config.num_classes
+        ):
+            raise ParamsError(
+                f"biggan: class_index {class_index!r} is not a class of this model: expected an "
+                f"integer in 0..{config.num_classes - 1} ({config_path})"
+            )
         vector = torch.zeros(1, config.num_classes)
         vector[0, class_index] = 1.0
         return vector
-    if not isinstance(class_onehot, (list, tuple)) or len(class_onehot) != config.num_classes or not all(
+    if (
+        not isinstance(class_onehot, (list, tuple))
+        or len(class_onehot) != config.num_classes
+        or not all(
             isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            for value in class_onehot):
-        raise ParamsError(f"biggan: class_onehot must be a list of {config.num_classes} finite numbers (one per "
-                          f"class of {config_path}), got {str(class_onehot)[:80]}")
+            for value in class_onehot
+        )
+    ):
+        raise ParamsError(
+            f"biggan: class_onehot must be a list of {config.num_classes} finite numbers (one per "
+            f"class of {config_path}), got {str(class_onehot)[:80]}"
+        )
     return torch.tensor([list(map(float, class_onehot))], dtype=torch.float32)
 
 
@@ -518,14 +579,18 @@ class BigGANParams(PluginParams):
     """``generator.kwargs`` of ``biggan``: the model and exactly one of ``class_index`` / ``class_onehot`` (checked
     against the model's classes when it is read)."""
 
-    path: PathStr = Field(description=f"the folder with {WEIGHTS_NAME} + {CONFIG_NAME}, or the .bin with its "
-                                      f"config beside it")
-    class_index: int | None = Field(None, ge=0, description="the class (an ImageNet index 0..999 for the released "
-                                                            "models)")
-    class_onehot: Annotated[list[float], AsList] | None = Field(None, min_length=1,
-                                                                description="a (one-hot or mixed) weight per class")
-    truncation: float = Field(0.4, gt=0, le=1, description="t ∈ (0, 1]: noise ~ t · TruncNormal(-2, 2) and the BN "
-                                                           "statistics of t")
+    path: PathStr = Field(
+        description=f"the folder with {WEIGHTS_NAME} + {CONFIG_NAME}, or the .bin with its config beside it"
+    )
+    class_index: int | None = Field(
+        None, ge=0, description="the class (an ImageNet index 0..999 for the released models)"
+    )
+    class_onehot: Annotated[list[float], AsList] | None = Field(
+        None, min_length=1, description="a (one-hot or mixed) weight per class"
+    )
+    truncation: float = Field(
+        0.4, gt=0, le=1, description="t ∈ (0, 1]: noise ~ t · TruncNormal(-2, 2) and the BN statistics of t"
+    )
 
 
 @GENERATORS.register("biggan", params=BigGANParams)
@@ -542,8 +607,14 @@ def build_biggan(params: BigGANParams) -> BigGANGenerator:
     net, weights_path, config_path = load_biggan(params.path)
     class_index, truncation = params.class_index, params.truncation
     class_vector = class_vector_for(net.config, class_index, params.class_onehot, config_path)
-    settings = {"class": class_vector.flatten().tolist() if class_index is None else class_index,
-                "truncation": float(truncation)}
-    return BigGANGenerator(net, "biggan", fingerprint=file_fingerprint("biggan", [weights_path, config_path],
-                                                                       settings),
-                           class_vector=class_vector, truncation=float(truncation))
+    settings = {
+        "class": class_vector.flatten().tolist() if class_index is None else class_index,
+        "truncation": float(truncation),
+    }
+    return BigGANGenerator(
+        net,
+        "biggan",
+        fingerprint=file_fingerprint("biggan", [weights_path, config_path], settings),
+        class_vector=class_vector,
+        truncation=float(truncation),
+    )

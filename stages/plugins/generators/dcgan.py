@@ -24,8 +24,11 @@ class DCGANNet(nn.Module):
     def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3) -> None:
         super().__init__()
         widths = [ngf * 8, ngf * 4, ngf * 2, ngf]
-        layers: list[nn.Module] = [nn.ConvTranspose2d(nz, widths[0], 4, 1, 0, bias=False),
-                                   nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(nz, widths[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(True),
+        ]
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], nc, 4, 2, 1, bias=False), nn.Tanh()]
@@ -40,7 +43,7 @@ class DCGANNet(nn.Module):
     def blocks(self) -> list[nn.Sequential]:
         """The five blocks (ConvT [+ BN + ReLU] / ConvT + tanh) in order."""
         layers = list(self.main)
-        return [nn.Sequential(*layers[i:i + 3]) for i in range(0, len(layers) - 2, 3)] + [nn.Sequential(*layers[-2:])]
+        return [nn.Sequential(*layers[i : i + 3]) for i in range(0, len(layers) - 2, 3)] + [nn.Sequential(*layers[-2:])]
 
 
 class DCGANGenerator:
@@ -59,7 +62,7 @@ class DCGANGenerator:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def to(self, device: torch.device) -> "DCGANGenerator":
+    def to(self, device: torch.device) -> DCGANGenerator:
         self.net.to(device)
         return self
 
@@ -86,8 +89,9 @@ class DCGANGenerator:
         if space != "z":
             raise ValueError(f"generator {self.name!r} has only the latent space 'z', not {space!r}")
         if latents.dim() != 2 or latents.shape[1] != self.z_dim:
-            raise ValueError(f"generator {self.name!r} expects latents of shape (N, {self.z_dim}), "
-                             f"got {tuple(latents.shape)}")
+            raise ValueError(
+                f"generator {self.name!r} expects latents of shape (N, {self.z_dim}), got {tuple(latents.shape)}"
+            )
         return self.net(latents.to(self.device))
 
 

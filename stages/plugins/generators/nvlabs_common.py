@@ -1,7 +1,7 @@
-"""Parts StyleGAN2 (:mod:`stages.plugins.generators.nvlabs_stylegan2`) and StyleGAN3 (:mod:`stages.plugins.generators.nvlabs_stylegan3`) share:
-equalized-learning-rate linear layers, the mapping network z (+ class) → w, FIR resampling, and the wrapper that puts
-a mapping + synthesis network behind the :class:`~stages.plugins.generators.base.Generator` protocol after loading an
-NVlabs snapshot pickle.
+"""Parts StyleGAN2 (:mod:`stages.plugins.generators.nvlabs_stylegan2`) and StyleGAN3
+(:mod:`stages.plugins.generators.nvlabs_stylegan3`) share: equalized-learning-rate linear layers, the mapping network z
+(+ class) → w, FIR resampling, and the wrapper that puts a mapping + synthesis network behind the
+:class:`~stages.plugins.generators.base.Generator` protocol after loading an NVlabs snapshot pickle.
 
 Written from the papers (Karras et al., "Analyzing and Improving the Image Quality of StyleGAN", 2020; "Training
 Generative Adversarial Networks with Limited Data", 2020; "Alias-Free Generative Adversarial Networks", 2021); the
@@ -40,8 +40,9 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 
-def bias_lrelu_clamp(x: torch.Tensor, bias: torch.Tensor | None, slope: float | None, gain: float,
-                     clamp: float | None) -> torch.Tensor:
+def bias_lrelu_clamp(
+    x: torch.Tensor, bias: torch.Tensor | None, slope: float | None, gain: float, clamp: float | None
+) -> torch.Tensor:
     """(N, C, ...) → same shape: add the (C,) bias, leaky ReLU of ``slope`` (None: linear), times ``gain``, then
     clip to [-clamp, clamp] (None: no clipping). The order NVlabs' networks use."""
     if bias is not None:
@@ -68,8 +69,14 @@ class EqualizedLinear(nn.Module):
         bias_init: initial bias (only matters for freshly built networks).
     """
 
-    def __init__(self, in_features: int, out_features: int, activation: str = "linear", lr_multiplier: float = 1.0,
-                 bias_init: float | Sequence[float] = 0.0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str = "linear",
+        lr_multiplier: float = 1.0,
+        bias_init: float | Sequence[float] = 0.0,
+    ) -> None:
         super().__init__()
         if activation not in ("linear", "lrelu"):
             raise ValueError(f"activation must be 'linear' or 'lrelu', got {activation!r}")
@@ -103,8 +110,16 @@ class MappingNetwork(nn.Module):
     the centre of the truncation trick.
     """
 
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_layers: int, embed_features: int | None = None,
-                 layer_features: int | None = None, lr_multiplier: float = 0.01) -> None:
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        num_layers: int,
+        embed_features: int | None = None,
+        layer_features: int | None = None,
+        lr_multiplier: float = 0.01,
+    ) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be ≥ 1, got {num_layers}")
@@ -134,8 +149,14 @@ class MappingNetwork(nn.Module):
         return w if psi == 1 else self.w_avg.lerp(w, psi)
 
 
-def upfirdn2d(x: torch.Tensor, fir: torch.Tensor | None, up: int = 1, down: int = 1,
-              padding: Sequence[int] = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor,
+    fir: torch.Tensor | None,
+    up: int = 1,
+    down: int = 1,
+    padding: Sequence[int] = (0, 0, 0, 0),
+    gain: float = 1.0,
+) -> torch.Tensor:
     """Upsample by zero insertion, pad, filter with a FIR, downsample by dropping samples.
 
     Args:
@@ -154,7 +175,7 @@ def upfirdn2d(x: torch.Tensor, fir: torch.Tensor | None, up: int = 1, down: int 
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1]).reshape(batch, channels, height * up, width * up)
     pad_x0, pad_x1, pad_y0, pad_y1 = padding
     x = F.pad(x, [max(pad_x0, 0), max(pad_x1, 0), max(pad_y0, 0), max(pad_y1, 0)])
-    x = x[:, :, max(-pad_y0, 0):x.shape[2] - max(-pad_y1, 0), max(-pad_x0, 0):x.shape[3] - max(-pad_x1, 0)]
+    x = x[:, :, max(-pad_y0, 0) : x.shape[2] - max(-pad_y1, 0), max(-pad_x0, 0) : x.shape[3] - max(-pad_x1, 0)]
     if fir is None:  # one tap of 1: the identity, times the gain (reads no tensor value: no graph break)
         if gain != 1:
             x = x * gain
@@ -171,8 +192,9 @@ def upfirdn2d(x: torch.Tensor, fir: torch.Tensor | None, up: int = 1, down: int 
     return x
 
 
-def upsample_polyphase(x: torch.Tensor, fir: torch.Tensor | None, up: int, padding: Sequence[int],
-                       gain: float) -> torch.Tensor:
+def upsample_polyphase(
+    x: torch.Tensor, fir: torch.Tensor | None, up: int, padding: Sequence[int], gain: float
+) -> torch.Tensor:
     """:func:`upfirdn2d` with ``down = 1`` and a separable (k,) filter (or None), without multiplying the inserted
     zeros: a stride-``up`` transposed convolution per axis (the polyphase form), then the same padding / cropping.
     Equal to ``upfirdn2d(x, fir, up=up, padding=padding, gain=gain)`` up to float rounding, with 1/up of its
@@ -186,7 +208,7 @@ def upsample_polyphase(x: torch.Tensor, fir: torch.Tensor | None, up: int, paddi
     if fir.dim() != 1:
         raise ValueError(f"upsample_polyphase needs a separable (k,) filter, got shape {tuple(fir.shape)}")
     channels, taps = x.shape[1], fir.numel()
-    kernel = (fir * gain ** 0.5).to(x.dtype)
+    kernel = (fir * gain**0.5).to(x.dtype)
     for axis, (before, after) in ((3, (pad_x0, pad_x1)), (2, (pad_y0, pad_y1))):
         length = x.shape[axis]
         shape = (channels, 1, 1, taps) if axis == 3 else (channels, 1, taps, 1)
@@ -228,8 +250,9 @@ class StyleGANNet(nn.Module):
         self.synthesis = synthesis
 
 
-def label_vector(c_dim: int, class_index: int | None, class_onehot: Sequence[float] | None,
-                 source: str) -> torch.Tensor | None:
+def label_vector(
+    c_dim: int, class_index: int | None, class_onehot: Sequence[float] | None, source: str
+) -> torch.Tensor | None:
     """The (c_dim,) float label a conditional generator is built for, or None for an unconditional one.
 
     Raises:
@@ -238,30 +261,43 @@ def label_vector(c_dim: int, class_index: int | None, class_onehot: Sequence[flo
     """
     if c_dim == 0:
         if class_index is not None or class_onehot is not None:
-            raise GeneratorFileError(f"{source}: this generator is unconditional (c_dim 0); remove class_index / "
-                                     f"class_onehot from generator.kwargs")
+            raise GeneratorFileError(
+                f"{source}: this generator is unconditional (c_dim 0); remove class_index / "
+                f"class_onehot from generator.kwargs"
+            )
         return None
     if class_index is not None and class_onehot is not None:
         raise GeneratorFileError(f"{source}: give either class_index or class_onehot, not both")
     if class_index is None and class_onehot is None:
-        raise GeneratorFileError(f"{source}: this generator is class-conditional (c_dim {c_dim}): set "
-                                 f"generator.kwargs.class_index (0..{c_dim - 1}) or class_onehot (a list of {c_dim})")
+        raise GeneratorFileError(
+            f"{source}: this generator is class-conditional (c_dim {c_dim}): set "
+            f"generator.kwargs.class_index (0..{c_dim - 1}) or class_onehot (a list of {c_dim})"
+        )
     if class_index is not None:
-        if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)) \
-                or not 0 <= int(class_index) < c_dim:
-            raise GeneratorFileError(f"{source}: class_index must be an integer in 0..{c_dim - 1}, got "
-                                     f"{class_index!r}")
+        if (
+            isinstance(class_index, bool)
+            or not isinstance(class_index, (int, np.integer))
+            or not 0 <= int(class_index) < c_dim
+        ):
+            raise GeneratorFileError(f"{source}: class_index must be an integer in 0..{c_dim - 1}, got {class_index!r}")
         return F.one_hot(torch.tensor(int(class_index)), c_dim).to(torch.float32)
     values = list(class_onehot) if isinstance(class_onehot, Iterable) and not isinstance(class_onehot, str) else None
-    if values is None or len(values) != c_dim or not all(
-            isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-        raise GeneratorFileError(f"{source}: class_onehot must be a list of {c_dim} finite numbers, got "
-                                 f"{class_onehot!r}")
+    if (
+        values is None
+        or len(values) != c_dim
+        or not all(
+            isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        )
+    ):
+        raise GeneratorFileError(
+            f"{source}: class_onehot must be a list of {c_dim} finite numbers, got {class_onehot!r}"
+        )
     return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
-def split_kwargs(kwargs: Mapping[str, Any], known: Mapping[str, Any], ignored: Iterable[str], source: str,
-                 what: str) -> dict[str, Any]:
+def split_kwargs(
+    kwargs: Mapping[str, Any], known: Mapping[str, Any], ignored: Iterable[str], source: str, what: str
+) -> dict[str, Any]:
     """``known`` defaults overridden by ``kwargs``; keys in ``ignored`` (training-only) dropped.
 
     Raises:
@@ -269,8 +305,9 @@ def split_kwargs(kwargs: Mapping[str, Any], known: Mapping[str, Any], ignored: I
     """
     unknown = sorted(set(kwargs) - set(known) - set(ignored))
     if unknown:
-        raise GeneratorFileError(f"{source}: {what} records constructor arguments this loader does not implement: "
-                                 f"{bounded_repr(unknown)}")
+        raise GeneratorFileError(
+            f"{source}: {what} records constructor arguments this loader does not implement: {bounded_repr(unknown)}"
+        )
     return {**known, **{key: value for key, value in kwargs.items() if key in known}}
 
 
@@ -296,22 +333,23 @@ def generator_arguments(snapshot: NVlabsSnapshot) -> tuple[dict[str, int], dict[
             raise GeneratorFileError(f"{source}: G_ema's recorded arguments lack {name!r}")
         value = kwargs.pop(name)
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise GeneratorFileError(f"{source}: G_ema's recorded {name} is {bounded_repr(value)}, expected an "
-                                     f"integer")
+            raise GeneratorFileError(f"{source}: G_ema's recorded {name} is {bounded_repr(value)}, expected an integer")
         sizes[name] = int(value)
     groups: dict[str, dict[str, Any]] = {}
     for name in ("mapping_kwargs", "synthesis_kwargs"):
         value = kwargs.pop(name, None)
         value = {} if value is None else value
         if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-            raise GeneratorFileError(f"{source}: G_ema's recorded {name} is {bounded_repr(value)}, expected a "
-                                     f"mapping of argument names")
+            raise GeneratorFileError(
+                f"{source}: G_ema's recorded {name} is {bounded_repr(value)}, expected a mapping of argument names"
+            )
         groups[name] = dict(value)
     return sizes, groups["mapping_kwargs"], {**groups["synthesis_kwargs"], **kwargs}
 
 
-def bound_recorded_arguments(snapshot: NVlabsSnapshot, arguments: Mapping[str, Any],
-                             layer_counts: Mapping[str, Any]) -> None:
+def bound_recorded_arguments(
+    snapshot: NVlabsSnapshot, arguments: Mapping[str, Any], layer_counts: Mapping[str, Any]
+) -> None:
     """Bound the recorded arguments by G_ema's own tensors before any network is built from them: every integer
     (but :data:`UNBOUNDED_NUMBERS`) by the number of weights the tensors hold, as each is a size of some tensor;
     each layer count by the number of tensors, as each layer has at least one; every float finite.
@@ -323,24 +361,31 @@ def bound_recorded_arguments(snapshot: NVlabsSnapshot, arguments: Mapping[str, A
     weights = sum(tensor.numel() for tensor in snapshot.tensors.values())
     for name, value in arguments.items():
         values = value if isinstance(value, (list, tuple)) else [value]
-        for item in values[:weights + 1]:
+        for item in values[: weights + 1]:
             if isinstance(item, (bool, np.bool_)) or item is None or isinstance(item, str):
                 continue
             if isinstance(item, (float, np.floating)) and not math.isfinite(item):
-                raise GeneratorFileError(f"{source}: refused: G_ema's recorded {name} is {bounded_repr(value)}, "
-                                         f"not a finite number")
+                raise GeneratorFileError(
+                    f"{source}: refused: G_ema's recorded {name} is {bounded_repr(value)}, not a finite number"
+                )
             if isinstance(item, (int, np.integer)) and name not in UNBOUNDED_NUMBERS and not 0 <= item <= weights:
-                raise GeneratorFileError(f"{source}: refused: G_ema's recorded {name} is {bounded_repr(value)}, "
-                                         f"outside 0..{weights:,}: a recorded size may not exceed the number of "
-                                         f"weights G_ema's tensors hold")
+                raise GeneratorFileError(
+                    f"{source}: refused: G_ema's recorded {name} is {bounded_repr(value)}, "
+                    f"outside 0..{weights:,}: a recorded size may not exceed the number of "
+                    f"weights G_ema's tensors hold"
+                )
         if len(values) > weights:
-            raise GeneratorFileError(f"{source}: refused: G_ema's recorded {name} has {len(values):,} entries, more "
-                                     f"than the {weights:,} weights G_ema's tensors hold")
+            raise GeneratorFileError(
+                f"{source}: refused: G_ema's recorded {name} has {len(values):,} entries, more "
+                f"than the {weights:,} weights G_ema's tensors hold"
+            )
     tensors = len(snapshot.tensors)
     for name, count in layer_counts.items():
         if isinstance(count, (int, np.integer)) and not isinstance(count, bool) and count > tensors:
-            raise GeneratorFileError(f"{source}: refused: G_ema's recorded {name} is {count:,}, more layers than "
-                                     f"the {tensors:,} tensors G_ema holds (each layer has at least one)")
+            raise GeneratorFileError(
+                f"{source}: refused: G_ema's recorded {name} is {count:,}, more layers than "
+                f"the {tensors:,} tensors G_ema holds (each layer has at least one)"
+            )
 
 
 def load_recorded_tensors(net: nn.Module, snapshot: NVlabsSnapshot, expected: str) -> None:
@@ -355,19 +400,27 @@ def load_recorded_tensors(net: nn.Module, snapshot: NVlabsSnapshot, expected: st
     theirs = snapshot.tensors
     missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     if missing or extra:
-        raise GeneratorFileError(f"{snapshot.path}: G_ema's tensors do not match a {expected} built from its recorded "
-                                 f"arguments: missing {bounded_repr(missing[:5])}{'...' if len(missing) > 5 else ''}, "
-                                 f"unexpected {bounded_repr(extra[:5])}{'...' if len(extra) > 5 else ''}")
-    wrong = [f"{name} {tuple(theirs[name].shape)} vs {tuple(ours[name].shape)}" for name in ours
-             if theirs[name].shape != ours[name].shape]
+        raise GeneratorFileError(
+            f"{snapshot.path}: G_ema's tensors do not match a {expected} built from its recorded "
+            f"arguments: missing {bounded_repr(missing[:5])}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {bounded_repr(extra[:5])}{'...' if len(extra) > 5 else ''}"
+        )
+    wrong = [
+        f"{name} {tuple(theirs[name].shape)} vs {tuple(ours[name].shape)}"
+        for name in ours
+        if theirs[name].shape != ours[name].shape
+    ]
     if wrong:
-        raise GeneratorFileError(f"{snapshot.path}: G_ema's tensor shapes differ from a {expected} built from its "
-                                 f"recorded arguments: {bounded_repr(wrong[:3], 300)}")
+        raise GeneratorFileError(
+            f"{snapshot.path}: G_ema's tensor shapes differ from a {expected} built from its "
+            f"recorded arguments: {bounded_repr(wrong[:3], 300)}"
+        )
     materialize(net, theirs)
 
 
-def assemble_from_snapshot(snapshot: NVlabsSnapshot, source: str, family: str, mapping: Any, synthesis: Any,
-                           recorded_attributes: Sequence[str]) -> StyleGANNet:
+def assemble_from_snapshot(
+    snapshot: NVlabsSnapshot, source: str, family: str, mapping: Any, synthesis: Any, recorded_attributes: Sequence[str]
+) -> StyleGANNet:
     """Build ``StyleGANNet(mapping(), synthesis())`` from the recorded arguments (the two zero-argument callables
     construct the project's modules) on the meta device, load G_ema's tensors into it once their names and shapes
     match, and check its recorded per-layer attributes. Call :func:`bound_recorded_arguments` first.
@@ -379,15 +432,17 @@ def assemble_from_snapshot(snapshot: NVlabsSnapshot, source: str, family: str, m
     try:  # on the meta device: sizes from the file's records cost no memory until they match its tensors
         net = build_on_meta(lambda: StyleGANNet(mapping(), synthesis()))
     except (TypeError, ValueError, ArithmeticError, RuntimeError) as error:
-        raise GeneratorFileError(f"{source}: G_ema's recorded arguments do not describe a {family} "
-                                 f"({bounded_text(str(error))})") from None
+        raise GeneratorFileError(
+            f"{source}: G_ema's recorded arguments do not describe a {family} ({bounded_text(str(error))})"
+        ) from None
     load_recorded_tensors(net, snapshot, f"{family} generator")
     check_recorded_attributes(snapshot.generator, net, recorded_attributes, source)
     return net
 
 
-def check_recorded_attributes(record: RecordedModule, module: nn.Module, names: Sequence[str], source: str,
-                              path: str = "G_ema") -> None:
+def check_recorded_attributes(
+    record: RecordedModule, module: nn.Module, names: Sequence[str], source: str, path: str = "G_ema"
+) -> None:
     """Compare the plain attributes ``names`` the file recorded on each network with ours, where both have them.
 
     This catches a default of NVIDIA's constructors that differs from ours (e.g. a layer's padding or gains)
@@ -400,9 +455,11 @@ def check_recorded_attributes(record: RecordedModule, module: nn.Module, names: 
         if name in record.state and hasattr(module, name):
             recorded, derived = record.state[name], getattr(module, name)
             if not same_value(recorded, derived):
-                raise GeneratorFileError(f"{source}: {path}.{name} is {bounded_repr(recorded)} in the file but "
-                                         f"{bounded_repr(derived)} when derived from the recorded arguments; this "
-                                         f"loader cannot reproduce it")
+                raise GeneratorFileError(
+                    f"{source}: {path}.{name} is {bounded_repr(recorded)} in the file but "
+                    f"{bounded_repr(derived)} when derived from the recorded arguments; this "
+                    f"loader cannot reproduce it"
+                )
     children = dict(module.named_children())
     for child_name, child_record in record.children().items():
         if child_name in children:
@@ -467,8 +524,16 @@ class StyleGANGenerator:
 
     latent_spaces = ("z", "w", "w+")
 
-    def __init__(self, net: StyleGANNet, name: str, sha256: str, truncation_psi: float, noise_mode: str,
-                 label: torch.Tensor | None, implementation: str) -> None:
+    def __init__(
+        self,
+        net: StyleGANNet,
+        name: str,
+        sha256: str,
+        truncation_psi: float,
+        noise_mode: str,
+        label: torch.Tensor | None,
+        implementation: str,
+    ) -> None:
         self.net = net.eval().requires_grad_(False)
         self.name = name
         self.z_dim = net.mapping.z_dim
@@ -480,13 +545,14 @@ class StyleGANGenerator:
         self.noise_mode = noise_mode
         self.label = label
         label_text = "none" if label is None else ",".join(f"{v:g}" for v in label.tolist())
-        self.fingerprint = (f"{name}:{implementation}:sha256={sha256}:psi={self.truncation_psi!r}:"
-                            f"noise={noise_mode}:class={label_text}")
+        self.fingerprint = (
+            f"{name}:{implementation}:sha256={sha256}:psi={self.truncation_psi!r}:noise={noise_mode}:class={label_text}"
+        )
         #: True: NVIDIA's reference formulation (grouped modulated convolutions, zero-insertion resampling: the
         #: official code's outputs); False: the compiler's (see :meth:`for_compiler`).
         self.reference_ops = True
 
-    def for_compiler(self) -> "StyleGANGenerator":
+    def for_compiler(self) -> StyleGANGenerator:
         """This generator (the same network and weights, shared) in the form ``torch.compile`` makes fast: every
         modulated convolution one shared-weight convolution between two channel scales (NVlabs'
         ``fused_modconv=False``), resampling without the multiplications by inserted zeros or by dropped samples
@@ -499,7 +565,7 @@ class StyleGANGenerator:
     def device(self) -> torch.device:
         return self.net.mapping.w_avg.device
 
-    def to(self, device: torch.device) -> "StyleGANGenerator":
+    def to(self, device: torch.device) -> StyleGANGenerator:
         self.net.to(device)
         return self
 
@@ -532,8 +598,9 @@ class StyleGANGenerator:
         else:
             raise ValueError(f"generator {self.name!r} has latent spaces {list(self.latent_spaces)}, not {space!r}")
         with torch.autocast(self.device.type, enabled=False):
-            return self.net.synthesis(ws.to(self.device, torch.float32), noise_mode=self.noise_mode,
-                                      reference_ops=self.reference_ops)
+            return self.net.synthesis(
+                ws.to(self.device, torch.float32), noise_mode=self.noise_mode, reference_ops=self.reference_ops
+            )
 
     def style_layer_names(self, include_torgb: bool = False) -> list[str]:
         """Names of the layers whose style weights :meth:`style_weights` returns, in the same order."""
@@ -553,5 +620,7 @@ class StyleGANGenerator:
 
     def _check(self, latents: torch.Tensor, shape: tuple[int, ...], space: str) -> None:
         if latents.dim() != 1 + len(shape) or tuple(latents.shape[1:]) != shape:
-            raise ValueError(f"generator {self.name!r} expects {space} latents of shape (N, "
-                             f"{', '.join(map(str, shape))}), got {tuple(latents.shape)}")
+            raise ValueError(
+                f"generator {self.name!r} expects {space} latents of shape (N, "
+                f"{', '.join(map(str, shape))}), got {tuple(latents.shape)}"
+            )

@@ -13,8 +13,8 @@ each to a stand-in that checks its arguments; the reconstruction function become
 which keeps ``class_name`` and ``state`` in a :class:`RecordedModule` and drops ``module_src`` unread;
 ``dnnlib.util.EasyDict`` becomes a plain ``dict``; the legacy-``torch.save`` storages inside are read with
 ``torch.load(..., weights_only=True)``. Any other global is refused with a
-:class:`~stages.plugins.generators.base.GeneratorFileError` that names it and the file. Nothing the file does reaches past
-the objects it creates: BUILD (``__setstate__``) applies only to arrays and dtypes the unpickler made, never to a
+:class:`~stages.plugins.generators.base.GeneratorFileError` that names it and the file. Nothing the file does reaches
+past the objects it creates: BUILD (``__setstate__``) applies only to arrays and dtypes the unpickler made, never to a
 global, a type or a function, and the pickle's size, depth and sharing are bounded before it is unpickled
 (:mod:`stages.runtime.weight_files`).
 """
@@ -34,12 +34,25 @@ import numpy as np
 import torch
 
 from stages.plugins.generators.base import GeneratorFileError
-from stages.runtime.weight_files import (bounded_repr, bounded_text, check_pickle_shape, check_tensors_backed,
-                                            check_torch_container, unbacked_bytes)
+from stages.runtime.weight_files import (
+    bounded_repr,
+    bounded_text,
+    check_pickle_shape,
+    check_tensors_backed,
+    check_torch_container,
+    unbacked_bytes,
+)
 
 #: Positional order of the constructor arguments of NVlabs' ``Generator`` (both repositories), for ``_init_args``.
-GENERATOR_POSITIONAL_ARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs",
-                             "synthesis_kwargs")
+GENERATOR_POSITIONAL_ARGS = (
+    "z_dim",
+    "c_dim",
+    "w_dim",
+    "img_resolution",
+    "img_channels",
+    "mapping_kwargs",
+    "synthesis_kwargs",
+)
 
 
 @dataclass
@@ -55,10 +68,13 @@ class RecordedModule:
     class_name: str
     state: dict[str, Any]
 
-    def children(self) -> dict[str, "RecordedModule"]:
+    def children(self) -> dict[str, RecordedModule]:
         """Sub-networks by attribute name (``None`` entries dropped)."""
-        return {name: child for name, child in dict(self.state.get("_modules") or {}).items()
-                if isinstance(child, RecordedModule)}
+        return {
+            name: child
+            for name, child in dict(self.state.get("_modules") or {}).items()
+            if isinstance(child, RecordedModule)
+        }
 
     def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
         """Every parameter and buffer of this network and its sub-networks, by dotted name (as ``state_dict``),
@@ -82,10 +98,13 @@ class RecordedModule:
 
 def _record_persistent_object(meta: Any) -> RecordedModule:
     """Stand-in for ``torch_utils.persistence._reconstruct_persistent_obj``: keep the data, never the code."""
-    if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("class_name"), str) \
-            or not isinstance(meta.get("state"), dict):
-        raise pickle.UnpicklingError("a persistent object whose record is not {'type': 'class', 'class_name', "
-                                     "'state'}")
+    if (
+        not isinstance(meta, dict)
+        or meta.get("type") != "class"
+        or not isinstance(meta.get("class_name"), str)
+        or not isinstance(meta.get("state"), dict)
+    ):
+        raise pickle.UnpicklingError("a persistent object whose record is not {'type': 'class', 'class_name', 'state'}")
     return RecordedModule(class_name=meta["class_name"], state=meta["state"])
 
 
@@ -143,9 +162,11 @@ class SnapshotUnpickler(pickle._Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         key = f"{module}.{name}"
         if key not in self.allowed:
-            raise GeneratorFileError(f"{self.source}: refused to load the global {bounded_text(key)}: an NVlabs "
-                                     f"snapshot pickle holds only tensors, arrays and NVlabs network records (this "
-                                     f"file would run other code)")
+            raise GeneratorFileError(
+                f"{self.source}: refused to load the global {bounded_text(key)}: an NVlabs "
+                f"snapshot pickle holds only tensors, arrays and NVlabs network records (this "
+                f"file would run other code)"
+            )
         return self.allowed[key]
 
     def persistent_load(self, pid: Any) -> Any:
@@ -165,21 +186,37 @@ class SnapshotUnpickler(pickle._Unpickler):
             raise self._refuse(f"a tensor storage blob that holds {type(storage).__name__}, not a storage")
         return storage
 
-    def _rebuild_tensor(self, storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any,
-                        backward_hooks: Any, metadata: Any = None) -> torch.Tensor:
+    def _rebuild_tensor(
+        self,
+        storage: Any,
+        storage_offset: Any,
+        size: Any,
+        stride: Any,
+        requires_grad: Any,
+        backward_hooks: Any,
+        metadata: Any = None,
+    ) -> torch.Tensor:
         """Stand-in for ``torch._utils._rebuild_tensor_v2``: a view of ``storage`` that its bytes back, without
         hooks or metadata."""
-        integers = isinstance(storage_offset, int) and storage_offset >= 0 and all(
-            isinstance(values, tuple) and len(values) <= 64 and all(isinstance(v, int) and v >= 0 for v in values)
-            for values in (size, stride)) and len(size) == len(stride)
+        integers = (
+            isinstance(storage_offset, int)
+            and storage_offset >= 0
+            and all(
+                isinstance(values, tuple) and len(values) <= 64 and all(isinstance(v, int) and v >= 0 for v in values)
+                for values in (size, stride)
+            )
+            and len(size) == len(stride)
+        )
         if not isinstance(storage, torch.TypedStorage) or not integers or not isinstance(requires_grad, bool):
             raise self._refuse("a tensor record that is not (storage, offset, sizes, strides, requires_grad, ...)")
         if backward_hooks or metadata:
             raise self._refuse("a tensor with backward hooks or metadata")
         tensor = torch._utils._rebuild_tensor(storage, storage_offset, size, stride)
         if unbacked_bytes(tensor):
-            raise self._refuse(f"a tensor of shape {tuple(size)} claims more elements than its storage's "
-                               f"{tensor.untyped_storage().nbytes():,} bytes (a stride-0 or overlapping view)")
+            raise self._refuse(
+                f"a tensor of shape {tuple(size)} claims more elements than its storage's "
+                f"{tensor.untyped_storage().nbytes():,} bytes (a stride-0 or overlapping view)"
+            )
         return tensor
 
     def _rebuild_parameter(self, data: Any, requires_grad: Any, backward_hooks: Any) -> torch.Tensor:
@@ -209,8 +246,12 @@ class SnapshotUnpickler(pickle._Unpickler):
 
     def _scalar(self, dtype: Any, data: Any) -> np.generic:
         """Stand-in for numpy's ``scalar``: a number from its bytes."""
-        if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes) \
-                or len(data) != dtype.itemsize:
+        if (
+            not isinstance(dtype, np.dtype)
+            or dtype.hasobject
+            or not isinstance(data, bytes)
+            or len(data) != dtype.itemsize
+        ):
             raise self._refuse("a numpy scalar record that is not (dtype, its bytes)")
         return np._core.multiarray.scalar(dtype, data)
 
@@ -219,8 +260,9 @@ class SnapshotUnpickler(pickle._Unpickler):
     def load_reduce(self) -> None:
         function = self.stack[-2] if len(self.stack) >= 2 else None
         if self.callables.get(id(function)) is not function:
-            raise self._refuse(f"a call of {bounded_repr(function)}, which is not one of the allowed rebuilding "
-                               f"functions")
+            raise self._refuse(
+                f"a call of {bounded_repr(function)}, which is not one of the allowed rebuilding functions"
+            )
         pickle._Unpickler.load_reduce(self)
 
     dispatch[pickle.REDUCE[0]] = load_reduce
@@ -252,13 +294,21 @@ class SnapshotUnpickler(pickle._Unpickler):
             raise pickle.UnpicklingError("BUILD without an object")
         state, target = self.stack[-1], self.stack[-2]
         if self.settable.get(id(target)) is not target:
-            raise self._refuse(f"BUILD (setting the state) of {bounded_repr(target)}: state may be set only on the "
-                               f"arrays and dtypes the file creates, never on a global, a type or a function")
+            raise self._refuse(
+                f"BUILD (setting the state) of {bounded_repr(target)}: state may be set only on the "
+                f"arrays and dtypes the file creates, never on a global, a type or a function"
+            )
         if isinstance(target, np.ndarray):
-            valid = isinstance(state, tuple) and len(state) == 5 and isinstance(state[1], tuple) \
-                and all(isinstance(n, int) and n >= 0 for n in state[1]) \
-                and isinstance(state[2], np.dtype) and not state[2].hasobject and isinstance(state[4], bytes) \
+            valid = (
+                isinstance(state, tuple)
+                and len(state) == 5
+                and isinstance(state[1], tuple)
+                and all(isinstance(n, int) and n >= 0 for n in state[1])
+                and isinstance(state[2], np.dtype)
+                and not state[2].hasobject
+                and isinstance(state[4], bytes)
                 and len(state[4]) == math.prod(state[1]) * state[2].itemsize
+            )
             if not valid:
                 raise self._refuse("an array state that is not (version, shape, dtype, order, its bytes)")
         pickle._Unpickler.load_build(self)
@@ -310,22 +360,35 @@ def read_nvlabs_snapshot(path: str | Path) -> NVlabsSnapshot:
     except GeneratorFileError:
         raise
     except Exception as error:  # a corrupt file can fail anywhere inside pickle: each failure means "not readable"
-        raise GeneratorFileError(f"{path}: not a readable NVlabs snapshot pickle (truncated or corrupt? "
-                                 f"{type(error).__name__}: {bounded_text(str(error), 200)})") from None
+        raise GeneratorFileError(
+            f"{path}: not a readable NVlabs snapshot pickle (truncated or corrupt? "
+            f"{type(error).__name__}: {bounded_text(str(error), 200)})"
+        ) from None
     if not isinstance(snapshot, dict) or "G_ema" not in snapshot:
-        found = "[" + ", ".join(sorted(bounded_repr(key, 40) for key in list(snapshot)[:8])) + \
-            (", ...]" if len(snapshot) > 8 else "]") if isinstance(snapshot, dict) else type(snapshot).__name__
+        found = (
+            "["
+            + ", ".join(sorted(bounded_repr(key, 40) for key in list(snapshot)[:8]))
+            + (", ...]" if len(snapshot) > 8 else "]")
+            if isinstance(snapshot, dict)
+            else type(snapshot).__name__
+        )
         raise GeneratorFileError(f"{path}: expected an NVlabs snapshot pickle, a dict with key 'G_ema'; found {found}")
     generator = snapshot["G_ema"]
     if not isinstance(generator, RecordedModule) or generator.class_name != "Generator":
-        found = bounded_text(generator.class_name) if isinstance(generator, RecordedModule) \
-            else type(generator).__name__
+        found = (
+            bounded_text(generator.class_name) if isinstance(generator, RecordedModule) else type(generator).__name__
+        )
         raise GeneratorFileError(f"{path}: 'G_ema' is {found}, expected an NVlabs Generator network record")
     _check_record_tree(generator, str(path))
     tensors = generator.tensors()
     check_tensors_backed(tensors, f"{path} (G_ema)")
-    return NVlabsSnapshot(path=path, sha256=hashlib.sha256(data).hexdigest(), generator=generator,
-                          kwargs=generator.init_kwargs(), tensors=tensors)
+    return NVlabsSnapshot(
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
+        generator=generator,
+        kwargs=generator.init_kwargs(),
+        tensors=tensors,
+    )
 
 
 def _check_record_tree(generator: RecordedModule, source: str) -> None:
@@ -342,17 +405,25 @@ def _check_record_tree(generator: RecordedModule, source: str) -> None:
         state = record.state
         for group, kind in (("_parameters", torch.Tensor), ("_buffers", torch.Tensor), ("_modules", RecordedModule)):
             entries = state.get(group)
-            if entries is not None and not (isinstance(entries, dict) and all(
+            if entries is not None and not (
+                isinstance(entries, dict)
+                and all(
                     isinstance(name, str) and (value is None or isinstance(value, kind))
-                    for name, value in entries.items())):
-                raise GeneratorFileError(f"{source}: {where}.{group} is {bounded_repr(entries, 60)}, expected a "
-                                         f"mapping of names to {kind.__name__} or None")
+                    for name, value in entries.items()
+                )
+            ):
+                raise GeneratorFileError(
+                    f"{source}: {where}.{group} is {bounded_repr(entries, 60)}, expected a "
+                    f"mapping of names to {kind.__name__} or None"
+                )
         init_kwargs, init_args = state.get("_init_kwargs"), state.get("_init_args")
-        if init_kwargs is not None and not (isinstance(init_kwargs, dict)
-                                            and all(isinstance(name, str) for name in init_kwargs)):
-            raise GeneratorFileError(f"{source}: {where}._init_kwargs is {bounded_repr(init_kwargs, 60)}, expected "
-                                     f"a mapping of argument names")
+        if init_kwargs is not None and not (
+            isinstance(init_kwargs, dict) and all(isinstance(name, str) for name in init_kwargs)
+        ):
+            raise GeneratorFileError(
+                f"{source}: {where}._init_kwargs is {bounded_repr(init_kwargs, 60)}, expected "
+                f"a mapping of argument names"
+            )
         if init_args is not None and not isinstance(init_args, (tuple, list)):
-            raise GeneratorFileError(f"{source}: {where}._init_args is {bounded_repr(init_args, 60)}, expected a "
-                                     f"tuple")
+            raise GeneratorFileError(f"{source}: {where}._init_args is {bounded_repr(init_args, 60)}, expected a tuple")
         pending.extend((child, f"{where}.{name}") for name, child in record.children().items())

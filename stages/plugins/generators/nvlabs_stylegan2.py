@@ -19,36 +19,77 @@ convs and ws[i+2] for its ToRGB, which the next block's first conv shares.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from pydantic import Field, field_validator
+from torch import nn
 
 from latentatlas.params import AsList, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
+from stages.plugins.generators.nvlabs_common import (
+    LRELU_GAIN,
+    LRELU_SLOPE,
+    NOISE_MODES,
+    EqualizedLinear,
+    MappingNetwork,
+    StyleGANGenerator,
+    StyleGANNet,
+    assemble_from_snapshot,
+    bias_lrelu_clamp,
+    bound_recorded_arguments,
+    compute_dtype,
+    generator_arguments,
+    label_vector,
+    split_kwargs,
+    upfirdn2d,
+)
 from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_snapshot
 from stages.runtime.weight_files import bounded_repr
-from stages.plugins.generators.nvlabs_common import (LRELU_GAIN, LRELU_SLOPE, NOISE_MODES, EqualizedLinear, MappingNetwork,
-                                                     StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
-                                                     bias_lrelu_clamp, bound_recorded_arguments, compute_dtype, generator_arguments, label_vector, split_kwargs,
-                                                     upfirdn2d)
 
 IMPLEMENTATION = "latentatlas-stylegan2-v1"
 
 #: Synthesis arguments of NVlabs' StyleGAN2 generator this module implements, with the constructors' defaults.
-SYNTHESIS_DEFAULTS: dict[str, Any] = {"channel_base": 32768, "channel_max": 512, "num_fp16_res": 0, "conv_clamp": None,
-                                      "architecture": "skip", "resample_filter": [1, 3, 3, 1], "kernel_size": 3,
-                                      "use_noise": True, "activation": "lrelu"}
+SYNTHESIS_DEFAULTS: dict[str, Any] = {
+    "channel_base": 32768,
+    "channel_max": 512,
+    "num_fp16_res": 0,
+    "conv_clamp": None,
+    "architecture": "skip",
+    "resample_filter": [1, 3, 3, 1],
+    "kernel_size": 3,
+    "use_noise": True,
+    "activation": "lrelu",
+}
 #: Synthesis arguments that only change speed or training, never the images.
 SYNTHESIS_IGNORED = ("fp16_channels_last", "fused_modconv_default", "channels_last", "freeze_layers")
-MAPPING_DEFAULTS: dict[str, Any] = {"num_layers": 8, "embed_features": None, "layer_features": None,
-                                    "activation": "lrelu", "lr_multiplier": 0.01}
+MAPPING_DEFAULTS: dict[str, Any] = {
+    "num_layers": 8,
+    "embed_features": None,
+    "layer_features": None,
+    "activation": "lrelu",
+    "lr_multiplier": 0.01,
+}
 MAPPING_IGNORED = ("w_avg_beta", "freeze_layers", "freeze_embed")
 #: Plain attributes the files record on each network, compared with ours after building.
-RECORDED_ATTRIBUTES = ("weight_gain", "bias_gain", "num_ws", "resolution", "in_channels", "num_conv", "num_torgb",
-                       "is_last", "up", "padding", "conv_clamp", "use_fp16", "architecture", "img_resolution_log2")
+RECORDED_ATTRIBUTES = (
+    "weight_gain",
+    "bias_gain",
+    "num_ws",
+    "resolution",
+    "in_channels",
+    "num_conv",
+    "num_torgb",
+    "is_last",
+    "up",
+    "padding",
+    "conv_clamp",
+    "use_fp16",
+    "architecture",
+    "img_resolution_log2",
+)
 
 
 def resample_fir(taps: Sequence[float]) -> torch.Tensor:
@@ -58,8 +99,9 @@ def resample_fir(taps: Sequence[float]) -> torch.Tensor:
     return fir / fir.sum()
 
 
-def conv2d_resample(x: torch.Tensor, weight: torch.Tensor, fir: torch.Tensor | None, up: int, padding: int,
-                    groups: int) -> torch.Tensor:
+def conv2d_resample(
+    x: torch.Tensor, weight: torch.Tensor, fir: torch.Tensor | None, up: int, padding: int, groups: int
+) -> torch.Tensor:
     """Grouped 2-D convolution, optionally upsampling by ``up`` (= 1 or 2).
 
     Args:
@@ -82,11 +124,19 @@ def conv2d_resample(x: torch.Tensor, weight: torch.Tensor, fir: torch.Tensor | N
     pad_hi = padding + (fir_width - up) // 2 - (kw - up)
     conv_pad = max(min(-pad_lo, -pad_hi), 0)
     x = F.conv_transpose2d(x, weight, stride=up, padding=conv_pad, groups=groups)
-    return upfirdn2d(x, fir, padding=[pad_lo + conv_pad, pad_hi - conv_pad] * 2, gain=up ** 2)
+    return upfirdn2d(x, fir, padding=[pad_lo + conv_pad, pad_hi - conv_pad] * 2, gain=up**2)
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, up: int,
-                     fir: torch.Tensor | None, padding: int, fused: bool = True) -> torch.Tensor:
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool,
+    up: int,
+    fir: torch.Tensor | None,
+    padding: int,
+    fused: bool = True,
+) -> torch.Tensor:
     """Style-modulated convolution, one weight per sample (run as a grouped convolution; ``fused=False``: one
     convolution with the shared weight between a per-input-channel and a per-output-channel scale, as NVlabs'
     ``fused_modconv=False``, the same sums in another order).
@@ -103,8 +153,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     batch, in_channels, height, width = x.shape
     out_channels, _, kh, kw = weight.shape
     if x.dtype == torch.float16 and demodulate:  # bring both to O(1) first so that fp16 cannot overflow
-        weight = weight * (1 / math.sqrt(in_channels * kh * kw)
-                           / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        weight = weight * (
+            1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
+        )
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     if not fused:
         x = x * styles.to(x.dtype).reshape(batch, in_channels, 1, 1)
@@ -117,9 +168,14 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if demodulate:
         norms = (per_sample.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (N, O)
         per_sample = per_sample * norms.reshape(batch, out_channels, 1, 1, 1)
-    x = conv2d_resample(x.reshape(1, batch * in_channels, height, width),
-                        per_sample.reshape(batch * out_channels, in_channels, kh, kw).to(x.dtype), fir, up, padding,
-                        groups=batch)
+    x = conv2d_resample(
+        x.reshape(1, batch * in_channels, height, width),
+        per_sample.reshape(batch * out_channels, in_channels, kh, kw).to(x.dtype),
+        fir,
+        up,
+        padding,
+        groups=batch,
+    )
     return x.reshape(batch, out_channels, *x.shape[2:])
 
 
@@ -130,8 +186,18 @@ class SynthesisLayer(nn.Module):
     buffers ``resample_filter`` (f, f), ``noise_const`` (r, r).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int,
-                 fir: torch.Tensor, conv_clamp: float | None, kernel_size: int, use_noise: bool) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: int,
+        fir: torch.Tensor,
+        conv_clamp: float | None,
+        kernel_size: int,
+        use_noise: bool,
+    ) -> None:
         super().__init__()
         self.in_channels, self.resolution, self.up = in_channels, resolution, up
         self.conv_clamp, self.use_noise = conv_clamp, use_noise
@@ -148,8 +214,16 @@ class SynthesisLayer(nn.Module):
         """x (N, I, r/up, r/up), w (N, w_dim) → (N, O, r, r) in x's dtype (``reference_ops=False``: the
         shared-weight form of the modulated convolution, equal up to float rounding)."""
         styles = self.affine(w)
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, fir=self.resample_filter,
-                             padding=self.padding, fused=reference_ops)
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            demodulate=True,
+            up=self.up,
+            fir=self.resample_filter,
+            padding=self.padding,
+            fused=reference_ops,
+        )
         if self.use_noise and noise_mode == "const":
             x = x + (self.noise_const * self.noise_strength).to(x.dtype)
         return bias_lrelu_clamp(x, self.bias, LRELU_SLOPE, LRELU_GAIN, self.conv_clamp)
@@ -168,8 +242,7 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, reference_ops: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, up=1, fir=None, padding=0,
-                             fused=reference_ops)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, up=1, fir=None, padding=0, fused=reference_ops)
         return bias_lrelu_clamp(x, self.bias, None, 1.0, self.conv_clamp)
 
 
@@ -177,15 +250,32 @@ class SynthesisBlock(nn.Module):
     """One resolution r of the skip generator: (x (N, C_{r/2}, r/2, r/2) or the learned const, img (N, 3, r/2,
     r/2) or None, ws (N, num_conv + 1, w_dim)) → (x (N, C_r, r, r), img (N, 3, r, r) float32)."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 is_last: bool, use_fp16: bool, fir: torch.Tensor, conv_clamp: float | None, kernel_size: int,
-                 use_noise: bool) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        is_last: bool,
+        use_fp16: bool,
+        fir: torch.Tensor,
+        conv_clamp: float | None,
+        kernel_size: int,
+        use_noise: bool,
+    ) -> None:
         super().__init__()
         self.in_channels, self.resolution, self.is_last, self.use_fp16 = in_channels, resolution, is_last, use_fp16
         self.architecture = "skip"
         self.register_buffer("resample_filter", fir.clone())
-        layer_args = dict(w_dim=w_dim, resolution=resolution, fir=fir, conv_clamp=conv_clamp,
-                          kernel_size=kernel_size, use_noise=use_noise)
+        layer_args = dict(
+            w_dim=w_dim,
+            resolution=resolution,
+            fir=fir,
+            conv_clamp=conv_clamp,
+            kernel_size=kernel_size,
+            use_noise=use_noise,
+        )
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
@@ -195,8 +285,14 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
         self.num_torgb = 1
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-                noise_mode: str, reference_ops: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        ws: torch.Tensor,
+        noise_mode: str,
+        reference_ops: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = compute_dtype(self.use_fp16, ws.device)
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
@@ -227,25 +323,45 @@ class SynthesisNetwork(nn.Module):
         use_noise: layers have noise inputs.
     """
 
-    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int, channel_max: int,
-                 num_fp16_res: int, conv_clamp: float | None, resample_filter: Sequence[float], kernel_size: int,
-                 use_noise: bool) -> None:
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        channel_base: int,
+        channel_max: int,
+        num_fp16_res: int,
+        conv_clamp: float | None,
+        resample_filter: Sequence[float],
+        kernel_size: int,
+        use_noise: bool,
+    ) -> None:
         super().__init__()
         log2 = int(math.log2(img_resolution))
-        if img_resolution < 4 or 2 ** log2 != img_resolution:
+        if img_resolution < 4 or 2**log2 != img_resolution:
             raise ValueError(f"img_resolution must be a power of two ≥ 4, got {img_resolution}")
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.img_resolution_log2 = log2
-        self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
+        self.block_resolutions = [2**i for i in range(2, log2 + 1)]
         channels = {r: min(channel_base // r, channel_max) for r in self.block_resolutions}
         fp16_resolution = max(2 ** (log2 + 1 - num_fp16_res), 8)
         fir = resample_fir(resample_filter)
         self.num_ws = 0
         for resolution in self.block_resolutions:
             is_last = resolution == img_resolution
-            block = SynthesisBlock(channels[resolution // 2] if resolution > 4 else 0, channels[resolution], w_dim,
-                                   resolution, img_channels, is_last, resolution >= fp16_resolution, fir,
-                                   conv_clamp, kernel_size, use_noise)
+            block = SynthesisBlock(
+                channels[resolution // 2] if resolution > 4 else 0,
+                channels[resolution],
+                w_dim,
+                resolution,
+                img_channels,
+                is_last,
+                resolution >= fp16_resolution,
+                fir,
+                conv_clamp,
+                kernel_size,
+                use_noise,
+            )
             setattr(self, f"b{resolution}", block)
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
 
@@ -261,7 +377,7 @@ class SynthesisNetwork(nn.Module):
         x = img = None
         first = 0
         for block in self.blocks():
-            x, img = block(x, img, ws[:, first:first + block.num_conv + block.num_torgb], noise_mode, reference_ops)
+            x, img = block(x, img, ws[:, first : first + block.num_conv + block.num_torgb], noise_mode, reference_ops)
             first += block.num_conv
         return img
 
@@ -286,33 +402,47 @@ def build_stylegan2_net(snapshot: NVlabsSnapshot) -> StyleGANNet:
     synthesis_record = snapshot.generator.children().get("synthesis")
     mapping_record = snapshot.generator.children().get("mapping")
     if synthesis_record is None or mapping_record is None:
-        raise GeneratorFileError(f"{source}: G_ema has no mapping/synthesis networks; expected an NVlabs StyleGAN2 "
-                                 f"generator")
+        raise GeneratorFileError(
+            f"{source}: G_ema has no mapping/synthesis networks; expected an NVlabs StyleGAN2 generator"
+        )
     layer_names = set(synthesis_record.children())
     if "input" in layer_names or any(name.startswith("L") for name in layer_names):
-        raise GeneratorFileError(f"{source}: this is a StyleGAN3 generator (synthesis layers 'input', 'L0_...'); use "
-                                 f"generator name 'stylegan3', not 'stylegan2'")
+        raise GeneratorFileError(
+            f"{source}: this is a StyleGAN3 generator (synthesis layers 'input', 'L0_...'); use "
+            f"generator name 'stylegan3', not 'stylegan2'"
+        )
     if "b4" not in layer_names:
-        raise GeneratorFileError(f"{source}: G_ema's synthesis has layers {bounded_repr(sorted(layer_names)[:6])}, "
-                                 f"not the StyleGAN2 blocks b4, b8, ...; expected an NVlabs StyleGAN2 generator")
+        raise GeneratorFileError(
+            f"{source}: G_ema's synthesis has layers {bounded_repr(sorted(layer_names)[:6])}, "
+            f"not the StyleGAN2 blocks b4, b8, ...; expected an NVlabs StyleGAN2 generator"
+        )
     sizes, mapping_kwargs, synthesis_kwargs = generator_arguments(snapshot)
     z_dim, c_dim, w_dim = sizes["z_dim"], sizes["c_dim"], sizes["w_dim"]
     img_resolution, img_channels = sizes["img_resolution"], sizes["img_channels"]
     synthesis_args = split_kwargs(synthesis_kwargs, SYNTHESIS_DEFAULTS, SYNTHESIS_IGNORED, str(source), "synthesis")
     mapping_args = split_kwargs(mapping_kwargs, MAPPING_DEFAULTS, MAPPING_IGNORED, str(source), "mapping")
-    bound_recorded_arguments(snapshot, {**sizes, **mapping_args, **synthesis_args},
-                             {"mapping num_layers": mapping_args["num_layers"]})
+    bound_recorded_arguments(
+        snapshot, {**sizes, **mapping_args, **synthesis_args}, {"mapping num_layers": mapping_args["num_layers"]}
+    )
     if synthesis_args.pop("architecture") != "skip":
-        raise GeneratorFileError(f"{source}: only the 'skip' generator architecture (every NVlabs config) is "
-                                 f"implemented, the file has {bounded_repr(synthesis_kwargs['architecture'])}")
+        raise GeneratorFileError(
+            f"{source}: only the 'skip' generator architecture (every NVlabs config) is "
+            f"implemented, the file has {bounded_repr(synthesis_kwargs['architecture'])}"
+        )
     activations = {"mapping": mapping_args.pop("activation"), "synthesis": synthesis_args.pop("activation")}
     if set(activations.values()) != {"lrelu"}:
-        raise GeneratorFileError(f"{source}: only leaky-ReLU StyleGAN2 networks are implemented, the file records "
-                                 f"activations {bounded_repr(activations)}")
-    return assemble_from_snapshot(snapshot, str(source), "StyleGAN2",
-                                  lambda: MappingNetwork(z_dim, c_dim, w_dim, **mapping_args),
-                                  lambda: SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_args),
-                                  RECORDED_ATTRIBUTES)
+        raise GeneratorFileError(
+            f"{source}: only leaky-ReLU StyleGAN2 networks are implemented, the file records "
+            f"activations {bounded_repr(activations)}"
+        )
+    return assemble_from_snapshot(
+        snapshot,
+        str(source),
+        "StyleGAN2",
+        lambda: MappingNetwork(z_dim, c_dim, w_dim, **mapping_args),
+        lambda: SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_args),
+        RECORDED_ATTRIBUTES,
+    )
 
 
 class StyleGAN2Params(PluginParams):
@@ -322,17 +452,19 @@ class StyleGAN2Params(PluginParams):
     path: PathStr = Field(description="the .pkl (~ expanded)")
     truncation_psi: float = Field(1.0, description="ψ of the truncation trick towards the file's w_avg (1: none)")
     noise_mode: str = Field("const", description="'const' (the file's fixed noise images) or 'none'")
-    class_index: int | None = Field(None, ge=0, description="the class (0..c_dim−1) a class-conditional file "
-                                                            "generates")
-    class_onehot: Annotated[list[float], AsList] | None = Field(None, min_length=1, description="or its label "
-                                                                                               "vector (c_dim numbers)")
+    class_index: int | None = Field(None, ge=0, description="the class (0..c_dim−1) a class-conditional file generates")
+    class_onehot: Annotated[list[float], AsList] | None = Field(
+        None, min_length=1, description="or its label vector (c_dim numbers)"
+    )
 
     @field_validator("noise_mode")
     @classmethod
     def _deterministic_noise(cls, noise_mode: str) -> str:
         if noise_mode not in NOISE_MODES:
-            raise ValueError(f"expected one of {list(NOISE_MODES)} ('random' is refused: images must be a function "
-                             f"of the latents, for resumable chunks and re-synthesis)")
+            raise ValueError(
+                f"expected one of {list(NOISE_MODES)} ('random' is refused: images must be a function "
+                f"of the latents, for resumable chunks and re-synthesis)"
+            )
         return noise_mode
 
 
@@ -343,6 +475,6 @@ def build_stylegan2(params: StyleGAN2Params) -> StyleGANGenerator:
     source = str(snapshot.path)
     net = build_stylegan2_net(snapshot)
     label = label_vector(net.mapping.c_dim, params.class_index, params.class_onehot, source)
-    return StyleGANGenerator(net, "stylegan2", snapshot.sha256, params.truncation_psi, params.noise_mode, label,
-                             IMPLEMENTATION)
-
+    return StyleGANGenerator(
+        net, "stylegan2", snapshot.sha256, params.truncation_psi, params.noise_mode, label, IMPLEMENTATION
+    )

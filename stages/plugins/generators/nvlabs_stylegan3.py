@@ -24,25 +24,51 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from torch import nn
 from pydantic import Field, field_validator
+from torch import nn
 
 from latentatlas.params import AsList, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
+from stages.plugins.generators.nvlabs_common import (
+    LRELU_GAIN,
+    LRELU_SLOPE,
+    NOISE_MODES,
+    EqualizedLinear,
+    MappingNetwork,
+    StyleGANGenerator,
+    StyleGANNet,
+    assemble_from_snapshot,
+    bias_lrelu_clamp,
+    bound_recorded_arguments,
+    compute_dtype,
+    downsample_strided,
+    generator_arguments,
+    label_vector,
+    split_kwargs,
+    upfirdn2d,
+    upsample_polyphase,
+)
 from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_snapshot
-from stages.plugins.generators.nvlabs_common import (LRELU_GAIN, LRELU_SLOPE, EqualizedLinear, MappingNetwork,
-                                               StyleGANGenerator, StyleGANNet, assemble_from_snapshot,
-                                               NOISE_MODES, bias_lrelu_clamp, bound_recorded_arguments, compute_dtype, generator_arguments, label_vector, split_kwargs,
-                                               upfirdn2d, downsample_strided, upsample_polyphase)
 from stages.runtime.weight_files import bounded_repr
 
 IMPLEMENTATION = "latentatlas-stylegan3-v1"
 
 #: Synthesis (and per-layer) arguments of NVlabs' StyleGAN3 generator this module implements, with their defaults.
 SYNTHESIS_DEFAULTS: dict[str, Any] = {
-    "channel_base": 32768, "channel_max": 512, "num_layers": 14, "num_critical": 2, "first_cutoff": 2,
-    "first_stopband": 2 ** 2.1, "last_stopband_rel": 2 ** 0.3, "margin_size": 10, "output_scale": 0.25,
-    "num_fp16_res": 4, "conv_kernel": 3, "filter_size": 6, "lrelu_upsampling": 2, "use_radial_filters": False,
+    "channel_base": 32768,
+    "channel_max": 512,
+    "num_layers": 14,
+    "num_critical": 2,
+    "first_cutoff": 2,
+    "first_stopband": 2**2.1,
+    "last_stopband_rel": 2**0.3,
+    "margin_size": 10,
+    "output_scale": 0.25,
+    "num_fp16_res": 4,
+    "conv_kernel": 3,
+    "filter_size": 6,
+    "lrelu_upsampling": 2,
+    "use_radial_filters": False,
     "conv_clamp": 256,
 }
 #: Arguments that only matter for training.
@@ -50,10 +76,30 @@ SYNTHESIS_IGNORED = ("magnitude_ema_beta",)
 MAPPING_DEFAULTS: dict[str, Any] = {"num_layers": 2, "lr_multiplier": 0.01}
 MAPPING_IGNORED = ("w_avg_beta", "freeze_layers", "freeze_embed")
 #: Plain attributes the files record on each network, compared with ours after building.
-RECORDED_ATTRIBUTES = ("weight_gain", "bias_gain", "num_ws", "num_layers", "output_scale", "channels", "size",
-                       "sampling_rate", "bandwidth", "is_torgb", "use_fp16", "in_channels", "out_channels", "in_size",
-                       "out_size", "conv_kernel", "conv_clamp", "up_factor", "down_factor", "up_taps", "down_taps",
-                       "padding")
+RECORDED_ATTRIBUTES = (
+    "weight_gain",
+    "bias_gain",
+    "num_ws",
+    "num_layers",
+    "output_scale",
+    "channels",
+    "size",
+    "sampling_rate",
+    "bandwidth",
+    "is_torgb",
+    "use_fp16",
+    "in_channels",
+    "out_channels",
+    "in_size",
+    "out_size",
+    "conv_kernel",
+    "conv_clamp",
+    "up_factor",
+    "down_factor",
+    "up_taps",
+    "down_taps",
+    "padding",
+)
 
 
 def kaiser_beta(numtaps: int, width: float) -> float:
@@ -66,8 +112,9 @@ def kaiser_beta(numtaps: int, width: float) -> float:
     return 0.0
 
 
-def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,
-                          radial: bool = False) -> torch.Tensor | None:
+def design_lowpass_filter(
+    numtaps: int, cutoff: float, width: float, fs: float, radial: bool = False
+) -> torch.Tensor | None:
     """Kaiser-windowed low-pass FIR with unit DC gain: (numtaps,) sinc, or (numtaps, numtaps) jinc if ``radial``;
     None for a single tap (identity). ``cutoff`` and ``width`` (transition band) in the units of ``fs``."""
     if numtaps == 1:
@@ -82,14 +129,18 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,
     positions = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
     radius = torch.as_tensor(np.hypot(*np.meshgrid(positions, positions)), dtype=torch.float64)
     argument = 2 * math.pi * cutoff * radius
-    jinc = torch.where(radius > 0, torch.special.bessel_j1(argument) / (math.pi * radius.clamp_min(1e-30)),
-                       torch.full_like(radius, cutoff))  # limit at r = 0: J1(2πfr)/(πr) → f
+    jinc = torch.where(
+        radius > 0,
+        torch.special.bessel_j1(argument) / (math.pi * radius.clamp_min(1e-30)),
+        torch.full_like(radius, cutoff),
+    )  # limit at r = 0: J1(2πfr)/(πr) → f
     fir = jinc.numpy() * np.outer(window, window)
     return torch.as_tensor(fir / fir.sum(), dtype=torch.float32)
 
 
-def lowpass_filter_buffer(numtaps: int, cutoff: float, width: float, fs: float,
-                          radial: bool = False) -> torch.Tensor | None:
+def lowpass_filter_buffer(
+    numtaps: int, cutoff: float, width: float, fs: float, radial: bool = False
+) -> torch.Tensor | None:
     """:func:`design_lowpass_filter`, except on the meta device (a network built to receive a file's tensors, which
     include its filters): an empty tensor of the filter's shape, so that a file's sizes cost no design work before
     they are checked against its tensors."""
@@ -100,9 +151,18 @@ def lowpass_filter_buffer(numtaps: int, cutoff: float, width: float, fs: float,
     return torch.empty([numtaps, numtaps] if radial else [numtaps])
 
 
-def layer_schedule(img_resolution: int, img_channels: int, channel_base: float, channel_max: int, num_layers: int,
-                   num_critical: int, first_cutoff: float, first_stopband: float, last_stopband_rel: float,
-                   margin_size: int) -> dict[str, np.ndarray]:
+def layer_schedule(
+    img_resolution: int,
+    img_channels: int,
+    channel_base: float,
+    channel_max: int,
+    num_layers: int,
+    num_critical: int,
+    first_cutoff: float,
+    first_stopband: float,
+    last_stopband_rel: float,
+    margin_size: int,
+) -> dict[str, np.ndarray]:
     """Per-layer design of the paper (index 0..num_layers; float64 arrays of num_layers + 1): ``cutoffs`` f_c,
     ``stopbands`` f_t, ``sampling_rates`` s, ``half_widths`` f_h = max(f_t, s/2) − f_c, ``sizes`` (pixels incl.
     margins) and ``channels``."""
@@ -117,8 +177,14 @@ def layer_schedule(img_resolution: int, img_channels: int, channel_base: float, 
     sizes[-2:] = img_resolution
     channels = np.rint(np.minimum((channel_base / 2) / cutoffs, channel_max))
     channels[-1] = img_channels
-    return {"cutoffs": cutoffs, "stopbands": stopbands, "sampling_rates": sampling_rates,
-            "half_widths": half_widths, "sizes": sizes, "channels": channels}
+    return {
+        "cutoffs": cutoffs,
+        "stopbands": stopbands,
+        "sampling_rates": sampling_rates,
+        "half_widths": half_widths,
+        "sizes": sizes,
+        "channels": channels,
+    }
 
 
 class SynthesisInput(nn.Module):
@@ -161,8 +227,7 @@ class SynthesisInput(nn.Module):
         phases = self.phases.unsqueeze(0) + (freqs @ transforms[:, :2, 2:]).squeeze(2)  # (N, channels)
         freqs = freqs @ transforms[:, :2, :2]  # (N, channels, 2)
         # Fade out frequencies the user transform pushed above the band.
-        amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth)
-                      / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
+        amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
         theta = torch.eye(2, 3, device=w.device)
         theta[0, 0] = 0.5 * self.size / self.sampling_rate
         theta[1, 1] = 0.5 * self.size / self.sampling_rate
@@ -174,8 +239,15 @@ class SynthesisInput(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, padding: int,
-                     input_gain: torch.Tensor, fused: bool = True) -> torch.Tensor:
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool,
+    padding: int,
+    input_gain: torch.Tensor,
+    fused: bool = True,
+) -> torch.Tensor:
     """Per-sample modulated convolution (a grouped convolution over the batch; ``fused=False``: one convolution with
     the shared weight between a per-input-channel and a per-output-channel scale, the same sums in another order).
 
@@ -207,9 +279,12 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         norms = (per_sample.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (N, O)
         per_sample = per_sample * norms.unsqueeze(2).unsqueeze(3).unsqueeze(4)
     per_sample = per_sample * input_gain.expand(batch, in_channels).unsqueeze(1).unsqueeze(3).unsqueeze(4)
-    x = nn.functional.conv2d(x.reshape(1, batch * in_channels, height, width),
-                             per_sample.reshape(batch * out_channels, in_channels, kh, kw).to(x.dtype),
-                             padding=padding, groups=batch)
+    x = nn.functional.conv2d(
+        x.reshape(1, batch * in_channels, height, width),
+        per_sample.reshape(batch * out_channels, in_channels, kh, kw).to(x.dtype),
+        padding=padding,
+        groups=batch,
+    )
     return x.reshape(batch, out_channels, *x.shape[2:])
 
 
@@ -222,11 +297,28 @@ class SynthesisLayer(nn.Module):
     running mean square of the input, ``up_filter`` / ``down_filter`` ((taps,), (taps, taps) radial, or absent).
     """
 
-    def __init__(self, w_dim: int, is_torgb: bool, is_critically_sampled: bool, use_fp16: bool, in_channels: int,
-                 out_channels: int, in_size: int, out_size: int, in_sampling_rate: int, out_sampling_rate: int,
-                 in_cutoff: float, out_cutoff: float, in_half_width: float, out_half_width: float,
-                 conv_kernel: int, filter_size: int, lrelu_upsampling: int, use_radial_filters: bool,
-                 conv_clamp: float | None) -> None:
+    def __init__(
+        self,
+        w_dim: int,
+        is_torgb: bool,
+        is_critically_sampled: bool,
+        use_fp16: bool,
+        in_channels: int,
+        out_channels: int,
+        in_size: int,
+        out_size: int,
+        in_sampling_rate: int,
+        out_sampling_rate: int,
+        in_cutoff: float,
+        out_cutoff: float,
+        in_half_width: float,
+        out_half_width: float,
+        conv_kernel: int,
+        filter_size: int,
+        lrelu_upsampling: int,
+        use_radial_filters: bool,
+        conv_clamp: float | None,
+    ) -> None:
         super().__init__()
         self.is_torgb, self.use_fp16, self.conv_clamp = is_torgb, use_fp16, conv_clamp
         self.in_channels, self.out_channels, self.in_size, self.out_size = in_channels, out_channels, in_size, out_size
@@ -235,19 +327,28 @@ class SynthesisLayer(nn.Module):
         self.up_factor = int(round(working_rate / in_sampling_rate))
         self.down_factor = int(round(working_rate / out_sampling_rate))
         if in_sampling_rate * self.up_factor != working_rate or out_sampling_rate * self.down_factor != working_rate:
-            raise ValueError(f"sampling rates {in_sampling_rate} → {out_sampling_rate} are not integer ratios of "
-                             f"{working_rate}")
+            raise ValueError(
+                f"sampling rates {in_sampling_rate} → {out_sampling_rate} are not integer ratios of {working_rate}"
+            )
         self.up_taps = filter_size * self.up_factor if self.up_factor > 1 and not is_torgb else 1
         self.down_taps = filter_size * self.down_factor if self.down_factor > 1 and not is_torgb else 1
         self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, self.conv_kernel, self.conv_kernel))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.register_buffer("magnitude_ema", torch.ones([]))
-        self.register_buffer("up_filter", lowpass_filter_buffer(self.up_taps, in_cutoff, in_half_width * 2,
-                                                                working_rate))
-        self.register_buffer("down_filter", lowpass_filter_buffer(
-            self.down_taps, out_cutoff, out_half_width * 2, working_rate,
-            radial=use_radial_filters and not is_critically_sampled))
+        self.register_buffer(
+            "up_filter", lowpass_filter_buffer(self.up_taps, in_cutoff, in_half_width * 2, working_rate)
+        )
+        self.register_buffer(
+            "down_filter",
+            lowpass_filter_buffer(
+                self.down_taps,
+                out_cutoff,
+                out_half_width * 2,
+                working_rate,
+                radial=use_radial_filters and not is_critically_sampled,
+            ),
+        )
         # Pad so that the output has out_size samples, centred as the paper's symmetric sample grid (App. C.3).
         pad_total = (out_size - 1) * self.down_factor + 1 - (in_size + self.conv_kernel - 1) * self.up_factor
         pad_total += self.up_taps + self.down_taps - 2
@@ -262,18 +363,25 @@ class SynthesisLayer(nn.Module):
         and the dropped samples), equal up to float rounding."""
         styles = self.affine(w)
         if self.is_torgb:
-            styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel ** 2))
+            styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel**2))
         dtype = compute_dtype(self.use_fp16, x.device)
-        x = modulated_conv2d(x.to(dtype), self.weight, styles, demodulate=not self.is_torgb,
-                             padding=self.conv_kernel - 1, input_gain=self.magnitude_ema.rsqrt(),
-                             fused=reference_ops)
+        x = modulated_conv2d(
+            x.to(dtype),
+            self.weight,
+            styles,
+            demodulate=not self.is_torgb,
+            padding=self.conv_kernel - 1,
+            input_gain=self.magnitude_ema.rsqrt(),
+            fused=reference_ops,
+        )
         x = bias_lrelu_clamp(x, self.bias, None, 1.0, None)
         if reference_ops:
-            x = upfirdn2d(x, self.up_filter, up=self.up_factor, padding=self.padding, gain=self.up_factor ** 2)
+            x = upfirdn2d(x, self.up_filter, up=self.up_factor, padding=self.padding, gain=self.up_factor**2)
         else:
-            x = upsample_polyphase(x, self.up_filter, self.up_factor, self.padding, self.up_factor ** 2)
-        x = bias_lrelu_clamp(x, None, None if self.is_torgb else LRELU_SLOPE,
-                             1.0 if self.is_torgb else LRELU_GAIN, self.conv_clamp)
+            x = upsample_polyphase(x, self.up_filter, self.up_factor, self.padding, self.up_factor**2)
+        x = bias_lrelu_clamp(
+            x, None, None if self.is_torgb else LRELU_SLOPE, 1.0 if self.is_torgb else LRELU_GAIN, self.conv_clamp
+        )
         if reference_ops:
             return upfirdn2d(x, self.down_filter, down=self.down_factor)
         return downsample_strided(x, self.down_filter, self.down_factor)
@@ -283,34 +391,70 @@ class SynthesisNetwork(nn.Module):
     """ws (N, num_layers + 2, w_dim) → image (N, img_channels, R, R) float32. Layer names ``L{i}_{size}_{channels}``
     as in the files; arguments as :data:`SYNTHESIS_DEFAULTS` (see the module docstring)."""
 
-    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: float, channel_max: int,
-                 num_layers: int, num_critical: int, first_cutoff: float, first_stopband: float,
-                 last_stopband_rel: float, margin_size: int, output_scale: float, num_fp16_res: int,
-                 conv_kernel: int, filter_size: int, lrelu_upsampling: int, use_radial_filters: bool,
-                 conv_clamp: float | None) -> None:
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        channel_base: float,
+        channel_max: int,
+        num_layers: int,
+        num_critical: int,
+        first_cutoff: float,
+        first_stopband: float,
+        last_stopband_rel: float,
+        margin_size: int,
+        output_scale: float,
+        num_fp16_res: int,
+        conv_kernel: int,
+        filter_size: int,
+        lrelu_upsampling: int,
+        use_radial_filters: bool,
+        conv_clamp: float | None,
+    ) -> None:
         super().__init__()
         if num_layers <= num_critical:
             raise ValueError(f"num_layers ({num_layers}) must exceed num_critical ({num_critical})")
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.num_layers, self.num_ws, self.output_scale = num_layers, num_layers + 2, output_scale
-        plan = layer_schedule(img_resolution, img_channels, channel_base, channel_max, num_layers, num_critical,
-                              first_cutoff, first_stopband, last_stopband_rel, margin_size)
+        plan = layer_schedule(
+            img_resolution,
+            img_channels,
+            channel_base,
+            channel_max,
+            num_layers,
+            num_critical,
+            first_cutoff,
+            first_stopband,
+            last_stopband_rel,
+            margin_size,
+        )
         rates, sizes, channels = plan["sampling_rates"], plan["sizes"], plan["channels"]
-        self.input = SynthesisInput(w_dim, int(channels[0]), int(sizes[0]), float(rates[0]),
-                                    float(plan["cutoffs"][0]))
+        self.input = SynthesisInput(w_dim, int(channels[0]), int(sizes[0]), float(rates[0]), float(plan["cutoffs"][0]))
         self.layer_names: list[str] = []
         for index in range(num_layers + 1):
             previous = max(index - 1, 0)
             layer = SynthesisLayer(
-                w_dim, is_torgb=index == num_layers, is_critically_sampled=index >= num_layers - num_critical,
-                use_fp16=bool(rates[index] * 2 ** num_fp16_res > img_resolution),
-                in_channels=int(channels[previous]), out_channels=int(channels[index]),
-                in_size=int(sizes[previous]), out_size=int(sizes[index]),
-                in_sampling_rate=int(rates[previous]), out_sampling_rate=int(rates[index]),
-                in_cutoff=float(plan["cutoffs"][previous]), out_cutoff=float(plan["cutoffs"][index]),
+                w_dim,
+                is_torgb=index == num_layers,
+                is_critically_sampled=index >= num_layers - num_critical,
+                use_fp16=bool(rates[index] * 2**num_fp16_res > img_resolution),
+                in_channels=int(channels[previous]),
+                out_channels=int(channels[index]),
+                in_size=int(sizes[previous]),
+                out_size=int(sizes[index]),
+                in_sampling_rate=int(rates[previous]),
+                out_sampling_rate=int(rates[index]),
+                in_cutoff=float(plan["cutoffs"][previous]),
+                out_cutoff=float(plan["cutoffs"][index]),
                 in_half_width=float(plan["half_widths"][previous]),
-                out_half_width=float(plan["half_widths"][index]), conv_kernel=conv_kernel, filter_size=filter_size,
-                lrelu_upsampling=lrelu_upsampling, use_radial_filters=use_radial_filters, conv_clamp=conv_clamp)
+                out_half_width=float(plan["half_widths"][index]),
+                conv_kernel=conv_kernel,
+                filter_size=filter_size,
+                lrelu_upsampling=lrelu_upsampling,
+                use_radial_filters=use_radial_filters,
+                conv_clamp=conv_clamp,
+            )
             name = f"L{index}_{layer.out_size}_{layer.out_channels}"
             setattr(self, name, layer)
             self.layer_names.append(name)
@@ -345,27 +489,38 @@ def build_stylegan3_net(snapshot: NVlabsSnapshot) -> StyleGANNet:
     source = snapshot.path
     synthesis_record = snapshot.generator.children().get("synthesis")
     if synthesis_record is None or "mapping" not in snapshot.generator.children():
-        raise GeneratorFileError(f"{source}: G_ema has no mapping/synthesis networks; expected an NVlabs StyleGAN3 "
-                                 f"generator")
+        raise GeneratorFileError(
+            f"{source}: G_ema has no mapping/synthesis networks; expected an NVlabs StyleGAN3 generator"
+        )
     layer_names = set(synthesis_record.children())
     if "b4" in layer_names:
-        raise GeneratorFileError(f"{source}: this is a StyleGAN2 generator (synthesis blocks b4, b8, ...); use "
-                                 f"generator name 'stylegan2', not 'stylegan3'")
+        raise GeneratorFileError(
+            f"{source}: this is a StyleGAN2 generator (synthesis blocks b4, b8, ...); use "
+            f"generator name 'stylegan2', not 'stylegan3'"
+        )
     if "input" not in layer_names:
-        raise GeneratorFileError(f"{source}: G_ema's synthesis has layers {bounded_repr(sorted(layer_names)[:6])}, "
-                                 f"not the StyleGAN3 'input', 'L0_...'; expected an NVlabs StyleGAN3 generator")
+        raise GeneratorFileError(
+            f"{source}: G_ema's synthesis has layers {bounded_repr(sorted(layer_names)[:6])}, "
+            f"not the StyleGAN3 'input', 'L0_...'; expected an NVlabs StyleGAN3 generator"
+        )
     sizes, mapping_kwargs, synthesis_kwargs = generator_arguments(snapshot)
     z_dim, c_dim, w_dim = sizes["z_dim"], sizes["c_dim"], sizes["w_dim"]
     img_resolution, img_channels = sizes["img_resolution"], sizes["img_channels"]
     synthesis_args = split_kwargs(synthesis_kwargs, SYNTHESIS_DEFAULTS, SYNTHESIS_IGNORED, str(source), "synthesis")
     mapping_args = split_kwargs(mapping_kwargs, MAPPING_DEFAULTS, MAPPING_IGNORED, str(source), "mapping")
-    bound_recorded_arguments(snapshot, {**sizes, **mapping_args, **synthesis_args},
-                             {"mapping num_layers": mapping_args["num_layers"],
-                              "synthesis num_layers": synthesis_args["num_layers"]})
-    return assemble_from_snapshot(snapshot, str(source), "StyleGAN3",
-                                  lambda: MappingNetwork(z_dim, c_dim, w_dim, **mapping_args),
-                                  lambda: SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_args),
-                                  RECORDED_ATTRIBUTES)
+    bound_recorded_arguments(
+        snapshot,
+        {**sizes, **mapping_args, **synthesis_args},
+        {"mapping num_layers": mapping_args["num_layers"], "synthesis num_layers": synthesis_args["num_layers"]},
+    )
+    return assemble_from_snapshot(
+        snapshot,
+        str(source),
+        "StyleGAN3",
+        lambda: MappingNetwork(z_dim, c_dim, w_dim, **mapping_args),
+        lambda: SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_args),
+        RECORDED_ATTRIBUTES,
+    )
 
 
 class StyleGAN3Params(PluginParams):
@@ -375,17 +530,19 @@ class StyleGAN3Params(PluginParams):
     path: PathStr = Field(description="the .pkl (~ expanded)")
     truncation_psi: float = Field(1.0, description="ψ of the truncation trick towards the file's w_avg (1: none)")
     noise_mode: str = Field("const", description="'const' (the file's fixed noise images) or 'none'")
-    class_index: int | None = Field(None, ge=0, description="the class (0..c_dim−1) a class-conditional file "
-                                                            "generates")
-    class_onehot: Annotated[list[float], AsList] | None = Field(None, min_length=1, description="or its label "
-                                                                                               "vector (c_dim numbers)")
+    class_index: int | None = Field(None, ge=0, description="the class (0..c_dim−1) a class-conditional file generates")
+    class_onehot: Annotated[list[float], AsList] | None = Field(
+        None, min_length=1, description="or its label vector (c_dim numbers)"
+    )
 
     @field_validator("noise_mode")
     @classmethod
     def _deterministic_noise(cls, noise_mode: str) -> str:
         if noise_mode not in NOISE_MODES:
-            raise ValueError(f"expected one of {list(NOISE_MODES)} ('random' is refused: images must be a function "
-                             f"of the latents, for resumable chunks and re-synthesis)")
+            raise ValueError(
+                f"expected one of {list(NOISE_MODES)} ('random' is refused: images must be a function "
+                f"of the latents, for resumable chunks and re-synthesis)"
+            )
         return noise_mode
 
 
@@ -396,5 +553,6 @@ def build_stylegan3(params: StyleGAN3Params) -> StyleGANGenerator:
     source = str(snapshot.path)
     net = build_stylegan3_net(snapshot)
     label = label_vector(net.mapping.c_dim, params.class_index, params.class_onehot, source)
-    return StyleGANGenerator(net, "stylegan3", snapshot.sha256, params.truncation_psi, params.noise_mode, label,
-                             IMPLEMENTATION)
+    return StyleGANGenerator(
+        net, "stylegan3", snapshot.sha256, params.truncation_psi, params.noise_mode, label, IMPLEMENTATION
+    )

@@ -36,13 +36,20 @@ from torch import nn
 
 from latentatlas.params import PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
-from stages.plugins.generators.state_dicts import (check_against_module, existing_file, file_fingerprint, load_state_dict,
-                                           progressive_block_channels, require_keys)
+from stages.plugins.generators.state_dicts import (
+    check_against_module,
+    existing_file,
+    file_fingerprint,
+    load_state_dict,
+    progressive_block_channels,
+    require_keys,
+)
 from stages.runtime.weight_files import build_on_meta, materialize
 
 #: What a PGGAN file must be, quoted in errors.
-EXPECTED_FILE = ("an InterFaceGAN PGGAN generator state dict (.pth with keys lod, layer0.conv.weight, "
-                 "output0.conv.weight)")
+EXPECTED_FILE = (
+    "an InterFaceGAN PGGAN generator state dict (.pth with keys lod, layer0.conv.weight, output0.conv.weight)"
+)
 
 #: The epsilon of InterFaceGAN's PixelNormLayer.
 PIXEL_NORM_EPSILON = 1e-8
@@ -51,7 +58,7 @@ PIXEL_NORM_EPSILON = 1e-8
 def pixel_norm(features: torch.Tensor, epsilon: float = PIXEL_NORM_EPSILON) -> torch.Tensor:
     """(N, C, ...) features / root-mean-square over C (computed in float32, so fp16 autocast cannot overflow it)."""
     values = features.float()
-    return (values / torch.sqrt(torch.mean(values ** 2, dim=1, keepdim=True) + epsilon)).to(features.dtype)
+    return (values / torch.sqrt(torch.mean(values**2, dim=1, keepdim=True) + epsilon)).to(features.dtype)
 
 
 def sphere_normalize(latents_z: torch.Tensor) -> torch.Tensor:
@@ -76,9 +83,17 @@ class PGGANLayer(nn.Module):
     maps a (N, L, 1, 1) latent to 4×4 with a 4×4 kernel and padding 3), else H.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1,
-                 upsample: bool = False, fused_scale: bool = False, gain: float = math.sqrt(2.0),
-                 activate: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        padding: int = 1,
+        upsample: bool = False,
+        fused_scale: bool = False,
+        gain: float = math.sqrt(2.0),
+        activate: bool = True,
+    ) -> None:
         super().__init__()
         self.upsample = upsample
         self.fused_scale = upsample and fused_scale
@@ -119,25 +134,30 @@ class PGGANArchitecture:
         return 4 * 2 ** (len(self.channels) - 1)
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], path: Path) -> "PGGANArchitecture":
+    def from_state_dict(cls, state: dict[str, torch.Tensor], path: Path) -> PGGANArchitecture:
         """Read the architecture from the key layout and shapes.
 
         Raises:
             GeneratorFileError: the keys are not InterFaceGAN PGGAN's (e.g. a StyleGAN or BigGAN file).
         """
-        require_keys(state, ["lod", "layer0.conv.weight", "layer0.wscale.bias", "output0.conv.weight"], path,
-                     EXPECTED_FILE)
+        require_keys(
+            state, ["lod", "layer0.conv.weight", "layer0.wscale.bias", "output0.conv.weight"], path, EXPECTED_FILE
+        )
         num_blocks = sum(1 for key in state if key.startswith("output") and key.endswith(".conv.weight"))
         require_keys(state, [f"output{block}.conv.weight" for block in range(num_blocks)], path, EXPECTED_FILE)
         first = state["layer0.conv.weight"]
         if first.dim() != 4 or tuple(first.shape[2:]) != (4, 4):
-            raise GeneratorFileError(f"{path}: layer0.conv.weight has shape {tuple(first.shape)}, expected "
-                                     f"(C1, latent, 4, 4); expected {EXPECTED_FILE}")
+            raise GeneratorFileError(
+                f"{path}: layer0.conv.weight has shape {tuple(first.shape)}, expected "
+                f"(C1, latent, 4, 4); expected {EXPECTED_FILE}"
+            )
         channels, fused = progressive_block_channels(state, "", int(first.shape[0]), num_blocks, path, EXPECTED_FILE)
         rgb_channels = int(state["output0.conv.weight"].shape[0])
         if rgb_channels != 3:
-            raise GeneratorFileError(f"{path}: output0.conv.weight makes {rgb_channels} channels; expected an RGB "
-                                     f"(3-channel) {EXPECTED_FILE}")
+            raise GeneratorFileError(
+                f"{path}: output0.conv.weight makes {rgb_channels} channels; expected an RGB "
+                f"(3-channel) {EXPECTED_FILE}"
+            )
         return cls(latent_dim=int(first.shape[1]), channels=tuple(channels), fused_scale=tuple(fused))
 
 
@@ -160,8 +180,9 @@ class PGGANNet(nn.Module):
                 first = PGGANLayer(previous, channels, upsample=True, fused_scale=fused)
             self.add_module(f"layer{2 * index}", first)
             self.add_module(f"layer{2 * index + 1}", PGGANLayer(channels, channels))
-            self.add_module(f"output{index}", PGGANLayer(channels, 3, kernel_size=1, padding=0, gain=1.0,
-                                                         activate=False))
+            self.add_module(
+                f"output{index}", PGGANLayer(channels, 3, kernel_size=1, padding=0, gain=1.0, activate=False)
+            )
             previous = channels
         self.register_buffer("lod", torch.zeros(()))
         #: ``lod`` as a Python number, refreshed whenever a state dict is loaded: the forward pass branches on it
@@ -212,7 +233,7 @@ class PGGANGenerator:
     def device(self) -> torch.device:
         return self.net.lod.device
 
-    def to(self, device: torch.device) -> "PGGANGenerator":
+    def to(self, device: torch.device) -> PGGANGenerator:
         self.net.to(device)
         return self
 
@@ -221,8 +242,9 @@ class PGGANGenerator:
 
     def _check_z(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.dim() != 2 or latents.shape[1] != self.z_dim:
-            raise ValueError(f"generator {self.name!r} expects latents of shape (N, {self.z_dim}), "
-                             f"got {tuple(latents.shape)}")
+            raise ValueError(
+                f"generator {self.name!r} expects latents of shape (N, {self.z_dim}), got {tuple(latents.shape)}"
+            )
         return sphere_normalize(latents.to(self.device))
 
     def synthesize(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
@@ -263,8 +285,10 @@ def load_pggan(path: str | Path) -> tuple[PGGANNet, Path]:
     check_against_module(state, net, resolved, EXPECTED_FILE)
     level_of_detail = float(state["lod"])
     if not 0 <= level_of_detail < net.num_blocks:
-        raise GeneratorFileError(f"{resolved}: lod is {level_of_detail}, expected 0 <= lod < {net.num_blocks} (the "
-                                 f"number of blocks); expected {EXPECTED_FILE}")
+        raise GeneratorFileError(
+            f"{resolved}: lod is {level_of_detail}, expected 0 <= lod < {net.num_blocks} (the "
+            f"number of blocks); expected {EXPECTED_FILE}"
+        )
     materialize(net, state)
     return net, resolved
 

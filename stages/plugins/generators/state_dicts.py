@@ -25,7 +25,7 @@ _MAX_QUOTED = 160
 def one_line(error: BaseException) -> str:
     """``error``'s message collapsed to one line and shortened, for quoting inside a GeneratorFileError."""
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= _MAX_QUOTED else text[:_MAX_QUOTED - 1] + "…"
+    return text if len(text) <= _MAX_QUOTED else text[: _MAX_QUOTED - 1] + "…"
 
 
 def existing_file(path: str | Path, expected: str) -> Path:
@@ -59,15 +59,21 @@ def load_state_dict(path: Path, expected: str) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
-        raise GeneratorFileError(f"{path}: not a readable PyTorch state dict ({one_line(error)}); "
-                                 f"expected {expected}") from None
+        raise GeneratorFileError(
+            f"{path}: not a readable PyTorch state dict ({one_line(error)}); expected {expected}"
+        ) from None
     if not isinstance(loaded, Mapping) or not loaded:
         raise GeneratorFileError(f"{path}: holds a {type(loaded).__name__}, not a state dict; expected {expected}")
-    not_tensors = [bounded_repr(key, 60) for key, value in loaded.items() if not isinstance(key, str)
-                   or not isinstance(value, torch.Tensor)]
+    not_tensors = [
+        bounded_repr(key, 60)
+        for key, value in loaded.items()
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor)
+    ]
     if not_tensors:
-        raise GeneratorFileError(f"{path}: entries [{', '.join(not_tensors[:3])}] are not named tensors (a checkpoint "
-                                 f"wrapping a state dict?); expected {expected}")
+        raise GeneratorFileError(
+            f"{path}: entries [{', '.join(not_tensors[:3])}] are not named tensors (a checkpoint "
+            f"wrapping a state dict?); expected {expected}"
+        )
     check_tensors_backed(loaded, str(path))
     return dict(loaded)
 
@@ -80,8 +86,9 @@ def require_keys(state: Mapping[str, torch.Tensor], keys: list[str], path: Path,
         raise GeneratorFileError(f"{path}: no tensor {missing[0]!r} (keys start {found}, ...); expected {expected}")
 
 
-def progressive_block_channels(state: Mapping[str, torch.Tensor], prefix: str, first_channels: int,
-                               num_blocks: int, path: Path, expected: str) -> tuple[list[int], list[bool]]:
+def progressive_block_channels(
+    state: Mapping[str, torch.Tensor], prefix: str, first_channels: int, num_blocks: int, path: Path, expected: str
+) -> tuple[list[int], list[bool]]:
     """Output channels and "fused upscale" flags of each block of a progressive (PGGAN / StyleGAN v1) synthesis
     network, read from the keys of its first conv layers ``<prefix>layer{2k}``: a fused layer (the transposed-conv
     upsampling InterFaceGAN uses at 128 px and above) stores ``weight`` (…, C_out) directly, a plain one
@@ -99,8 +106,7 @@ def progressive_block_channels(state: Mapping[str, torch.Tensor], prefix: str, f
     return channels, fused
 
 
-def check_against_module(state: Mapping[str, torch.Tensor], module: torch.nn.Module, path: Path,
-                         expected: str) -> None:
+def check_against_module(state: Mapping[str, torch.Tensor], module: torch.nn.Module, path: Path, expected: str) -> None:
     """Check that ``state`` has exactly the keys and shapes of ``module.state_dict()`` (the architecture inferred
     from the file), so that a strict load cannot fail with a multi-line PyTorch error.
 
@@ -110,11 +116,16 @@ def check_against_module(state: Mapping[str, torch.Tensor], module: torch.nn.Mod
     wanted = {key: tuple(value.shape) for key, value in module.state_dict().items()}
     missing = [key for key in wanted if key not in state]
     extra = [key for key in state if key not in wanted]
-    wrong = [f"{key} {tuple(state[key].shape)} (expected {wanted[key]})" for key in wanted
-             if key in state and tuple(state[key].shape) != wanted[key]]
-    problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
-               ([f"unexpected {', '.join(extra[:3])}"] if extra else []) + \
-               ([f"shape of {', '.join(wrong[:2])}"] if wrong else [])
+    wrong = [
+        f"{key} {tuple(state[key].shape)} (expected {wanted[key]})"
+        for key in wanted
+        if key in state and tuple(state[key].shape) != wanted[key]
+    ]
+    problems = (
+        ([f"missing {', '.join(missing[:3])}"] if missing else [])
+        + ([f"unexpected {', '.join(extra[:3])}"] if extra else [])
+        + ([f"shape of {', '.join(wrong[:2])}"] if wrong else [])
+    )
     if problems:
         raise GeneratorFileError(f"{path}: tensors do not fit {expected}: {'; '.join(problems)}")
 

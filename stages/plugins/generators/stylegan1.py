@@ -50,19 +50,27 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from pydantic import Field
+from torch import nn
 
 from latentatlas.params import ParamsError, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.pggan import pixel_norm, sphere_normalize
-from stages.plugins.generators.state_dicts import (check_against_module, existing_file, file_fingerprint, load_state_dict,
-                                           progressive_block_channels, require_keys)
+from stages.plugins.generators.state_dicts import (
+    check_against_module,
+    existing_file,
+    file_fingerprint,
+    load_state_dict,
+    progressive_block_channels,
+    require_keys,
+)
 from stages.runtime.weight_files import build_on_meta, materialize
 
 #: What a StyleGAN file must be, quoted in errors.
-EXPECTED_FILE = ("an InterFaceGAN StyleGAN (v1) generator state dict (.pth with keys mapping.dense0.linear.weight, "
-                 "truncation.w_avg, synthesis.layer0.first_layer)")
+EXPECTED_FILE = (
+    "an InterFaceGAN StyleGAN (v1) generator state dict (.pth with keys mapping.dense0.linear.weight, "
+    "truncation.w_avg, synthesis.layer0.first_layer)"
+)
 
 #: InterFaceGAN's defaults (``model_settings.STYLEGAN_TRUNCATION_PSI`` / ``STYLEGAN_TRUNCATION_LAYERS``).
 DEFAULT_TRUNCATION_PSI = 0.7
@@ -79,7 +87,7 @@ def instance_norm(features: torch.Tensor, epsilon: float = INSTANCE_NORM_EPSILON
     """(N, C, H, W) → zero mean, unit RMS per sample and channel (in float32, so fp16 autocast cannot overflow)."""
     values = features.float()
     values = values - torch.mean(values, dim=[2, 3], keepdim=True)
-    values = values / torch.sqrt(torch.mean(values ** 2, dim=[2, 3], keepdim=True) + epsilon)
+    values = values / torch.sqrt(torch.mean(values**2, dim=[2, 3], keepdim=True) + epsilon)
     return values.to(features.dtype)
 
 
@@ -94,8 +102,14 @@ class WScaleBias(nn.Module):
 class DenseLayer(nn.Module):
     """(N, in) → (N, out): ``x Wᵀ · gain·lr/√in + lr · bias``, then LeakyReLU(0.2) when ``activate``."""
 
-    def __init__(self, in_features: int, out_features: int, gain: float = math.sqrt(2.0),
-                 lr_multiplier: float = MAPPING_LR_MULTIPLIER, activate: bool = True) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        gain: float = math.sqrt(2.0),
+        lr_multiplier: float = MAPPING_LR_MULTIPLIER,
+        activate: bool = True,
+    ) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, out_features, bias=False)
         self.wscale = WScaleBias(out_features)
@@ -114,8 +128,10 @@ class MappingNetwork(nn.Module):
     def __init__(self, z_dim: int, hidden_dim: int, w_dim: int, num_layers: int) -> None:
         super().__init__()
         for index in range(num_layers):
-            self.add_module(f"dense{index}", DenseLayer(z_dim if index == 0 else hidden_dim,
-                                                        w_dim if index == num_layers - 1 else hidden_dim))
+            self.add_module(
+                f"dense{index}",
+                DenseLayer(z_dim if index == 0 else hidden_dim, w_dim if index == num_layers - 1 else hidden_dim),
+            )
         self.num_layers = num_layers
 
     def forward(self, latents_z: torch.Tensor) -> torch.Tensor:
@@ -200,8 +216,15 @@ class ConvLayer(nn.Module):
     """A 3×3 conv layer, (N, in, H, H) → (N, out, H', H') with H' = 2H when ``upsample`` (nearest ×2 then conv, or
     the fused stride-2 transposed conv), then blur (upsampling layers only) and the epilogue."""
 
-    def __init__(self, in_channels: int, out_channels: int, size: int, w_dim: int, upsample: bool = False,
-                 fused_scale: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        size: int,
+        w_dim: int,
+        upsample: bool = False,
+        fused_scale: bool = False,
+    ) -> None:
         super().__init__()
         self.upsample = upsample
         self.fused_scale = upsample and fused_scale
@@ -265,25 +288,46 @@ class StyleGANArchitecture:
         return 2 * self.num_blocks
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], path: Path) -> "StyleGANArchitecture":
+    def from_state_dict(cls, state: dict[str, torch.Tensor], path: Path) -> StyleGANArchitecture:
         """Read the architecture from the key layout and shapes.
 
         Raises:
             GeneratorFileError: the keys are not InterFaceGAN StyleGAN's (e.g. a PGGAN or BigGAN file).
         """
-        require_keys(state, ["mapping.dense0.linear.weight", "truncation.w_avg", "synthesis.lod",
-                             "synthesis.layer0.first_layer", "synthesis.output0.conv.weight"], path, EXPECTED_FILE)
+        require_keys(
+            state,
+            [
+                "mapping.dense0.linear.weight",
+                "truncation.w_avg",
+                "synthesis.lod",
+                "synthesis.layer0.first_layer",
+                "synthesis.output0.conv.weight",
+            ],
+            path,
+            EXPECTED_FILE,
+        )
         mapping_layers = sum(1 for key in state if key.startswith("mapping.dense") and key.endswith(".linear.weight"))
         num_blocks = sum(1 for key in state if key.startswith("synthesis.output") and key.endswith(".conv.weight"))
-        require_keys(state, [f"mapping.dense{index}.linear.weight" for index in range(mapping_layers)]
-                     + [f"synthesis.output{block}.conv.weight" for block in range(num_blocks)], path, EXPECTED_FILE)
+        require_keys(
+            state,
+            [f"mapping.dense{index}.linear.weight" for index in range(mapping_layers)]
+            + [f"synthesis.output{block}.conv.weight" for block in range(num_blocks)],
+            path,
+            EXPECTED_FILE,
+        )
         first_dense = state["mapping.dense0.linear.weight"]
         first_channels = int(state["synthesis.layer0.first_layer"].shape[1])
-        channels, fused = progressive_block_channels(state, "synthesis.", first_channels,
-                                                     num_blocks, path, EXPECTED_FILE)
-        return cls(z_dim=int(first_dense.shape[1]), hidden_dim=int(first_dense.shape[0]),
-                   w_dim=int(state["truncation.w_avg"].shape[0]), mapping_layers=mapping_layers,
-                   channels=tuple(channels), fused_scale=tuple(fused))
+        channels, fused = progressive_block_channels(
+            state, "synthesis.", first_channels, num_blocks, path, EXPECTED_FILE
+        )
+        return cls(
+            z_dim=int(first_dense.shape[1]),
+            hidden_dim=int(first_dense.shape[0]),
+            w_dim=int(state["truncation.w_avg"].shape[0]),
+            mapping_layers=mapping_layers,
+            channels=tuple(channels),
+            fused_scale=tuple(fused),
+        )
 
 
 def _remember_level_of_detail(module: nn.Module, incompatible_keys: object) -> None:
@@ -299,13 +343,21 @@ class SynthesisNetwork(nn.Module):
         self.num_blocks = architecture.num_blocks
         w_dim = architecture.w_dim
         for block, channels in enumerate(architecture.channels):
-            size = 4 * 2 ** block
+            size = 4 * 2**block
             if block == 0:
                 self.add_module("layer0", ConstLayer(channels, w_dim))
             else:
-                self.add_module(f"layer{2 * block}", ConvLayer(architecture.channels[block - 1], channels, size,
-                                                               w_dim, upsample=True,
-                                                               fused_scale=architecture.fused_scale[block]))
+                self.add_module(
+                    f"layer{2 * block}",
+                    ConvLayer(
+                        architecture.channels[block - 1],
+                        channels,
+                        size,
+                        w_dim,
+                        upsample=True,
+                        fused_scale=architecture.fused_scale[block],
+                    ),
+                )
             self.add_module(f"layer{2 * block + 1}", ConvLayer(channels, channels, size, w_dim))
             self.add_module(f"output{block}", ToRGB(channels))
         self.register_buffer("lod", torch.zeros(()))
@@ -337,8 +389,9 @@ class StyleGANNet(nn.Module):
     def __init__(self, architecture: StyleGANArchitecture) -> None:
         super().__init__()
         self.architecture = architecture
-        self.mapping = MappingNetwork(architecture.z_dim, architecture.hidden_dim, architecture.w_dim,
-                                      architecture.mapping_layers)
+        self.mapping = MappingNetwork(
+            architecture.z_dim, architecture.hidden_dim, architecture.w_dim, architecture.mapping_layers
+        )
         self.truncation = Truncation(architecture.w_dim)
         self.synthesis = SynthesisNetwork(architecture)
 
@@ -349,8 +402,9 @@ class StyleGANGenerator:
 
     latent_spaces = ("z", "w", "w+")
 
-    def __init__(self, net: StyleGANNet, name: str, fingerprint: str, truncation_psi: float,
-                 truncation_layers: int) -> None:
+    def __init__(
+        self, net: StyleGANNet, name: str, fingerprint: str, truncation_psi: float, truncation_layers: int
+    ) -> None:
         self.net = net.eval().requires_grad_(False)
         self.name = name
         architecture = net.architecture
@@ -368,20 +422,22 @@ class StyleGANGenerator:
     def device(self) -> torch.device:
         return self.net.truncation.w_avg.device
 
-    def to(self, device: torch.device) -> "StyleGANGenerator":
+    def to(self, device: torch.device) -> StyleGANGenerator:
         self.net.to(device)
         return self
 
     def layer_coefficients(self) -> torch.Tensor:
         """(1, num_ws, 1): ψ for the first ``truncation_layers`` layers, 1 for the others."""
         coefficients = torch.ones(1, self.num_ws, 1, device=self.device)
-        coefficients[:, :min(self.truncation_layers, self.num_ws)] = self.truncation_psi
+        coefficients[:, : min(self.truncation_layers, self.num_ws)] = self.truncation_psi
         return coefficients
 
     def _check(self, latents: torch.Tensor, shape: tuple[int, ...], space: str) -> torch.Tensor:
         if tuple(latents.shape[1:]) != shape or latents.dim() != len(shape) + 1:
-            raise ValueError(f"generator {self.name!r} expects {space!r} latents of shape (N, "
-                             f"{', '.join(map(str, shape))}), got {tuple(latents.shape)}")
+            raise ValueError(
+                f"generator {self.name!r} expects {space!r} latents of shape (N, "
+                f"{', '.join(map(str, shape))}), got {tuple(latents.shape)}"
+            )
         return latents.to(self.device)
 
     def mapped(self, latents_z: torch.Tensor) -> torch.Tensor:
@@ -442,8 +498,10 @@ def load_stylegan(path: str | Path) -> tuple[StyleGANNet, Path]:
     check_against_module(state, net, resolved, EXPECTED_FILE)
     level_of_detail = float(state["synthesis.lod"])
     if not 0 <= level_of_detail < net.synthesis.num_blocks:
-        raise GeneratorFileError(f"{resolved}: synthesis.lod is {level_of_detail}, expected 0 <= lod < "
-                                 f"{net.synthesis.num_blocks} (the number of blocks); expected {EXPECTED_FILE}")
+        raise GeneratorFileError(
+            f"{resolved}: synthesis.lod is {level_of_detail}, expected 0 <= lod < "
+            f"{net.synthesis.num_blocks} (the number of blocks); expected {EXPECTED_FILE}"
+        )
     materialize(net, state)
     return net, resolved
 
@@ -452,10 +510,12 @@ class StyleGANParams(PluginParams):
     """``generator.kwargs`` of ``stylegan`` (v1, an InterFaceGAN state dict)."""
 
     path: PathStr = Field(description="the .pth file (~ expanded)")
-    truncation_psi: float = Field(DEFAULT_TRUNCATION_PSI, description="ψ, the pull towards w_avg (1 disables "
-                                                                      "truncation; InterFaceGAN's 0.7)")
-    truncation_layers: int = Field(DEFAULT_TRUNCATION_LAYERS, ge=0, description="how many of the first W+ layers "
-                                                                               "are truncated (0 disables)")
+    truncation_psi: float = Field(
+        DEFAULT_TRUNCATION_PSI, description="ψ, the pull towards w_avg (1 disables truncation; InterFaceGAN's 0.7)"
+    )
+    truncation_layers: int = Field(
+        DEFAULT_TRUNCATION_LAYERS, ge=0, description="how many of the first W+ layers are truncated (0 disables)"
+    )
 
 
 @GENERATORS.register("stylegan", params=StyleGANParams)
@@ -469,10 +529,19 @@ def build_stylegan(params: StyleGANParams) -> StyleGANGenerator:
     truncation_psi, truncation_layers = params.truncation_psi, params.truncation_layers
     net, resolved = load_stylegan(params.path)
     if truncation_psi == 0 and 0 < truncation_layers < net.architecture.num_ws:
-        raise ParamsError(f"stylegan: truncation_psi 0 with truncation_layers {truncation_layers} < num_ws "
-                                 f"{net.architecture.num_ws} leaves no w that determines the image; use psi > 0 or "
-                                 f"truncation_layers >= {net.architecture.num_ws}")
-    settings = {"truncation_psi": float(truncation_psi), "truncation_layers": min(truncation_layers,
-                                                                                 net.architecture.num_ws)}
-    return StyleGANGenerator(net, "stylegan", fingerprint=file_fingerprint("stylegan", [resolved], settings),
-                             truncation_psi=float(truncation_psi), truncation_layers=truncation_layers)
+        raise ParamsError(
+            f"stylegan: truncation_psi 0 with truncation_layers {truncation_layers} < num_ws "
+            f"{net.architecture.num_ws} leaves no w that determines the image; use psi > 0 or "
+            f"truncation_layers >= {net.architecture.num_ws}"
+        )
+    settings = {
+        "truncation_psi": float(truncation_psi),
+        "truncation_layers": min(truncation_layers, net.architecture.num_ws),
+    }
+    return StyleGANGenerator(
+        net,
+        "stylegan",
+        fingerprint=file_fingerprint("stylegan", [resolved], settings),
+        truncation_psi=float(truncation_psi),
+        truncation_layers=truncation_layers,
+    )

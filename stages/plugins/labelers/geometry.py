@@ -114,8 +114,9 @@ def landmarks_to_pixels(landmarks: torch.Tensor, height: int, width: int) -> tor
     return torch.stack((landmarks[:, :5], landmarks[:, 5:]), dim=-1) * scale
 
 
-def pose_from_landmarks(points: torch.Tensor, frontal_nose_position: float = FRONTAL_NOSE_POSITION,
-                        min_eye_distance: float = 0.0) -> torch.Tensor:
+def pose_from_landmarks(
+    points: torch.Tensor, frontal_nose_position: float = FRONTAL_NOSE_POSITION, min_eye_distance: float = 0.0
+) -> torch.Tensor:
     """(N, 5, 2) landmarks (eye L, eye R, nose, mouth L, mouth R; L/R = image side) → (N, 4) yaw, roll, pitch,
     mouth_width as defined in the module docstring.
 
@@ -153,15 +154,19 @@ class GeometryLabeler(TorchLabeler):
 
     def __init__(self, net: ONet, weights_sha256: str) -> None:
         self.net = net.eval().to(memory_format=torch.channels_last)
-        super().__init__(self.net, fingerprint=f"geometry:mtcnn-onet@{weights_sha256}:{PREPROCESSING_VERSION}"
-                                               f":frontal_nose={FRONTAL_NOSE_POSITION}")
+        super().__init__(
+            self.net,
+            fingerprint=f"geometry:mtcnn-onet@{weights_sha256}:{PREPROCESSING_VERSION}"
+            f":frontal_nose={FRONTAL_NOSE_POSITION}",
+        )
 
     @torch.inference_mode()
     def landmarks(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, H, W) RGB in [-1, 1] → (face probability (N,), landmarks (N, 5, 2) in pixels of the frame)."""
         images = self.check(images)
-        _, landmarks, face_logits = run_in_chunks(self.net, onet_input(images).contiguous(
-            memory_format=torch.channels_last))
+        _, landmarks, face_logits = run_in_chunks(
+            self.net, onet_input(images).contiguous(memory_format=torch.channels_last)
+        )
         height, width = images.shape[-2:]
         return torch.softmax(face_logits.float(), dim=1)[:, 1], landmarks_to_pixels(landmarks.float(), height, width)
 
@@ -176,4 +181,3 @@ class GeometryLabeler(TorchLabeler):
 def build_geometry_labeler() -> GeometryLabeler:
     """The geometry labeler with facenet_pytorch's pinned ONet weights (``mtcnn-onet``)."""
     return GeometryLabeler(load_onet(weights_path("mtcnn-onet")), WEIGHTS["mtcnn-onet"].sha256)
-

@@ -74,7 +74,7 @@ import warnings
 from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -141,19 +141,23 @@ class HttpLabelerParams(PluginParams):
     url: str = Field(description="the labeling endpoint, http:// or https://")
     attributes: tuple[str, ...] = Field(description="the attribute names, one score column each")
     scores: Annotated[dict[str, str], BeforeValidator(_empty_if_null)] = Field(
-        default_factory=dict, description="attribute → dotted path of its score in a result (default scores.<name>)")
+        default_factory=dict, description="attribute → dotted path of its score in a result (default scores.<name>)"
+    )
     request_format: RequestFormat = "json"
     image_format: ImageFormat = "png"
     jpeg_quality: int = Field(95, ge=1, le=100)
     images_key: str = Field("images", min_length=1)
-    image_key: str | None = Field(None, description="dotted path of the image inside each item (default: the "
-                                                    "image format)")
+    image_key: str | None = Field(
+        None, description="dotted path of the image inside each item (default: the image format)"
+    )
     id_key: str | None = Field("id", min_length=1, description="null: no ids, results matched by position")
     extra_body: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = Field(
-        default_factory=dict, description="more top-level fields sent with every request")
+        default_factory=dict, description="more top-level fields sent with every request"
+    )
     results_key: str = Field("results", min_length=1)
-    version: Annotated[str, BeforeValidator(_version_text)] = Field("", description="bump when the model behind "
-                                                                                   "the URL changes")
+    version: Annotated[str, BeforeValidator(_version_text)] = Field(
+        "", description="bump when the model behind the URL changes"
+    )
     auth_env: str | None = Field(None, description="the NAME of the environment variable holding the secret")
     auth_header: str = Field("Authorization", min_length=1)
     auth_scheme: str | None = "Bearer"
@@ -179,8 +183,11 @@ class HttpLabelerParams(PluginParams):
     @field_validator("attributes", mode="before")
     @classmethod
     def _attribute_names(cls, attributes: Any) -> Any:
-        if (not isinstance(attributes, (list, tuple)) or not attributes
-                or not all(isinstance(name, str) and name for name in attributes)):
+        if (
+            not isinstance(attributes, (list, tuple))
+            or not attributes
+            or not all(isinstance(name, str) and name for name in attributes)
+        ):
             raise ValueError("expected a non-empty list of attribute names")
         repeated = sorted({name for name in attributes if list(attributes).count(name) > 1})
         if repeated:
@@ -200,18 +207,28 @@ class HttpLabelerParams(PluginParams):
     def _variable_name(cls, auth_env: Any) -> Any:
         if auth_env is not None and (not isinstance(auth_env, str) or not auth_env.replace("_", "").isalnum()):
             raise PydanticCustomError(  # the value is never quoted: it may be the secret itself, pasted here
-                "env_var_name", "expected the NAME of an environment variable (e.g. LABEL_API_TOKEN), got a {kind} "
+                "env_var_name",
+                "expected the NAME of an environment variable (e.g. LABEL_API_TOKEN), got a {kind} "
                 "that is not one (the secret itself never goes in params)",
-                {"kind": type(auth_env).__name__, HIDE_INPUT: True})
+                {"kind": type(auth_env).__name__, HIDE_INPUT: True},
+            )
         return auth_env
 
     def request_shape(self) -> dict[str, Any]:
         """What decides the answer an image gets: part of every cache key and of the fingerprint."""
-        return {"wire": WIRE_VERSION, "url": self.url, "request_format": self.request_format,
-                "image_format": self.image_format,
-                "jpeg_quality": self.jpeg_quality if self.image_format == "jpeg" else None,
-                "images_key": self.images_key, "image_key": self.image_key, "id_key": self.id_key,
-                "extra_body": dict(self.extra_body), "results_key": self.results_key, "version": self.version}
+        return {
+            "wire": WIRE_VERSION,
+            "url": self.url,
+            "request_format": self.request_format,
+            "image_format": self.image_format,
+            "jpeg_quality": self.jpeg_quality if self.image_format == "jpeg" else None,
+            "images_key": self.images_key,
+            "image_key": self.image_key,
+            "id_key": self.id_key,
+            "extra_body": dict(self.extra_body),
+            "results_key": self.results_key,
+            "version": self.version,
+        }
 
     def score_path(self, attribute: str) -> str:
         return self.scores.get(attribute, f"scores.{attribute}")
@@ -236,9 +253,14 @@ def _written_forms(char: str) -> str:
     ``%2f``, also encoded twice: ``%252F``; ``+`` for a space), or as an HTML character reference (``&#47;``)."""
     code = ord(char)
     units = [code] if code < 0x10000 else [0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)]
-    forms = [r"\\*" + re.escape(char), "".join(r"\\+u" + _hex_digits(unit, 4) for unit in units),
-             r"\\+U" + _hex_digits(code, 8), "".join("%(?:25)*" + _hex_digits(byte, 2) for byte in char.encode()),
-             f"&#0*{code};", "&#[xX]0*" + _hex_digits(code, 1) + ";"]
+    forms = [
+        r"\\*" + re.escape(char),
+        "".join(r"\\+u" + _hex_digits(unit, 4) for unit in units),
+        r"\\+U" + _hex_digits(code, 8),
+        "".join("%(?:25)*" + _hex_digits(byte, 2) for byte in char.encode()),
+        f"&#0*{code};",
+        "&#[xX]0*" + _hex_digits(code, 1) + ";",
+    ]
     if code < 0x100:
         forms.append(r"\\+x" + _hex_digits(code, 2))
     if char == " ":
@@ -266,9 +288,16 @@ class Secret:
 
     def __init__(self, value: str | None) -> None:
         self.value = value or None
-        self._pattern = None if self.value is None else re.compile("|".join(
-            "".join(_written_forms(char) for char in text)
-            for text in [self.value, *_base64_cores(self.value.encode())]))
+        self._pattern = (
+            None
+            if self.value is None
+            else re.compile(
+                "|".join(
+                    "".join(_written_forms(char) for char in text)
+                    for text in [self.value, *_base64_cores(self.value.encode())]
+                )
+            )
+        )
 
     def __repr__(self) -> str:
         return f"Secret({'***' if self.value else None})"
@@ -285,8 +314,9 @@ class Secret:
         if isinstance(value, str):
             return self.mask(value)
         if isinstance(value, Mapping):
-            return {self.mask(key) if isinstance(key, str) else key: self.mask_data(item)
-                    for key, item in value.items()}
+            return {
+                self.mask(key) if isinstance(key, str) else key: self.mask_data(item) for key, item in value.items()
+            }
         if isinstance(value, list):
             return [self.mask_data(item) for item in value]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and json.dumps(value) == self.value:
@@ -404,8 +434,7 @@ class AnswerCache:
         self.failure_path(key).unlink(missing_ok=True)
 
     def store_failure(self, key: str, image_id: str, reason: str, attempts: int) -> None:
-        record = {"format": CACHE_FORMAT, "id": image_id, "reason": reason, "attempts": attempts,
-                  "failed_at": _now()}
+        record = {"format": CACHE_FORMAT, "id": image_id, "reason": reason, "attempts": attempts, "failed_at": _now()}
         atomic_write_bytes(self.failure_path(key), (_canonical(record) + "\n").encode())
 
     def count_answers(self) -> int:
@@ -414,7 +443,7 @@ class AnswerCache:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class RateLimiter:
@@ -487,8 +516,9 @@ class BatchOutcome:
 class Transient(Exception):
     """A failure worth retrying (429, 5xx, timeout, dropped connection, malformed JSON); ``retry_after`` in s."""
 
-    def __init__(self, reason: str, retry_after: float | None = None, malformed: bool = False,
-                 unreachable: bool = False) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, malformed: bool = False, unreachable: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
@@ -510,8 +540,8 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 class HttpLabeler:
@@ -525,8 +555,12 @@ class HttpLabeler:
     def __init__(self, config: HttpLabelerParams) -> None:
         self.config = config
         self.attributes = tuple(config.attributes)
-        described = {**config.request_shape(), "scores": {a: config.score_path(a) for a in self.attributes},
-                     "attributes": list(self.attributes), "retry_failed": config.retry_failed}
+        described = {
+            **config.request_shape(),
+            "scores": {a: config.score_path(a) for a in self.attributes},
+            "attributes": list(self.attributes),
+            "retry_failed": config.retry_failed,
+        }
         self.fingerprint = f"{WIRE_VERSION}:{hashlib.sha256(_canonical(described).encode()).hexdigest()[:20]}"
         self.cache = AnswerCache(Path(config.cache_dir), config.request_shape())
         self.device = torch.device("cpu")
@@ -545,7 +579,7 @@ class HttpLabeler:
     def __repr__(self) -> str:
         return f"HttpLabeler(url={self.config.url!r}, attributes={list(self.attributes)})"
 
-    def to(self, device: torch.device) -> "HttpLabeler":
+    def to(self, device: torch.device) -> HttpLabeler:
         self.device = torch.device(device)
         return self
 
@@ -579,8 +613,10 @@ class HttpLabeler:
         if not value:
             if not required:
                 return NO_SECRET
-            raise _fail(f"auth_env: the environment variable {self.config.auth_env} is not set (or empty) in this "
-                        f"process; export it where the label stage and its workers run")
+            raise _fail(
+                f"auth_env: the environment variable {self.config.auth_env} is not set (or empty) in this "
+                f"process; export it where the label stage and its workers run"
+            )
         known = self._known_secret
         if known is None or known.value != value:  # built once per value: compiling the mask takes a moment
             known = self._known_secret = Secret(value)
@@ -628,9 +664,12 @@ class HttpLabeler:
                 continue
             scores[row] = self._scores_of(answer, secret)
         if failed:
-            warnings.warn(f"labeler {LABELER_NAME!r}: {failed} of {len(image_ids)} images have no scores (NaN): their "
-                          f"requests failed after {self.config.retries} retries; reasons in "
-                          f"{self.cache.root / 'failed'}; set retry_failed: true to ask for them again", stacklevel=2)
+            warnings.warn(
+                f"labeler {LABELER_NAME!r}: {failed} of {len(image_ids)} images have no scores (NaN): their "
+                f"requests failed after {self.config.retries} retries; reasons in "
+                f"{self.cache.root / 'failed'}; set retry_failed: true to ask for them again",
+                stacklevel=2,
+            )
         return torch.from_numpy(scores).to(self.device)
 
     def _scores_of(self, answer: CachedAnswer, secret: Secret) -> np.ndarray:
@@ -647,17 +686,21 @@ class HttpLabeler:
             except KeyError as missing:
                 result = answer.result
                 fields = sorted(map(str, result))[:8] if isinstance(result, Mapping) else type(result).__name__
-                raise _fail(f"the answer for an image has no field {path!r} for attribute {attribute!r} (no "
-                            f"{_one_line(repr(missing.args[0]), secret)}; its fields: "
-                            f"{_one_line(str(fields), secret)}); fix kwargs scores:/attributes:, or delete "
-                            f"{answer.path} to ask again") from None
+                raise _fail(
+                    f"the answer for an image has no field {path!r} for attribute {attribute!r} (no "
+                    f"{_one_line(repr(missing.args[0]), secret)}; its fields: "
+                    f"{_one_line(str(fields), secret)}); fix kwargs scores:/attributes:, or delete "
+                    f"{answer.path} to ask again"
+                ) from None
             if value is None:
                 values[column] = np.nan
             elif isinstance(value, (int, float)):
                 values[column] = float(value)
             else:
-                raise _fail(f"the answer's field {path!r} for attribute {attribute!r} is "
-                            f"{_one_line(repr(value), secret)}, expected a number or null (in {answer.path})")
+                raise _fail(
+                    f"the answer's field {path!r} for attribute {attribute!r} is "
+                    f"{_one_line(repr(value), secret)}, expected a number or null (in {answer.path})"
+                )
         return values
 
     def _ask(self, pending: list[PendingImage]) -> dict[str, CachedAnswer]:
@@ -668,9 +711,10 @@ class HttpLabeler:
         secret = self._secret()
         stop = threading.Event()  # per call: chunks scored at once in other threads go on
         size = self.config.batch_size
-        batches = [pending[start:start + size] for start in range(0, len(pending), size)]
+        batches = [pending[start : start + size] for start in range(0, len(pending), size)]
         futures: list[Future[dict[str, CachedAnswer]]] = [
-            runtime.pool.submit(self._run_batch, runtime, batch, secret, stop) for batch in batches]
+            runtime.pool.submit(self._run_batch, runtime, batch, secret, stop) for batch in batches
+        ]
         wait(futures, return_when=FIRST_EXCEPTION)
         stop.set()  # a no-op when all are done; otherwise no batch starts a new request
         wait(futures)
@@ -685,8 +729,9 @@ class HttpLabeler:
             answers.update(future.result())
         return answers
 
-    def _run_batch(self, runtime: ProcessRuntime, batch: list[PendingImage], secret: Secret,
-                   stop: threading.Event) -> dict[str, CachedAnswer]:
+    def _run_batch(
+        self, runtime: ProcessRuntime, batch: list[PendingImage], secret: Secret, stop: threading.Event
+    ) -> dict[str, CachedAnswer]:
         """Send one batch (with retries), cache what came back, and return it by image id. Any error sets ``stop``
         at once, so no other batch of the call sends a new request."""
         try:
@@ -704,25 +749,28 @@ class HttpLabeler:
         for image in batch:
             if outcome.failure is not None:
                 self.cache.store_failure(image.cache_key, image.image_id, outcome.failure, outcome.attempts)
-                answers[image.image_id] = CachedAnswer(self.cache.failure_path(image.cache_key),
-                                                       reason=outcome.failure)
+                answers[image.image_id] = CachedAnswer(self.cache.failure_path(image.cache_key), reason=outcome.failure)
                 continue
             self.cache.store_answer(image.cache_key, image.image_id, outcome.results[image.image_id])
-            answers[image.image_id] = CachedAnswer(self.cache.answer_path(image.cache_key),
-                                                   result=outcome.results[image.image_id])
+            answers[image.image_id] = CachedAnswer(
+                self.cache.answer_path(image.cache_key), result=outcome.results[image.image_id]
+            )
         if outcome.failure is None:
             with runtime.answered_lock:
                 runtime.answered += len(batch)
         return answers
 
     def _budget_message(self, runtime: ProcessRuntime) -> str:
-        return (f"labeler {LABELER_NAME!r}: max_requests = {self.config.max_requests} reached: this run sent "
-                f"{runtime.counter.sent} requests and got {runtime.answered} images answered; "
-                f"{self.cache.count_answers()} answers are cached in {self.cache.root}; finished chunks are kept — "
-                f"raise or remove max_requests and rerun to go on (answered images are not requested again)")
+        return (
+            f"labeler {LABELER_NAME!r}: max_requests = {self.config.max_requests} reached: this run sent "
+            f"{runtime.counter.sent} requests and got {runtime.answered} images answered; "
+            f"{self.cache.count_answers()} answers are cached in {self.cache.root}; finished chunks are kept — "
+            f"raise or remove max_requests and rerun to go on (answered images are not requested again)"
+        )
 
-    def _send_with_retries(self, runtime: ProcessRuntime, batch: list[PendingImage], secret: Secret,
-                           stop: threading.Event) -> BatchOutcome:
+    def _send_with_retries(
+        self, runtime: ProcessRuntime, batch: list[PendingImage], secret: Secret, stop: threading.Event
+    ) -> BatchOutcome:
         """Send ``batch`` until it is answered, retrying transient failures with exponential backoff and jitter
         (or the server's ``Retry-After``).
 
@@ -751,18 +799,30 @@ class HttpLabeler:
                     if problem.unreachable:
                         raise _fail(f"cannot reach {config.url}: {problem.reason} (after {attempt} attempts)") from None
                     if problem.malformed:
-                        raise _fail(f"{config.url} answered with malformed JSON {attempt} times in a row "
-                                    f"({problem.reason}); is url the labeling endpoint?") from None
+                        raise _fail(
+                            f"{config.url} answered with malformed JSON {attempt} times in a row "
+                            f"({problem.reason}); is url the labeling endpoint?"
+                        ) from None
                     return BatchOutcome(failure=f"{problem.reason} (after {attempt} attempts)", attempts=attempt)
                 delay = self._backoff(runtime, attempt)
                 if problem.retry_after is not None:
                     if problem.retry_after > config.max_retry_after:
-                        return BatchOutcome(failure=f"{problem.reason}; the server asked to retry after "
-                                                    f"{problem.retry_after:.0f} s, more than max_retry_after = "
-                                                    f"{config.max_retry_after:g} s", attempts=attempt)
+                        return BatchOutcome(
+                            failure=f"{problem.reason}; the server asked to retry after "
+                            f"{problem.retry_after:.0f} s, more than max_retry_after = "
+                            f"{config.max_retry_after:g} s",
+                            attempts=attempt,
+                        )
                     delay = max(delay, problem.retry_after)
-                logger.info("labeler %r: %s for %d images; retry %d/%d in %.2f s", LABELER_NAME, problem.reason,
-                            len(batch), attempt, config.retries, delay)
+                logger.info(
+                    "labeler %r: %s for %d images; retry %d/%d in %.2f s",
+                    LABELER_NAME,
+                    problem.reason,
+                    len(batch),
+                    attempt,
+                    config.retries,
+                    delay,
+                )
                 if stop.wait(delay):
                     raise _Stopped() from None
 
@@ -772,8 +832,7 @@ class HttpLabeler:
         ceiling = min(self.config.backoff_max, self.config.backoff_base * 2 ** (attempt - 1))
         return ceiling / 2 + runtime.random.uniform(0, ceiling / 2)
 
-    def _send_once(self, runtime: ProcessRuntime, batch: list[PendingImage],
-                   secret: Secret) -> dict[str, Any]:
+    def _send_once(self, runtime: ProcessRuntime, batch: list[PendingImage], secret: Secret) -> dict[str, Any]:
         """One request for ``batch`` → the raw result of each image, by image id.
 
         Raises:
@@ -786,20 +845,31 @@ class HttpLabeler:
         config = self.config
         headers = {"Accept": "application/json"}
         if secret.value is not None:
-            headers[config.auth_header] = (secret.value if not config.auth_scheme
-                                           else f"{config.auth_scheme} {secret.value}")
+            headers[config.auth_header] = (
+                secret.value if not config.auth_scheme else f"{config.auth_scheme} {secret.value}"
+            )
         # Problems are raised after their except blocks: an httpx error holds the request (and its headers), and a
         # JSON error the raw answer; neither may ride along as an exception's __context__.
         problem: Transient | None = None
         try:
             if config.request_format == "json":
-                response = runtime.client.post(config.url, content=self._json_body(batch).encode(),
-                                               headers={**headers, "Content-Type": "application/json"})
+                response = runtime.client.post(
+                    config.url,
+                    content=self._json_body(batch).encode(),
+                    headers={**headers, "Content-Type": "application/json"},
+                )
             else:
-                files = [(config.images_key, (f"{image.image_id}.{config.image_format}", image.payload,
-                                              f"image/{config.image_format}")) for image in batch]
-                data = {key: value if isinstance(value, str) else _canonical(value)
-                        for key, value in config.extra_body.items()}
+                files = [
+                    (
+                        config.images_key,
+                        (f"{image.image_id}.{config.image_format}", image.payload, f"image/{config.image_format}"),
+                    )
+                    for image in batch
+                ]
+                data = {
+                    key: value if isinstance(value, str) else _canonical(value)
+                    for key, value in config.extra_body.items()
+                }
                 response = runtime.client.post(config.url, files=files, data=data, headers=headers)
         except httpx.ConnectTimeout:
             problem = Transient(f"no connection within timeout = {config.timeout:g} s", unreachable=True)
@@ -815,16 +885,17 @@ class HttpLabeler:
             raise problem
         status = response.status_code
         if status in AUTH_STATUSES:
-            raise AuthRejected(f"labeler {LABELER_NAME!r}: {config.url} rejected the credentials (HTTP {status}: "
-                               f"{_one_line(response.text, secret) or 'no body'}); check the secret in "
-                               f"{config.auth_env or '(no auth_env given)'} and auth_header/auth_scheme; "
-                               f"stopped after one request")
+            raise AuthRejected(
+                f"labeler {LABELER_NAME!r}: {config.url} rejected the credentials (HTTP {status}: "
+                f"{_one_line(response.text, secret) or 'no body'}); check the secret in "
+                f"{config.auth_env or '(no auth_env given)'} and auth_header/auth_scheme; "
+                f"stopped after one request"
+            )
         if status in RETRIED_STATUSES:
             raise Transient(f"HTTP {status}", retry_after=parse_retry_after(response.headers.get("Retry-After")))
         if status != 200:
             hint = "; lower batch_size" if status == 413 else ""
-            raise _fail(f"{config.url} answered HTTP {status} ({_one_line(response.text, secret) or 'no body'})"
-                        f"{hint}")
+            raise _fail(f"{config.url} answered HTTP {status} ({_one_line(response.text, secret) or 'no body'}){hint}")
         try:
             answer = json.loads(response.content)
         except ValueError as error:
@@ -854,14 +925,18 @@ class HttpLabeler:
         try:
             results = _dig(answer, config.results_key)
         except KeyError:
-            raise _fail(f"the answer of {config.url} has no result list {config.results_key!r} (answer: "
-                        f"{_one_line(_canonical(answer), secret)}); set results_key:") from None
+            raise _fail(
+                f"the answer of {config.url} has no result list {config.results_key!r} (answer: "
+                f"{_one_line(_canonical(answer), secret)}); set results_key:"
+            ) from None
         if not isinstance(results, list):
             raise _fail(f"the answer's {config.results_key!r} is a {type(results).__name__}, expected a list")
         if config.id_key is None:
             if len(results) != len(batch):
-                raise _fail(f"the answer holds {len(results)} results for {len(batch)} images (results are matched "
-                            f"by position since id_key is null)")
+                raise _fail(
+                    f"the answer holds {len(results)} results for {len(batch)} images (results are matched "
+                    f"by position since id_key is null)"
+                )
             return {image.image_id: result for image, result in zip(batch, results)}
         by_id: dict[str, Any] = {}
         for result in results:
@@ -871,10 +946,11 @@ class HttpLabeler:
                 continue
         missing = [image.image_id for image in batch if image.image_id not in by_id]
         if missing:
-            raise _PartialAnswer(f"labeler {LABELER_NAME!r}: the answer of {config.url} has no result with "
-                                 f"{config.id_key!r} = {missing[0]} ({len(missing)} of {len(batch)} images missing)",
-                                 found={image.image_id: by_id[image.image_id] for image in batch
-                                        if image.image_id in by_id})
+            raise _PartialAnswer(
+                f"labeler {LABELER_NAME!r}: the answer of {config.url} has no result with "
+                f"{config.id_key!r} = {missing[0]} ({len(missing)} of {len(batch)} images missing)",
+                found={image.image_id: by_id[image.image_id] for image in batch if image.image_id in by_id},
+            )
         return {image.image_id: by_id[image.image_id] for image in batch}
 
 
@@ -902,9 +978,13 @@ def build_http_labeler(params: HttpLabelerParams) -> HttpLabeler:
     Raises:
         HttpLabelerError: ``auth_env`` names a variable that is not set.
     """
-    config = params.model_copy(update={"cache_dir": str(Path(params.cache_dir).expanduser().resolve()),
-                                       "image_key": params.image_key or params.image_format,
-                                       "auth_scheme": params.auth_scheme or None})
+    config = params.model_copy(
+        update={
+            "cache_dir": str(Path(params.cache_dir).expanduser().resolve()),
+            "image_key": params.image_key or params.image_format,
+            "auth_scheme": params.auth_scheme or None,
+        }
+    )
     labeler = HttpLabeler(config)
     labeler._secret()  # an unset auth_env fails now, before the stage writes anything
     return labeler

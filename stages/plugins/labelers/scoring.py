@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from latentatlas.errors import LatentAtlasError
-from stages.runtime.device import inference_context
 from stages.plugins.labelers.base import Labeler, labeler_members, reads_sample_ids
+from stages.runtime.device import inference_context
 
 
 class LabelerOutputError(LatentAtlasError, RuntimeError):
@@ -24,16 +24,24 @@ class LabelerOutputError(LatentAtlasError, RuntimeError):
 def _checked(labeler: Labeler, scores: torch.Tensor, n_rows: int) -> torch.Tensor:
     """``scores`` as a (n_rows, A) float32 CPU tensor, or LabelerOutputError naming the shape."""
     if scores.shape != (n_rows, len(labeler.attributes)):
-        raise LabelerOutputError(f"labeler {labeler.name!r} returned scores of shape {tuple(scores.shape)}, "
-                                 f"expected ({n_rows}, {len(labeler.attributes)})")
+        raise LabelerOutputError(
+            f"labeler {labeler.name!r} returned scores of shape {tuple(scores.shape)}, "
+            f"expected ({n_rows}, {len(labeler.attributes)})"
+        )
     return scores.float().cpu()
 
 
 def _missing_allowed(labeler: Labeler) -> np.ndarray:
     """(A,) bool: the columns that may hold NaN — those of a labeler (alone or in a suite) that opts in with
     ``missing_scores_allowed = True`` (the ``http`` labeler: images whose requests failed). Infinities never pass."""
-    return np.array([bool(getattr(member, "missing_scores_allowed", False))
-                     for member in labeler_members(labeler) for _ in member.attributes], dtype=bool)
+    return np.array(
+        [
+            bool(getattr(member, "missing_scores_allowed", False))
+            for member in labeler_members(labeler)
+            for _ in member.attributes
+        ],
+        dtype=bool,
+    )
 
 
 def _finite(labeler: Labeler, scores: np.ndarray) -> np.ndarray:
@@ -48,7 +56,7 @@ def score_images(labeler: Labeler, images: torch.Tensor, batch_size: int) -> np.
     """(N, 3, H, W) images in [-1, 1] → (N, A) float32 scores, in batches of ``batch_size``."""
     outputs = []
     for start in range(0, images.shape[0], batch_size):
-        batch = images[start:start + batch_size]
+        batch = images[start : start + batch_size]
         outputs.append(_checked(labeler, labeler.score(batch), batch.shape[0]))
     return _finite(labeler, torch.cat(outputs).numpy())
 
@@ -64,8 +72,9 @@ def check_sample_ids(labeler: Labeler, n_samples: int) -> None:
             member.check_sample_ids(n_samples)
 
 
-def score_samples(labeler: Labeler, sample_ids: np.ndarray, images: Callable[[], torch.Tensor],
-                  batch_size: int) -> np.ndarray:
+def score_samples(
+    labeler: Labeler, sample_ids: np.ndarray, images: Callable[[], torch.Tensor], batch_size: int
+) -> np.ndarray:
     """The (N, A) float32 scores of the N samples ``sample_ids`` (int64), columns in ``labeler.attributes`` order.
 
     A labeler that reads sample ids (:class:`stages.plugins.labelers.base.SampleIdLabeler`) looks them up with

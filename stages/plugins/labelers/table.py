@@ -78,8 +78,9 @@ class TableLabeler:
 
     name = LABELER_NAME
 
-    def __init__(self, path: Path, sample_ids: np.ndarray, values: np.ndarray, attributes: tuple[str, ...],
-                 fingerprint: str) -> None:
+    def __init__(
+        self, path: Path, sample_ids: np.ndarray, values: np.ndarray, attributes: tuple[str, ...], fingerprint: str
+    ) -> None:
         order = np.argsort(sample_ids, kind="stable")
         self.path = path
         self.sorted_ids = sample_ids[order]
@@ -88,7 +89,7 @@ class TableLabeler:
         self.fingerprint = fingerprint
         self.device = torch.device("cpu")
 
-    def to(self, device: torch.device) -> "TableLabeler":
+    def to(self, device: torch.device) -> TableLabeler:
         self.device = torch.device(device)
         return self
 
@@ -100,12 +101,17 @@ class TableLabeler:
         """
         beyond = self.sorted_ids[(self.sorted_ids < 0) | (self.sorted_ids >= n_samples)]
         if len(beyond):
-            raise _fail(self.path, f"{len(beyond)} sample_id values are outside the run's latents (N = {n_samples}, "
-                                   f"ids 0 … {n_samples - 1}): {_shown(beyond)}")
+            raise _fail(
+                self.path,
+                f"{len(beyond)} sample_id values are outside the run's latents (N = {n_samples}, "
+                f"ids 0 … {n_samples - 1}): {_shown(beyond)}",
+            )
         if len(self.sorted_ids) < n_samples:
             missing = np.setdiff1d(np.arange(n_samples, dtype=np.int64), self.sorted_ids, assume_unique=True)
-            raise _fail(self.path, f"no labels for {len(missing)} of the run's {n_samples} samples; missing "
-                                   f"sample_id {_shown(missing)}")
+            raise _fail(
+                self.path,
+                f"no labels for {len(missing)} of the run's {n_samples} samples; missing sample_id {_shown(missing)}",
+            )
 
     def score_ids(self, sample_ids: np.ndarray) -> torch.Tensor:
         """(N,) int64 sample ids → (N, A) float32 labels on the labeler's device.
@@ -127,18 +133,20 @@ class TableLabeler:
         Raises:
             LabelerError: always.
         """
-        raise LabelerError(f"labeler {LABELER_NAME!r} ({self.path}) labels the run's own samples by sample_id and "
-                           f"cannot score new images (evaluation, naming unsupervised components); compose it with "
-                           f"an image labeler in label.labelers and evaluate that labeler's attributes")
+        raise LabelerError(
+            f"labeler {LABELER_NAME!r} ({self.path}) labels the run's own samples by sample_id and "
+            f"cannot score new images (evaluation, naming unsupervised components); compose it with "
+            f"an image labeler in label.labelers and evaluate that labeler's attributes"
+        )
 
 
 class TableLabelerParams(PluginParams):
     """``label.kwargs`` of ``table``."""
 
     path: PathStr = Field(description="the table: Parquet (.parquet, .pq) or CSV")
-    columns: Annotated[list[str], AsList] | None = Field(None, min_length=1, description="the label columns to read "
-                                                                                         "(null: every column but "
-                                                                                         "the ids)")
+    columns: Annotated[list[str], AsList] | None = Field(
+        None, min_length=1, description="the label columns to read (null: every column but the ids)"
+    )
     id_column: str = Field("sample_id", min_length=1, description="the column holding the sample ids")
     format: TableFormat = Field("auto", description="auto: by the file's suffix")
 
@@ -167,13 +175,15 @@ def build_table_labeler(params: TableLabelerParams) -> TableLabeler:
     frame = read_table(file, params.format)
     frame.columns = [str(column) for column in frame.columns]
     if id_column not in frame.columns:
-        raise _fail(file, f"no {id_column!r} column (columns: {list(frame.columns)[:10]}); name the id column "
-                          f"with id_column:")
+        raise _fail(
+            file, f"no {id_column!r} column (columns: {list(frame.columns)[:10]}); name the id column with id_column:"
+        )
     ids = frame[id_column]
     if ids.isna().any():
         raise _fail(file, f"{int(ids.isna().sum())} rows have no {id_column}")
-    if not (pd.api.types.is_integer_dtype(ids) or (pd.api.types.is_float_dtype(ids)
-                                                    and bool((ids == ids.round()).all()))):
+    if not (
+        pd.api.types.is_integer_dtype(ids) or (pd.api.types.is_float_dtype(ids) and bool((ids == ids.round()).all()))
+    ):
         raise _fail(file, f"{id_column} must hold integer sample ids, got dtype {ids.dtype}")
     sample_ids = ids.to_numpy().astype(np.int64)
     unique, counts = np.unique(sample_ids, return_counts=True)
@@ -190,18 +200,25 @@ def build_table_labeler(params: TableLabelerParams) -> TableLabeler:
         chosen = list(columns)
     if not chosen:
         raise _fail(file, f"no label columns besides {id_column!r}")
-    non_numeric = [column for column in chosen if not (pd.api.types.is_numeric_dtype(frame[column])
-                                                       or pd.api.types.is_bool_dtype(frame[column]))]
+    non_numeric = [
+        column
+        for column in chosen
+        if not (pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]))
+    ]
     if non_numeric:
         kinds = {column: str(frame[column].dtype) for column in non_numeric[:5]}
-        raise _fail(file, f"columns {non_numeric} are not numeric ({kinds}); label values must be numbers "
-                          f"(or booleans)")
+        raise _fail(
+            file, f"columns {non_numeric} are not numeric ({kinds}); label values must be numbers (or booleans)"
+        )
     values = frame[chosen].astype(np.float64).to_numpy().astype(np.float32)
     bad = ~np.isfinite(values)
     if bad.any():
         rows, cols = np.nonzero(bad)
-        raise _fail(file, f"{int(bad.sum())} values are missing or not finite, e.g. column {chosen[cols[0]]!r} at "
-                          f"sample_id {int(sample_ids[rows[0]])}")
+        raise _fail(
+            file,
+            f"{int(bad.sum())} values are missing or not finite, e.g. column {chosen[cols[0]]!r} at "
+            f"sample_id {int(sample_ids[rows[0]])}",
+        )
     settings = {"id_column": id_column, "columns": chosen}
     fingerprint = f"{LABELER_NAME}:{file_sha256(file)}:{json.dumps(settings, sort_keys=True)}"
     return TableLabeler(file, sample_ids, values, tuple(chosen), fingerprint)

@@ -50,17 +50,52 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from latentatlas.params import PathStr, PluginParams, format_validation_error
-from stages.runtime.weight_files import WeightFileError, checked_torch_load
 from stages.plugins.labelers.base import LABELERS, LabelerError, TorchLabeler, file_sha256, run_in_chunks
+from stages.runtime.weight_files import WeightFileError, checked_torch_load
 
 #: CelebA's 40 binary attributes, in the order of ``list_attr_celeba.txt``.
 CELEBA40: tuple[str, ...] = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
-    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
-    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
-    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
-    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
-    "Wearing_Necklace", "Wearing_Necktie", "Young")
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
+)
 #: ``outputs: <preset>`` names.
 OUTPUT_PRESETS: dict[str, tuple[str, ...]] = {"celeba40": CELEBA40}
 #: The format tag of the checkpoints ``train-labeler`` writes (``checkpoint:``).
@@ -96,8 +131,11 @@ def _size_pair(value: Any, allow_int: bool) -> tuple[int, int] | int | None:
         if value <= 0:
             raise ValueError("expected a positive size")
         return value if allow_int else (value, value)
-    if (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
         return int(value[0]), int(value[1])
     raise ValueError("expected a positive int or [height, width] of positive ints")
 
@@ -127,8 +165,10 @@ def _output_names(outputs: Any) -> tuple[str, ...] | None:
         return None
     if isinstance(outputs, str):
         if outputs not in OUTPUT_PRESETS:
-            raise ValueError(f"{outputs!r} is no preset (presets: {sorted(OUTPUT_PRESETS)}); give a list of names, "
-                             f"one per network output")
+            raise ValueError(
+                f"{outputs!r} is no preset (presets: {sorted(OUTPUT_PRESETS)}); give a list of names, "
+                f"one per network output"
+            )
         return OUTPUT_PRESETS[outputs]
     if not (isinstance(outputs, (list, tuple)) and outputs and all(isinstance(n, str) and n for n in outputs)):
         raise ValueError(f"expected a preset name {sorted(OUTPUT_PRESETS)} or a non-empty list of names")
@@ -161,8 +201,12 @@ class PreprocessingSettings(PluginParams):
     def _range(cls, value: Any) -> Any:
         if value is None:
             return None
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(v) for v in value)
-                and value[0] < value[1]):
+        if not (
+            isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(_number(v) for v in value)
+            and value[0] < value[1]
+        ):
             raise ValueError("expected [low, high] with low < high, e.g. [0, 1], [0, 255] or [-1, 1]")
         return float(value[0]), float(value[1])
 
@@ -180,10 +224,12 @@ class PreprocessingSettings(PluginParams):
     def _per_channel(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
         return _triple(value, positive=info.field_name == "std")
 
-    def applied_to(self, base: "Preprocessing") -> "Preprocessing":
+    def applied_to(self, base: Preprocessing) -> Preprocessing:
         """``base`` with every setting given here (not null) replacing its own."""
-        return replace(base, **{key: getattr(self, key) for key in PreprocessingSettings.model_fields
-                                if getattr(self, key) is not None})
+        return replace(
+            base,
+            **{key: getattr(self, key) for key in PreprocessingSettings.model_fields if getattr(self, key) is not None},
+        )
 
 
 @dataclass(frozen=True)
@@ -199,8 +245,9 @@ class Preprocessing:
     interpolation: str = "bilinear"
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], base: "Preprocessing | None" = None,
-                      source: str = "preprocessing") -> "Preprocessing":
+    def from_settings(
+        cls, settings: Mapping[str, Any], base: Preprocessing | None = None, source: str = "preprocessing"
+    ) -> Preprocessing:
         """``base`` (defaults if None) with the non-None ``settings`` applied, each checked
         (:class:`PreprocessingSettings`).
 
@@ -210,10 +257,13 @@ class Preprocessing:
         try:
             checked = PreprocessingSettings.model_validate(dict(settings))
         except pydantic.ValidationError as error:
-            raise LabelerError(format_validation_error(
-                f"labeler {LABELER_NAME!r}: {source}", error,
-                unknown_key=f"unknown preprocessing setting; expected {sorted(PreprocessingSettings.model_fields)}"
-            )) from None
+            raise LabelerError(
+                format_validation_error(
+                    f"labeler {LABELER_NAME!r}: {source}",
+                    error,
+                    unknown_key=f"unknown preprocessing setting; expected {sorted(PreprocessingSettings.model_fields)}",
+                )
+            ) from None
         return checked.applied_to(base or cls())
 
     def as_dict(self) -> dict[str, Any]:
@@ -240,16 +290,22 @@ class Preprocessing:
                 size = (round(height * self.resize / short), round(width * self.resize / short))
             if size != (height, width):
                 smooth = self.interpolation in ("bilinear", "bicubic")  # antialiased, as PIL and torchvision
-                x = F.interpolate(x, size=size, mode=self.interpolation,
-                                  **({"align_corners": False, "antialias": True} if smooth else {}))
+                x = F.interpolate(
+                    x,
+                    size=size,
+                    mode=self.interpolation,
+                    **({"align_corners": False, "antialias": True} if smooth else {}),
+                )
         if self.crop is not None:
             crop_height, crop_width = self.crop
             height, width = x.shape[-2:]
             if crop_height > height or crop_width > width:
-                raise _fail(f"crop {crop_height}×{crop_width} is larger than the (resized) images, "
-                            f"{height}×{width}; set resize to at least the crop size")
+                raise _fail(
+                    f"crop {crop_height}×{crop_width} is larger than the (resized) images, "
+                    f"{height}×{width}; set resize to at least the crop size"
+                )
             top, left = (height - crop_height) // 2, (width - crop_width) // 2  # torchvision's CenterCrop
-            x = x[..., top:top + crop_height, left:left + crop_width]
+            x = x[..., top : top + crop_height, left : left + crop_width]
         low, high = self.input_range
         x = (x + 1) * ((high - low) / 2) + low
         if self.channel_order == "BGR":
@@ -297,8 +353,10 @@ def build_architecture(architecture: str, n_outputs: int) -> nn.Module:
     names = classification_architectures()
     if architecture not in names:
         resnets = [name for name in names if name.startswith("resn")]
-        raise _fail(f"architecture {architecture!r} is not a torchvision classification model; expected e.g. "
-                    f"{resnets} (all: torchvision.models.list_models(module=torchvision.models))")
+        raise _fail(
+            f"architecture {architecture!r} is not a torchvision classification model; expected e.g. "
+            f"{resnets} (all: torchvision.models.list_models(module=torchvision.models))"
+        )
     return torchvision.models.get_model(architecture, weights=None, num_classes=n_outputs)
 
 
@@ -314,7 +372,8 @@ def output_layer_key(network: nn.Module) -> str:
 
 
 def _torch_load(path: Path, what: str) -> Any:
-    """The checkpoint or state dict at ``path``, read as data only (:func:`stages.runtime.weight_files.checked_torch_load`:
+    """The checkpoint or state dict at ``path``, read as data only
+    (:func:`stages.runtime.weight_files.checked_torch_load`:
     bounded pickle, no zip bomb, every tensor backed by its own bytes)."""
     try:
         return checked_torch_load(path)
@@ -333,22 +392,26 @@ def load_state_dict_into(network: nn.Module, state: Any, path: Path, architectur
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise _fail(f"weights {path}: expected a state dict (parameter name → tensor), got "
-                    f"{type(state).__name__}")
+        raise _fail(f"weights {path}: expected a state dict (parameter name → tensor), got {type(state).__name__}")
     if all(key.startswith("module.") for key in state):
         state = {key.removeprefix("module."): value for key, value in state.items()}
     expected = network.state_dict()
     head = output_layer_key(network)
     n_outputs = expected[head].shape[0]
     if head in state and state[head].shape[0] != n_outputs:
-        raise _fail(f"weights {path}: the checkpoint's output layer has {state[head].shape[0]} outputs, but outputs "
-                    f"names {n_outputs}")
+        raise _fail(
+            f"weights {path}: the checkpoint's output layer has {state[head].shape[0]} outputs, but outputs "
+            f"names {n_outputs}"
+        )
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     misshapen = sorted(key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
     if missing or unexpected or misshapen:
-        problems = [f"{label} {keys[:3]}{' …' if len(keys) > 3 else ''}" for label, keys in
-                    (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", misshapen)) if keys]
+        problems = [
+            f"{label} {keys[:3]}{' …' if len(keys) > 3 else ''}"
+            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", misshapen))
+            if keys
+        ]
         raise _fail(f"weights {path} do not fit architecture {architecture!r}: {'; '.join(problems)}")
     network.load_state_dict(state, strict=True)
     return network
@@ -368,16 +431,21 @@ class TorchClassifierLabeler(TorchLabeler):
 
     name = LABELER_NAME
 
-    def __init__(self, network: nn.Module, outputs: Sequence[str], preprocessing: Preprocessing, activation: str,
-                 source: str) -> None:
+    def __init__(
+        self, network: nn.Module, outputs: Sequence[str], preprocessing: Preprocessing, activation: str, source: str
+    ) -> None:
         if activation not in ACTIVATIONS:
             raise _fail(f"activation: expected one of {list(ACTIVATIONS)}, got {activation!r}")
         self.network = network
         self.attributes = tuple(outputs)
         self.preprocessing = preprocessing
         self.activation = activation
-        settings = {"outputs": list(self.attributes), "preprocessing": preprocessing.as_dict(),
-                    "activation": activation, "version": PREPROCESSING_VERSION}
+        settings = {
+            "outputs": list(self.attributes),
+            "preprocessing": preprocessing.as_dict(),
+            "activation": activation,
+            "version": PREPROCESSING_VERSION,
+        }
         super().__init__(network, fingerprint=f"{LABELER_NAME}:{source}:{json.dumps(settings, sort_keys=True)}")
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -390,8 +458,10 @@ class TorchClassifierLabeler(TorchLabeler):
         outputs = run_in_chunks(self.network, inputs)
         if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2 or outputs.shape[1] != len(self.attributes):
             got = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
-            raise _fail(f"the network returns {got} for {inputs.shape[0]} images, but outputs names "
-                        f"{len(self.attributes)} columns: expected ({inputs.shape[0]}, {len(self.attributes)})")
+            raise _fail(
+                f"the network returns {got} for {inputs.shape[0]} images, but outputs names "
+                f"{len(self.attributes)} columns: expected ({inputs.shape[0]}, {len(self.attributes)})"
+            )
         return outputs.float()
 
     @torch.inference_mode()
@@ -425,10 +495,13 @@ def read_training_checkpoint(path: Path) -> dict[str, Any]:
     payload = _torch_load(path, "checkpoint")
     if not isinstance(payload, Mapping) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, Mapping) else type(payload).__name__
-        raise _fail(f"checkpoint {path}: expected a {CHECKPOINT_FORMAT!r} file written by `latentatlas "
-                    f"train-labeler`, found {found!r} (a plain state dict goes under weights: with architecture:)")
-    missing = [key for key in ("architecture", "outputs", "preprocessing", "activation", "state_dict")
-               if key not in payload]
+        raise _fail(
+            f"checkpoint {path}: expected a {CHECKPOINT_FORMAT!r} file written by `latentatlas "
+            f"train-labeler`, found {found!r} (a plain state dict goes under weights: with architecture:)"
+        )
+    missing = [
+        key for key in ("architecture", "outputs", "preprocessing", "activation", "state_dict") if key not in payload
+    ]
     if missing:
         raise _fail(f"checkpoint {path}: entries {missing} are missing")
     return dict(payload)
@@ -439,17 +512,20 @@ TORCHSCRIPT_RUNS_CODE = (
     "a TorchScript file is a program, not weights: torch.jit.load runs its code (its __setstate__ when the file is "
     "loaded, its forward on every batch) with your permissions, and that code can read and write your files; set "
     "allow_code_execution: true only for a file you trust as you would Python code, or give architecture + weights "
-    "or checkpoint (tensors only, read with weights_only=True)")
+    "or checkpoint (tensors only, read with weights_only=True)"
+)
 
 
 class TorchClassifierParams(PreprocessingSettings):
     """``label.kwargs`` of ``torch-classifier`` (see the module docstring): exactly one network source, the output
     names, the preprocessing settings (:class:`PreprocessingSettings`) and the activation."""
 
-    outputs: tuple[str, ...] | None = Field(None, description="one name per network output, or a preset "
-                                                              "(celeba40); a checkpoint carries its own")
-    torchscript: PathStr | None = Field(None, description="a TorchScript file: runs code, needs "
-                                                          "allow_code_execution: true")
+    outputs: tuple[str, ...] | None = Field(
+        None, description="one name per network output, or a preset (celeba40); a checkpoint carries its own"
+    )
+    torchscript: PathStr | None = Field(
+        None, description="a TorchScript file: runs code, needs allow_code_execution: true"
+    )
     architecture: str | None = Field(None, min_length=1, description="a torchvision classification model name")
     weights: PathStr | None = Field(None, description="its state dict (torch.load with weights_only=True)")
     checkpoint: PathStr | None = Field(None, description="a file written by latentatlas train-labeler")
@@ -462,19 +538,21 @@ class TorchClassifierParams(PreprocessingSettings):
         return _output_names(outputs)
 
     @model_validator(mode="after")
-    def _one_network(self) -> "TorchClassifierParams":
+    def _one_network(self) -> TorchClassifierParams:
         sources = [key for key in ("torchscript", "architecture", "checkpoint") if getattr(self, key) is not None]
         if len(sources) != 1:
-            raise ValueError(f"give exactly one of torchscript: FILE, architecture: NAME (+ weights: FILE) or "
-                             f"checkpoint: FILE; got {sources or 'none'}")
+            raise ValueError(
+                f"give exactly one of torchscript: FILE, architecture: NAME (+ weights: FILE) or "
+                f"checkpoint: FILE; got {sources or 'none'}"
+            )
         if self.weights is not None and self.architecture is None:
             raise ValueError("weights: a state dict needs architecture: (e.g. resnet18) to build the network")
         if self.architecture is not None and self.weights is None:
-            raise ValueError(f"architecture {self.architecture!r} needs weights: FILE (a state dict); random weights "
-                             f"label nothing")
+            raise ValueError(
+                f"architecture {self.architecture!r} needs weights: FILE (a state dict); random weights label nothing"
+            )
         if self.checkpoint is None and self.outputs is None:
-            raise ValueError("outputs: name the network's outputs (a list, one per output, or the preset "
-                             "'celeba40')")
+            raise ValueError("outputs: name the network's outputs (a list, one per output, or the preset 'celeba40')")
         if self.torchscript is not None and not self.allow_code_execution:
             raise ValueError(f"torchscript: refused without allow_code_execution: true; {TORCHSCRIPT_RUNS_CODE}")
         return self
@@ -494,14 +572,24 @@ def build_torch_classifier(params: TorchClassifierParams) -> TorchClassifierLabe
         payload = read_training_checkpoint(path)
         stored = resolve_outputs(list(payload["outputs"]))
         if names is not None and len(names) != len(stored):
-            raise _fail(f"outputs: names {len(names)} columns, but checkpoint {path} has {len(stored)} outputs "
-                        f"({list(stored)[:5]}{' …' if len(stored) > 5 else ''})")
+            raise _fail(
+                f"outputs: names {len(names)} columns, but checkpoint {path} has {len(stored)} outputs "
+                f"({list(stored)[:5]}{' …' if len(stored) > 5 else ''})"
+            )
         base = Preprocessing.from_settings(payload["preprocessing"], source=f"checkpoint {path}: preprocessing")
-        network = load_state_dict_into(build_architecture(str(payload["architecture"]), len(stored)),
-                                       payload["state_dict"], path, str(payload["architecture"]))
-        return TorchClassifierLabeler(network, names or stored, params.applied_to(base),
-                                      params.activation or str(payload["activation"]),
-                                      f"checkpoint@{file_sha256(path)}")
+        network = load_state_dict_into(
+            build_architecture(str(payload["architecture"]), len(stored)),
+            payload["state_dict"],
+            path,
+            str(payload["architecture"]),
+        )
+        return TorchClassifierLabeler(
+            network,
+            names or stored,
+            params.applied_to(base),
+            params.activation or str(payload["activation"]),
+            f"checkpoint@{file_sha256(path)}",
+        )
 
     assert names is not None  # the model requires outputs without a checkpoint
     preprocessing = params.applied_to(Preprocessing())
@@ -511,8 +599,9 @@ def build_torch_classifier(params: TorchClassifierParams) -> TorchClassifierLabe
         path = _existing_file(params.weights, "weights")
         network = build_architecture(params.architecture, len(names))
         load_state_dict_into(network, _torch_load(path, "weights"), path, params.architecture)
-        return TorchClassifierLabeler(network, names, preprocessing, activation,
-                                      f"{params.architecture}@{file_sha256(path)}")
+        return TorchClassifierLabeler(
+            network, names, preprocessing, activation, f"{params.architecture}@{file_sha256(path)}"
+        )
 
     assert params.torchscript is not None  # the model requires exactly one source
     if not params.allow_code_execution:  # the model refuses it too; also when built without validation
@@ -531,6 +620,5 @@ def build_torch_classifier(params: TorchClassifierParams) -> TorchClassifierLabe
             raise _fail(f"torchscript {path} fails on a (1, 3, {size[0]}, {size[1]}) input: {detail[:200]}") from None
         if not isinstance(result, torch.Tensor) or result.dim() != 2 or result.shape[1] != len(names):
             got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
-            raise _fail(f"torchscript {path} returns {got} per image batch, but outputs names {len(names)} "
-                        f"columns")
+            raise _fail(f"torchscript {path} returns {got} per image batch, but outputs names {len(names)} columns")
     return labeler

@@ -13,8 +13,9 @@ Data: an image folder plus either
 Without a split, ``val_fraction`` of the images (seeded) is held out for validation.
 
 Each image: decoded to RGB, its centred square (or ``crop``) taken, mapped to [−1, 1], then exactly the labeler's
-preprocessing (:class:`stages.plugins.labelers.torch_classifier.Preprocessing`: antialiased bilinear resize to the epoch's
-size, [0, 1], ImageNet mean/std), so training and labeling see the same input; random horizontal flips in training.
+preprocessing (:class:`stages.plugins.labelers.torch_classifier.Preprocessing`: antialiased bilinear resize to the
+epoch's size, [0, 1], ImageNet mean/std), so training and labeling see the same input; random horizontal flips in
+training.
 
 Training: ``torchvision`` ResNet built with ``weights=None`` (random init, or an ImageNet state dict file the user
 gives in ``init_weights``; its 1000-class head is dropped), output layer sized to the attributes, BCE-with-logits,
@@ -51,15 +52,18 @@ from latentatlas.atomic import atomic_write_bytes, atomic_write_json
 from latentatlas.errors import LatentAtlasError
 from latentatlas.params import format_validation_error
 from latentatlas.stores import fingerprint_of
-from stages.runtime.weight_files import WeightFileError, checked_torch_load
-from stages.runtime.device import resolve_device
 from stages.plugins.labelers.base import file_sha256
-from stages.plugins.labelers.torch_classifier import (CHECKPOINT_FORMAT, Preprocessing, build_architecture,
-                                              output_layer_key)
+from stages.plugins.labelers.torch_classifier import (
+    CHECKPOINT_FORMAT,
+    Preprocessing,
+    build_architecture,
+    output_layer_key,
+)
+from stages.runtime.device import resolve_device
+from stages.runtime.weight_files import WeightFileError, checked_torch_load
 
 #: Architectures ``train-labeler`` builds (torchvision, ``weights=None``).
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-                 "wide_resnet50_2")
+ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "wide_resnet50_2")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -87,11 +91,15 @@ class TrainLabelerParams(BaseModel):
     architecture: str = Field("resnet18", description=f"one of {list(ARCHITECTURES)}")
     init_weights: str | None = Field(None, description="an ImageNet state dict file to start from (null: random)")
     epochs: PositiveInt = 5
-    image_sizes: list[PositiveInt] = Field([128], min_length=1,
-                                           description="image side by epoch (progressive resizing); the last repeats")
-    crop: list[PositiveInt] | None = Field(None, min_length=2, max_length=2,
-                                           description="[h, w] centred crop of the source images (null: the "
-                                                       "largest centred square)")
+    image_sizes: list[PositiveInt] = Field(
+        [128], min_length=1, description="image side by epoch (progressive resizing); the last repeats"
+    )
+    crop: list[PositiveInt] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="[h, w] centred crop of the source images (null: the largest centred square)",
+    )
     batch_size: PositiveInt = 64
     max_lr: PositiveFloat = 1e-3
     pct_start: float = Field(0.25, gt=0, lt=1, description="share of the steps spent raising the learning rate")
@@ -191,8 +199,9 @@ def read_celeba_attributes(path: Path) -> AttributeTable:
         raise TrainLabelerError(f"{path}: line 1 says {count} images, the file lists {len(rows)}")
     bad = next((k for k, row in enumerate(rows) if len(row) != len(names) + 1), None)
     if bad is not None:
-        raise TrainLabelerError(f"{path}: line {bad + 3} has {len(rows[bad]) - 1} values, expected {len(names)} "
-                                f"(one per attribute)")
+        raise TrainLabelerError(
+            f"{path}: line {bad + 3} has {len(rows[bad]) - 1} values, expected {len(names)} (one per attribute)"
+        )
     try:
         values = np.array([[int(value) for value in row[1:]] for row in rows], dtype=np.int64)
     except ValueError as error:
@@ -239,8 +248,13 @@ def read_attribute_csv(path: Path, split_column: str | None) -> AttributeTable:
         raise TrainLabelerError(f"{path}: row {bad + 2} has {len(rows[bad + 1])} cells, the header {len(header)}")
     attribute_columns = [k for k in range(1, len(header)) if header[k] != split_column]
     try:
-        values = np.array([[int(float(row[k])) if float(row[k]).is_integer() else math.nan
-                            for k in attribute_columns] for row in rows[1:]], dtype=np.float64)
+        values = np.array(
+            [
+                [int(float(row[k])) if float(row[k]).is_integer() else math.nan for k in attribute_columns]
+                for row in rows[1:]
+            ],
+            dtype=np.float64,
+        )
     except ValueError as error:
         raise TrainLabelerError(f"{path}: attribute values must be 0/1 or -1/1 ({error})") from None
     if np.isnan(values).any():
@@ -252,11 +266,17 @@ def read_attribute_csv(path: Path, split_column: str | None) -> AttributeTable:
         cells = [row[index].strip().lower() for row in rows[1:]]
         unknown = sorted({cell for cell in cells if cell not in names})
         if unknown:
-            raise TrainLabelerError(f"{path}: split_column {split_column!r}: unknown splits {unknown[:5]} "
-                                    f"(expected train/val/test or 0/1/2)")
+            raise TrainLabelerError(
+                f"{path}: split_column {split_column!r}: unknown splits {unknown[:5]} "
+                f"(expected train/val/test or 0/1/2)"
+            )
         splits = np.array([names[cell] for cell in cells], dtype=np.int8)
-    return AttributeTable(tuple(row[0].strip() for row in rows[1:]), tuple(header[k] for k in attribute_columns),
-                          _binary(values.astype(np.int64), str(path)), splits)
+    return AttributeTable(
+        tuple(row[0].strip() for row in rows[1:]),
+        tuple(header[k] for k in attribute_columns),
+        _binary(values.astype(np.int64), str(path)),
+        splits,
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -280,17 +300,21 @@ def load_attribute_table(params: TrainLabelerParams) -> AttributeTable:
         raise TrainLabelerError("give either partition (CelebA's split file) or split_column (a CSV column), not both")
     if labels.suffix.lower() == ".csv":
         if params.partition is not None:
-            raise TrainLabelerError(f"{labels}: partition is CelebA's split file; a CSV gives its split with "
-                                    f"split_column")
+            raise TrainLabelerError(
+                f"{labels}: partition is CelebA's split file; a CSV gives its split with split_column"
+            )
         table = read_attribute_csv(labels, params.split_column)
     else:
         if params.split_column is not None:
-            raise TrainLabelerError(f"{labels}: split_column is for a CSV label file; CelebA's text format takes "
-                                    f"partition: list_eval_partition.txt")
+            raise TrainLabelerError(
+                f"{labels}: split_column is for a CSV label file; CelebA's text format takes "
+                f"partition: list_eval_partition.txt"
+            )
         table = read_celeba_attributes(labels)
         if params.partition is not None:
-            table = AttributeTable(table.files, table.names, table.targets,
-                                   read_celeba_partition(Path(params.partition), table.files))
+            table = AttributeTable(
+                table.files, table.names, table.targets, read_celeba_partition(Path(params.partition), table.files)
+            )
     repeated = len(table.files) - len(set(table.files))
     if repeated:
         raise TrainLabelerError(f"{labels}: {repeated} image files are listed more than once")
@@ -341,7 +365,7 @@ def decode_image(path: Path, crop: Sequence[int] | None) -> torch.Tensor:
     if crop_height > height or crop_width > width:
         raise TrainLabelerError(f"{path}: {height}×{width} is smaller than crop {crop_height}×{crop_width}")
     top, left = (height - crop_height) // 2, (width - crop_width) // 2
-    square = pixels[top:top + crop_height, left:left + crop_width]
+    square = pixels[top : top + crop_height, left : left + crop_width]
     return torch.from_numpy(np.array(square)).permute(2, 0, 1).float() / 127.5 - 1  # a writable copy
 
 
@@ -349,8 +373,15 @@ class AttributeImages(torch.utils.data.Dataset):
     """Rows ``indices`` of a table as (network input (3, S, S) float32, targets (A,) float32) pairs, S = the
     preprocessing's size; ``flips`` (one bool per row, or None) mirrors images horizontally."""
 
-    def __init__(self, folder: Path, table: AttributeTable, indices: np.ndarray, preprocessing: Preprocessing,
-                 crop: Sequence[int] | None, flips: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        table: AttributeTable,
+        indices: np.ndarray,
+        preprocessing: Preprocessing,
+        crop: Sequence[int] | None,
+        flips: np.ndarray | None = None,
+    ) -> None:
         self.folder = folder
         self.table = table
         self.indices = indices
@@ -373,8 +404,9 @@ class AttributeImages(torch.utils.data.Dataset):
 # ---------------------------------------------------------------------------------------------------------- metrics
 
 
-def attribute_metrics(probabilities: np.ndarray, targets: np.ndarray, threshold: float,
-                      beta: float) -> dict[str, np.ndarray]:
+def attribute_metrics(
+    probabilities: np.ndarray, targets: np.ndarray, threshold: float, beta: float
+) -> dict[str, np.ndarray]:
     """Per-attribute accuracy and F-beta of (N, A) probabilities against (N, A) {0, 1} targets.
 
     A prediction is positive when its probability exceeds ``threshold``. F-beta = (1 + β²)·P·R / (β²·P + R) with
@@ -388,21 +420,31 @@ def attribute_metrics(probabilities: np.ndarray, targets: np.ndarray, threshold:
     true_positive = (predicted & actual).sum(axis=0).astype(np.float64)
     false_positive = (predicted & ~actual).sum(axis=0)
     false_negative = (~predicted & actual).sum(axis=0)
-    precision = np.divide(true_positive, true_positive + false_positive, out=np.zeros_like(true_positive),
-                          where=(true_positive + false_positive) > 0)
-    recall = np.divide(true_positive, true_positive + false_negative, out=np.zeros_like(true_positive),
-                       where=(true_positive + false_negative) > 0)
-    denominator = beta ** 2 * precision + recall
-    fbeta = np.divide((1 + beta ** 2) * precision * recall, denominator, out=np.zeros_like(true_positive),
-                      where=denominator > 0)
+    precision = np.divide(
+        true_positive,
+        true_positive + false_positive,
+        out=np.zeros_like(true_positive),
+        where=(true_positive + false_positive) > 0,
+    )
+    recall = np.divide(
+        true_positive,
+        true_positive + false_negative,
+        out=np.zeros_like(true_positive),
+        where=(true_positive + false_negative) > 0,
+    )
+    denominator = beta**2 * precision + recall
+    fbeta = np.divide(
+        (1 + beta**2) * precision * recall, denominator, out=np.zeros_like(true_positive), where=denominator > 0
+    )
     accuracy = (predicted == actual).mean(axis=0).astype(np.float64)
     return {"accuracy": accuracy, "fbeta": fbeta, "precision": precision, "recall": recall}
 
 
 def metrics_summary(metrics: dict[str, np.ndarray], names: Sequence[str]) -> dict[str, Any]:
     """JSON-ready: each metric by attribute, plus ``accuracy_mean`` and ``fbeta_mean``."""
-    summary: dict[str, Any] = {key: {name: round(float(value), 6) for name, value in zip(names, values)}
-                               for key, values in metrics.items()}
+    summary: dict[str, Any] = {
+        key: {name: round(float(value), 6) for name, value in zip(names, values)} for key, values in metrics.items()
+    }
     summary["accuracy_mean"] = round(float(metrics["accuracy"].mean()), 6)
     summary["fbeta_mean"] = round(float(metrics["fbeta"].mean()), 6)
     return summary
@@ -425,9 +467,15 @@ class EpochResult:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "image_size": self.image_size, "train_loss": round(self.train_loss, 6),
-                "val_loss": round(self.val_loss, 6), "val_accuracy_mean": round(self.val_accuracy_mean, 6),
-                "val_fbeta_mean": round(self.val_fbeta_mean, 6), "seconds": round(self.seconds, 3)}
+        return {
+            "epoch": self.epoch,
+            "image_size": self.image_size,
+            "train_loss": round(self.train_loss, 6),
+            "val_loss": round(self.val_loss, 6),
+            "val_accuracy_mean": round(self.val_accuracy_mean, 6),
+            "val_fbeta_mean": round(self.val_fbeta_mean, 6),
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def _preprocessing(size: int) -> Preprocessing:
@@ -452,8 +500,7 @@ class AttributeTrainer:
         TrainLabelerError: (at construction) bad label files, images or init weights.
     """
 
-    def __init__(self, params: TrainLabelerParams,
-                 on_epoch: Callable[[EpochResult], None] | None = None) -> None:
+    def __init__(self, params: TrainLabelerParams, on_epoch: Callable[[EpochResult], None] | None = None) -> None:
         self.params = params
         self.on_epoch = on_epoch or (lambda result: None)
         self.device = resolve_device(params.device)
@@ -462,7 +509,7 @@ class AttributeTrainer:
         self.names = self.table.names
         self.train_rows = np.flatnonzero(self.table.splits == SPLITS["train"])
         if params.limit is not None:
-            self.train_rows = self.train_rows[:params.limit]
+            self.train_rows = self.train_rows[: params.limit]
         self.val_rows = np.flatnonzero(self.table.splits == SPLITS["val"])
         self.test_rows = np.flatnonzero(self.table.splits == SPLITS["test"])
         if len(self.train_rows) < 2:
@@ -471,13 +518,19 @@ class AttributeTrainer:
         self.steps_per_epoch = len(self.train_rows) // self.batch_size  # whole batches: BatchNorm needs > 1 sample
         total_steps = params.epochs * self.steps_per_epoch
         if params.pct_start * total_steps < 2:  # OneCycleLR needs a warm-up phase of at least two steps
-            raise TrainLabelerError(f"{total_steps} optimizer steps in all ({len(self.train_rows)} training images, "
-                                    f"batch_size {self.batch_size}, {params.epochs} epochs) are too few for the "
-                                    f"one-cycle schedule (pct_start {params.pct_start}: at least "
-                                    f"{math.ceil(2 / params.pct_start)}); add epochs or lower batch_size")
-        inputs = {"settings": params.fingerprint_settings(), "labels_sha256": file_sha256(Path(params.labels)),
-                  "partition_sha256": file_sha256(Path(params.partition)) if params.partition else None,
-                  "device_type": self.device.type, "format": CHECKPOINT_FORMAT}
+            raise TrainLabelerError(
+                f"{total_steps} optimizer steps in all ({len(self.train_rows)} training images, "
+                f"batch_size {self.batch_size}, {params.epochs} epochs) are too few for the "
+                f"one-cycle schedule (pct_start {params.pct_start}: at least "
+                f"{math.ceil(2 / params.pct_start)}); add epochs or lower batch_size"
+            )
+        inputs = {
+            "settings": params.fingerprint_settings(),
+            "labels_sha256": file_sha256(Path(params.labels)),
+            "partition_sha256": file_sha256(Path(params.partition)) if params.partition else None,
+            "device_type": self.device.type,
+            "format": CHECKPOINT_FORMAT,
+        }
         if params.init_weights is not None:
             inputs["init_weights_sha256"] = self._init_weights_file_sha256()
         self.fingerprint = fingerprint_of(inputs)
@@ -511,8 +564,10 @@ class AttributeTrainer:
             state = {key: value for key, value in state.items() if not key.startswith(head + ".")}
             expected = {key for key in model.state_dict() if not key.startswith(head + ".")}
             if set(state) != expected or any(state[key].shape != model.state_dict()[key].shape for key in state):
-                raise TrainLabelerError(f"init_weights {path}: not a {self.params.architecture} state dict (keys "
-                                        f"or shapes differ: {sorted(set(state) ^ expected)[:3]})")
+                raise TrainLabelerError(
+                    f"init_weights {path}: not a {self.params.architecture} state dict (keys "
+                    f"or shapes differ: {sorted(set(state) ^ expected)[:3]})"
+                )
             model.load_state_dict(state, strict=False)
         return model.to(self.device)
 
@@ -524,11 +579,17 @@ class AttributeTrainer:
             generator = np.random.default_rng([self.params.seed, epoch])
             rows = rows[generator.permutation(len(rows))]
             flips = generator.random(len(rows)) < 0.5 if self.params.flip else None
-        dataset = AttributeImages(Path(self.params.images), self.table, rows, _preprocessing(size),
-                                  self.params.crop, flips)
-        return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, shuffle=False,
-                                           drop_last=epoch is not None, num_workers=self.params.num_workers,
-                                           pin_memory=self.device.type == "cuda")
+        dataset = AttributeImages(
+            Path(self.params.images), self.table, rows, _preprocessing(size), self.params.crop, flips
+        )
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            drop_last=epoch is not None,
+            num_workers=self.params.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def predict(self, model: nn.Module, rows: np.ndarray, size: int) -> tuple[np.ndarray, float]:
         """(len(rows), A) probabilities of ``rows`` at side ``size``, and the mean BCE loss against their targets."""
@@ -538,15 +599,13 @@ class AttributeTrainer:
             for inputs, targets in self.loader(rows, size, epoch=None):
                 logits = model(inputs.to(self.device, non_blocking=True)).float()
                 targets = targets.to(self.device)
-                losses.append(float(nn.functional.binary_cross_entropy_with_logits(logits, targets,
-                                                                                   reduction="sum")))
+                losses.append(float(nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum")))
                 probabilities.append(torch.sigmoid(logits).cpu().numpy())
         return np.concatenate(probabilities), sum(losses) / (len(rows) * len(self.names))
 
     def evaluate(self, model: nn.Module, rows: np.ndarray, size: int) -> tuple[dict[str, np.ndarray], float]:
         probabilities, loss = self.predict(model, rows, size)
-        return attribute_metrics(probabilities, self.table.targets[rows], self.params.threshold,
-                                 self.params.beta), loss
+        return attribute_metrics(probabilities, self.table.targets[rows], self.params.threshold, self.params.beta), loss
 
     def run(self) -> dict[str, Any]:
         """Train the remaining epochs (resuming from the saved state), write ``model.pt`` and ``metrics.json``.
@@ -557,9 +616,12 @@ class AttributeTrainer:
         params = self.params
         model = self.build_model()
         optimizer = torch.optim.AdamW(model.parameters(), lr=params.max_lr, weight_decay=params.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.max_lr,
-                                                        total_steps=params.epochs * self.steps_per_epoch,
-                                                        pct_start=params.pct_start)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=params.max_lr,
+            total_steps=params.epochs * self.steps_per_epoch,
+            pct_start=params.pct_start,
+        )
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         history: list[dict[str, Any]] = []
         start = 0
@@ -588,13 +650,28 @@ class AttributeTrainer:
                 scheduler.step()
                 total, batches = total + float(loss.detach()), batches + 1
             metrics, val_loss = self.evaluate(model, self.val_rows, size)
-            result = EpochResult(epoch, size, total / max(batches, 1), val_loss, float(metrics["accuracy"].mean()),
-                                 float(metrics["fbeta"].mean()), time.perf_counter() - began)
+            result = EpochResult(
+                epoch,
+                size,
+                total / max(batches, 1),
+                val_loss,
+                float(metrics["accuracy"].mean()),
+                float(metrics["fbeta"].mean()),
+                time.perf_counter() - began,
+            )
             history.append(result.as_dict())
-            _save(self.state_path, {"fingerprint": self.fingerprint, "epochs_done": epoch + 1,
-                                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                    "history": history})
+            _save(
+                self.state_path,
+                {
+                    "fingerprint": self.fingerprint,
+                    "epochs_done": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "history": history,
+                },
+            )
             self.on_epoch(result)
         return self.finish(model, history)
 
@@ -606,24 +683,44 @@ class AttributeTrainer:
         test = None
         if len(self.test_rows):
             test_metrics, test_loss = self.evaluate(model, self.test_rows, size)
-            test = {**metrics_summary(test_metrics, self.names), "loss": round(test_loss, 6),
-                    "n_images": int(len(self.test_rows))}
-        summary = {"architecture": self.params.architecture, "attributes": list(self.names),
-                   "threshold": self.params.threshold, "beta": self.params.beta, "fingerprint": self.fingerprint,
-                   "n_train": int(len(self.train_rows)), "n_val": int(len(self.val_rows)), "epochs": history,
-                   "val": {**metrics_summary(val_metrics, self.names), "loss": round(val_loss, 6)}, "test": test}
+            test = {
+                **metrics_summary(test_metrics, self.names),
+                "loss": round(test_loss, 6),
+                "n_images": int(len(self.test_rows)),
+            }
+        summary = {
+            "architecture": self.params.architecture,
+            "attributes": list(self.names),
+            "threshold": self.params.threshold,
+            "beta": self.params.beta,
+            "fingerprint": self.fingerprint,
+            "n_train": int(len(self.train_rows)),
+            "n_val": int(len(self.val_rows)),
+            "epochs": history,
+            "val": {**metrics_summary(val_metrics, self.names), "loss": round(val_loss, 6)},
+            "test": test,
+        }
         model_state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-        _save(self.out / MODEL_FILE, {
-            "format": CHECKPOINT_FORMAT, "architecture": self.params.architecture, "outputs": list(self.names),
-            "preprocessing": _preprocessing(size).as_dict(), "activation": "sigmoid", "state_dict": model_state,
-            "threshold": self.params.threshold, "fingerprint": self.fingerprint,
-            "val_accuracy_mean": summary["val"]["accuracy_mean"], "val_fbeta_mean": summary["val"]["fbeta_mean"]})
+        _save(
+            self.out / MODEL_FILE,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "architecture": self.params.architecture,
+                "outputs": list(self.names),
+                "preprocessing": _preprocessing(size).as_dict(),
+                "activation": "sigmoid",
+                "state_dict": model_state,
+                "threshold": self.params.threshold,
+                "fingerprint": self.fingerprint,
+                "val_accuracy_mean": summary["val"]["accuracy_mean"],
+                "val_fbeta_mean": summary["val"]["fbeta_mean"],
+            },
+        )
         atomic_write_json(self.out / METRICS_FILE, summary)
         return summary
 
 
-def train_labeler(params: TrainLabelerParams,
-                  on_epoch: Callable[[EpochResult], None] | None = None) -> dict[str, Any]:
+def train_labeler(params: TrainLabelerParams, on_epoch: Callable[[EpochResult], None] | None = None) -> dict[str, Any]:
     """Train (or resume training) the attribute classifier of ``params``; returns the metrics written."""
     with warnings.catch_warnings():
         # GradScaler skips the optimizer step of a batch whose fp16 gradients overflowed (CUDA); the schedule still

@@ -22,9 +22,9 @@ import pandas as pd
 import pydantic
 import torch
 
-from stages.latent.directions import DirectionSet
-from latentatlas.registry import Registry
 from latentatlas.errors import LatentAtlasError
+from latentatlas.registry import Registry
+from stages.latent.directions import DirectionSet
 
 
 @dataclass
@@ -84,16 +84,19 @@ class MethodInputError(LatentAtlasError, ValueError):
 
 
 #: Built-in methods by name; each module registers its own (imported when the name is first used).
-METHODS: Registry[MethodSpec] = Registry("method", builtins={
-    "interfacegan": "stages.plugins.methods.interfacegan",
-    "ortho-linear": "stages.plugins.methods.ortho_linear",
-    "tunagan": "stages.plugins.methods.tunagan",
-    "tunagan-linear": "stages.plugins.methods.tunagan",
-    "sefa": "stages.plugins.methods.sefa",
-    "ganspace": "stages.plugins.methods.ganspace",
-    "voynov": "stages.plugins.methods.voynov",
-    "centroid": "stages.plugins.methods.centroid",
-})
+METHODS: Registry[MethodSpec] = Registry(
+    "method",
+    builtins={
+        "interfacegan": "stages.plugins.methods.interfacegan",
+        "ortho-linear": "stages.plugins.methods.ortho_linear",
+        "tunagan": "stages.plugins.methods.tunagan",
+        "tunagan-linear": "stages.plugins.methods.tunagan",
+        "sefa": "stages.plugins.methods.sefa",
+        "ganspace": "stages.plugins.methods.ganspace",
+        "voynov": "stages.plugins.methods.voynov",
+        "centroid": "stages.plugins.methods.centroid",
+    },
+)
 
 
 def method_params_model(name: str) -> type[pydantic.BaseModel]:
@@ -109,8 +112,10 @@ def check_attributes(context: FitContext, method: str) -> None:
     """Raise :class:`MethodInputError` for an attribute the labels lack or a constant label column."""
     missing = [name for name in context.attributes if name not in context.labels.columns]
     if missing:
-        raise MethodInputError(f"{method}: attribute(s) {missing} are not in the labels; they have "
-                               f"{[c for c in context.labels.columns if c != 'sample_id']}")
+        raise MethodInputError(
+            f"{method}: attribute(s) {missing} are not in the labels; they have "
+            f"{[c for c in context.labels.columns if c != 'sample_id']}"
+        )
     for name in context.attributes:
         column = context.labels[name].to_numpy()
         if np.nanstd(column) == 0:
@@ -128,8 +133,10 @@ def supervised_inputs(context: FitContext, method: str, space: str) -> np.ndarra
     if not context.attributes:
         raise MethodInputError(f"{method}: no attributes to fit (context.attributes is empty)")
     if space not in context.latents:
-        raise MethodInputError(f"{method}: no latents for space {space!r}; have {sorted(context.latents)} "
-                               f"(the generator may have no mapping network)")
+        raise MethodInputError(
+            f"{method}: no latents for space {space!r}; have {sorted(context.latents)} "
+            f"(the generator may have no mapping network)"
+        )
     latents = np.asarray(context.latents[space])
     if len(context.labels) != latents.shape[0]:
         raise MethodInputError(f"{method}: {len(context.labels)} label rows for {latents.shape[0]} latents")
@@ -140,4 +147,3 @@ def unit(vector: np.ndarray) -> np.ndarray:
     """``vector`` scaled to unit norm along its last axis (float32)."""
     vector = np.asarray(vector, dtype=np.float64)
     return (vector / np.linalg.norm(vector, axis=-1, keepdims=True)).astype(np.float32)
-

@@ -34,10 +34,10 @@ Components have no intrinsic sign or name; each is named by the attribute it mov
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from typing import Literal
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.decomposition import IncrementalPCA
 
@@ -54,26 +54,34 @@ class GANSpaceParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_components: int = Field(20, ge=1, description="principal components kept")
-    space: Literal["auto", "z", "w"] = Field("auto", description="w: PCA of the mapped w (StyleGAN); z: PCA of block "
-                                                                 "features regressed back to z; auto: w when the "
-                                                                 "generator has W")
+    space: Literal["auto", "z", "w"] = Field(
+        "auto",
+        description="w: PCA of the mapped w (StyleGAN); z: PCA of block "
+        "features regressed back to z; auto: w when the "
+        "generator has W",
+    )
     layer: int = Field(1, ge=1, description="generator block whose output features are analysed (1 = first)")
     n_samples: int = Field(20_000, ge=2, description="latents sampled for the PCA (fresh, seeded)")
     batch_size: int = Field(1_000, ge=1, description="latents per batch (bounds memory; >= n_components)")
     seed: int = Field(0, description="seed of the sampled latents")
     estimator: Literal["auto", "ipca", "covariance"] = Field(
-        "auto", description="PCA estimator: incremental PCA, streaming float64 covariance, or auto (covariance on "
-                            "CUDA when F <= max_covariance_features, else incremental PCA)")
-    max_covariance_features: int = Field(8192, ge=1, description="largest F for which 'auto' picks the (F, F) "
-                                                                 "covariance estimator")
+        "auto",
+        description="PCA estimator: incremental PCA, streaming float64 covariance, or auto (covariance on "
+        "CUDA when F <= max_covariance_features, else incremental PCA)",
+    )
+    max_covariance_features: int = Field(
+        8192, ge=1, description="largest F for which 'auto' picks the (F, F) covariance estimator"
+    )
     orient: bool = Field(True, description="flip each component so that its named attribute increases along it")
     naming: NamingParams = Field(default_factory=NamingParams, description="how components are named")
 
     @model_validator(mode="after")
-    def _check_sizes(self) -> "GANSpaceParams":
+    def _check_sizes(self) -> GANSpaceParams:
         if self.batch_size < self.n_components:
-            raise ValueError(f"batch_size ({self.batch_size}) must be >= n_components ({self.n_components}): "
-                             f"incremental PCA needs at least k samples per batch")
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be >= n_components ({self.n_components}): "
+                f"incremental PCA needs at least k samples per batch"
+            )
         if self.n_samples < self.batch_size:
             raise ValueError(f"n_samples ({self.n_samples}) must be >= batch_size ({self.batch_size})")
         return self
@@ -145,8 +153,14 @@ class _IncrementalPCA:
         return self.pca.components_.copy()
 
 
-def _fit_pca(params: GANSpaceParams, feature_batches, n_batches: int, what: str, progress=None,
-             device: torch.device | str = "cpu") -> "_CovariancePCA | _IncrementalPCA":
+def _fit_pca(
+    params: GANSpaceParams,
+    feature_batches,
+    n_batches: int,
+    what: str,
+    progress=None,
+    device: torch.device | str = "cpu",
+) -> _CovariancePCA | _IncrementalPCA:
     """Step 2 over ``feature_batches`` (each (B, F) float64); the estimator as ``params.estimator`` says."""
     pca: _CovariancePCA | _IncrementalPCA | None = None
     estimator = params.estimator
@@ -154,13 +168,17 @@ def _fit_pca(params: GANSpaceParams, feature_batches, n_batches: int, what: str,
         if pca is None:
             n_features = features.shape[1]
             if params.n_components > n_features:
-                raise MethodInputError(f"{METHOD}: n_components={params.n_components} exceeds the {n_features} "
-                                       f"features of {what}")
+                raise MethodInputError(
+                    f"{METHOD}: n_components={params.n_components} exceeds the {n_features} features of {what}"
+                )
             if estimator == "auto":
                 on_gpu = torch.device(device).type == "cuda"
                 estimator = "covariance" if on_gpu and n_features <= params.max_covariance_features else "ipca"
-            pca = (_CovariancePCA(params.n_components, n_features, torch.device(device)) if estimator == "covariance"
-                   else _IncrementalPCA(params.n_components))
+            pca = (
+                _CovariancePCA(params.n_components, n_features, torch.device(device))
+                if estimator == "covariance"
+                else _IncrementalPCA(params.n_components)
+            )
             pca.estimator = estimator
         pca.partial_fit(features)
         if progress is not None:
@@ -169,14 +187,17 @@ def _fit_pca(params: GANSpaceParams, feature_batches, n_batches: int, what: str,
     return pca
 
 
-def principal_w_directions(generator, params: GANSpaceParams, progress=None,
-                           device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def principal_w_directions(
+    generator, params: GANSpaceParams, progress=None, device: torch.device | str = "cpu"
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """PCA of w = mapping(z) (the paper's StyleGAN variant): (k, w_dim) float64 unit directions in W, in PCA order,
     and info with ``explained_variance_ratio`` (k,), ``explained_variance`` (k,) and the ``estimator``."""
     n_batches = -(-params.n_samples // params.batch_size)
     if params.n_samples // n_batches < params.n_components:
-        raise MethodInputError(f"{METHOD}: batches of ~{params.n_samples // n_batches} samples are smaller than "
-                               f"n_components={params.n_components}")
+        raise MethodInputError(
+            f"{METHOD}: batches of ~{params.n_samples // n_batches} samples are smaller than "
+            f"n_components={params.n_components}"
+        )
 
     def mapped():
         for latents_z in _batches(params, int(generator.z_dim)):
@@ -186,15 +207,20 @@ def principal_w_directions(generator, params: GANSpaceParams, progress=None,
     pca = _fit_pca(params, mapped(), n_batches, "w", progress, device)
     vectors = pca.components()
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    info = {"explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, dtype=np.float64),
-            "explained_variance": np.asarray(pca.explained_variance_, dtype=np.float64),
-            "regression_norm": np.ones(len(vectors)), "regression_r2": 1.0, "n_batches": n_batches,
-            "estimator": pca.estimator}
+    info = {
+        "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, dtype=np.float64),
+        "explained_variance": np.asarray(pca.explained_variance_, dtype=np.float64),
+        "regression_norm": np.ones(len(vectors)),
+        "regression_r2": 1.0,
+        "n_batches": n_batches,
+        "estimator": pca.estimator,
+    }
     return vectors, info
 
 
-def principal_directions(generator, params: GANSpaceParams, progress=None,
-                         device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def principal_directions(
+    generator, params: GANSpaceParams, progress=None, device: torch.device | str = "cpu"
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Steps 1–3 of the module docstring.
 
     Returns:
@@ -205,8 +231,10 @@ def principal_directions(generator, params: GANSpaceParams, progress=None,
     z_dim = int(generator.z_dim)
     n_batches = -(-params.n_samples // params.batch_size)
     if params.n_samples // n_batches < params.n_components:
-        raise MethodInputError(f"{METHOD}: batches of ~{params.n_samples // n_batches} samples are smaller than "
-                               f"n_components={params.n_components}")
+        raise MethodInputError(
+            f"{METHOD}: batches of ~{params.n_samples // n_batches} samples are smaller than "
+            f"n_components={params.n_components}"
+        )
     first_pass = (_features(generator, latents_z, params.layer) for latents_z in _batches(params, z_dim))
     half_progress = None if progress is None else (lambda step, total, metrics: progress(step, 2 * total, metrics))
     pca = _fit_pca(params, first_pass, n_batches, f"layer {params.layer}", half_progress, device)
@@ -227,9 +255,14 @@ def principal_directions(generator, params: GANSpaceParams, progress=None,
     if np.any(norms == 0):
         raise MethodInputError(f"{METHOD}: a principal component has no latent counterpart (zero regression)")
     residual = z_sq - np.sum(basis * cross)  # Σ‖z − Uᵀx‖² at the least-squares optimum = Σ‖z‖² − tr(Bᵀ C)
-    info = {"explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, dtype=np.float64),
-            "explained_variance": np.asarray(pca.explained_variance_, dtype=np.float64), "regression_norm": norms,
-            "regression_r2": 1.0 - residual / z_sq, "n_batches": n_batches, "estimator": estimator}
+    info = {
+        "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, dtype=np.float64),
+        "explained_variance": np.asarray(pca.explained_variance_, dtype=np.float64),
+        "regression_norm": norms,
+        "regression_r2": 1.0 - residual / z_sq,
+        "n_batches": n_batches,
+        "estimator": estimator,
+    }
     return basis / norms[:, None], info
 
 
@@ -238,12 +271,16 @@ def fit_ganspace(context: FitContext, params: GANSpaceParams) -> DirectionSet:
     generator = context.generator
     has_w = generator is not None and "w" in getattr(generator, "latent_spaces", ())
     if generator is None or not (hasattr(generator, "early_features") or has_w):
-        raise MethodInputError(f"{METHOD}: needs a FactorizableGenerator (with early_features()) or one with a W "
-                               f"space; got {type(generator).__name__}")
+        raise MethodInputError(
+            f"{METHOD}: needs a FactorizableGenerator (with early_features()) or one with a W "
+            f"space; got {type(generator).__name__}"
+        )
     space = params.space if params.space != "auto" else ("w" if "w" in generator.latent_spaces else "z")
     if space == "w":
         if "w" not in generator.latent_spaces:
-            raise MethodInputError(f"{METHOD}: space w asked for, but the generator has {list(generator.latent_spaces)}")
+            raise MethodInputError(
+                f"{METHOD}: space w asked for, but the generator has {list(generator.latent_spaces)}"
+            )
         vectors, info = principal_w_directions(generator, params, progress=context.progress, device=context.device)
     else:
         vectors, info = principal_directions(generator, params, progress=context.progress, device=context.device)
@@ -252,15 +289,26 @@ def fit_ganspace(context: FitContext, params: GANSpaceParams) -> DirectionSet:
     else:
         namings = name_components(vectors, context, params.naming, space=space)
     names = component_names(len(vectors))
-    stats = {name: {"explained_variance_ratio": float(info["explained_variance_ratio"][k]),
-                    "explained_variance": float(info["explained_variance"][k]),
-                    "regression_norm": float(info["regression_norm"][k]), **namings[k]}
-             for k, name in enumerate(names)}
-    meta = {"params": params.model_dump(), "input_fingerprint": context.input_fingerprint,
-            "generator": getattr(generator, "fingerprint", None), "regression_r2": float(info["regression_r2"]),
-            "n_batches": int(info["n_batches"]), "estimator": info["estimator"]}
-    return DirectionSet(method=METHOD, space=space, names=names, vectors=vectors.astype(np.float32), stats=stats,
-                        meta=meta)
+    stats = {
+        name: {
+            "explained_variance_ratio": float(info["explained_variance_ratio"][k]),
+            "explained_variance": float(info["explained_variance"][k]),
+            "regression_norm": float(info["regression_norm"][k]),
+            **namings[k],
+        }
+        for k, name in enumerate(names)
+    }
+    meta = {
+        "params": params.model_dump(),
+        "input_fingerprint": context.input_fingerprint,
+        "generator": getattr(generator, "fingerprint", None),
+        "regression_r2": float(info["regression_r2"]),
+        "n_batches": int(info["n_batches"]),
+        "estimator": info["estimator"],
+    }
+    return DirectionSet(
+        method=METHOD, space=space, names=names, vectors=vectors.astype(np.float32), stats=stats, meta=meta
+    )
 
 
 @METHODS.register(METHOD)

@@ -30,8 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stages.plugins.methods.base import FitContext, MethodInputError
 
-LABELS_NOTE = ("no labeler at hand (score_images is None): named by the correlation of the projection latents·v "
-               "with the stored labels, not by editing")
+LABELS_NOTE = (
+    "no labeler at hand (score_images is None): named by the correlation of the projection latents·v "
+    "with the stored labels, not by editing"
+)
 
 
 class NamingParams(BaseModel):
@@ -66,7 +68,7 @@ def _score(context: FitContext, latents: torch.Tensor, space: str, batch_size: i
     frames = []
     with torch.no_grad():
         for start in range(0, latents.shape[0], batch_size):
-            images = context.generator.synthesize(latents[start:start + batch_size], space=space)
+            images = context.generator.synthesize(latents[start : start + batch_size], space=space)
             frames.append(pd.DataFrame(context.score_images(images)).reset_index(drop=True))
     return pd.concat(frames, ignore_index=True)
 
@@ -78,8 +80,9 @@ def _by_editing(vectors: np.ndarray, context: FitContext, params: NamingParams, 
     latents = latents_z if space == "z" else generator.map(latents_z)[space]
     latents = latents.to(torch.float32)
     if latents.shape[1] != vectors.shape[1]:
-        raise MethodInputError(f"components are {vectors.shape[1]}-d but the generator's {space!r} space is "
-                               f"{latents.shape[1]}-d")
+        raise MethodInputError(
+            f"components are {vectors.shape[1]}-d but the generator's {space!r} space is {latents.shape[1]}-d"
+        )
     n = params.n_samples
     shifts = np.concatenate([np.full(n, -params.alpha), np.full(n, params.alpha)])
     results = []
@@ -100,8 +103,9 @@ def _by_editing(vectors: np.ndarray, context: FitContext, params: NamingParams, 
 
 def _by_labels(vectors: np.ndarray, context: FitContext, space: str) -> list[dict[str, Any]]:
     if space not in context.latents:
-        raise MethodInputError(f"cannot name components by labels: no {space!r} latents in the context "
-                               f"(have {sorted(context.latents)})")
+        raise MethodInputError(
+            f"cannot name components by labels: no {space!r} latents in the context (have {sorted(context.latents)})"
+        )
     latents = np.asarray(context.latents[space], dtype=np.float64)
     attributes = _naming_attributes(context, list(context.labels.columns))
     results = []
@@ -118,12 +122,17 @@ def _pick(correlations: dict[str, float], source: str) -> dict[str, Any]:
     if not correlations:
         return {"attribute": None, "correlation": 0.0, "naming_source": source, "correlations": {}}
     best = max(correlations, key=lambda a: abs(correlations[a]))
-    return {"attribute": best, "correlation": float(correlations[best]), "naming_source": source,
-            "correlations": {a: round(float(r), 6) for a, r in correlations.items()}}
+    return {
+        "attribute": best,
+        "correlation": float(correlations[best]),
+        "naming_source": source,
+        "correlations": {a: round(float(r), 6) for a, r in correlations.items()},
+    }
 
 
-def name_components(vectors: np.ndarray, context: FitContext, params: NamingParams | None = None,
-                    space: str = "z") -> list[dict[str, Any]]:
+def name_components(
+    vectors: np.ndarray, context: FitContext, params: NamingParams | None = None, space: str = "z"
+) -> list[dict[str, Any]]:
     """For each (D,) row of ``vectors``, the attribute it moves most.
 
     Returns:
@@ -137,12 +146,21 @@ def name_components(vectors: np.ndarray, context: FitContext, params: NamingPara
         return _by_editing(vectors, context, params, space)
     if context.labels is not None and len(context.labels.columns) and space in context.latents:
         return _by_labels(vectors, context, space)
-    return [{"attribute": None, "correlation": 0.0, "naming_source": "none", "correlations": {},
-             "naming_note": "neither a labeler nor labels to name components by"} for _ in vectors]
+    return [
+        {
+            "attribute": None,
+            "correlation": 0.0,
+            "naming_source": "none",
+            "correlations": {},
+            "naming_note": "neither a labeler nor labels to name components by",
+        }
+        for _ in vectors
+    ]
 
 
-def orient_and_name(vectors: np.ndarray, context: FitContext, params: NamingParams | None = None,
-                    space: str = "z") -> tuple[np.ndarray, list[dict[str, Any]]]:
+def orient_and_name(
+    vectors: np.ndarray, context: FitContext, params: NamingParams | None = None, space: str = "z"
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """:func:`name_components`, then flip each component whose named attribute decreases along it.
 
     Eigen/PCA components have no intrinsic sign; after this, moving along +v increases the named attribute

@@ -62,17 +62,23 @@ class OrthoLinearParams(BaseModel):
     space: str = Field("z", description="latent space to fit in (a key of context.latents)")
     lam: float = Field(2.0, ge=0, description="weight λ of the orthogonality penalty (paper: 2); 0 = least squares")
     penalty: Literal["normalized_gram", "gram_identity"] = Field(
-        "normalized_gram", description="'normalized_gram': ‖Ĝ − I‖ on the Gram matrix of the normalised rows (the "
-                                       "cosines between directions; rows keep their scale); 'gram_identity': the "
-                                       "literal ‖W Wᵀ − I‖, which also pins every row to unit norm (see the module "
-                                       "doc)")
+        "normalized_gram",
+        description="'normalized_gram': ‖Ĝ − I‖ on the Gram matrix of the normalised rows (the "
+        "cosines between directions; rows keep their scale); 'gram_identity': the "
+        "literal ‖W Wᵀ − I‖, which also pins every row to unit norm (see the module "
+        "doc)",
+    )
     penalty_norm: Literal["frobenius_squared", "frobenius"] = Field(
-        "frobenius_squared", description="norm of the penalty: squared Frobenius (Bansal et al.'s soft "
-                                         "orthogonality, the paper's ref. [9]) or plain Frobenius")
-    standardize_targets: bool = Field(True, description="standardise each attribute on the training split before "
-                                                        "the MSE (a deviation from the paper, see the module doc)")
-    epochs: int = Field(50, ge=1, description="passes over the training split (converged on the toy at 3K-20K "
-                                              "samples)")
+        "frobenius_squared",
+        description="norm of the penalty: squared Frobenius (Bansal et al.'s soft "
+        "orthogonality, the paper's ref. [9]) or plain Frobenius",
+    )
+    standardize_targets: bool = Field(
+        True,
+        description="standardise each attribute on the training split before "
+        "the MSE (a deviation from the paper, see the module doc)",
+    )
+    epochs: int = Field(50, ge=1, description="passes over the training split (converged on the toy at 3K-20K samples)")
     lr: float = Field(1e-2, gt=0, description="Adam learning rate")
     batch_size: int = Field(512, ge=1, description="mini-batch size")
     val_fraction: float = Field(0.2, ge=0, lt=1, description="held-out fraction for the R² statistics")
@@ -95,8 +101,13 @@ def _r2(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return 1.0 - residual / np.where(total > 0, total, np.nan)
 
 
-def fit_mapping(latents: np.ndarray, targets: np.ndarray, params: OrthoLinearParams, progress=None,
-                device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def fit_mapping(
+    latents: np.ndarray,
+    targets: np.ndarray,
+    params: OrthoLinearParams,
+    progress=None,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Fit ŷ = z Wᵀ + b with the orthogonality penalty.
 
     Args:
@@ -121,8 +132,10 @@ def fit_mapping(latents: np.ndarray, targets: np.ndarray, params: OrthoLinearPar
     n_val = int(round(n * params.val_fraction))
     val_idx, train_idx = order[:n_val], order[n_val:]
     if train_idx.size < max(2, n_attributes):
-        raise MethodInputError(f"{METHOD}: {train_idx.size} training samples are too few for {n_attributes} "
-                               f"attributes; sample more latents or lower val_fraction")
+        raise MethodInputError(
+            f"{METHOD}: {train_idx.size} training samples are too few for {n_attributes} "
+            f"attributes; sample more latents or lower val_fraction"
+        )
     mean = targets[train_idx].mean(axis=0) if params.standardize_targets else np.zeros(n_attributes)
     scale = targets[train_idx].std(axis=0) if params.standardize_targets else np.ones(n_attributes)
     if np.any(scale == 0):
@@ -133,8 +146,8 @@ def fit_mapping(latents: np.ndarray, targets: np.ndarray, params: OrthoLinearPar
 
     generator = torch.Generator().manual_seed(params.seed)
     bound = 1.0 / np.sqrt(dim)  # nn.Linear's default initialisation, with a private generator
-    weight = ((torch.rand(n_attributes, dim, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
-    bias = ((torch.rand(n_attributes, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
+    weight = (torch.rand(n_attributes, dim, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+    bias = (torch.rand(n_attributes, generator=generator, dtype=torch.float64) * 2 - 1) * bound
     weight, bias = weight.to(device), bias.to(device)
     weight.requires_grad_(True)
     bias.requires_grad_(True)
@@ -144,7 +157,7 @@ def fit_mapping(latents: np.ndarray, targets: np.ndarray, params: OrthoLinearPar
     for epoch in range(params.epochs):
         permutation = train[torch.randperm(train.numel(), generator=generator).to(device)]
         for start in range(0, permutation.numel(), params.batch_size):
-            batch = permutation[start:start + params.batch_size]
+            batch = permutation[start : start + params.batch_size]
             prediction = x[batch] @ weight.T + bias
             mse = ((prediction - y[batch]) ** 2).mean()
             penalty = orthogonality_penalty(weight, params.penalty, params.penalty_norm)
@@ -163,10 +176,15 @@ def fit_mapping(latents: np.ndarray, targets: np.ndarray, params: OrthoLinearPar
         "r2_train": _r2(targets[train_idx], predicted[train_idx]),
         "r2_val": _r2(targets[val_idx], predicted[val_idx]) if n_val > 1 else np.full(n_attributes, np.nan),
         "row_norms": np.linalg.norm(weight_np, axis=1),
-        "final_mse": float(mse.detach()), "final_penalty": float(penalty.detach()),
+        "final_mse": float(mse.detach()),
+        "final_penalty": float(penalty.detach()),
         "gram_offdiag_mean_abs": float(np.abs(cosines[~np.eye(n_attributes, dtype=bool)]).mean())
-        if n_attributes > 1 else 0.0,
-        "n_train": int(train_idx.size), "n_val": int(n_val), "target_mean": mean, "target_scale": scale,
+        if n_attributes > 1
+        else 0.0,
+        "n_train": int(train_idx.size),
+        "n_val": int(n_val),
+        "target_mean": mean,
+        "target_scale": scale,
     }
     return weight_np, bias_np, info
 
@@ -181,27 +199,43 @@ def fit_ortho_linear(context: FitContext, params: OrthoLinearParams) -> Directio
     latents = supervised_inputs(context, METHOD, params.space)
     targets = context.labels[list(context.attributes)].to_numpy(dtype=np.float64)
     keep = np.all(np.isfinite(targets), axis=1)
-    weight, bias, info = fit_mapping(latents[keep], targets[keep], params, progress=context.progress,
-                                     device=context.device)
+    weight, bias, info = fit_mapping(
+        latents[keep], targets[keep], params, progress=context.progress, device=context.device
+    )
     names = list(context.attributes)
     finite = lambda value: float(value) if np.isfinite(value) else None  # noqa: E731  (JSON has no NaN)
-    stats = {name: {"r2_val": finite(info["r2_val"][i]), "r2_train": finite(info["r2_train"][i]),
-                    "row_norm": float(info["row_norms"][i]), "bias": float(bias[i]),
-                    "target_mean": float(info["target_mean"][i]), "target_scale": float(info["target_scale"][i])}
-             for i, name in enumerate(names)}
+    stats = {
+        name: {
+            "r2_val": finite(info["r2_val"][i]),
+            "r2_train": finite(info["r2_train"][i]),
+            "row_norm": float(info["row_norms"][i]),
+            "bias": float(bias[i]),
+            "target_mean": float(info["target_mean"][i]),
+            "target_scale": float(info["target_scale"][i]),
+        }
+        for i, name in enumerate(names)
+    }
     vectors = unit(weight)
     cosines = vectors.astype(np.float64) @ vectors.T.astype(np.float64)
-    meta = {"params": params.model_dump(), "input_fingerprint": context.input_fingerprint,
-            "cosine_similarity": {a: {b: round(float(cosines[i, j]), 6) for j, b in enumerate(names)}
-                                  for i, a in enumerate(names)},
-            "mean_abs_offdiag_cosine": info["gram_offdiag_mean_abs"],
-            "final_mse": info["final_mse"], "final_penalty": info["final_penalty"],
-            "n_train": info["n_train"], "n_val": info["n_val"], "n_dropped_nonfinite": int((~keep).sum())}
+    meta = {
+        "params": params.model_dump(),
+        "input_fingerprint": context.input_fingerprint,
+        "cosine_similarity": {
+            a: {b: round(float(cosines[i, j]), 6) for j, b in enumerate(names)} for i, a in enumerate(names)
+        },
+        "mean_abs_offdiag_cosine": info["gram_offdiag_mean_abs"],
+        "final_mse": info["final_mse"],
+        "final_penalty": info["final_penalty"],
+        "n_train": info["n_train"],
+        "n_val": info["n_val"],
+        "n_dropped_nonfinite": int((~keep).sum()),
+    }
     return DirectionSet(method=METHOD, space=params.space, names=names, vectors=vectors, stats=stats, meta=meta)
 
 
-def compare_regularisation(context: FitContext, params: OrthoLinearParams, reference: str | None = None,
-                           baseline_lam: float = 0.0) -> pd.DataFrame:
+def compare_regularisation(
+    context: FitContext, params: OrthoLinearParams, reference: str | None = None, baseline_lam: float = 0.0
+) -> pd.DataFrame:
     """Fit with ``params.lam`` and with ``baseline_lam`` (default 0) and compare the direction cosines.
 
     Returns:
@@ -219,10 +253,11 @@ def compare_regularisation(context: FitContext, params: OrthoLinearParams, refer
         table = pd.DataFrame({base_label: base_table.loc[reference], reg_label: reg_table.loc[reference]})
         return table.sort_values(base_label, key=lambda column: -column.abs())
     names = baseline.names
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-    table = pd.DataFrame({base_label: [base_table.loc[a, b] for a, b in pairs],
-                          reg_label: [reg_table.loc[a, b] for a, b in pairs]},
-                         index=pd.MultiIndex.from_tuples(pairs, names=["a", "b"]))
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    table = pd.DataFrame(
+        {base_label: [base_table.loc[a, b] for a, b in pairs], reg_label: [reg_table.loc[a, b] for a, b in pairs]},
+        index=pd.MultiIndex.from_tuples(pairs, names=["a", "b"]),
+    )
     table.loc[("mean |cos|", ""), :] = table.abs().mean()
     return table
 

@@ -1,8 +1,8 @@
 """SeFa, closed-form factorisation of latent semantics (Shen & Zhou, "Closed-Form Factorization of Latent
 Semantics in GANs", CVPR 2021), for generators whose latent enters through a linear layer
-(:class:`stages.plugins.generators.FactorizableGenerator`), and for style-based generators, where w enters every synthesis
-layer through an affine style map (``space: w``: A is those maps' weights stacked, for all or the chosen layers,
-and the directions live in W).
+(:class:`stages.plugins.generators.FactorizableGenerator`), and for style-based generators, where w enters every
+synthesis layer through an affine style map (``space: w``: A is those maps' weights stacked, for all or the chosen
+layers, and the directions live in W).
 
 The first layer maps z to ``y = A z + b`` with A (F, D). A unit move n changes y by ``A n``; the directions that
 change the first layer's output most (Sec. 3.2, Eq. 5–6) solve::
@@ -21,10 +21,10 @@ the paper's Eq. 6 (plain AᵀA).
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from typing import Literal
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from stages.latent.directions import DirectionSet
@@ -40,19 +40,27 @@ class SeFaParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_components: int = Field(10, ge=1, description="number of top eigenvectors kept")
-    space: Literal["auto", "z", "w"] = Field("auto", description="w: the style-modulation weights of a style-based "
-                                                                 "generator (directions in W); z: the first layer's "
-                                                                 "projection; auto: w when the generator has W")
-    layers: list[int] | None = Field(None, description="space w: the W+ layers whose style weights are factorised "
-                                                       "(null: all)")
-    normalize_rows: bool = Field(False, description="normalise each row of A to unit norm first (the official "
-                                                    "code's variant); False = the paper's Eq. 6")
+    space: Literal["auto", "z", "w"] = Field(
+        "auto",
+        description="w: the style-modulation weights of a style-based "
+        "generator (directions in W); z: the first layer's "
+        "projection; auto: w when the generator has W",
+    )
+    layers: list[int] | None = Field(
+        None, description="space w: the W+ layers whose style weights are factorised (null: all)"
+    )
+    normalize_rows: bool = Field(
+        False,
+        description="normalise each row of A to unit norm first (the official "
+        "code's variant); False = the paper's Eq. 6",
+    )
     orient: bool = Field(True, description="flip each component so that its named attribute increases along it")
     naming: NamingParams = Field(default_factory=NamingParams, description="how components are named")
 
 
-def factorize(projection: torch.Tensor | np.ndarray, n_components: int,
-              normalize_rows: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+def factorize(
+    projection: torch.Tensor | np.ndarray, n_components: int, normalize_rows: bool = False
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Top ``n_components`` eigenvectors of AᵀA for A (F, D).
 
     Returns:
@@ -94,18 +102,22 @@ def style_matrix(generator, layers: list[int] | None) -> torch.Tensor:
 def fit_sefa(context: FitContext, params: SeFaParams) -> DirectionSet:
     """SeFa components of ``context.generator``, named by the attribute each moves most."""
     generator = context.generator
-    has_styles = (generator is not None and hasattr(generator, "style_weights")
-                  and "w" in getattr(generator, "latent_spaces", ()))
+    has_styles = (
+        generator is not None and hasattr(generator, "style_weights") and "w" in getattr(generator, "latent_spaces", ())
+    )
     space = params.space if params.space != "auto" else ("w" if has_styles else "z")
     if space == "w":
         if not has_styles:
-            raise MethodInputError(f"{METHOD}: space w needs a style-based generator (with style_weights()); got "
-                                   f"{type(generator).__name__}")
+            raise MethodInputError(
+                f"{METHOD}: space w needs a style-based generator (with style_weights()); got "
+                f"{type(generator).__name__}"
+            )
         matrix = style_matrix(generator, params.layers)
     else:
         if generator is None or not hasattr(generator, "projection_matrix"):
-            raise MethodInputError(f"{METHOD}: needs a FactorizableGenerator (with projection_matrix()); got "
-                                   f"{type(generator).__name__}")
+            raise MethodInputError(
+                f"{METHOD}: needs a FactorizableGenerator (with projection_matrix()); got {type(generator).__name__}"
+            )
         if params.layers is not None:
             raise MethodInputError(f"{METHOD}: layers select style layers; they apply to space w only")
         matrix = generator.projection_matrix()
@@ -115,12 +127,18 @@ def fit_sefa(context: FitContext, params: SeFaParams) -> DirectionSet:
     else:
         namings = name_components(vectors, context, params.naming, space=space)
     names = component_names(len(vectors))
-    stats = {name: {"eigenvalue": float(eigenvalues[k]), "eigenvalue_fraction": float(eigenvalues[k] / trace),
-                    **namings[k]} for k, name in enumerate(names)}
-    meta = {"params": params.model_dump(), "input_fingerprint": context.input_fingerprint,
-            "generator": getattr(generator, "fingerprint", None)}
-    return DirectionSet(method=METHOD, space=space, names=names, vectors=vectors.astype(np.float32), stats=stats,
-                        meta=meta)
+    stats = {
+        name: {"eigenvalue": float(eigenvalues[k]), "eigenvalue_fraction": float(eigenvalues[k] / trace), **namings[k]}
+        for k, name in enumerate(names)
+    }
+    meta = {
+        "params": params.model_dump(),
+        "input_fingerprint": context.input_fingerprint,
+        "generator": getattr(generator, "fingerprint", None),
+    }
+    return DirectionSet(
+        method=METHOD, space=space, names=names, vectors=vectors.astype(np.float32), stats=stats, meta=meta
+    )
 
 
 @METHODS.register(METHOD)

@@ -13,11 +13,11 @@ regularization"). Data are split 80/20 into train / validation (Sec. 3).
 
 Directions. Linear: the unit weight vector w / ‖w‖ (increasing the attribute). Nonlinear: each sample follows its
 own normalised gradient ∇f(x) / ‖∇f(x)‖ of the MLP output (logit, or standardised value) — a path, not a vector
-(Sec. 4.2 and Fig. 7; :func:`stages.latent.editing.edit` does this when given :func:`stages.latent.fields.load_model`'s module). The MLP's state
-dict is saved beside the directions (``meta["models"][a]["file"]``, listed in ``meta["extra_files"]``), and the
-attribute's ``vectors`` row is the normalised mean of the per-sample unit gradients over the training latents, for
-consumers that need one vector; ``stats[a]["gradient_coherence"]`` = ‖mean unit gradient‖ says how well one vector
-stands for the path (1 = every sample moves the same way).
+(Sec. 4.2 and Fig. 7; :func:`stages.latent.editing.edit` does this when given :func:`stages.latent.fields.load_model`'s
+module). The MLP's state dict is saved beside the directions (``meta["models"][a]["file"]``, listed in
+``meta["extra_files"]``), and the attribute's ``vectors`` row is the normalised mean of the per-sample unit gradients
+over the training latents, for consumers that need one vector; ``stats[a]["gradient_coherence"]`` = ‖mean unit gradient‖
+says how well one vector stands for the path (1 = every sample moves the same way).
 
 Separability score (Sec. 5.2, Table 1): ``SS = exp(H(Y | Ŷ))``, the exponential of the conditional entropy (in nats)
 of the true labels given the model's predicted labels, on the validation split; the overall score is
@@ -35,8 +35,8 @@ dropout rate and optimiser settings are not given in the paper and are ours.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -59,10 +59,13 @@ class TunaGANParams(BaseModel):
 
     space: str = Field("z", description="latent space to fit in: 'z', or 'w' when context.latents has it")
     model: Literal["linear", "nonlinear"] = Field(
-        "nonlinear", description="'linear': logistic / linear regression, one vector per attribute; 'nonlinear': "
-                                 "2-layer MLP, per-sample gradient paths (plus their mean as the vector)")
+        "nonlinear",
+        description="'linear': logistic / linear regression, one vector per attribute; 'nonlinear': "
+        "2-layer MLP, per-sample gradient paths (plus their mean as the vector)",
+    )
     binary_attributes: list[str] | None = Field(
-        None, description="attributes to treat as binary; None = every attribute whose values all lie in [0, 1]")
+        None, description="attributes to treat as binary; None = every attribute whose values all lie in [0, 1]"
+    )
     binary_threshold: float = Field(0.5, description="binary label y = [score >= threshold]")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="validation fraction (paper: 80/20 split)")
     logistic_C: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic regression (sklearn default)")
@@ -73,10 +76,15 @@ class TunaGANParams(BaseModel):
     lr: float = Field(1e-3, gt=0, description="MLP Adam learning rate")
     batch_size: int = Field(256, ge=1, description="MLP mini-batch size")
     weight_decay: float = Field(0.0, ge=0, description="MLP Adam weight decay")
-    separability_bins: int = Field(2, ge=2, description="quantile bins used to discretise continuous attributes "
-                                                         "for the separability score")
-    min_samples: int = Field(20, ge=4, description="fewest valid samples per attribute; each binary class needs "
-                                                   "max(2, min_samples // 10) training samples")
+    separability_bins: int = Field(
+        2, ge=2, description="quantile bins used to discretise continuous attributes for the separability score"
+    )
+    min_samples: int = Field(
+        20,
+        ge=4,
+        description="fewest valid samples per attribute; each binary class needs "
+        "max(2, min_samples // 10) training samples",
+    )
     seed: int = Field(0, description="seed of the split, initialisation, dropout and batch order")
 
 
@@ -110,8 +118,9 @@ def _split(n: int, params: TunaGANParams) -> tuple[np.ndarray, np.ndarray]:
     return order[n_val:], order[:n_val]
 
 
-def _train_mlp(x: torch.Tensor, target: torch.Tensor, model: AttributeMLP, params: TunaGANParams,
-               generator: torch.Generator) -> float:
+def _train_mlp(
+    x: torch.Tensor, target: torch.Tensor, model: AttributeMLP, params: TunaGANParams, generator: torch.Generator
+) -> float:
     loss_fn = nn.BCEWithLogitsLoss() if model.kind == "binary" else nn.MSELoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     model.train()
@@ -119,7 +128,7 @@ def _train_mlp(x: torch.Tensor, target: torch.Tensor, model: AttributeMLP, param
     for _ in range(params.epochs):
         permutation = torch.randperm(x.shape[0], generator=generator)
         for start in range(0, x.shape[0], params.batch_size):
-            batch = permutation[start:start + params.batch_size].to(x.device)
+            batch = permutation[start : start + params.batch_size].to(x.device)
             loss = loss_fn(model(x[batch], generator=generator), target[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -132,7 +141,7 @@ def mean_unit_gradient(model: AttributeMLP, latents: torch.Tensor, chunk: int = 
     """The unit (D,) mean of the per-sample unit gradients, and ``gradient_coherence`` = the mean's norm (≤ 1)."""
     total = torch.zeros(latents.shape[1], dtype=torch.float64)
     for start in range(0, latents.shape[0], chunk):
-        grad = model.gradient(latents[start:start + chunk]).double().cpu()
+        grad = model.gradient(latents[start : start + chunk]).double().cpu()
         total += (grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)).sum(dim=0)
     mean = (total / latents.shape[0]).numpy()
     coherence = float(np.linalg.norm(mean))
@@ -177,28 +186,35 @@ class AttributeTarget:
         the separability score of the validation split."""
         if self.binary:
             truth = self.labels[self.val_idx]
-            return {"val_accuracy": float(np.mean(predicted == truth)), "separability": separability_score(truth,
-                                                                                                            predicted)}
+            return {
+                "val_accuracy": float(np.mean(predicted == truth)),
+                "separability": separability_score(truth, predicted),
+            }
         observed = self.scores[self.val_idx]
         residual = np.sum((observed - predicted) ** 2)
         total = np.sum((observed - observed.mean()) ** 2)
-        return {"val_r2": float(1 - residual / total) if total > 0 else None,
-                "separability": separability_score(np.digitize(observed, self.edges),
-                                                   np.digitize(predicted, self.edges))}
+        return {
+            "val_r2": float(1 - residual / total) if total > 0 else None,
+            "separability": separability_score(np.digitize(observed, self.edges), np.digitize(predicted, self.edges)),
+        }
 
 
-def _valid_inputs(latents: np.ndarray, scores: np.ndarray, params: TunaGANParams,
-                  attribute: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _valid_inputs(
+    latents: np.ndarray, scores: np.ndarray, params: TunaGANParams, attribute: str
+) -> tuple[np.ndarray, np.ndarray, int]:
     """(N, D) latents and (N,) finite scores as float64, and how many non-finite ones were dropped."""
     latents = np.asarray(latents, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if latents.ndim != 2 or latents.shape[0] != scores.shape[0]:
-        raise MethodInputError(f"{METHOD}: {attribute!r}: latents {latents.shape} and scores {scores.shape} do not "
-                               f"align (expected (N, D) and (N,))")
+        raise MethodInputError(
+            f"{METHOD}: {attribute!r}: latents {latents.shape} and scores {scores.shape} do not "
+            f"align (expected (N, D) and (N,))"
+        )
     valid = np.isfinite(scores)
     if int(valid.sum()) < params.min_samples:
-        raise MethodInputError(f"{METHOD}: {attribute!r}: {int(valid.sum())} valid samples, fewer than "
-                               f"min_samples={params.min_samples}")
+        raise MethodInputError(
+            f"{METHOD}: {attribute!r}: {int(valid.sum())} valid samples, fewer than min_samples={params.min_samples}"
+        )
     return latents[valid], scores[valid], int((~valid).sum())
 
 
@@ -210,9 +226,11 @@ def prepare_target(scores: np.ndarray, params: TunaGANParams, attribute: str) ->
         labels = (scores >= params.binary_threshold).astype(np.int64)
         counts = np.bincount(labels[train_idx], minlength=2)
         if counts.min() < max(2, params.min_samples // 10):
-            raise MethodInputError(f"{METHOD}: {attribute!r}: thresholding at {params.binary_threshold} leaves "
-                                   f"{counts.tolist()} (negative, positive) training samples; a binary model needs "
-                                   f"both classes (declare it continuous or change binary_threshold)")
+            raise MethodInputError(
+                f"{METHOD}: {attribute!r}: thresholding at {params.binary_threshold} leaves "
+                f"{counts.tolist()} (negative, positive) training samples; a binary model needs "
+                f"both classes (declare it continuous or change binary_threshold)"
+            )
         return AttributeTarget(kind, scores, train_idx, val_idx, labels, 0.0, 1.0, None)
     target_mean, target_scale = float(scores[train_idx].mean()), float(scores[train_idx].std())
     if target_scale == 0:
@@ -221,8 +239,9 @@ def prepare_target(scores: np.ndarray, params: TunaGANParams, attribute: str) ->
     return AttributeTarget(kind, scores, train_idx, val_idx, None, target_mean, target_scale, edges)
 
 
-def _fit_linear(latents: np.ndarray, target: AttributeTarget, params: TunaGANParams,
-                attribute: str) -> tuple[np.ndarray, np.ndarray]:
+def _fit_linear(
+    latents: np.ndarray, target: AttributeTarget, params: TunaGANParams, attribute: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Logistic (binary) or least-squares (continuous) regression: the unit (D,) weight vector and the validation
     predictions (classes or values)."""
     train, val = target.train_idx, target.val_idx
@@ -238,13 +257,21 @@ def _fit_linear(latents: np.ndarray, target: AttributeTarget, params: TunaGANPar
     return unit(weight), predicted
 
 
-def _fit_mlp(latents: np.ndarray, target: AttributeTarget, params: TunaGANParams,
-             device: torch.device) -> tuple[np.ndarray, np.ndarray, AttributeMLP, dict[str, float]]:
+def _fit_mlp(
+    latents: np.ndarray, target: AttributeTarget, params: TunaGANParams, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, AttributeMLP, dict[str, float]]:
     """TunaGAN's 2-layer MLP: the unit mean of its per-sample unit gradients, the validation predictions, the
     trained model (on the CPU) and its ``final_train_loss`` and ``gradient_coherence``."""
     generator = torch.Generator().manual_seed(params.seed)
-    model = AttributeMLP(latents.shape[1], params.hidden_dim, params.dropout, target.kind, target.target_mean,
-                         target.target_scale, params.binary_threshold)
+    model = AttributeMLP(
+        latents.shape[1],
+        params.hidden_dim,
+        params.dropout,
+        target.kind,
+        target.target_mean,
+        target.target_scale,
+        params.binary_threshold,
+    )
     model.reset_parameters(generator)
     model.to(device)
     x = torch.as_tensor(latents, dtype=torch.float32, device=device)
@@ -256,8 +283,13 @@ def _fit_mlp(latents: np.ndarray, target: AttributeTarget, params: TunaGANParams
     return unit(mean_direction), predicted, model.cpu(), stats
 
 
-def fit_attribute(latents: np.ndarray, scores: np.ndarray, params: TunaGANParams, attribute: str = "attribute",
-                  device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, Any], AttributeMLP | None]:
+def fit_attribute(
+    latents: np.ndarray,
+    scores: np.ndarray,
+    params: TunaGANParams,
+    attribute: str = "attribute",
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, dict[str, Any], AttributeMLP | None]:
     """Fit TunaGAN's model for one attribute.
 
     Args:
@@ -277,8 +309,13 @@ def fit_attribute(latents: np.ndarray, scores: np.ndarray, params: TunaGANParams
     """
     latents, scores, n_invalid = _valid_inputs(latents, scores, params, attribute)
     target = prepare_target(scores, params, attribute)
-    stats: dict[str, Any] = {"kind": target.kind, "model": params.model, "n_train": int(target.train_idx.size),
-                             "n_val": int(target.val_idx.size), "n_invalid": n_invalid}
+    stats: dict[str, Any] = {
+        "kind": target.kind,
+        "model": params.model,
+        "n_train": int(target.train_idx.size),
+        "n_val": int(target.val_idx.size),
+        "n_invalid": n_invalid,
+    }
     if target.binary:
         stats["positive_fraction"] = float(target.labels.mean())
     model: AttributeMLP | None = None
@@ -295,8 +332,11 @@ def _file_name(attribute: str, index: int) -> str:
     return f"mlp_{index:03d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', attribute)}.pt"
 
 
-def build_direction_set(results: dict[str, tuple[np.ndarray, dict[str, Any], AttributeMLP | None]],
-                        params: TunaGANParams, input_fingerprint: str = "") -> DirectionSet:
+def build_direction_set(
+    results: dict[str, tuple[np.ndarray, dict[str, Any], AttributeMLP | None]],
+    params: TunaGANParams,
+    input_fingerprint: str = "",
+) -> DirectionSet:
     """Assemble per-attribute :func:`fit_attribute` results (e.g. from parallel tasks) into one DirectionSet."""
     names = list(results)
     extras: dict[str, bytes] = {}
@@ -308,13 +348,22 @@ def build_direction_set(results: dict[str, tuple[np.ndarray, dict[str, Any], Att
             models[name] = {"file": _file_name(name, index), **model.config()}
             extras[models[name]["file"]] = buffer.getvalue()
     log_total = float(sum(np.log(results[name][1]["separability"]) for name in names))
-    meta = {"params": params.model_dump(), "input_fingerprint": input_fingerprint,
-            "separability_overall": float(np.exp(log_total))}
+    meta = {
+        "params": params.model_dump(),
+        "input_fingerprint": input_fingerprint,
+        "separability_overall": float(np.exp(log_total)),
+    }
     if models:
         meta["models"] = models
-    return DirectionSet(method=METHOD, space=params.space, names=names,
-                        vectors=np.stack([results[name][0] for name in names]),
-                        stats={name: results[name][1] for name in names}, meta=meta, extras=extras)
+    return DirectionSet(
+        method=METHOD,
+        space=params.space,
+        names=names,
+        vectors=np.stack([results[name][0] for name in names]),
+        stats={name: results[name][1] for name in names},
+        meta=meta,
+        extras=extras,
+    )
 
 
 def fit_tunagan(context: FitContext, params: TunaGANParams) -> DirectionSet:
@@ -322,14 +371,15 @@ def fit_tunagan(context: FitContext, params: TunaGANParams) -> DirectionSet:
     latents = supervised_inputs(context, METHOD, params.space)
     unknown = sorted(set(params.binary_attributes or []) - set(context.attributes))
     if unknown:
-        raise MethodInputError(f"{METHOD}: binary_attributes {unknown} are not among the attributes "
-                               f"{list(context.attributes)}")
+        raise MethodInputError(
+            f"{METHOD}: binary_attributes {unknown} are not among the attributes {list(context.attributes)}"
+        )
     results = {}
     for step, attribute in enumerate(context.attributes):
-        results[attribute] = fit_attribute(latents, context.labels[attribute].to_numpy(), params, attribute,
-                                           device=context.device)
-        context.progress(step + 1, len(context.attributes),
-                         {"separability": results[attribute][1]["separability"]})
+        results[attribute] = fit_attribute(
+            latents, context.labels[attribute].to_numpy(), params, attribute, device=context.device
+        )
+        context.progress(step + 1, len(context.attributes), {"separability": results[attribute][1]["separability"]})
     return build_direction_set(results, params, context.input_fingerprint)
 
 
@@ -338,8 +388,9 @@ def combine_tunagan(parts: list[DirectionSet]) -> DirectionSet:
     model index merged, and the overall separability recomputed as the product of the per-attribute scores."""
     joined = concatenate_direction_sets(parts)
     meta = {key: value for key, value in parts[0].meta.items() if key not in ("models", "extra_files")}
-    meta["separability_overall"] = float(np.exp(sum(np.log(joined.stats[name]["separability"])
-                                                    for name in joined.names)))
+    meta["separability_overall"] = float(
+        np.exp(sum(np.log(joined.stats[name]["separability"]) for name in joined.names))
+    )
     models = {name: entry for part in parts for name, entry in part.meta.get("models", {}).items()}
     if models:
         meta["models"] = models
@@ -350,17 +401,20 @@ def combine_tunagan(parts: list[DirectionSet]) -> DirectionSet:
 class TunaGANLinearParams(TunaGANParams):
     """TunaGAN's linear models (logistic / linear regression), as their own method for side-by-side comparison."""
 
-    model: Literal["linear", "nonlinear"] = Field("linear", description="'linear' (the default of this entry) or "
-                                                                       "'nonlinear'")
+    model: Literal["linear", "nonlinear"] = Field(
+        "linear", description="'linear' (the default of this entry) or 'nonlinear'"
+    )
 
 
 @METHODS.register(METHOD)
 def tunagan_spec() -> MethodSpec:
-    return MethodSpec(params_model=TunaGANParams, fit=fit_tunagan, supervised=True, separable=True,
-                      combine=combine_tunagan)
+    return MethodSpec(
+        params_model=TunaGANParams, fit=fit_tunagan, supervised=True, separable=True, combine=combine_tunagan
+    )
 
 
 @METHODS.register(f"{METHOD}-linear")
 def tunagan_linear_spec() -> MethodSpec:
-    return MethodSpec(params_model=TunaGANLinearParams, fit=fit_tunagan, supervised=True, separable=True,
-                      combine=combine_tunagan)
+    return MethodSpec(
+        params_model=TunaGANLinearParams, fit=fit_tunagan, supervised=True, separable=True, combine=combine_tunagan
+    )

@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
+
 from latentatlas.errors import LatentAtlasError
 
 DeformatorType = Literal["linear", "orthonormal", "fc"]
@@ -102,8 +103,10 @@ class FullyConnectedDeformator(Deformator):
         super().__init__()
         self.n_directions, self.latent_dim = n_directions, latent_dim
         self.layers = nn.Sequential(
-            nn.Linear(n_directions, hidden, bias=False), nn.ELU(),
-            nn.Linear(hidden, hidden, bias=False), nn.ELU(),
+            nn.Linear(n_directions, hidden, bias=False),
+            nn.ELU(),
+            nn.Linear(hidden, hidden, bias=False),
+            nn.ELU(),
             nn.Linear(hidden, latent_dim, bias=False),
         )
 
@@ -114,19 +117,20 @@ class FullyConnectedDeformator(Deformator):
 def check_direction_count(deformator_type: str, n_directions: int, latent_dim: int) -> None:
     """Raise :class:`DeformatorConfigError` for an unknown type, K < 1, or K > D with a linear type."""
     if deformator_type not in DEFORMATOR_TYPES:
-        raise DeformatorConfigError(f"unknown deformator type {deformator_type!r}; expected one of "
-                                    f"{list(DEFORMATOR_TYPES)}")
+        raise DeformatorConfigError(
+            f"unknown deformator type {deformator_type!r}; expected one of {list(DEFORMATOR_TYPES)}"
+        )
     if n_directions < 1:
         raise DeformatorConfigError(f"n_directions must be at least 1, got {n_directions}")
     if deformator_type in LINEAR_TYPES and n_directions > latent_dim:
         raise DeformatorConfigError(
             f"a {deformator_type} deformator can hold at most latent_dim = {latent_dim} directions, but "
             f"n_directions = {n_directions} was asked for: set n_directions <= {latent_dim} (or leave it unset to get "
-            f"min(128, {latent_dim})), or use deformator_type 'fc'")
+            f"min(128, {latent_dim})), or use deformator_type 'fc'"
+        )
 
 
-def build_deformator(deformator_type: DeformatorType, n_directions: int, latent_dim: int,
-                     seed: int = 0) -> Deformator:
+def build_deformator(deformator_type: DeformatorType, n_directions: int, latent_dim: int, seed: int = 0) -> Deformator:
     """A deformator of ``deformator_type`` with K = ``n_directions`` codes and D = ``latent_dim`` outputs.
 
     Initialised from ``seed`` (the global torch RNG is forked, so the caller's RNG state is untouched). Built on the
@@ -155,8 +159,9 @@ class DirectionSummary:
 
 
 @torch.no_grad()
-def direction_vectors(deformator: Deformator, epsilon_min: float, epsilon_max: float,
-                      n_magnitudes: int = 32) -> DirectionSummary:
+def direction_vectors(
+    deformator: Deformator, epsilon_min: float, epsilon_max: float, n_magnitudes: int = 32
+) -> DirectionSummary:
     """The K unit-norm latent directions of ``deformator``, how straight each is, and its gain.
 
     Linear types: the columns of the (unit-column) direction matrix.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -19,11 +18,18 @@ from stages.plugins.methods.unsupervised.deformator import Deformator
 from stages.plugins.methods.unsupervised.training import sample_shift_batch
 
 
-
 @torch.no_grad()
-def reconstructor_accuracy(generator: Any, deformator: Deformator, reconstructor: nn.Module, n_batches: int,
-                           batch_size: int, epsilon_min: float, epsilon_max: float, seed: int,
-                           device: torch.device) -> dict[str, float]:
+def reconstructor_accuracy(
+    generator: Any,
+    deformator: Deformator,
+    reconstructor: nn.Module,
+    n_batches: int,
+    batch_size: int,
+    epsilon_min: float,
+    epsilon_max: float,
+    seed: int,
+    device: torch.device,
+) -> dict[str, float]:
     """RCA on ``n_batches`` held-out batches of single shifts.
 
     Returns:
@@ -36,8 +42,12 @@ def reconstructor_accuracy(generator: Any, deformator: Deformator, reconstructor
     correct, absolute_error, count = 0, 0.0, 0
     try:
         for _ in range(n_batches):
-            latents, indices, magnitudes = (t.to(device) for t in sample_shift_batch(
-                batch_size, int(generator.z_dim), deformator.n_directions, epsilon_min, epsilon_max, rng))
+            latents, indices, magnitudes = (
+                t.to(device)
+                for t in sample_shift_batch(
+                    batch_size, int(generator.z_dim), deformator.n_directions, epsilon_min, epsilon_max, rng
+                )
+            )
             images = generator.synthesize(latents)
             shifted = generator.synthesize(latents + deformator.shift(indices, magnitudes))
             logits, predicted = reconstructor(images, shifted)

@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 from torchvision.models import resnet18
+
 from latentatlas.errors import LatentAtlasError
 
 ReconstructorType = Literal["lenet", "resnet18"]
@@ -32,16 +33,27 @@ class LeNetReconstructor(nn.Module):
     def __init__(self, n_directions: int, width: int = 2, image_channels: int = 3) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(2 * image_channels, 3 * width, kernel_size=5), nn.BatchNorm2d(3 * width), nn.ReLU(),
+            nn.Conv2d(2 * image_channels, 3 * width, kernel_size=5),
+            nn.BatchNorm2d(3 * width),
+            nn.ReLU(),
             nn.MaxPool2d(kernel_size=2, stride=2),
-            nn.Conv2d(3 * width, 8 * width, kernel_size=5), nn.BatchNorm2d(8 * width), nn.ReLU(),
+            nn.Conv2d(3 * width, 8 * width, kernel_size=5),
+            nn.BatchNorm2d(8 * width),
+            nn.ReLU(),
             nn.MaxPool2d(kernel_size=2, stride=2),
-            nn.Conv2d(8 * width, 60 * width, kernel_size=5), nn.BatchNorm2d(60 * width), nn.ReLU(),
+            nn.Conv2d(8 * width, 60 * width, kernel_size=5),
+            nn.BatchNorm2d(60 * width),
+            nn.ReLU(),
         )
-        self.direction_head = nn.Sequential(nn.Linear(60 * width, 42 * width), nn.BatchNorm1d(42 * width), nn.ReLU(),
-                                            nn.Linear(42 * width, n_directions))
-        self.magnitude_head = nn.Sequential(nn.Linear(60 * width, 42 * width), nn.BatchNorm1d(42 * width), nn.ReLU(),
-                                            nn.Linear(42 * width, 1))
+        self.direction_head = nn.Sequential(
+            nn.Linear(60 * width, 42 * width),
+            nn.BatchNorm1d(42 * width),
+            nn.ReLU(),
+            nn.Linear(42 * width, n_directions),
+        )
+        self.magnitude_head = nn.Sequential(
+            nn.Linear(60 * width, 42 * width), nn.BatchNorm1d(42 * width), nn.ReLU(), nn.Linear(42 * width, 1)
+        )
 
     def forward(self, images: torch.Tensor, shifted_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, H, W) and (N, 3, H, W) → logits (N, K), ε̂ (N,)."""
@@ -73,8 +85,9 @@ def build_reconstructor(reconstructor_type: ReconstructorType, n_directions: int
     the caller's state untouched), on the CPU."""
     classes = {"lenet": LeNetReconstructor, "resnet18": ResNet18Reconstructor}
     if reconstructor_type not in classes:
-        raise ReconstructorConfigError(f"unknown reconstructor {reconstructor_type!r}; expected one of "
-                                       f"{sorted(classes)}")
+        raise ReconstructorConfigError(
+            f"unknown reconstructor {reconstructor_type!r}; expected one of {sorted(classes)}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return classes[reconstructor_type](n_directions)

@@ -62,15 +62,20 @@ class UnsupervisedParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_directions: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="K, the number of directions to discover. None: the papers' 128, capped at the latent dimension "
-                    "for the linear/orthonormal deformators (100 for the face DCGAN; the cap is logged). An explicit "
-                    "K larger than the latent dimension with a linear type is an error.")
+        "for the linear/orthonormal deformators (100 for the face DCGAN; the cap is logged). An explicit "
+        "K larger than the latent dimension with a linear type is an error.",
+    )
     deformator_type: Literal["linear", "orthonormal", "fc"] = Field(
-        "orthonormal", description="linear: D×K matrix with unit-length columns; orthonormal: K columns of "
-                                   "exp(S − Sᵀ); fc: 3-layer MLP (1024 hidden units, ELU, bias-free)")
+        "orthonormal",
+        description="linear: D×K matrix with unit-length columns; orthonormal: K columns of "
+        "exp(S − Sᵀ); fc: 3-layer MLP (1024 hidden units, ELU, bias-free)",
+    )
     reconstructor: Literal["lenet", "resnet18"] = Field(
-        "lenet", description="lenet for ≈64×64 images, resnet18 (random init) for larger ones")
+        "lenet", description="lenet for ≈64×64 images, resnet18 (random init) for larger ones"
+    )
     epsilon_max: float = Field(6.0, gt=0, description="shift magnitudes ε are drawn from ε_max·U[−1, 1]")
     epsilon_min: float = Field(0.5, gt=0, description="|ε| below this is raised to ±epsilon_min")
     lambda_shift: float = Field(0.25, ge=0, description="λ, weight of the mean-absolute ε regression loss L_r")
@@ -81,14 +86,15 @@ class UnsupervisedParams(BaseModel):
     log_every: int = Field(100, ge=1, description="steps between progress reports (window-averaged losses)")
     seed: int = Field(0, description="seed of the network initialisation and of the z, k, ε stream")
     amp: bool = Field(False, description="bf16 autocast of G and R on CUDA (ignored on the CPU)")
-    eval_batches: int = Field(100, ge=1, description="held-out batches of batch_size pairs (fresh z, own seed) for "
-                                                      "the RCA (Voynov: 100)")
+    eval_batches: int = Field(
+        100, ge=1, description="held-out batches of batch_size pairs (fresh z, own seed) for the RCA (Voynov: 100)"
+    )
     ppl_samples: int = Field(64, ge=1, description="path-length samples per direction")
     ppl_net: Literal["alex", "vgg"] = Field("vgg", description="LPIPS trunk of the path length (paper: VGG16)")
     ppl_batch_size: int = Field(64, ge=1, description="samples per generator/LPIPS call in the path length")
 
     @model_validator(mode="after")
-    def _check_epsilons(self) -> "UnsupervisedParams":
+    def _check_epsilons(self) -> UnsupervisedParams:
         if self.epsilon_min >= self.epsilon_max:
             raise ValueError(f"epsilon_min ({self.epsilon_min}) must be below epsilon_max ({self.epsilon_max})")
         return self
@@ -129,8 +135,14 @@ def resolve_n_directions(requested: int | None, deformator_type: str, latent_dim
         count = PAPER_DIRECTIONS
         if deformator_type in ("linear", "orthonormal") and latent_dim < PAPER_DIRECTIONS:
             count = latent_dim
-            logger.warning("n_directions unset: the papers' K = %d exceeds the latent dimension %d, so the %s "
-                           "deformator gets K = %d directions", PAPER_DIRECTIONS, latent_dim, deformator_type, count)
+            logger.warning(
+                "n_directions unset: the papers' K = %d exceeds the latent dimension %d, so the %s "
+                "deformator gets K = %d directions",
+                PAPER_DIRECTIONS,
+                latent_dim,
+                deformator_type,
+                count,
+            )
     else:
         count = requested
     check_direction_count(deformator_type, count, latent_dim)
@@ -145,16 +157,18 @@ def sample_magnitudes(count: int, epsilon_min: float, epsilon_max: float, rng: t
     return torch.where(small, signs * epsilon_min, magnitudes)
 
 
-def sample_shift_batch(batch_size: int, latent_dim: int, n_directions: int, epsilon_min: float, epsilon_max: float,
-                       rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_shift_batch(
+    batch_size: int, latent_dim: int, n_directions: int, epsilon_min: float, epsilon_max: float, rng: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One batch of z (N, D) ~ N(0, I), direction indices (N,) ~ U{0..K−1} and magnitudes (N,), on the CPU."""
     latents = torch.randn(batch_size, latent_dim, generator=rng)
     indices = torch.randint(0, n_directions, (batch_size,), generator=rng)
     return latents, indices, sample_magnitudes(batch_size, epsilon_min, epsilon_max, rng)
 
 
-def centroid_loss(shifts: torch.Tensor, indices: torch.Tensor, magnitudes: torch.Tensor,
-                  n_directions: int) -> torch.Tensor:
+def centroid_loss(
+    shifts: torch.Tensor, indices: torch.Tensor, magnitudes: torch.Tensor, n_directions: int
+) -> torch.Tensor:
     """Lu et al.'s centroid loss L_c over a batch of shift codes.
 
     The centroid of direction k is the sum of the batch's shift codes of direction k (Eq. 3, recomputed every
@@ -184,13 +198,31 @@ def centroid_loss(shifts: torch.Tensor, indices: torch.Tensor, magnitudes: torch
     return (1.0 - similarity).mean()
 
 
-def training_fingerprint(params: UnsupervisedParams, objective: Objective, n_directions: int,
-                         generator_fingerprint: str, latent_dim: int) -> str:
+def training_fingerprint(
+    params: UnsupervisedParams, objective: Objective, n_directions: int, generator_fingerprint: str, latent_dim: int
+) -> str:
     """sha256 of everything that changes the training trajectory (not ``steps``, logging or evaluation settings)."""
-    relevant = params.model_dump(include={"deformator_type", "reconstructor", "epsilon_max", "epsilon_min",
-                                          "lambda_shift", "batch_size", "lr", "seed", "amp"})
-    payload = {"format": CHECKPOINT_FORMAT, "params": relevant, "objective": asdict(objective),
-               "n_directions": n_directions, "generator": generator_fingerprint, "latent_dim": latent_dim}
+    relevant = params.model_dump(
+        include={
+            "deformator_type",
+            "reconstructor",
+            "epsilon_max",
+            "epsilon_min",
+            "lambda_shift",
+            "batch_size",
+            "lr",
+            "seed",
+            "amp",
+        }
+    )
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "params": relevant,
+        "objective": asdict(objective),
+        "n_directions": n_directions,
+        "generator": generator_fingerprint,
+        "latent_dim": latent_dim,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -217,8 +249,10 @@ def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextMana
 def _generator_module(generator: Any) -> nn.Module:
     net = getattr(generator, "net", None)
     if not isinstance(net, nn.Module):
-        raise TypeError(f"generator {getattr(generator, 'name', generator)!r} exposes no nn.Module as `.net`; the "
-                        f"unsupervised methods need it to freeze the weights")
+        raise TypeError(
+            f"generator {getattr(generator, 'name', generator)!r} exposes no nn.Module as `.net`; the "
+            f"unsupervised methods need it to freeze the weights"
+        )
     return net
 
 
@@ -232,29 +266,61 @@ def _load_checkpoint(path: Path, fingerprint: str, steps: int, device: torch.dev
         logger.warning("%s: unreadable checkpoint (%s); starting fresh", path, error)
         return None
     if checkpoint.get("fingerprint") != fingerprint:
-        logger.warning("%s: checkpoint was written for other training params (fingerprint %.12s, now %.12s); "
-                       "ignoring it and starting fresh", path, checkpoint.get("fingerprint"), fingerprint)
+        logger.warning(
+            "%s: checkpoint was written for other training params (fingerprint %.12s, now %.12s); "
+            "ignoring it and starting fresh",
+            path,
+            checkpoint.get("fingerprint"),
+            fingerprint,
+        )
         return None
     if checkpoint["step"] > steps:
-        logger.warning("%s: checkpoint is at step %d, beyond the %d steps asked for; starting fresh",
-                       path, checkpoint["step"], steps)
+        logger.warning(
+            "%s: checkpoint is at step %d, beyond the %d steps asked for; starting fresh",
+            path,
+            checkpoint["step"],
+            steps,
+        )
         return None
     return checkpoint
 
 
-def _save_checkpoint(path: Path, fingerprint: str, step: int, deformator: nn.Module, reconstructor: nn.Module,
-                     optimizer: torch.optim.Optimizer, rng: torch.Generator, history: list[dict[str, float]]) -> None:
+def _save_checkpoint(
+    path: Path,
+    fingerprint: str,
+    step: int,
+    deformator: nn.Module,
+    reconstructor: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rng: torch.Generator,
+    history: list[dict[str, float]],
+) -> None:
     buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "step": step,
-                "deformator": deformator.state_dict(), "reconstructor": reconstructor.state_dict(),
-                "optimizer": optimizer.state_dict(), "rng_state": rng.get_state(), "history": history}, buffer)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "step": step,
+            "deformator": deformator.state_dict(),
+            "reconstructor": reconstructor.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng_state": rng.get_state(),
+            "history": history,
+        },
+        buffer,
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def train_deformator(generator: Any, params: UnsupervisedParams, objective: Objective, n_directions: int,
-                     device: torch.device, work_dir: Path | None = None,
-                     progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, metrics: None,
-                     ) -> TrainingResult:
+def train_deformator(
+    generator: Any,
+    params: UnsupervisedParams,
+    objective: Objective,
+    n_directions: int,
+    device: torch.device,
+    work_dir: Path | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] = lambda step, total, metrics: None,
+) -> TrainingResult:
     """Train A and R for ``params.steps`` steps against ``generator`` (z space), resuming from ``work_dir``.
 
     Args:
@@ -298,8 +364,18 @@ def train_deformator(generator: Any, params: UnsupervisedParams, objective: Obje
         window: dict[str, torch.Tensor] = {}  # sums of the step values, kept on the device (no per-step sync)
         window_steps, window_start = 0, time.perf_counter()
         for step in range(start, params.steps):
-            losses = _training_step(generator, deformator, reconstructor, optimizer, params, objective,
-                                    n_directions, latent_dim, rng, device)
+            losses = _training_step(
+                generator,
+                deformator,
+                reconstructor,
+                optimizer,
+                params,
+                objective,
+                n_directions,
+                latent_dim,
+                rng,
+                device,
+            )
             for key, value in losses.items():
                 window[key] = window[key] + value if key in window else value
             window_steps += 1
@@ -309,19 +385,20 @@ def train_deformator(generator: Any, params: UnsupervisedParams, objective: Obje
                 metrics = _window_means(window, window_steps, done, window_start)
                 history.append(metrics)
             if checkpoint_path is not None and (done % params.checkpoint_every == 0 or done == params.steps):
-                _save_checkpoint(checkpoint_path, fingerprint, done, deformator, reconstructor, optimizer, rng,
-                                 history)
+                _save_checkpoint(checkpoint_path, fingerprint, done, deformator, reconstructor, optimizer, rng, history)
             if report_now:
                 progress(done, params.steps, {k: v for k, v in metrics.items() if k != "step"})
                 window, window_steps, window_start = {}, 0, time.perf_counter()
     deformator.eval()
     reconstructor.eval()
-    return TrainingResult(deformator=deformator, reconstructor=reconstructor, steps=params.steps,
-                          resumed_from=start, history=history)
+    return TrainingResult(
+        deformator=deformator, reconstructor=reconstructor, steps=params.steps, resumed_from=start, history=history
+    )
 
 
-def _window_means(window: dict[str, torch.Tensor], window_steps: int, step: int,
-                  window_start: float) -> dict[str, float]:
+def _window_means(
+    window: dict[str, torch.Tensor], window_steps: int, step: int, window_start: float
+) -> dict[str, float]:
     metrics = {key: float(value) / max(window_steps, 1) for key, value in window.items()}  # syncs the device
     elapsed = max(time.perf_counter() - window_start, 1e-9)
     metrics["steps_per_s"] = window_steps / elapsed
@@ -329,21 +406,37 @@ def _window_means(window: dict[str, torch.Tensor], window_steps: int, step: int,
     return metrics
 
 
-def _training_step(generator: Any, deformator: Deformator, reconstructor: nn.Module,
-                   optimizer: torch.optim.Optimizer, params: UnsupervisedParams, objective: Objective,
-                   n_directions: int, latent_dim: int, rng: torch.Generator,
-                   device: torch.device) -> dict[str, torch.Tensor]:
+def _training_step(
+    generator: Any,
+    deformator: Deformator,
+    reconstructor: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: UnsupervisedParams,
+    objective: Objective,
+    n_directions: int,
+    latent_dim: int,
+    rng: torch.Generator,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
     """One optimiser step; returns the batch's loss terms and top-1 accuracy as detached 0-d device tensors."""
-    latents, indices, magnitudes = (_to_device(t, device) for t in sample_shift_batch(
-        params.batch_size, latent_dim, n_directions, params.epsilon_min, params.epsilon_max, rng))
+    latents, indices, magnitudes = (
+        _to_device(t, device)
+        for t in sample_shift_batch(
+            params.batch_size, latent_dim, n_directions, params.epsilon_min, params.epsilon_max, rng
+        )
+    )
     shift = deformator.shift(indices, magnitudes)
     with _autocast(device, params.amp):
         with torch.no_grad():
             images = generator.synthesize(latents)
         shifted = generator.synthesize(latents + shift)
         if objective.two_shifts:
-            second_indices, second_magnitudes = (_to_device(t, device) for t in sample_shift_batch(
-                params.batch_size, latent_dim, n_directions, params.epsilon_min, params.epsilon_max, rng)[1:])
+            second_indices, second_magnitudes = (
+                _to_device(t, device)
+                for t in sample_shift_batch(
+                    params.batch_size, latent_dim, n_directions, params.epsilon_min, params.epsilon_max, rng
+                )[1:]
+            )
             with torch.autocast(device.type, enabled=False):
                 second_shift = deformator.shift(second_indices, second_magnitudes)
             twice_shifted = generator.synthesize(latents + shift + second_shift)
