@@ -17,7 +17,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from latentatlas.params import ParamsError
-from stages.reporting.claims import Part, Rule, combine
+from stages.reporting.claims import Claim, Part, Rule, combine
 from stages.reporting.ranking import rank_attribute
 from stages.reporting.samples import EditSamples, EvaluationDraws, EvaluationRecord, RecordError
 from stages.reporting.statistics import (
@@ -300,3 +300,23 @@ def test_a_claim_holds_only_when_every_part_does() -> None:
     assert combine(["yes", "inconclusive", "no"]) == "no" and combine([]) == "n/a"
     with pytest.raises(ValueError, match="wrong side"):
         Rule("ratio", "below", 1.5, 1.0)
+
+
+def test_the_summary_line_gives_our_estimates_with_their_intervals() -> None:
+    """REPRODUCTION.md's summary table shows ours beside the verdict: each part's estimate and interval, or with many
+    parts how many got each verdict."""
+    rule = Rule("ratio", "below", 0.5, 1.0)
+    part = {
+        label: Part(label, Estimate(*values), rule)
+        for label, values in {
+            "age": (0.3, 0.2, 0.4),
+            "happy": (0.9, 0.8, 0.95),
+            "male": (0.4, 0.2, 1.2),
+            "yaw": (0.1, 0.05, 0.2),
+        }.items()
+    }
+    claim = Claim("c", "paper", "text", "0.1", (rule,), parts=(part["age"], part["happy"]))
+    assert claim.estimates_text == "age: 0.30 [0.20, 0.40]; happy: 0.90 [0.80, 0.95]"
+    claim = Claim("c", "paper", "text", "0.1", (rule,), parts=tuple(part.values()))
+    assert claim.estimates_text == "4 parts: 2 yes, 1 no, 1 inconclusive"
+    assert Claim("c", "paper", "text", "0.1", (rule,)).estimates_text == "not measured"

@@ -153,6 +153,17 @@ class Claim:
     def rule_text(self) -> str:
         return "; ".join(dict.fromkeys(rule.text for rule in self.rules))
 
+    @property
+    def estimates_text(self) -> str:
+        """Our estimates with their intervals in one line: every part when there are at most three, else how many
+        parts got each verdict."""
+        if not self.parts:
+            return "not measured"
+        if len(self.parts) <= 3:
+            return "; ".join(f"{part.label}: {part.estimate.format(2)}" for part in self.parts)
+        counts = {verdict: sum(part.verdict == verdict for part in self.parts) for verdict in VERDICTS}
+        return f"{len(self.parts)} parts: " + ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
+
     def to_json(self) -> dict[str, Any]:
         """``reports/reproduction.json``'s record: id, paper, the paper's value, ours with intervals, the rule and
         the verdict."""

@@ -1218,12 +1218,19 @@ def _parts_markdown(section: PaperSection) -> list[str]:
 
 def render_markdown(sections: list[PaperSection], header: str) -> str:
     """REPRODUCTION.md: the header, a summary of every claim, then each paper's claims, parts and tables."""
-    lines = ["# Reproduction", "", header, "", "| paper | claim | rule | verdict |", "|---|---|---|---|"]
+    lines = [
+        "# Reproduction",
+        "",
+        header,
+        "",
+        "| paper | claim | ours [95 % interval] | rule | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for section in sections:
         for claim in section.claims:
             lines.append(
-                f"| {_cell(section.paper.split(',')[0])} | {_cell(claim.text)} | {_cell(claim.rule_text)} | "
-                f"{claim.verdict} |"
+                f"| {_cell(section.paper.split(',')[0])} | {_cell(claim.text)} | {_cell(claim.estimates_text)} | "
+                f"{_cell(claim.rule_text)} | {claim.verdict} |"
             )
     for section in sections:
         lines += [
