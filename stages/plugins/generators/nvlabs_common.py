@@ -13,13 +13,15 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import nn
 
+from latentatlas.params import AsList, PathStr, PluginParams
 from stages.plugins.generators.base import GeneratorFileError
 from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, RecordedModule
 from stages.runtime.weight_files import bounded_repr, bounded_text, build_on_meta, materialize
@@ -624,3 +626,26 @@ class StyleGANGenerator:
                 f"generator {self.name!r} expects {space} latents of shape (N, "
                 f"{', '.join(map(str, shape))}), got {tuple(latents.shape)}"
             )
+
+
+class NVlabsSnapshotParams(PluginParams):
+    """``generator.kwargs`` of ``stylegan2`` and ``stylegan3`` (an NVlabs snapshot pickle): ``class_index`` /
+    ``class_onehot`` are checked against the file's c_dim when it is read."""
+
+    path: PathStr = Field(description="the .pkl (~ expanded)")
+    truncation_psi: float = Field(1.0, description="ψ of the truncation trick towards the file's w_avg (1: none)")
+    noise_mode: str = Field("const", description="'const' (the file's fixed noise images) or 'none'")
+    class_index: int | None = Field(None, ge=0, description="the class (0..c_dim−1) a class-conditional file generates")
+    class_onehot: Annotated[list[float], AsList] | None = Field(
+        None, min_length=1, description="or its label vector (c_dim numbers)"
+    )
+
+    @field_validator("noise_mode")
+    @classmethod
+    def _deterministic_noise(cls, noise_mode: str) -> str:
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(
+                f"expected one of {list(NOISE_MODES)} ('random' is refused: images must be a function "
+                f"of the latents, for resumable chunks and re-synthesis)"
+            )
+        return noise_mode

@@ -20,21 +20,19 @@ The FIR filters are Kaiser-windowed sinc (or jinc) designs; the file's stored fi
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 
-from latentatlas.params import AsList, PathStr, PluginParams
 from stages.plugins.generators.base import GENERATORS, GeneratorFileError
 from stages.plugins.generators.nvlabs_common import (
     LRELU_GAIN,
     LRELU_SLOPE,
-    NOISE_MODES,
     EqualizedLinear,
     MappingNetwork,
+    NVlabsSnapshotParams,
     StyleGANGenerator,
     StyleGANNet,
     assemble_from_snapshot,
@@ -523,31 +521,8 @@ def build_stylegan3_net(snapshot: NVlabsSnapshot) -> StyleGANNet:
     )
 
 
-class StyleGAN3Params(PluginParams):
-    """``generator.kwargs`` of ``stylegan3``: ``class_index`` / ``class_onehot`` are checked against the file's c_dim
-    when it is read."""
-
-    path: PathStr = Field(description="the .pkl (~ expanded)")
-    truncation_psi: float = Field(1.0, description="ψ of the truncation trick towards the file's w_avg (1: none)")
-    noise_mode: str = Field("const", description="'const' (the file's fixed noise images) or 'none'")
-    class_index: int | None = Field(None, ge=0, description="the class (0..c_dim−1) a class-conditional file generates")
-    class_onehot: Annotated[list[float], AsList] | None = Field(
-        None, min_length=1, description="or its label vector (c_dim numbers)"
-    )
-
-    @field_validator("noise_mode")
-    @classmethod
-    def _deterministic_noise(cls, noise_mode: str) -> str:
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(
-                f"expected one of {list(NOISE_MODES)} ('random' is refused: images must be a function "
-                f"of the latents, for resumable chunks and re-synthesis)"
-            )
-        return noise_mode
-
-
-@GENERATORS.register("stylegan3", params=StyleGAN3Params)
-def build_stylegan3(params: StyleGAN3Params) -> StyleGANGenerator:
+@GENERATORS.register("stylegan3", params=NVlabsSnapshotParams)
+def build_stylegan3(params: NVlabsSnapshotParams) -> StyleGANGenerator:
     """A StyleGAN3 (-T or -R) generator from an NVlabs snapshot pickle (its ``G_ema``), read as data."""
     snapshot = read_nvlabs_snapshot(params.path)
     source = str(snapshot.path)
