@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from torch import nn
 
 from latentatlas.params import AsList, PathStr, PluginParams
 from stages.plugins.generators.base import GeneratorFileError
-from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, RecordedModule
+from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, RecordedModule, read_nvlabs_snapshot
 from stages.runtime.weight_files import bounded_repr, bounded_text, build_on_meta, materialize
 
 LRELU_SLOPE = 0.2
@@ -649,3 +649,19 @@ class NVlabsSnapshotParams(PluginParams):
                 f"of the latents, for resumable chunks and re-synthesis)"
             )
         return noise_mode
+
+
+def generator_from_snapshot(
+    params: NVlabsSnapshotParams,
+    name: str,
+    build_net: Callable[[NVlabsSnapshot], StyleGANNet],
+    implementation: str,
+) -> StyleGANGenerator:
+    """The generator plugin over ``params.path``'s ``G_ema``: the snapshot read as data, the network built by
+    ``build_net``, the class label checked against its c_dim."""
+    snapshot = read_nvlabs_snapshot(params.path)
+    net = build_net(snapshot)
+    label = label_vector(net.mapping.c_dim, params.class_index, params.class_onehot, str(snapshot.path))
+    return StyleGANGenerator(
+        net, name, snapshot.sha256, params.truncation_psi, params.noise_mode, label, implementation
+    )

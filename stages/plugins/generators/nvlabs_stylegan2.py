@@ -40,11 +40,11 @@ from stages.plugins.generators.nvlabs_common import (
     bound_recorded_arguments,
     compute_dtype,
     generator_arguments,
-    label_vector,
+    generator_from_snapshot,
     split_kwargs,
     upfirdn2d,
 )
-from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_snapshot
+from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot
 from stages.runtime.weight_files import bounded_repr
 
 IMPLEMENTATION = "latentatlas-stylegan2-v1"
@@ -446,10 +446,4 @@ def build_stylegan2_net(snapshot: NVlabsSnapshot) -> StyleGANNet:
 @GENERATORS.register("stylegan2", params=NVlabsSnapshotParams)
 def build_stylegan2(params: NVlabsSnapshotParams) -> StyleGANGenerator:
     """A StyleGAN2 / StyleGAN2-ADA generator from an NVlabs snapshot pickle (its ``G_ema``), read as data."""
-    snapshot = read_nvlabs_snapshot(params.path)
-    source = str(snapshot.path)
-    net = build_stylegan2_net(snapshot)
-    label = label_vector(net.mapping.c_dim, params.class_index, params.class_onehot, source)
-    return StyleGANGenerator(
-        net, "stylegan2", snapshot.sha256, params.truncation_psi, params.noise_mode, label, IMPLEMENTATION
-    )
+    return generator_from_snapshot(params, "stylegan2", build_stylegan2_net, IMPLEMENTATION)

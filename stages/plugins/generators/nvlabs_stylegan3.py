@@ -41,12 +41,12 @@ from stages.plugins.generators.nvlabs_common import (
     compute_dtype,
     downsample_strided,
     generator_arguments,
-    label_vector,
+    generator_from_snapshot,
     split_kwargs,
     upfirdn2d,
     upsample_polyphase,
 )
-from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot, read_nvlabs_snapshot
+from stages.plugins.generators.nvlabs_pickle import NVlabsSnapshot
 from stages.runtime.weight_files import bounded_repr
 
 IMPLEMENTATION = "latentatlas-stylegan3-v1"
@@ -524,10 +524,4 @@ def build_stylegan3_net(snapshot: NVlabsSnapshot) -> StyleGANNet:
 @GENERATORS.register("stylegan3", params=NVlabsSnapshotParams)
 def build_stylegan3(params: NVlabsSnapshotParams) -> StyleGANGenerator:
     """A StyleGAN3 (-T or -R) generator from an NVlabs snapshot pickle (its ``G_ema``), read as data."""
-    snapshot = read_nvlabs_snapshot(params.path)
-    source = str(snapshot.path)
-    net = build_stylegan3_net(snapshot)
-    label = label_vector(net.mapping.c_dim, params.class_index, params.class_onehot, source)
-    return StyleGANGenerator(
-        net, "stylegan3", snapshot.sha256, params.truncation_psi, params.noise_mode, label, IMPLEMENTATION
-    )
+    return generator_from_snapshot(params, "stylegan3", build_stylegan3_net, IMPLEMENTATION)
