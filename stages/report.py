@@ -361,7 +361,13 @@ def fit_statistics_html(inputs: ReportInputs) -> list[str]:
             attribute: {k: v for k, v in s.items() if isinstance(v, (int, float)) or v is None}
             for attribute, s in stats.items()
         }
-        flat = pd.DataFrame.from_dict(scalars, orient="index", dtype=object)
+        columns = list(dict.fromkeys(key for values in scalars.values() for key in values))
+        flat = pd.DataFrame(  # built cell by cell: a count missing for one attribute keeps the others integers
+            [[values.get(key) for key in columns] for values in scalars.values()],
+            index=list(scalars),
+            columns=columns,
+            dtype=object,
+        )
         if not flat.empty:
             sections.append(folded(f"{method} ({len(flat)} attributes)", table_html(flat)))
     return sections
