@@ -289,7 +289,7 @@ def ranking_html(rankings: dict[str, AttributeRanking], inputs: ReportInputs) ->
         sections.append(
             f"<h3 id='ranking-{html.escape(attribute)}'>{html.escape(attribute)}</h3>"
             f"<p>{html.escape(best_line(ranking))} {html.escape(detectable_line(ranking, n_heldout))}</p>{warning}"
-            + f"<div class='scroll'>{table_html(ranking.display_table(), classes='ranking')}</div>"
+            + table_html(ranking.display_table(), classes="ranking")
             + "<div class='figures'>"
             + figures.img(figures.rank_intervals(ranking), f"rank intervals {attribute}")
             + figures.img(figures.curves(inputs.curves, attribute), f"curves {attribute}")

@@ -68,7 +68,8 @@ def load_edits(grid: Path, method: str, attribute: str, record: EvaluationRecord
     """``method``'s faces from its grid (downsized to :data:`THUMBNAIL`) and their scores from its record.
 
     Raises:
-        ComparisonError: the grid's α columns are not the record's, or it has more rows than held-out samples.
+        ComparisonError: the grid's α columns are not the record's, or its rows are not the record's first held-out
+            samples (ids 0, 1, ...).
     """
     edits = record.edits[(attribute, "plain")]
     try:

@@ -53,9 +53,9 @@ def format_cell(value: object, digits: int = 3) -> str:
 def table_html(frame: pd.DataFrame, digits: int = 3, classes: str | None = None) -> str:
     """``frame`` as an HTML table, every cell through :func:`format_cell` (an integer column keeps its integers
     even where pandas stored it as float beside a missing value: build ``frame`` with ``dtype=object`` to keep
-    them)."""
+    them). Wrapped to scroll sideways where it is wider than the page."""
     formatted = frame.astype(object).map(lambda value: format_cell(value, digits))
-    return formatted.to_html(classes=classes, escape=True)
+    return f"<div class='scroll'>{formatted.to_html(classes=classes, escape=True)}</div>"
 
 
 def folded(summary: str, body: str, open_: bool = False) -> str:
