@@ -26,6 +26,7 @@ from stages.latent.perceptual import build_lpips
 from stages.report import build_report
 from stages.reporting import figures
 from stages.reporting.comparison import CAPTION, GAP, THUMBNAIL, jpeg_data_uri, strip
+from stages.reporting.contact_sheet import GridLayoutError, render_traversal_grid, traversal_grid_tiles
 from stages.reporting.page import format_cell, table_html
 from stages.runtime.chunked import run_stage
 from tests.conftest import make_params, run_toy_spine
@@ -176,17 +177,23 @@ def test_a_grid_of_other_faces_is_flagged(toy_report, tmp_path) -> None:
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("evaluations"))
     grid = copy / "reports/grids/random/smile.png"
     with Image.open(grid) as sheet:
-        swapped = sheet.copy()
-    header, row = 28, 128 + 15  # the grid's layout (stages/reporting/contact_sheet.py)
-    first = swapped.crop((0, header, swapped.width, header + row))
-    second = swapped.crop((0, header + row, swapped.width, header + 2 * row))
-    swapped.paste(second, (0, header))
-    swapped.paste(first, (0, header + row))
-    swapped.save(grid)
+        tiles = traversal_grid_tiles(sheet, len(ALPHAS))
+    swapped = tiles[[1, 0, *range(2, len(tiles))]]
+    render_traversal_grid(swapped, ALPHAS, np.zeros(swapped.shape[:2]), "random: smile").save(grid)
     build_report(params, copy / "data", ["truth", "random", "truth-w"], layout=OutputLayout(copy))
     text = (copy / "reports/report.html").read_text()
     assert "The unedited faces (α = 0) of random differ from" in text
     assert text.count("differ from") == 1  # smile only
+
+
+def test_traversal_grid_tiles_invert_the_grid_layout() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 5, 8, 8, 3), dtype=np.uint8)
+    sheet = render_traversal_grid(pixels, ALPHAS, np.zeros((3, 5)), "m: a")
+    tiles = traversal_grid_tiles(sheet, 5)
+    assert tiles.shape == (3, 5, 128, 128, 3)
+    np.testing.assert_array_equal(tiles[:, :, ::16, ::16], pixels)  # nearest upscale by 16, cut back out exactly
+    with pytest.raises(GridLayoutError, match="not a traversal grid of 7 α columns"):
+        traversal_grid_tiles(sheet, 7)
 
 
 def test_faces_are_jpeg_within_their_byte_budget(toy_report) -> None:
