@@ -10,10 +10,15 @@ Outputs (paths from :class:`latentatlas.layout.OutputLayout`):
   the warnings (:mod:`stages.reporting.ranking`);
 - ``reports/REPRODUCTION.md`` and ``reports/reproduction.json``: the papers' claims, ours with intervals, the rules
   and the verdicts (:mod:`stages.reporting.reproduction`);
-- ``reports/summary.md`` and ``reports/report.html``: the rankings (groups, intervals, detectable differences,
-  warnings), the per-α curves with interval bands, rank intervals, cosine heatmaps (within each method, the same
-  attribute across methods), the labels' correlation, each method's fit statistics, the reproduction and the traversal
-  grids. The HTML embeds every figure as a base64 PNG: it opens offline and can be mailed.
+- ``reports/summary.md``: the rankings (groups, intervals, detectable differences, warnings) in Markdown;
+- ``reports/report.html``, one self-contained page made for looking, in this order: a short header; the edits side
+  by side (per attribute the same held-out faces edited by every method, α across, methods best rank first with
+  their rank group, the re-labeled target score under each face; composed from the evaluate stage's traversal grids
+  and per-sample records, never re-synthesized: :mod:`stages.reporting.comparison`); the ranking (tables, rank
+  intervals, per-α curves with interval bands and the legend beside them); the geometry (cosines across methods, the
+  labels' correlation, each method's own cosines folded); the reproduction; each method's fit statistics (folded).
+  Faces are JPEG strips, plots palette PNGs, all embedded as base64 (no script, no URL: it opens offline and can be
+  mailed; the default run's page is about 2 MB). Tables print integers as integers, other numbers with 3 decimals.
 
 Every interval comes from the per-sample records the evaluations wrote (``metrics/<method>.samples.parquet``),
 resampled with the same seeded bootstrap (``eval.seed``, ``eval.bootstrap_resamples``) for every method: every method
@@ -22,7 +27,6 @@ is judged on the same held-out latents, so comparisons are paired.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from dataclasses import dataclass
@@ -40,6 +44,8 @@ from latentatlas.layout import OutputLayout
 from latentatlas.params import Params
 from stages.latent.directions import DirectionSet, select_directions
 from stages.reporting.claims import PaperSection
+from stages.reporting.comparison import ComparisonError, comparison_html
+from stages.reporting.page import STYLE, folded, table_html
 from stages.reporting.ranking import CRITERIA, AttributeRanking, headline, rank_attribute
 from stages.reporting.reproduction import (
     Entry,
@@ -254,6 +260,26 @@ def summary_markdown(
     return "\n".join(lines)
 
 
+def comparison_section(inputs: ReportInputs, rankings: dict[str, AttributeRanking], layout: OutputLayout) -> str:
+    """The page's first section: per attribute the same held-out faces edited by every method, side by side
+    (:mod:`stages.reporting.comparison`)."""
+    records = {m: inputs.draws[m].record for m in inputs.methods}
+    spaces = {m: space_label(inputs.details[m]) for m in inputs.methods}
+    attributes = []
+    for ranking in rankings.values():
+        missing = [m for m in inputs.methods if m not in ranking.methods]
+        try:
+            attributes.append(comparison_html(ranking, layout.grids_root(), records, spaces, missing))
+        except ComparisonError as error:
+            raise ReportError(str(error)) from None
+    return (
+        "<h2 id='comparison'>The edits side by side</h2><p class='note'>Per attribute, the same held-out faces "
+        "(never used for fitting) edited by every method, α from left to right (α = 0: the unedited face); "
+        "methods best rank first, with their rank group (below). The number under each face is its target "
+        "attribute re-labeled after the edit.</p>" + "".join(attributes)
+    )
+
+
 def ranking_html(rankings: dict[str, AttributeRanking], inputs: ReportInputs) -> list[str]:
     """Per attribute: heading, best group, detectable differences, warning, the table, rank intervals and curves."""
     n_heldout = next(iter(inputs.draws.values())).record.n_samples
@@ -261,78 +287,89 @@ def ranking_html(rankings: dict[str, AttributeRanking], inputs: ReportInputs) ->
     for attribute, ranking in rankings.items():
         warning = f"<p class='warning'>⚠ {html.escape(ranking.warning)}</p>" if ranking.warning else ""
         sections.append(
-            f"<h3>{html.escape(attribute)}</h3><p>{html.escape(best_line(ranking))} "
-            f"{html.escape(detectable_line(ranking, n_heldout))}</p>{warning}"
-            + ranking.display_table().to_html(classes="ranking")
+            f"<h3 id='ranking-{html.escape(attribute)}'>{html.escape(attribute)}</h3>"
+            f"<p>{html.escape(best_line(ranking))} {html.escape(detectable_line(ranking, n_heldout))}</p>{warning}"
+            + table_html(ranking.display_table(), classes="ranking")
+            + "<div class='figures'>"
+            + figures.img(figures.rank_intervals(ranking), f"rank intervals {attribute}")
+            + figures.img(figures.curves(inputs.curves, attribute), f"curves {attribute}")
+            + "</div>"
         )
-        sections.append(figures.img(figures.rank_intervals(ranking), f"rank intervals {attribute}"))
-        sections.append(figures.img(figures.curves(inputs.curves, attribute), f"curves {attribute}"))
     return sections
 
 
 def geometry_html(inputs: ReportInputs, attributes: list[str]) -> list[str]:
-    """Cosine heatmaps within each method and across methods, and the labels' correlation."""
+    """Cosine heatmaps across methods (per attribute) and within each method (folded), and the labels'
+    correlation."""
     selected = {
         m: select_directions(
             inputs.directions[m], [a for a in attributes if a in inputs.details[m]["directions"]], allow_missing=True
         )
         for m in inputs.methods
     }
-    sections = ["<h2>Geometry</h2>"]
-    for method in inputs.methods:
-        names = list(selected[method])
-        if len(names) > 1:
-            vectors = np.stack([selected[method][a][0] for a in names])
-            sections.append(
-                figures.img(
-                    figures.heatmap(vectors @ vectors.T, names, f"{method}: cosine between directions"),
-                    f"cosine {method}",
-                )
-            )
+    across = []
     if len(inputs.methods) > 1:
         for attribute in attributes:
             having = [m for m in inputs.methods if attribute in selected[m]]
             vectors = np.stack([selected[m][attribute][0] for m in having])
-            sections.append(
+            across.append(
                 figures.img(
                     figures.heatmap(vectors @ vectors.T, having, f"{attribute}: cosine across methods"),
                     f"across methods {attribute}",
                 )
             )
+    within = []
+    for method in inputs.methods:
+        names = list(selected[method])
+        if len(names) > 1:
+            vectors = np.stack([selected[method][a][0] for a in names])
+            within.append(
+                figures.img(
+                    figures.heatmap(vectors @ vectors.T, names, f"{method}: cosine between directions"),
+                    f"cosine {method}",
+                )
+            )
     names = list(inputs.label_correlation.index)
-    sections.append(
-        figures.img(
-            figures.heatmap(
-                inputs.label_correlation.to_numpy(),
-                names,
-                f"Pearson correlation of the labels (N = {inputs.n_labeled} synthesized samples)",
-            ),
-            "attribute correlation",
-        )
+    correlation = figures.img(
+        figures.heatmap(
+            inputs.label_correlation.to_numpy(),
+            names,
+            f"Pearson correlation of the labels (N = {inputs.n_labeled} synthesized samples)",
+        ),
+        "attribute correlation",
     )
+    sections = ["<h2 id='geometry'>Geometry</h2>", f"<div class='figures'>{''.join(across)}{correlation}</div>"]
+    if within:
+        sections.append(
+            folded(
+                f"Cosine between each method's directions ({len(within)} methods)",
+                f"<div class='figures'>{''.join(within)}</div>",
+            )
+        )
     return sections
 
 
 def fit_statistics_html(inputs: ReportInputs) -> list[str]:
-    sections = ["<h2>Fit statistics (from each method)</h2>"]
-    for method in inputs.methods:
-        stats = {attribute: entry.get("fit", {}) for attribute, entry in inputs.details[method]["directions"].items()}
-        flat = pd.DataFrame({a: {k: v for k, v in s.items() if isinstance(v, (int, float))} for a, s in stats.items()})
-        if not flat.empty:
-            sections.append(f"<h3>{html.escape(method)}</h3>" + flat.T.to_html(float_format="{:.3f}".format))
-    return sections
-
-
-def grids_html(inputs: ReportInputs, layout: OutputLayout) -> list[str]:
+    """Each method's own fit statistics per attribute, folded (one block per method)."""
     sections = [
-        "<h2>Traversal grids</h2><p>Rows: held-out samples; columns: α; caption: the target attribute "
-        "re-labeled after the edit.</p>"
+        "<h2 id='fit-statistics'>Fit statistics (from each method)</h2><p class='note'>What each method reported "
+        "about its own fit (counts, accuracies, R², losses), per attribute.</p>"
     ]
     for method in inputs.methods:
-        for attribute in inputs.details[method]["directions"]:
-            grid = layout.grids_root() / method / f"{attribute}.png"
-            if grid.is_file():
-                sections.append(figures.img(base64.b64encode(grid.read_bytes()).decode(), f"{method} {attribute}"))
+        stats = {attribute: entry.get("fit", {}) for attribute, entry in inputs.details[method]["directions"].items()}
+        scalars = {
+            attribute: {k: v for k, v in s.items() if isinstance(v, (int, float)) or v is None}
+            for attribute, s in stats.items()
+        }
+        columns = list(dict.fromkeys(key for values in scalars.values() for key in values))
+        flat = pd.DataFrame(  # built cell by cell: a count missing for one attribute keeps the others integers
+            [[values.get(key) for key in columns] for values in scalars.values()],
+            index=list(scalars),
+            columns=columns,
+            dtype=object,
+        )
+        if not flat.empty:
+            sections.append(folded(f"{method} ({len(flat)} attributes)", table_html(flat)))
     return sections
 
 
@@ -344,30 +381,39 @@ def report_html(
     header: str,
     layout: OutputLayout,
 ) -> str:
-    """The whole self-contained page."""
+    """The whole self-contained page: a short header, the edits side by side, the ranking, then geometry,
+    reproduction and the fit statistics (folded)."""
     methods = inputs.methods
+    n_heldout = next(iter(inputs.draws.values())).record.n_samples
+    navigation = " ".join(
+        f"<a href='#{anchor}'>{title}</a>"
+        for anchor, title in (
+            ("comparison", "Edits side by side"),
+            ("ranking", "Ranking"),
+            ("geometry", "Geometry"),
+            ("reproduction", "Reproduction"),
+            ("fit-statistics", "Fit statistics"),
+        )
+    )
     parts = [
-        f"<h1>latentatlas report</h1><p>Methods: {html.escape(', '.join(methods))}. Held-out samples per "
-        f"direction: {params.eval.n_samples}; α ∈ {params.eval.alphas}. Every number comes from "
-        f"re-synthesized, re-labeled edits of held-out latents. Edits were made in: "
+        f"<h1>latentatlas report</h1><p class='lead'>Generator {html.escape(params.generator.name)}, labeler "
+        f"{html.escape(params.label.labeler)}; {len(methods)} methods fitted on {inputs.n_labeled} labeled "
+        f"samples, each judged on the same {n_heldout} held-out latents, α ∈ {params.eval.alphas}.</p>"
+        f"<nav>{navigation}</nav>",
+        comparison_section(inputs, rankings, layout),
+        f"<h2 id='ranking'>Ranking per attribute</h2><p>{html.escape(how_to_read(params))}</p><p class='note'>"
+        "Edits were made in: "
         + html.escape("; ".join(f"{m}: {space_label(inputs.details[m])}" for m in methods))
         + ".</p>",
-        f"<h2>Ranking per attribute</h2><p>{html.escape(how_to_read(params))} "
-        f"<a href='#reproduction'>Reproduction of the papers' findings</a>.</p>",
         *ranking_html(rankings, inputs),
         *geometry_html(inputs, list(rankings)),
-        *fit_statistics_html(inputs),
         render_html(sections, header),
-        *grids_html(inputs, layout),
+        *fit_statistics_html(inputs),
     ]
-    style = (
-        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
-        "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%;"
-        "margin:6px 0}.warning{color:#a40}"
-    )
     return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>latentatlas report</title>"
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>latentatlas report</title>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}</body></html>"
     )
 
 

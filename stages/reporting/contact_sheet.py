@@ -14,6 +14,8 @@ from latentatlas.stores import os_error
 
 _CELL = 128  # images are upscaled (nearest) to this side so 64 px faces are legible
 _LINE = 11
+#: A traversal grid's header (title and α line) and the caption under each of its images, in pixels.
+_GRID_HEADER, _GRID_CAPTION = 2 * _LINE + 6, _LINE + 4
 
 
 def render_contact_sheet(
@@ -60,7 +62,8 @@ def render_traversal_grid(
 ) -> Image.Image:
     """Rows of samples, columns of edit strengths: (S, M, H, W, 3) uint8 images, (S, M) target scores.
 
-    The header gives α per column; each image is captioned with the target attribute's score after the edit.
+    The header gives α per column; each image is captioned with the target attribute's score after the edit. Every
+    image is resized (nearest) to 128 × 128; :func:`traversal_grid_tiles` cuts them back out.
     """
     samples, strengths = pixels.shape[:2]
     if len(alphas) != strengths or target_scores.shape != (samples, strengths):
@@ -69,7 +72,7 @@ def render_traversal_grid(
             f"{target_scores.shape} do not match"
         )
     font = ImageFont.load_default()
-    header, caption = 2 * _LINE + 6, _LINE + 4
+    header, caption = _GRID_HEADER, _GRID_CAPTION
     sheet = Image.new("RGB", (strengths * _CELL, header + samples * (_CELL + caption)), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((3, 2), title, fill="black", font=font)
@@ -82,3 +85,31 @@ def render_traversal_grid(
             sheet.paste(Image.fromarray(pixels[row, column]).resize((_CELL, _CELL), Image.NEAREST), (left, top))
             draw.text((left + 3, top + _CELL + 2), f"{target_scores[row, column]:.2f}", fill="black", font=font)
     return sheet
+
+
+class GridLayoutError(ValueError):
+    """An image is not a traversal grid of :func:`render_traversal_grid`'s layout."""
+
+
+def traversal_grid_tiles(sheet: Image.Image, strengths: int) -> np.ndarray:
+    """The (S, M, 128, 128, 3) uint8 images of a traversal grid written by :func:`render_traversal_grid` with
+    M = ``strengths`` columns (the inverse of its layout: header, then per sample a row of images and their captions).
+
+    Raises:
+        GridLayoutError: the sheet's size is not that of such a grid (another layout, or another number of α).
+    """
+    width, height = sheet.size
+    rows, leftover = divmod(height - _GRID_HEADER, _CELL + _GRID_CAPTION)
+    if width != strengths * _CELL or leftover or rows < 1:
+        raise GridLayoutError(
+            f"a {width} × {height} image is not a traversal grid of {strengths} α columns "
+            f"({strengths * _CELL} px wide, {_GRID_HEADER} + rows × {_CELL + _GRID_CAPTION} px high)"
+        )
+    pixels = np.asarray(sheet.convert("RGB"))
+    tops = _GRID_HEADER + np.arange(rows) * (_CELL + _GRID_CAPTION)
+    return np.stack(
+        [
+            np.stack([pixels[top : top + _CELL, column * _CELL : (column + 1) * _CELL] for column in range(strengths)])
+            for top in tops
+        ]
+    )

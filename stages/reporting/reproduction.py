@@ -44,6 +44,7 @@ import pandas as pd
 
 from stages.latent.directions import DirectionSet
 from stages.reporting.claims import Claim, Measurement, Missing, PaperSection, Part, Rule
+from stages.reporting.page import table_html
 from stages.reporting.samples import EvaluationDraws
 from stages.reporting.statistics import (
     Estimate,
@@ -1264,10 +1265,10 @@ def render_html(sections: list[PaperSection], header: str) -> str:
             for c in section.claims
         )
         parts.append(
-            f"<h3>{html.escape(section.paper)}</h3><p>{html.escape(section.summary)}</p><table><tr>"
+            f"<h3>{html.escape(section.paper)}</h3><p>{html.escape(section.summary)}</p><table class='claims'><tr>"
             f"<th>claim</th><th>paper</th><th>ours (95 % interval)</th><th>rule</th><th>verdict</th>"
             f"<th>note</th></tr>{rows}</table>"
         )
         for title, table in section.tables:
-            parts.append(f"<h4>{html.escape(title)}</h4>" + table.to_html(float_format="{:.3f}".format, na_rep="–"))
+            parts.append(f"<h4>{html.escape(title)}</h4>" + table_html(table))
     return "".join(parts)
