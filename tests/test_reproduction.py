@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,15 @@ from stages.latent.perceptual import build_lpips
 from stages.plugins.methods.ortho_linear import OrthoLinearParams, fit_mapping
 from stages.report import build_report
 from stages.reporting.ranking import rank_attribute
-from stages.reporting.reproduction import INTERFACEGAN_PAPER, LU_PAPER, PHAM_VAN_PAPER, Entry, RunInputs, reproduce
+from stages.reporting.reproduction import (
+    INTERFACEGAN_PAPER,
+    LU_PAPER,
+    PAPERS,
+    PHAM_VAN_PAPER,
+    Entry,
+    RunInputs,
+    reproduce,
+)
 from stages.reporting.samples import EditSamples, EvaluationDraws, EvaluationRecord
 from stages.runtime.chunked import run_stage
 from tests.conftest import make_params, run_toy_spine
@@ -167,6 +176,19 @@ def test_dvc_metric_holds_only_the_headline_numbers(toy_run) -> None:
         assert all(entry[key] == detail[key] and entry["ci95"][key] == detail["ci95"][key] for key in headline)
         assert all(np.isfinite(entry[key]) for key in headline), attribute
     assert "table_ii" in details["directions"]["glasses"] and "fit" in details["directions"]["glasses"]
+
+
+def test_reproduction_summary_names_each_paper_and_gives_ours_with_intervals(toy_run) -> None:
+    """REPRODUCTION.md opens with one row per claim: the paper cited short (first author, et al.), the claim, ours
+    with its 95 % interval, the rule and the verdict."""
+    root, *_ = toy_run
+    text = (root / "reports" / "REPRODUCTION.md").read_text()
+    assert "| paper | claim | ours [95 % interval] | rule | verdict |" in text
+    rows = [line for line in text.split("\n## ")[0].splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == sum(len(paper.claims) for paper in PAPERS)
+    assert {row.split(" | ")[0][2:] for row in rows} == {"Pham Van et al.", "Shen et al.", "Mao et al.", "Lu et al."}
+    measured = [row for row in rows if not row.endswith("| n/a |")]
+    assert measured and all(re.search(r"\[-?[0-9.]+, -?[0-9.]+\]|parts:", row.split(" | ")[2]) for row in measured)
 
 
 # --------------------------------------------------------------------------------- Pham Van et al. (ortho-linear)

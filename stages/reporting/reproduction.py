@@ -1217,6 +1217,13 @@ def _parts_markdown(section: PaperSection) -> list[str]:
     return lines
 
 
+def short_citation(paper: str) -> str:
+    """``Shen et al.`` for ``Shen, Gu, Tang & Zhou, "Interpreting …"``; a single author's surname stays alone."""
+    authors = paper.split('"')[0].strip().rstrip(",")
+    first = authors.split(",")[0].split("&")[0].strip()
+    return first if first == authors or first.endswith("et al.") else f"{first} et al."
+
+
 def render_markdown(sections: list[PaperSection], header: str) -> str:
     """REPRODUCTION.md: the header, a summary of every claim, then each paper's claims, parts and tables."""
     lines = [
@@ -1230,7 +1237,7 @@ def render_markdown(sections: list[PaperSection], header: str) -> str:
     for section in sections:
         for claim in section.claims:
             lines.append(
-                f"| {_cell(section.paper.split(',')[0])} | {_cell(claim.text)} | {_cell(claim.estimates_text)} | "
+                f"| {_cell(short_citation(section.paper))} | {_cell(claim.text)} | {_cell(claim.estimates_text)} | "
                 f"{_cell(claim.rule_text)} | {claim.verdict} |"
             )
     for section in sections:
