@@ -31,6 +31,7 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -298,6 +299,14 @@ def ranking_html(rankings: dict[str, AttributeRanking], inputs: ReportInputs) ->
     return sections
 
 
+def correlation_half_width(n_samples: int, level: float = LEVEL) -> float:
+    """The widest half-width of a Pearson correlation's ``level`` interval over ``n_samples`` pairs (Fisher z; the
+    widest is at r = 0: tanh(z_(1+level)/2 / √(n − 3)))."""
+    if n_samples <= 3:
+        return float("nan")
+    return float(np.tanh(NormalDist().inv_cdf(0.5 + level / 2) / np.sqrt(n_samples - 3)))
+
+
 def geometry_html(inputs: ReportInputs, attributes: list[str]) -> list[str]:
     """Cosine heatmaps across methods (per attribute) and within each method (folded), and the labels'
     correlation."""
@@ -338,7 +347,14 @@ def geometry_html(inputs: ReportInputs, attributes: list[str]) -> list[str]:
         ),
         "attribute correlation",
     )
-    sections = ["<h2 id='geometry'>Geometry</h2>", f"<div class='figures'>{''.join(across)}{correlation}</div>"]
+    sections = [
+        "<h2 id='geometry'>Geometry</h2><p class='note'>Cosines between fitted unit directions are exact for these "
+        "fits: no held-out sampling lies behind them, so they carry no interval (how they move with other fitting "
+        "samples is not measured here). Every label correlation is within "
+        f"±{correlation_half_width(inputs.n_labeled):.3f} of its true value (95 %, Fisher z, N = "
+        f"{inputs.n_labeled}): too little to draw.</p>",
+        f"<div class='figures'>{''.join(across)}{correlation}</div>",
+    ]
     if within:
         sections.append(
             folded(
@@ -353,7 +369,8 @@ def fit_statistics_html(inputs: ReportInputs) -> list[str]:
     """Each method's own fit statistics per attribute, folded (one block per method)."""
     sections = [
         "<h2 id='fit-statistics'>Fit statistics (from each method)</h2><p class='note'>What each method reported "
-        "about its own fit (counts, accuracies, R², losses), per attribute.</p>"
+        "about its own fit (counts, accuracies, R², losses), per attribute, on its own fitting data: diagnostics, "
+        "not evaluations, so no interval; every evaluated number, with its interval, is in the ranking.</p>"
     ]
     for method in inputs.methods:
         stats = {attribute: entry.get("fit", {}) for attribute, entry in inputs.details[method]["directions"].items()}

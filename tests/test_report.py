@@ -23,7 +23,7 @@ from latentatlas.layout import OutputLayout
 from stages.evaluate import EvaluateStage
 from stages.latent.directions import DirectionSet
 from stages.latent.perceptual import build_lpips
-from stages.report import build_report
+from stages.report import build_report, correlation_half_width
 from stages.reporting import figures
 from stages.reporting.comparison import CAPTION, GAP, THUMBNAIL, jpeg_data_uri, strip
 from stages.reporting.contact_sheet import GridLayoutError, render_traversal_grid, traversal_grid_tiles
@@ -278,3 +278,22 @@ def test_the_curves_legend_never_covers_the_data() -> None:
     for axes in figure.axes:
         assert not legend.overlaps(axes.get_window_extent(renderer)), axes.get_title()
     assert len(figure.axes) == 2  # plain and conditional side by side
+
+
+def test_numbers_without_an_interval_say_why(toy_report) -> None:
+    """Cosines of fitted directions and the methods' own fit statistics carry no interval, and the page says why; the
+    labels' correlations state their widest 95 % half-width (Fisher z)."""
+    root, _ = toy_report
+    text = (root / "reports/report.html").read_text()
+    geometry = text.split("id='geometry'", 1)[1].split("<div", 1)[0]
+    n_labeled = int(re.search(r"N = (\d+)\)", geometry).group(1))
+    assert f"±{correlation_half_width(n_labeled):.3f} of its true value" in geometry
+    assert "carry no interval" in geometry
+    assert "no interval" in text.split("id='fit-statistics'", 1)[1].split("<details>", 1)[0]
+    assert correlation_half_width(20000) == pytest.approx(0.01386, abs=2e-5)  # tanh(1.96 / √19997)
+    assert correlation_half_width(103) == pytest.approx(np.tanh(1.959964 / 10), abs=1e-6)
+    # the half-width holds its level: over many samples of size 103 from independent pairs, |r| exceeds it ~5 %
+    rng = np.random.default_rng(0)
+    pairs = rng.standard_normal((4000, 2, 103))
+    r = np.array([np.corrcoef(x, y)[0, 1] for x, y in pairs])
+    assert np.mean(np.abs(r) > correlation_half_width(103)) == pytest.approx(0.05, abs=0.015)
