@@ -317,6 +317,18 @@ def repro(port: int, preset_path: Path | None, dvc_args: tuple[str, ...]) -> Non
     raise SystemExit(run_repro(port, preset_path, dvc_args, say=click.echo))
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--attribute", "attributes", multiple=True, help="show only this attribute (repeatable)")
+@click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
+@user_errors()
+def experiments(attributes: tuple[str, ...], dvc_args: tuple[str, ...]) -> None:
+    """The rank groups of every DVC experiment, per attribute: entries down, experiments across (what
+    `dvc exp show` holds, without its param and dependency columns). DVC_ARGS go to `dvc exp show` (e.g. -A, --rev)."""
+    from pipeline.experiments import dvc_exp_show, experiment_rankings, format_rankings
+
+    click.echo(format_rankings(experiment_rankings(dvc_exp_show(dvc_args)), attributes))
+
+
 @main.command()
 @data_dir_option
 @click.option("--quick", is_flag=True, help="check presence and sizes only, not checksums (reads no chunk data)")
