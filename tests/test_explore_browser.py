@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -21,32 +19,13 @@ import pytest
 from PIL import Image
 
 from latentatlas.layout import OutputLayout
+from tests.browser import browser_paths, chromium_options
 from tests.conftest import make_params
 
-BROWSER_PACKAGES = "apt-get install -y chromium chromium-driver"
 WAIT_S = 90.0
 
 
-def _browser_paths() -> tuple[str, str]:
-    """(chromium, chromedriver), or a skip of this module (a failure in CI) saying in one line what to install."""
-    missing = []
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        missing.append(f"Debian's chromium and chromium-driver ({BROWSER_PACKAGES})")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("selenium (pip install -e '.[dev]')")
-    if missing:
-        message = f"browser tests need {' and '.join(missing)}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must install them (.ci/run)", pytrace=False)
-        pytest.skip(message, allow_module_level=True)
-    return chromium, driver
-
-
-CHROMIUM, CHROMEDRIVER = _browser_paths()
+CHROMIUM, CHROMEDRIVER = browser_paths()
 
 
 def build_face_run(root: Path):
@@ -172,18 +151,7 @@ def site(tmp_path_factory):
     # a start that does not smile yet (the face the happy slider has room to change)
     seed = min(range(8), key=lambda s: engine.scores(ExploreState(Start("seed", s)))["happy"])
     downloads = tmp_path_factory.mktemp("downloads")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        "--disable-extensions",
-        "--no-first-run",
-    ):
-        options.add_argument(argument)
+    options = chromium_options(CHROMIUM, (1400, 1000))
     options.add_experimental_option(
         "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
     )

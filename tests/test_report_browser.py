@@ -9,41 +9,20 @@ missing browser is a failure.
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.browser import browser_paths, chromium_options
 from tests.test_report import build_toy_report
 
-BROWSER_PACKAGES = "apt-get install -y chromium chromium-driver"
 #: A laptop's window: the first screen the comparison must fill.
 WINDOW = (1280, 800)
 
 
-def _browser_paths() -> tuple[str, str]:
-    """(chromium, chromedriver), or a skip of this module (a failure in CI) saying in one line what to install."""
-    missing = []
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        missing.append(f"Debian's chromium and chromium-driver ({BROWSER_PACKAGES})")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("selenium (pip install -e '.[dev]')")
-    if missing:
-        message = f"browser tests need {' and '.join(missing)}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must install them (.ci/run)", pytrace=False)
-        pytest.skip(message, allow_module_level=True)
-    return chromium, driver
-
-
-CHROMIUM, CHROMEDRIVER = _browser_paths()
+CHROMIUM, CHROMEDRIVER = browser_paths()
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +33,7 @@ def opened(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("report-browser")
     build_toy_report(root)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
-        "--disable-extensions",
-        "--no-first-run",
-    ):
-        options.add_argument(argument)
+    options = chromium_options(CHROMIUM, WINDOW)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
