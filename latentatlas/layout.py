@@ -58,6 +58,10 @@ class OutputLayout:
     def grids_root(self) -> Path:
         return self.root / GRIDS_DIR
 
+    def traversal_grid(self, method: str, attribute: str) -> Path:
+        """The evaluate stage's traversal grid of ``method``'s ``attribute`` direction (the report reads it)."""
+        return self.grids_root() / method / f"{attribute}.png"
+
     def report_html(self) -> Path:
         return self.root / REPORT_HTML
 

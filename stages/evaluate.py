@@ -440,7 +440,7 @@ class EvaluateStage(ChunkedStage):
                 target.reshape(len(self.alphas), -1).T,
                 title=f"{self.method}: {attribute}",
             )
-            write_contact_sheet(self.layout.grids_root() / self.method / f"{attribute}.png", grid)
+            write_contact_sheet(self.layout.traversal_grid(self.method, attribute), grid)
 
 
 def headline_metrics(details: dict[str, Any]) -> dict[str, Any]:

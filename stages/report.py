@@ -79,6 +79,11 @@ class ReportInputs:
     n_labeled: int
     latent_spaces: list[str]
 
+    @property
+    def n_heldout(self) -> int:
+        """Held-out samples every method was judged on (the same for all: checked when the draws load)."""
+        return next(iter(self.draws.values())).record.n_samples
+
 
 def load_metrics(methods: list[str], layout: OutputLayout) -> dict[str, dict[str, Any]]:
     """Each method's evaluation details (``metrics/<method>.details.json``)."""
@@ -142,7 +147,7 @@ def write_rankings(
             "power": POWER,
             "resamples": params.eval.bootstrap_resamples,
             "seed": params.eval.seed,
-            "n_heldout": next(iter(inputs.draws.values())).record.n_samples,
+            "n_heldout": inputs.n_heldout,
             "attributes": {attribute: ranking.to_json() for attribute, ranking in rankings.items()},
         },
     )
@@ -233,11 +238,11 @@ def summary_markdown(
 ) -> str:
     """``reports/summary.md``: what was measured, how to read it, and per attribute the ranking with intervals,
     groups, the detectable differences and any warning; then the reproduction's verdicts."""
-    n_heldout = next(iter(inputs.draws.values())).record.n_samples
     lines = [
         "# latentatlas report",
         "",
-        f"Methods: {', '.join(inputs.methods)}. Held-out samples per direction: {n_heldout}; α ∈ {params.eval.alphas}.",
+        f"Methods: {', '.join(inputs.methods)}. Held-out samples per direction: {inputs.n_heldout}; "
+        f"α ∈ {params.eval.alphas}.",
         "",
         how_to_read(params),
         "",
@@ -251,7 +256,7 @@ def summary_markdown(
         lines += [
             f"## {attribute}",
             "",
-            best_line(ranking) + " " + detectable_line(ranking, n_heldout),
+            best_line(ranking) + " " + detectable_line(ranking, inputs.n_heldout),
             "",
             ranking.display_table().to_markdown(),
             "",
@@ -270,7 +275,7 @@ def comparison_section(inputs: ReportInputs, rankings: dict[str, AttributeRankin
     for ranking in rankings.values():
         missing = [m for m in inputs.methods if m not in ranking.methods]
         try:
-            attributes.append(comparison_html(ranking, layout.grids_root(), records, spaces, missing))
+            attributes.append(comparison_html(ranking, layout, records, spaces, missing))
         except ComparisonError as error:
             raise ReportError(str(error)) from None
     return (
@@ -283,13 +288,13 @@ def comparison_section(inputs: ReportInputs, rankings: dict[str, AttributeRankin
 
 def ranking_html(rankings: dict[str, AttributeRanking], inputs: ReportInputs) -> list[str]:
     """Per attribute: heading, best group, detectable differences, warning, the table, rank intervals and curves."""
-    n_heldout = next(iter(inputs.draws.values())).record.n_samples
     sections = []
     for attribute, ranking in rankings.items():
         warning = f"<p class='warning'>⚠ {html.escape(ranking.warning)}</p>" if ranking.warning else ""
         sections.append(
             f"<h3 id='ranking-{html.escape(attribute)}'>{html.escape(attribute)}</h3>"
-            f"<p>{html.escape(best_line(ranking))} {html.escape(detectable_line(ranking, n_heldout))}</p>{warning}"
+            f"<p>{html.escape(best_line(ranking))} {html.escape(detectable_line(ranking, inputs.n_heldout))}</p>"
+            f"{warning}"
             + table_html(ranking.display_table(), classes="ranking")
             + "<div class='figures'>"
             + figures.img(figures.rank_intervals(ranking), f"rank intervals {attribute}")
@@ -401,7 +406,6 @@ def report_html(
     """The whole self-contained page: a short header, the edits side by side, the ranking, then geometry,
     reproduction and the fit statistics (folded)."""
     methods = inputs.methods
-    n_heldout = next(iter(inputs.draws.values())).record.n_samples
     navigation = " ".join(
         f"<a href='#{anchor}'>{title}</a>"
         for anchor, title in (
@@ -415,7 +419,7 @@ def report_html(
     parts = [
         f"<h1>latentatlas report</h1><p class='lead'>Generator {html.escape(params.generator.name)}, labeler "
         f"{html.escape(params.label.labeler)}; {len(methods)} methods fitted on {inputs.n_labeled} labeled "
-        f"samples, each judged on the same {n_heldout} held-out latents, α ∈ {params.eval.alphas}.</p>"
+        f"samples, each judged on the same {inputs.n_heldout} held-out latents, α ∈ {params.eval.alphas}.</p>"
         f"<nav>{navigation}</nav>",
         comparison_section(inputs, rankings, layout),
         f"<h2 id='ranking'>Ranking per attribute</h2><p>{html.escape(how_to_read(params))}</p><p class='note'>"

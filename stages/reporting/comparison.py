@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from latentatlas.layout import OutputLayout
 from stages.reporting.contact_sheet import GridLayoutError, traversal_grid_tiles
 from stages.reporting.ranking import AttributeRanking
 from stages.reporting.samples import EvaluationRecord
@@ -57,11 +58,6 @@ class MethodEdits:
     method: str
     tiles: np.ndarray
     scores: np.ndarray
-
-
-def grid_path(grids_root: Path, method: str, attribute: str) -> Path:
-    """Where the evaluate stage writes ``method``'s traversal grid of ``attribute``."""
-    return grids_root / method / f"{attribute}.png"
 
 
 def load_edits(grid: Path, method: str, attribute: str, record: EvaluationRecord) -> MethodEdits:
@@ -180,7 +176,7 @@ def comparison_table(
 
 def comparison_html(
     ranking: AttributeRanking,
-    grids_root: Path,
+    layout: OutputLayout,
     records: dict[str, EvaluationRecord],
     spaces: dict[str, str],
     not_evaluated: list[str],
@@ -191,7 +187,7 @@ def comparison_html(
     attribute = ranking.attribute
     edits, missing = [], []
     for method in ranking.methods:
-        grid = grid_path(grids_root, method, attribute)
+        grid = layout.traversal_grid(method, attribute)
         if grid.is_file():
             edits.append(load_edits(grid, method, attribute, records[method]))
         else:

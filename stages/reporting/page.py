@@ -58,6 +58,6 @@ def table_html(frame: pd.DataFrame, digits: int = 3, classes: str | None = None)
     return f"<div class='scroll'>{formatted.to_html(classes=classes, escape=True)}</div>"
 
 
-def folded(summary: str, body: str, open_: bool = False) -> str:
-    """``body`` in a ``<details>`` block whose title is ``summary`` (plain text)."""
-    return f"<details{' open' if open_ else ''}><summary>{html.escape(summary)}</summary>{body}</details>"
+def folded(summary: str, body: str) -> str:
+    """``body`` in a closed ``<details>`` block whose title is ``summary`` (plain text)."""
+    return f"<details><summary>{html.escape(summary)}</summary>{body}</details>"
